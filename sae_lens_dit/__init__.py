@@ -1,0 +1,9 @@
+"""sae-lens-dit: diffusion transformers as first-class citizens of SAELens.
+
+Importing the package registers the `tide` architecture and the releases of `pretrained/` with
+SAELens (idempotent), so `SAE.from_pretrained` and SAELens's trainer see them.
+"""
+
+from sae_lens_dit.backbones import load_tiny_dit
+
+__all__ = ["load_tiny_dit"]
