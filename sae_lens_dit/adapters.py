@@ -1,0 +1,281 @@
+"""Backbone adapters: one declarative YAML per diffusers transformer family, loaded into `AdapterSpec`.
+
+Why data and not code: every family differs only in a handful of facts (where the block lists
+are, which output element carries image tokens, where the raw timestep enters and in what
+units, how classifier-free guidance lays out the batch). Writing those facts down once, and
+validating them on load, keeps hooking code generic and makes a new backbone mostly a new file
+in `adapters/`. The specs know nothing about hooks; `sae_lens_dit.hooked` reads them.
+
+>>> spec = load_spec(adapters_dir() / "dit.yaml")
+>>> spec.name, spec.stacks[0].prefix, spec.stacks[0].module
+('dit', 'blocks', 'transformer_blocks')
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from torch import nn
+
+from sae_lens_dit.resources import adapters_dir
+
+logger = logging.getLogger(__name__)
+
+CfgDetect = Literal["class_label", "equal_halves", "none"]
+"""How uncond rows are found: by a null class label, by identical batch halves, or never."""
+CfgOrder = Literal["cond_first", "uncond_first"]
+"""Which half of a CFG-doubled batch comes first."""
+Layout = Literal["tokens", "channels_first"]
+"""Submodule output layout: [batch, tokens, d] or [batch, d, height, width]."""
+TokenSpan = Literal["all", "image_tail"]
+"""Which tokens of a submodule output are image tokens: all, or the last n (after the text)."""
+
+
+class AdapterSpecError(ValueError):
+    """A spec file is malformed or does not fit the transformer it is applied to."""
+
+
+@dataclass(frozen=True)
+class TimestepSpec:
+    """Where the raw timestep enters the transformer and how it maps to the project convention.
+
+    Convention: float t on the DDPM training scale [0, 1000], 1000 = pure noise.
+    `t = raw * scale / transformer.config[divide_by_config]` (no division when that is None).
+    """
+
+    argument: str
+    scale: float
+    divide_by_config: str | None
+
+
+@dataclass(frozen=True)
+class CfgSpec:
+    """How classifier-free guidance lays out the transformer's batch (see `adapters/*.yaml`)."""
+
+    detect: CfgDetect
+    order: CfgOrder
+    class_argument: str | None
+    """class_label only: forward argument holding the class labels."""
+    null_class_config: str | None
+    """class_label only: config key holding the null class id."""
+    separate_calls: bool
+    """True CFG as two forward calls per step at the same timestep (Flux); `order` says which is first."""
+
+
+@dataclass(frozen=True)
+class SubmoduleSpec:
+    """A submodule whose output gets `<prefix>.{i}.<hook>.hook_out` (read before any gating)."""
+
+    hook: str
+    module: str
+    output_index: int | None
+    layout: Layout
+    tokens: TokenSpan
+    optional: bool
+    """If true, blocks where the module is None (e.g. SD3's attn2 outside dual layers) get no hook."""
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """One block list of the transformer, numbered `<prefix>.{i}` in hook names."""
+
+    prefix: str
+    module: str
+    input: str
+    """Block forward argument carrying the image stream; read by name or by signature position."""
+    image_output: int | None
+    """Index of the image stream in the block's output tuple; None when the output is the tensor."""
+    text_output: int | None
+    text_off_attribute: str | None
+    """Blocks whose attribute of this name is true return no text stream (SD3's last block)."""
+    submodules: tuple[SubmoduleSpec, ...]
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Everything `HookedDiT` needs to know about one backbone family, as read from its YAML."""
+
+    name: str
+    source: Path
+    description: str
+    transformer_classes: tuple[str, ...]
+    latents: str
+    """Forward argument holding the latents; its first dimension is the batch."""
+    timestep: TimestepSpec
+    cfg: CfgSpec
+    stacks: tuple[StackSpec, ...]
+
+    def block_lists(self, transformer: nn.Module) -> list[tuple[StackSpec, nn.ModuleList]]:
+        """The transformer's block lists, checked against the spec."""
+        found = []
+        for stack in self.stacks:
+            blocks = getattr(transformer, stack.module, None)
+            if not isinstance(blocks, nn.ModuleList):
+                children = [name for name, child in transformer.named_children() if isinstance(child, nn.ModuleList)]
+                raise AdapterSpecError(
+                    f"adapter {self.name!r}: no ModuleList at {stack.module!r} of {type(transformer).__name__}; "
+                    f"found ModuleLists {children}; fix {self.source}"
+                )
+            found.append((stack, blocks))
+        return found
+
+
+class _Fields:
+    """Reads one mapping of a spec file; every error names the file and the field path."""
+
+    def __init__(self, source: Path, path: str, data: Any):
+        self.source, self.path = source, path
+        if not isinstance(data, dict):
+            self.fail("", f"expected a mapping, received {type(data).__name__} {data!r}")
+        self.data = data
+
+    def fail(self, key: str, message: str) -> None:
+        field = f"{self.path}.{key}" if self.path and key else (self.path or key or "<top level>")
+        raise AdapterSpecError(f"adapter spec {self.source}: field {field!r}: {message}; fix the file")
+
+    def check_keys(self, allowed: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.fail(str(key), f"unknown key; allowed keys are {list(allowed)}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., nullable: bool = False) -> Any:
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, "missing required field")
+            return default
+        value = self.data[key]
+        if value is None and nullable:
+            return None
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            names = " or ".join(k.__name__ for k in _as_tuple(kind)) + (" or null" if nullable else "")
+            self.fail(key, f"expected {names}, received {value!r}")
+        return value
+
+    def choice(self, key: str, options: Any, default: Any = ...) -> Any:
+        allowed = get_args(options)
+        value = self.get(key, str, default)
+        if value not in allowed:
+            self.fail(key, f"expected one of {list(allowed)}, received {value!r}")
+        return value
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(self.source, f"{self.path}.{key}" if self.path else key, self.get(key, dict))
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _timestep(fields: _Fields) -> TimestepSpec:
+    fields.check_keys(("argument", "scale", "divide_by_config"))
+    scale = float(fields.get("scale", (int, float), 1.0))
+    if scale <= 0:
+        fields.fail("scale", f"expected a positive number, received {scale}")
+    return TimestepSpec(
+        argument=fields.get("argument", str),
+        scale=scale,
+        divide_by_config=fields.get("divide_by_config", str, None, nullable=True),
+    )
+
+
+def _cfg(fields: _Fields) -> CfgSpec:
+    fields.check_keys(("detect", "order", "class_argument", "null_class_config", "separate_calls"))
+    spec = CfgSpec(
+        detect=fields.choice("detect", CfgDetect),
+        order=fields.choice("order", CfgOrder),
+        class_argument=fields.get("class_argument", str, None, nullable=True),
+        null_class_config=fields.get("null_class_config", str, None, nullable=True),
+        separate_calls=fields.get("separate_calls", bool, False),
+    )
+    if spec.detect == "class_label" and (spec.class_argument is None or spec.null_class_config is None):
+        fields.fail("detect", "detect='class_label' needs class_argument and null_class_config")
+    return spec
+
+
+def _submodule(fields: _Fields, hook: str) -> SubmoduleSpec:
+    fields.check_keys(("module", "output_index", "layout", "tokens", "optional"))
+    index = fields.get("output_index", int, None, nullable=True)
+    if index is not None and index < 0:
+        fields.fail("output_index", f"expected a non-negative index, received {index}")
+    return SubmoduleSpec(
+        hook=hook,
+        module=fields.get("module", str),
+        output_index=index,
+        layout=fields.choice("layout", Layout, "tokens"),
+        tokens=fields.choice("tokens", TokenSpan, "all"),
+        optional=fields.get("optional", bool, False),
+    )
+
+
+def _stack(fields: _Fields) -> StackSpec:
+    fields.check_keys(("prefix", "module", "input", "image_output", "text_output", "text_off_attribute", "submodules"))
+    subs = fields.sub("submodules") if "submodules" in fields.data else None
+    prefix = fields.get("prefix", str)
+    if not prefix.isidentifier():
+        fields.fail("prefix", f"expected a Python identifier (it becomes a hook-name segment), received {prefix!r}")
+    return StackSpec(
+        prefix=prefix,
+        module=fields.get("module", str),
+        input=fields.get("input", str),
+        image_output=fields.get("image_output", int, None, nullable=True),
+        text_output=fields.get("text_output", int, None, nullable=True),
+        text_off_attribute=fields.get("text_off_attribute", str, None, nullable=True),
+        submodules=tuple(_submodule(subs.sub(hook), hook) for hook in subs.data) if subs else (),
+    )
+
+
+def load_spec(path: str | Path) -> AdapterSpec:
+    """Read and validate one adapter YAML; a malformed file raises `AdapterSpecError` naming the field."""
+    source = Path(path)
+    try:
+        data = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as error:
+        raise AdapterSpecError(f"adapter spec {source}: not valid YAML ({error}); fix the file") from error
+    top = _Fields(source, "", data)
+    top.check_keys(("name", "description", "transformer_classes", "latents", "timestep", "cfg", "stacks"))
+    classes = top.get("transformer_classes", list)
+    if not classes or not all(isinstance(c, str) for c in classes):
+        top.fail("transformer_classes", f"expected a non-empty list of class names, received {classes!r}")
+    stacks = top.get("stacks", list)
+    if not stacks:
+        top.fail("stacks", "expected at least one block list")
+    parsed = tuple(_stack(_Fields(source, f"stacks[{i}]", stack)) for i, stack in enumerate(stacks))
+    prefixes = [stack.prefix for stack in parsed]
+    if len(set(prefixes)) != len(prefixes):
+        top.fail("stacks", f"prefixes must be unique, received {prefixes}")
+    return AdapterSpec(
+        name=top.get("name", str),
+        source=source,
+        description=top.get("description", str, ""),
+        transformer_classes=tuple(classes),
+        latents=top.get("latents", str),
+        timestep=_timestep(top.sub("timestep")),
+        cfg=_cfg(top.sub("cfg")),
+        stacks=parsed,
+    )
+
+
+@cache
+def shipped_specs() -> tuple[AdapterSpec, ...]:
+    """Every spec in `adapters/`, validated (cached: the folder is read once per process)."""
+    specs = tuple(load_spec(path) for path in sorted(adapters_dir().glob("*.yaml")))
+    logger.debug("loaded %d adapter specs from %s", len(specs), adapters_dir())
+    return specs
+
+
+def adapter_for(transformer: nn.Module) -> AdapterSpec:
+    """The spec whose `transformer_classes` names the transformer's class (or a base class of it)."""
+    by_class = {name: spec for spec in shipped_specs() for name in spec.transformer_classes}
+    for cls in type(transformer).__mro__:
+        if cls.__name__ in by_class:
+            return by_class[cls.__name__]
+    raise AdapterSpecError(
+        f"no adapter for {type(transformer).__name__}; supported transformer classes are {sorted(by_class)}. "
+        f"To add one, write a new YAML in {adapters_dir()} (copy the closest existing spec, e.g. dit.yaml, "
+        f"and list {type(transformer).__name__!r} under transformer_classes)"
+    )
