@@ -1,0 +1,206 @@
+"""Torch hooks on the real diffusers modules that route activations through HookedDiT's HookPoints.
+
+Why not wrap blocks: DiT's final layer reads `transformer_blocks[0].norm1.emb`, diffusers' own
+hook helpers look blocks up by class, and state-dict keys must not change. So a *site* registers
+plain forward (pre-)hooks on an existing module, and only while one of its HookPoints has a
+TransformerLens hook: with no hook active the transformer carries no hook of ours at all and runs
+exactly as before. When installed, a site passes the activation through its HookPoint and splices
+back whatever the HookPoint returns (a new tensor replaces the activation; None keeps it).
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+from transformer_lens.hook_points import HookPoint
+
+from sae_lens_dit.adapters import SubmoduleSpec
+
+
+class DiTHookPoint(HookPoint):
+    """A HookPoint that tells its site when hooks come and go, so torch hooks exist only while needed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.site: Site | None = None
+
+    def add_hook(self, *args: Any, **kwargs: Any) -> None:
+        super().add_hook(*args, **kwargs)
+        if self.site is not None:
+            self.site.refresh()
+
+    def remove_hooks(self, *args: Any, **kwargs: Any) -> None:
+        super().remove_hooks(*args, **kwargs)
+        if self.site is not None:
+            self.site.refresh()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fwd_hooks or self.bwd_hooks)
+
+
+class ArgSlot:
+    """One forward argument of a module, found by keyword or by its position in the signature.
+
+    Blocks are called positionally (Sana, gradient checkpointing), by keyword (SD3, Flux) or mixed
+    (DiT, PixArt); reading through the signature covers all three.
+    """
+
+    def __init__(self, module: nn.Module, name: str):
+        params = list(inspect.signature(module.forward).parameters)
+        if name not in params:
+            raise ValueError(f"{type(module).__name__}.forward has no argument {name!r}; its arguments are {params}")
+        self.name, self.position = name, params.index(name)
+
+    def get(self, args: tuple, kwargs: dict[str, Any]) -> Any:
+        if self.name in kwargs:
+            return kwargs[self.name]
+        return args[self.position] if self.position < len(args) else None
+
+    def replace(self, args: tuple, kwargs: dict[str, Any], value: Any) -> tuple[tuple, dict[str, Any]]:
+        if self.name in kwargs:
+            return args, {**kwargs, self.name: value}
+        return (*args[: self.position], value, *args[self.position + 1 :]), kwargs
+
+
+class Site(ABC):
+    """Installs its torch hooks while any of its HookPoints has a hook; `on_change` is told after each change."""
+
+    def __init__(self, hook_points: list[DiTHookPoint], on_change: Callable[[], None]):
+        self.hook_points = hook_points
+        self._on_change = on_change
+        self._handles: list[RemovableHandle] = []
+        for hook_point in hook_points:
+            hook_point.site = self
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._handles)
+
+    def refresh(self) -> None:
+        wanted = any(hook_point.active for hook_point in self.hook_points)
+        if wanted and not self._handles:
+            self._handles = self._register()
+        elif not wanted and self._handles:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+        self._on_change()
+
+    @abstractmethod
+    def _register(self) -> list[RemovableHandle]:
+        """Register the torch hooks on the real modules; return their handles."""
+
+
+def _checked(new: Any, old: Tensor, hook_point: HookPoint) -> Tensor:
+    """A hook's replacement, if it has the activation's shape (anything else would break the model)."""
+    if not isinstance(new, Tensor) or new.shape != old.shape:
+        received = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+        raise ValueError(
+            f"hook on {hook_point.name} returned {received}; expected a tensor of the activation's shape "
+            f"{tuple(old.shape)}; return None to keep the activation or a tensor of the same shape to replace it"
+        )
+    return new
+
+
+class BlockInputSite(Site):
+    """`hook_resid_pre`: the image stream entering a block, read with a forward pre-hook."""
+
+    def __init__(self, block: nn.Module, slot: ArgSlot, hook_point: DiTHookPoint, on_change: Callable[[], None]):
+        super().__init__([hook_point], on_change)
+        self.block, self.slot, self.hook_point = block, slot, hook_point
+
+    def _register(self) -> list[RemovableHandle]:
+        return [self.block.register_forward_pre_hook(self._pre, with_kwargs=True)]
+
+    def _pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
+        x = self.slot.get(args, kwargs)  # [batch, tokens, d_model]
+        y = self.hook_point(x)
+        if y is x:
+            return None
+        return self.slot.replace(args, kwargs, _checked(y, x, self.hook_point))
+
+
+class BlockOutputSite(Site):
+    """`hook_resid_post` and `hook_txt_resid_post`: the streams a block returns."""
+
+    def __init__(
+        self,
+        block: nn.Module,
+        image_index: int | None,
+        image_hook: DiTHookPoint,
+        text_index: int | None,
+        text_hook: DiTHookPoint | None,
+        on_change: Callable[[], None],
+    ):
+        super().__init__([image_hook] + ([text_hook] if text_hook is not None else []), on_change)
+        self.block = block
+        self.image_index, self.image_hook = image_index, image_hook
+        self.text_index, self.text_hook = text_index, text_hook
+
+    def _register(self) -> list[RemovableHandle]:
+        return [self.block.register_forward_hook(self._post)]
+
+    def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        if self.image_index is None:  # the block returns the image tokens [batch, tokens, d_model]
+            y = self.image_hook(output)
+            return None if y is output else _checked(y, output, self.image_hook)
+        streams = list(output)
+        changed = False
+        for index, hook_point in ((self.image_index, self.image_hook), (self.text_index, self.text_hook)):
+            x = streams[index] if hook_point is not None else None  # [batch, tokens, d_model] or None
+            if x is None:  # no text hook, or a block without text output (SD3's last block)
+                continue
+            y = hook_point(x)
+            if y is not x:
+                streams[index], changed = _checked(y, x, hook_point), True
+        return tuple(streams) if changed else None
+
+
+class SubmoduleSite(Site):
+    """`<sub>.hook_out`: a submodule's image-token output (attention, MLP), before the block gates it."""
+
+    def __init__(
+        self,
+        block: nn.Module,
+        submodule: nn.Module,
+        spec: SubmoduleSpec,
+        slot: ArgSlot,
+        hook_point: DiTHookPoint,
+        on_change: Callable[[], None],
+    ):
+        super().__init__([hook_point], on_change)
+        self.block, self.submodule, self.spec, self.slot, self.hook_point = block, submodule, spec, slot, hook_point
+        self._image_tokens = 0
+
+    def _register(self) -> list[RemovableHandle]:
+        handles = [self.submodule.register_forward_hook(self._post)]
+        if self.spec.tokens == "image_tail":  # the image token count comes from the block's own input
+            handles.append(self.block.register_forward_pre_hook(self._count_image_tokens, with_kwargs=True))
+        return handles
+
+    def _count_image_tokens(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        self._image_tokens = self.slot.get(args, kwargs).shape[1]
+
+    def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        index = self.spec.output_index
+        full = output if index is None else output[index]
+        tokens = full  # [batch, tokens, d] (or [batch, d, h, w] for channels_first)
+        if self.spec.layout == "channels_first":
+            tokens = full.flatten(2).transpose(1, 2)  # [batch, h * w, d]
+        x = tokens[:, -self._image_tokens :] if self.spec.tokens == "image_tail" else tokens
+        y = self.hook_point(x)
+        if y is x:
+            return None
+        y = _checked(y, x, self.hook_point)
+        if self.spec.tokens == "image_tail":
+            y = torch.cat([tokens[:, : -self._image_tokens], y], dim=1)
+        if self.spec.layout == "channels_first":
+            y = y.transpose(1, 2).reshape(full.shape)
+        return y if index is None else (*output[:index], y, *output[index + 1 :])

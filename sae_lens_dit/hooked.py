@@ -1,0 +1,343 @@
+"""HookedDiT: TransformerLens hook points on any supported diffusers diffusion transformer.
+
+Why this shape. Researchers want `run_with_cache` / `run_with_hooks` / `hooks()` exactly as in
+TransformerLens, on the very transformer a stock diffusers pipeline holds. Hooks are global state
+(the `HookedRootModule` docstring explains the footgun), so every temporary hook is removed when
+its context exits, also when the pipeline raises. Three traps shape the implementation:
+
+- The transformer is not a submodule of HookedDiT. `HookedRootModule.setup()` writes `.name` on
+  every module it walks (and over a pipeline it would overwrite `Upsample2D.name`, which that
+  module branches on); the HookPoints live in HookedDiT's own small tree instead, named
+  `blocks.{i}.hook_resid_post` etc., and nothing inside the transformer is touched.
+- Blocks are never replaced or wrapped (DiT's final layer reads `transformer_blocks[0].norm1.emb`,
+  state-dict keys must not change). Torch forward (pre-)hooks on the real modules call the
+  HookPoints, and only while a HookPoint has a hook: an idle HookedDiT leaves no hook behind.
+- The raw timestep is read from the transformer's own forward arguments (PixArt and Sana blocks
+  never see it), with a pre-hook that accepts positional and keyword calls alike.
+
+Hook names (image-token streams are [batch, tokens, d_model]):
+    blocks.{i}.hook_resid_pre, blocks.{i}.hook_resid_post   image residual stream in / out
+    blocks.{i}.hook_txt_resid_post                          text stream out (SD3, Flux joint blocks)
+    blocks.{i}.attn.hook_out, blocks.{i}.mlp.hook_out       submodule outputs, before gating
+    single_blocks.{i}.…                                     Flux single-stream blocks
+Extra submodule hooks (cross_attn, attn2) are listed in each `adapters/*.yaml`.
+
+>>> from diffusers import DiTTransformer2DModel
+>>> model = DiTTransformer2DModel(num_layers=1, num_attention_heads=2, attention_head_dim=4, in_channels=4,
+...     out_channels=8, sample_size=8, patch_size=2, num_embeds_ada_norm=8, norm_type="ada_norm_zero")
+>>> hooked = HookedDiT(model)
+>>> hooked.hook_names
+['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post', 'blocks.0.attn.hook_out', 'blocks.0.mlp.hook_out']
+>>> out, cache = hooked.run_with_cache(torch.randn(2, 4, 8, 8), timestep=torch.tensor([10, 500]),
+...     class_labels=torch.tensor([1, 8]), names_filter="blocks.0.hook_resid_post")
+>>> cache["blocks.0.hook_resid_post"].shape
+torch.Size([2, 16, 8])
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, Protocol
+
+import torch
+from sae_lens import SAE
+from sae_lens.saes.sae import _disable_hooks
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+from transformer_lens.hook_points import HookPoint, NamesFilter
+from transformer_lens.HookedRootModule import HookedRootModule
+
+from sae_lens_dit.adapters import AdapterSpec, AdapterSpecError, StackSpec, adapter_for
+from sae_lens_dit.call_context import CallContext, CallReader
+from sae_lens_dit.hook_sites import ArgSlot, BlockInputSite, BlockOutputSite, DiTHookPoint, Site, SubmoduleSite
+from sae_lens_dit.recording import Branch, Recorder, Recording
+
+logger = logging.getLogger(__name__)
+
+
+class CallListener(Protocol):
+    """Told when a transformer forward call starts and ends (the recorder is one)."""
+
+    def on_call_start(self) -> None: ...
+
+    def on_call_end(self) -> None: ...
+
+
+class _SubmoduleHooks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_out = DiTHookPoint()  # [batch, tokens, d] image tokens, before gating
+
+
+class _BlockHooks(nn.Module):
+    """The HookPoints of one real block; a sibling of the block, never a wrapper around it."""
+
+    def __init__(self, has_text: bool, submodules: Iterable[str]):
+        super().__init__()
+        self.hook_resid_pre = DiTHookPoint()  # [batch, tokens, d_model]
+        self.hook_resid_post = DiTHookPoint()  # [batch, tokens, d_model]
+        if has_text:
+            self.hook_txt_resid_post = DiTHookPoint()  # [batch, text_tokens, d_model]
+        for name in submodules:
+            self.add_module(name, _SubmoduleHooks())
+
+
+class HookedDiT(HookedRootModule):
+    """A diffusers diffusion transformer with TransformerLens hook points; the adapter comes from its class.
+
+    `forward(*args, **kwargs)` is the transformer's own forward. The transformer is held, not owned:
+    keep using it in its pipeline; `hooked.to(...)` and `hooked.train(...)` pass through to it.
+    """
+
+    def __init__(self, transformer: nn.Module, spec: AdapterSpec | None = None):
+        super().__init__()
+        self.__dict__["transformer"] = transformer  # not a submodule: setup() must not walk it
+        self.spec = spec if spec is not None else adapter_for(transformer)
+        self._reader = CallReader(self.spec, transformer)
+        self._sites: list[Site] = []
+        self._listeners: list[CallListener] = []
+        self._call_handles: list[RemovableHandle] = []
+        self._call_args: tuple[tuple, dict[str, Any]] | None = None
+        self._call_context: CallContext | None = None
+        for stack, blocks in self.spec.block_lists(transformer):
+            self.add_module(stack.prefix, nn.ModuleList(self._hooks_for(stack, block) for block in blocks))
+        self.setup()
+        logger.debug(
+            "HookedDiT(%s): adapter %r, %d hook points", type(transformer).__name__, self.spec.name, len(self.hook_dict)
+        )
+
+    def _hooks_for(self, stack: StackSpec, block: nn.Module) -> _BlockHooks:
+        """Build one block's HookPoints and their (not yet installed) sites."""
+        try:
+            slot = ArgSlot(block, stack.input)
+        except ValueError as error:
+            raise AdapterSpecError(f"adapter {self.spec.name!r}: {error}; fix {self.spec.source}") from None
+        has_text = stack.text_output is not None and not (
+            stack.text_off_attribute is not None and getattr(block, stack.text_off_attribute, False)
+        )
+        submodules = {sub.hook: _submodule(block, sub.module, self.spec) for sub in stack.submodules}
+        present = [sub for sub in stack.submodules if submodules[sub.hook] is not None or not sub.optional]
+        for sub in present:
+            if submodules[sub.hook] is None:
+                raise AdapterSpecError(
+                    f"adapter {self.spec.name!r}: {type(block).__name__}.{sub.module} is None; mark it "
+                    f"`optional: true` or point `module` elsewhere in {self.spec.source}"
+                )
+        hooks = _BlockHooks(has_text, [sub.hook for sub in present])
+        on_change = self._refresh_call_hooks
+        text_hook = hooks.hook_txt_resid_post if has_text else None
+        self._sites += [
+            BlockInputSite(block, slot, hooks.hook_resid_pre, on_change),
+            BlockOutputSite(block, stack.image_output, hooks.hook_resid_post, stack.text_output, text_hook, on_change),
+        ]
+        for sub in present:
+            hook_point = getattr(hooks, sub.hook).hook_out
+            self._sites.append(SubmoduleSite(block, submodules[sub.hook], sub, slot, hook_point, on_change))
+        return hooks
+
+    # ----------------------------------------------------------------------------------------------
+    # The transformer's own call: timestep and CFG metadata for hooks that need them.
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.transformer(*args, **kwargs)
+
+    def to(self, *args: Any, **kwargs: Any) -> HookedDiT:
+        self.transformer.to(*args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True) -> HookedDiT:
+        self.transformer.train(mode)
+        return super().train(mode)
+
+    @property
+    def hook_names(self) -> list[str]:
+        return list(self.hook_dict)
+
+    @property
+    def call_context(self) -> CallContext:
+        """Timestep, CFG branch and sample index per batch row of the forward call in progress.
+
+        Available inside hook functions (and to `record` / `saes`); computed once per call.
+        """
+        if self._call_args is None:
+            raise RuntimeError(
+                "call_context is only available while the transformer runs with a hook of this HookedDiT "
+                "active (inside a hook function, record() or saes())"
+            )
+        if self._call_context is None:
+            self._call_context = self._reader.context(*self._call_args)
+        return self._call_context
+
+    def _refresh_call_hooks(self) -> None:
+        """Keep the transformer-level hooks installed exactly while some site or listener needs them."""
+        wanted = bool(self._listeners) or any(site.installed for site in self._sites)
+        if wanted and not self._call_handles:
+            self._call_handles = [
+                self.transformer.register_forward_pre_hook(self._call_started, with_kwargs=True),
+                self.transformer.register_forward_hook(self._call_ended, always_call=True),
+            ]
+        elif not wanted and self._call_handles:
+            for handle in self._call_handles:
+                handle.remove()
+            self._call_handles = []
+
+    def _call_started(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        self._call_args, self._call_context = (args, kwargs), None
+        for listener in self._listeners:
+            listener.on_call_start()
+
+    def _call_ended(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._call_args, self._call_context = None, None
+        for listener in self._listeners:
+            listener.on_call_end()
+
+    @contextmanager
+    def _listening(self, listener: CallListener) -> Iterator[None]:
+        self._listeners.append(listener)
+        self._refresh_call_hooks()
+        try:
+            yield
+        finally:
+            self._listeners.remove(listener)
+            self._refresh_call_hooks()
+
+    # ----------------------------------------------------------------------------------------------
+    # TransformerLens API, with hook names checked up front.
+
+    def check_hook_names(self, names: Iterable[str | Callable[[str], bool]]) -> None:
+        """Raise with the closest valid names for every string that is not a hook name of this model."""
+        for name in names:
+            if isinstance(name, str) and name not in self.hook_dict:
+                close = difflib.get_close_matches(name, self.hook_dict, n=5, cutoff=0.5)
+                suffixes = sorted({hook.split(".", 2)[-1] for hook in self.hook_dict})
+                raise ValueError(
+                    f"unknown hook name {name!r} for HookedDiT({type(self.transformer).__name__}); "
+                    f"closest valid names: {close}; this model has {len(self.hook_dict)} hook points named "
+                    f"<stack>.<i>.<suffix> with suffixes {suffixes} (see hooked.hook_names)"
+                )
+
+    def add_hook(self, name: str | Callable[[str], bool], hook: Callable, *args: Any, **kwargs: Any) -> None:
+        self.check_hook_names([name])
+        super().add_hook(name, hook, *args, **kwargs)
+
+    @contextmanager
+    def hooks(
+        self,
+        fwd_hooks: Sequence[tuple[str | Callable, Callable]] = (),
+        bwd_hooks: Sequence[tuple[str | Callable, Callable]] = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+    ) -> Iterator[HookedDiT]:
+        self.check_hook_names([name for name, _ in [*fwd_hooks, *bwd_hooks]])
+        with super().hooks(list(fwd_hooks), list(bwd_hooks), reset_hooks_end, clear_contexts) as model:
+            yield model
+
+    def get_caching_hooks(self, names_filter: NamesFilter = None, *args: Any, **kwargs: Any) -> tuple[dict, list, list]:
+        if isinstance(names_filter, str):
+            self.check_hook_names([names_filter])
+        elif isinstance(names_filter, (list, tuple)):
+            self.check_hook_names(names_filter)
+        return super().get_caching_hooks(names_filter, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------
+    # Timestep-aware recording and SAE splicing over whole pipeline runs.
+
+    @contextmanager
+    def record(
+        self,
+        names: Sequence[str],
+        tokens_per_image: int | None = None,
+        timesteps: Sequence[float] | None = None,
+        branch: Branch = "both",
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> Iterator[Recording]:
+        """Record `names` over every transformer call made inside the block (e.g. a whole pipeline run).
+
+        Keeps `tokens_per_image` random token positions per image and step (seeded by
+        (seed, run, step, sample); all tokens if None), only rows of `branch` and, if given, only
+        rows whose timestep is within 0.5 of one of `timesteps` (project convention: DDPM scale
+        [0, 1000], 1000 = pure noise). Kept activations are detached, copied to `device` in `dtype`
+        inside the hook. The hooks are removed on exit, also when the pipeline raises.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        self.check_hook_names(names)
+        recorder = Recorder(
+            names, lambda: self.call_context, self.spec.cfg, tokens_per_image, timesteps, branch, dtype, device, seed
+        )
+        with self._listening(recorder), self.hooks(fwd_hooks=[(name, recorder.hook(name)) for name in names]):
+            yield recorder.recording
+
+    @contextmanager
+    def saes(self, saes: Sequence[SAE], use_error_term: bool = True) -> Iterator[HookedDiT]:
+        """Splice SAEs in at their `cfg.metadata.hook_name`: the activation is replaced by the SAE's output.
+
+        With `use_error_term`, the output is `x + (sae(x) - sae_clean(x))`, where the clean pass runs
+        with the SAE's own hook points bypassed: exactly `x` until a hook on the SAE (e.g. on
+        `hook_sae_acts_post`) edits something, and the edit's effect otherwise; gradients flow through
+        the SAE as in SAELens's error-term mode. SAEs with an `at_timestep(t)` context manager (TIDE)
+        get the current call's timestep per batch row, [batch]. Each SAE's `use_error_term` is
+        restored on exit.
+        """
+        hook_names = [sae.cfg.metadata.hook_name for sae in saes]
+        self.check_hook_names(hook_names)
+        previous = [sae.use_error_term for sae in saes]
+        hooks = [(name, self._splice_hook(sae, use_error_term)) for name, sae in zip(hook_names, saes, strict=True)]
+        try:
+            for sae in saes:
+                sae.use_error_term = False  # the splice computes the error term itself, exactly
+            with self.hooks(fwd_hooks=hooks):
+                yield self
+        finally:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # SAELens warns when it is set to True
+                for sae, value in zip(saes, previous, strict=True):
+                    sae.use_error_term = value
+
+    def _splice_hook(self, sae: SAE, use_error_term: bool) -> Callable[..., Tensor]:
+        def splice(activation: Tensor, hook: HookPoint) -> Tensor:  # activation: [batch, tokens, d]
+            x = activation.to(sae.dtype)
+            with self._timestep_scope(sae, activation):
+                out = sae(x)
+                if use_error_term:
+                    with torch.no_grad(), _disable_hooks(sae):
+                        clean = sae(x)
+            if use_error_term:
+                return activation.detach() + (out - clean).to(activation.dtype)
+            return out.to(activation.dtype)
+
+        return splice
+
+    def _timestep_scope(self, sae: SAE, activation: Tensor) -> Any:
+        if not hasattr(sae, "at_timestep"):
+            return nullcontext()
+        timestep = self.call_context.timestep
+        if timestep is None:
+            raise ValueError(
+                f"SAE at {sae.cfg.metadata.hook_name} needs a timestep (it has at_timestep) but the transformer "
+                f"was called without one; pass `timestep` to the transformer"
+            )
+        return sae.at_timestep(timestep.to(activation.device))  # [batch]
+
+
+def _submodule(block: nn.Module, path: str, spec: AdapterSpec) -> nn.Module | None:
+    """The module at a dotted attribute path of a block (None where the block has it set to None)."""
+    current: Any = block
+    for part in path.split("."):
+        if not hasattr(current, part):
+            children = [name for name, _ in block.named_children()]
+            raise AdapterSpecError(
+                f"adapter {spec.name!r}: {type(block).__name__} has no submodule {path!r}; its children are "
+                f"{children}; fix {spec.source}"
+            )
+        current = getattr(current, part)
+    if current is not None and not isinstance(current, nn.Module):
+        raise AdapterSpecError(
+            f"adapter {spec.name!r}: {type(block).__name__}.{path} is not a module; fix {spec.source}"
+        )
+    return current

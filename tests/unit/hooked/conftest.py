@@ -1,0 +1,269 @@
+"""Tiny random backbones for every supported family (configs from diffusers' own model tests).
+
+Each `Backbone` also carries the test's *own* description of where activations live (block
+output index, submodule attribute and how to slice its output), written independently of
+`adapters/*.yaml`, so the tests compare HookedDiT against plain torch hooks rather than against
+the spec it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+from diffusers import (
+    DiTTransformer2DModel,
+    FluxTransformer2DModel,
+    PixArtTransformer2DModel,
+    SanaTransformer2DModel,
+    SD3Transformer2DModel,
+)
+from torch import Tensor, nn
+
+
+def _tokens_of_channels_first(out: Tensor) -> Tensor:
+    return out.flatten(2).transpose(1, 2)  # [batch, d, h, w] -> [batch, h * w, d]
+
+
+@dataclass
+class Backbone:
+    name: str
+    build: Callable[[], nn.Module]
+    inputs: Callable[[int], dict[str, Any]]
+    stacks: dict[str, str]  # hook-name prefix -> ModuleList attribute
+    image_index: int | None  # where the block output holds the image stream
+    text_index: int | None = None
+    # per stack prefix: hook suffix -> (submodule attribute, output tuple index or None,
+    # tensor -> image tokens [batch, tokens, d] as a view)
+    submodules: dict[str, dict[str, tuple[str, int | None, Callable[[Tensor], Tensor]]]] = field(default_factory=dict)
+
+    def make(self) -> nn.Module:
+        """A fresh random model in eval mode (DiT drops class labels at random in training mode)."""
+        return self.build().eval()
+
+    def blocks(self, model: nn.Module, prefix: str) -> nn.ModuleList:
+        return getattr(model, self.stacks[prefix])
+
+    @staticmethod
+    def run(model: nn.Module, inputs: dict[str, Any]) -> Tensor:
+        """The model's sample output for `inputs` (a plain forward, no grad)."""
+        with torch.no_grad():
+            return model(**inputs, return_dict=False)[0]
+
+
+def _whole(out: Tensor) -> Tensor:
+    return out
+
+
+def _dit() -> nn.Module:
+    return DiTTransformer2DModel(
+        in_channels=4,
+        out_channels=8,
+        activation_fn="gelu-approximate",
+        num_attention_heads=2,
+        attention_head_dim=4,
+        attention_bias=True,
+        num_layers=2,
+        norm_type="ada_norm_zero",
+        num_embeds_ada_norm=8,
+        patch_size=2,
+        sample_size=8,
+    )
+
+
+def _pixart() -> nn.Module:
+    return PixArtTransformer2DModel(
+        sample_size=8,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=2,
+        num_attention_heads=2,
+        in_channels=4,
+        cross_attention_dim=8,
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=8,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+        caption_channels=None,
+    )
+
+
+def _sd3(**extra: Any) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        return SD3Transformer2DModel(
+            sample_size=16,
+            patch_size=1,
+            in_channels=4,
+            num_layers=4,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=32,
+            pooled_projection_dim=64,
+            out_channels=4,
+            pos_embed_max_size=96,
+            **extra,
+        )
+
+    return make
+
+
+def _flux() -> nn.Module:
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    )
+
+
+def _sana() -> nn.Module:
+    return SanaTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=4,
+        num_attention_heads=2,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=4,
+        cross_attention_dim=8,
+        caption_channels=8,
+        sample_size=16,
+    )
+
+
+def _sd3_inputs(batch: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(batch, 4, 16, 16),
+        "encoder_hidden_states": torch.randn(batch, 12, 32),
+        "pooled_projections": torch.randn(batch, 64),
+        "timestep": torch.rand(batch) * 1000,
+    }
+
+
+FLUX_TEXT_TOKENS, FLUX_IMAGE_TOKENS = 12, 16
+
+
+def _flux_inputs(batch: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(batch, FLUX_IMAGE_TOKENS, 4),
+        "encoder_hidden_states": torch.randn(batch, FLUX_TEXT_TOKENS, 32),
+        "pooled_projections": torch.randn(batch, 32),
+        "img_ids": torch.randn(FLUX_IMAGE_TOKENS, 3),
+        "txt_ids": torch.randn(FLUX_TEXT_TOKENS, 3),
+        "timestep": torch.rand(batch),
+    }
+
+
+def _flux_single_attn(out: Tensor) -> Tensor:
+    return out[:, FLUX_TEXT_TOKENS:]  # the single-stream attention runs over [text | image]
+
+
+_SD3_SUBMODULES = {"blocks": {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}}
+
+BACKBONES = {
+    "dit": Backbone(
+        "dit",
+        _dit,
+        lambda b: {
+            "hidden_states": torch.randn(b, 4, 8, 8),
+            "timestep": torch.randint(0, 1000, (b,)),
+            "class_labels": torch.randint(0, 9, (b,)),
+        },
+        {"blocks": "transformer_blocks"},
+        None,
+        submodules={"blocks": {"attn": ("attn1", None, _whole), "mlp": ("ff", None, _whole)}},
+    ),
+    "pixart": Backbone(
+        "pixart",
+        _pixart,
+        lambda b: {
+            "hidden_states": torch.randn(b, 4, 8, 8),
+            "encoder_hidden_states": torch.randn(b, 8, 8),
+            "timestep": torch.randint(0, 1000, (b,)),
+            "added_cond_kwargs": {"aspect_ratio": None, "resolution": None},
+        },
+        {"blocks": "transformer_blocks"},
+        None,
+        submodules={
+            "blocks": {
+                "attn": ("attn1", None, _whole),
+                "cross_attn": ("attn2", None, _whole),
+                "mlp": ("ff", None, _whole),
+            }
+        },
+    ),
+    "sd3": Backbone("sd3", _sd3(), _sd3_inputs, {"blocks": "transformer_blocks"}, 1, 0, _SD3_SUBMODULES),
+    "sd3.5": Backbone(
+        "sd3.5",
+        _sd3(dual_attention_layers=(0,), qk_norm="rms_norm"),
+        _sd3_inputs,
+        {"blocks": "transformer_blocks"},
+        1,
+        0,
+        {"blocks": {**_SD3_SUBMODULES["blocks"], "attn2": ("attn2", None, _whole)}},
+    ),
+    "flux": Backbone(
+        "flux",
+        _flux,
+        _flux_inputs,
+        {"blocks": "transformer_blocks", "single_blocks": "single_transformer_blocks"},
+        1,
+        0,
+        {
+            "blocks": {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)},
+            "single_blocks": {"attn": ("attn", None, _flux_single_attn)},
+        },
+    ),
+    "sana": Backbone(
+        "sana",
+        _sana,
+        lambda b: {
+            "hidden_states": torch.randn(b, 4, 16, 16),
+            "encoder_hidden_states": torch.randn(b, 5, 8),
+            "timestep": torch.rand(b) * 1000,
+        },
+        {"blocks": "transformer_blocks"},
+        None,
+        submodules={
+            "blocks": {
+                "attn": ("attn1", None, _whole),
+                "cross_attn": ("attn2", None, _whole),
+                "mlp": ("ff", None, _tokens_of_channels_first),
+            }
+        },
+    ),
+}
+
+
+@pytest.fixture(params=list(BACKBONES))
+def backbone(request: pytest.FixtureRequest) -> Backbone:
+    return BACKBONES[request.param]
+
+
+@pytest.fixture
+def backbones() -> dict[str, Backbone]:
+    return BACKBONES
+
+
+def _torch_hooks_left(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if module._forward_hooks or module._forward_pre_hooks]
+
+
+@pytest.fixture
+def torch_hooks_left() -> Callable[[nn.Module], list[str]]:
+    """Names of a model's modules that carry any torch forward (pre-)hook."""
+    return _torch_hooks_left
