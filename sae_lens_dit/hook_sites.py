@@ -70,9 +70,9 @@ class ArgSlot:
 
 
 class Site(ABC):
-    """Installs its torch hooks while any of its HookPoints has a hook; `on_change` is told after each change."""
+    """Installs its torch hooks while any of its HookPoints has a hook; `on_change(installed)` hears each switch."""
 
-    def __init__(self, hook_points: list[DiTHookPoint], on_change: Callable[[], None]):
+    def __init__(self, hook_points: list[DiTHookPoint], on_change: Callable[[bool], None]):
         self.hook_points = hook_points
         self._on_change = on_change
         self._handles: list[RemovableHandle] = []
@@ -87,11 +87,12 @@ class Site(ABC):
         wanted = any(hook_point.active for hook_point in self.hook_points)
         if wanted and not self._handles:
             self._handles = self._register()
+            self._on_change(True)
         elif not wanted and self._handles:
             for handle in self._handles:
                 handle.remove()
             self._handles = []
-        self._on_change()
+            self._on_change(False)
 
     @abstractmethod
     def _register(self) -> list[RemovableHandle]:
@@ -112,7 +113,7 @@ def _checked(new: Any, old: Tensor, hook_point: HookPoint) -> Tensor:
 class BlockInputSite(Site):
     """`hook_resid_pre`: the image stream entering a block, read with a forward pre-hook."""
 
-    def __init__(self, block: nn.Module, slot: ArgSlot, hook_point: DiTHookPoint, on_change: Callable[[], None]):
+    def __init__(self, block: nn.Module, slot: ArgSlot, hook_point: DiTHookPoint, on_change: Callable[[bool], None]):
         super().__init__([hook_point], on_change)
         self.block, self.slot, self.hook_point = block, slot, hook_point
 
@@ -137,7 +138,7 @@ class BlockOutputSite(Site):
         image_hook: DiTHookPoint,
         text_index: int | None,
         text_hook: DiTHookPoint | None,
-        on_change: Callable[[], None],
+        on_change: Callable[[bool], None],
     ):
         super().__init__([image_hook] + ([text_hook] if text_hook is not None else []), on_change)
         self.block = block
@@ -173,7 +174,7 @@ class SubmoduleSite(Site):
         spec: SubmoduleSpec,
         slot: ArgSlot,
         hook_point: DiTHookPoint,
-        on_change: Callable[[], None],
+        on_change: Callable[[bool], None],
     ):
         super().__init__([hook_point], on_change)
         self.block, self.submodule, self.spec, self.slot, self.hook_point = block, submodule, spec, slot, hook_point

@@ -41,6 +41,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -65,6 +66,14 @@ class CallListener(Protocol):
     def on_call_start(self) -> None: ...
 
     def on_call_end(self) -> None: ...
+
+
+@dataclass
+class _CallState:
+    """The transformer call in progress (a plain object: nn.Module attribute writes are slow)."""
+
+    args: tuple[tuple, dict[str, Any]] | None = None
+    context: CallContext | None = None
 
 
 class _SubmoduleHooks(nn.Module):
@@ -99,10 +108,10 @@ class HookedDiT(HookedRootModule):
         self.spec = spec if spec is not None else adapter_for(transformer)
         self._reader = CallReader(self.spec, transformer)
         self._sites: list[Site] = []
+        self._installed_sites = 0
         self._listeners: list[CallListener] = []
         self._call_handles: list[RemovableHandle] = []
-        self._call_args: tuple[tuple, dict[str, Any]] | None = None
-        self._call_context: CallContext | None = None
+        self._call = _CallState()
         for stack, blocks in self.spec.block_lists(transformer):
             self.add_module(stack.prefix, nn.ModuleList(self._hooks_for(stack, block) for block in blocks))
         self.setup()
@@ -128,7 +137,7 @@ class HookedDiT(HookedRootModule):
                     f"`optional: true` or point `module` elsewhere in {self.spec.source}"
                 )
         hooks = _BlockHooks(has_text, [sub.hook for sub in present])
-        on_change = self._refresh_call_hooks
+        on_change = self._site_switched
         text_hook = hooks.hook_txt_resid_post if has_text else None
         self._sites += [
             BlockInputSite(block, slot, hooks.hook_resid_pre, on_change),
@@ -158,23 +167,41 @@ class HookedDiT(HookedRootModule):
         return list(self.hook_dict)
 
     @property
+    def tokens_per_image(self) -> int:
+        """Image tokens per image at the transformer's configured resolution: (sample_size / patch_size)^2."""
+        config = self.transformer.config
+        size, patch = getattr(config, "sample_size", None), getattr(config, "patch_size", None)
+        if not size or not patch:
+            raise ValueError(
+                f"{type(self.transformer).__name__}.config has no sample_size/patch_size, so its image token count "
+                f"depends on the input resolution; read it from an activation instead (its dimension 1)"
+            )
+        height, width = (size, size) if isinstance(size, int) else size
+        return (height // patch) * (width // patch)
+
+    @property
     def call_context(self) -> CallContext:
         """Timestep, CFG branch and sample index per batch row of the forward call in progress.
 
         Available inside hook functions (and to `record` / `saes`); computed once per call.
         """
-        if self._call_args is None:
+        call = self._call
+        if call.args is None:
             raise RuntimeError(
                 "call_context is only available while the transformer runs with a hook of this HookedDiT "
                 "active (inside a hook function, record() or saes())"
             )
-        if self._call_context is None:
-            self._call_context = self._reader.context(*self._call_args)
-        return self._call_context
+        if call.context is None:
+            call.context = self._reader.context(*call.args)
+        return call.context
+
+    def _site_switched(self, installed: bool) -> None:
+        self._installed_sites += 1 if installed else -1
+        self._refresh_call_hooks()
 
     def _refresh_call_hooks(self) -> None:
         """Keep the transformer-level hooks installed exactly while some site or listener needs them."""
-        wanted = bool(self._listeners) or any(site.installed for site in self._sites)
+        wanted = bool(self._listeners) or self._installed_sites > 0
         if wanted and not self._call_handles:
             self._call_handles = [
                 self.transformer.register_forward_pre_hook(self._call_started, with_kwargs=True),
@@ -186,12 +213,12 @@ class HookedDiT(HookedRootModule):
             self._call_handles = []
 
     def _call_started(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        self._call_args, self._call_context = (args, kwargs), None
+        self._call.args, self._call.context = (args, kwargs), None
         for listener in self._listeners:
             listener.on_call_start()
 
     def _call_ended(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self._call_args, self._call_context = None, None
+        self._call.args, self._call.context = None, None
         for listener in self._listeners:
             listener.on_call_end()
 
@@ -237,11 +264,18 @@ class HookedDiT(HookedRootModule):
             yield model
 
     def get_caching_hooks(self, names_filter: NamesFilter = None, *args: Any, **kwargs: Any) -> tuple[dict, list, list]:
+        self._check_names_filter(names_filter)
+        return super().get_caching_hooks(names_filter, *args, **kwargs)
+
+    def add_caching_hooks(self, names_filter: NamesFilter = None, *args: Any, **kwargs: Any) -> dict:
+        self._check_names_filter(names_filter)
+        return super().add_caching_hooks(names_filter, *args, **kwargs)
+
+    def _check_names_filter(self, names_filter: NamesFilter) -> None:
         if isinstance(names_filter, str):
             self.check_hook_names([names_filter])
         elif isinstance(names_filter, (list, tuple)):
             self.check_hook_names(names_filter)
-        return super().get_caching_hooks(names_filter, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
     # Timestep-aware recording and SAE splicing over whole pipeline runs.
@@ -301,15 +335,15 @@ class HookedDiT(HookedRootModule):
 
     def _splice_hook(self, sae: SAE, use_error_term: bool) -> Callable[..., Tensor]:
         def splice(activation: Tensor, hook: HookPoint) -> Tensor:  # activation: [batch, tokens, d]
-            x = activation.to(sae.dtype)
+            x = activation.to(sae.device, sae.dtype)
             with self._timestep_scope(sae, activation):
                 out = sae(x)
                 if use_error_term:
                     with torch.no_grad(), _disable_hooks(sae):
                         clean = sae(x)
             if use_error_term:
-                return activation.detach() + (out - clean).to(activation.dtype)
-            return out.to(activation.dtype)
+                return activation.detach() + (out - clean).to(activation.device, activation.dtype)
+            return out.to(activation.device, activation.dtype)
 
         return splice
 

@@ -57,7 +57,8 @@ def test_hooks_are_removed_when_the_forward_raises(backbones, torch_hooks_left):
         hooked.run_with_hooks(**backbone.inputs(2), fwd_hooks=[("blocks.1.mlp.hook_out", explode)])
     assert torch_hooks_left(model) == []
     assert not any(hook_point.fwd_hooks for hook_point in hooked.hook_dict.values())
-    assert hooked._call_args is None
+    with pytest.raises(RuntimeError, match="only available while the transformer runs"):
+        _ = hooked.call_context
 
 
 def test_permanent_hooks_stay_until_reset_and_torch_hooks_follow(backbones, torch_hooks_left):
@@ -133,3 +134,10 @@ def test_spec_that_does_not_fit_the_model_names_the_file(backbones):
     wrong_sub = dataclasses.replace(spec, stacks=(dataclasses.replace(spec.stacks[0], submodules=(sub,)),))
     with pytest.raises(AdapterSpecError, match=r"no submodule 'attn9'.*attn1.*dit.yaml"):
         HookedDiT(model, wrong_sub)
+
+
+def test_tokens_per_image_follows_the_config(backbones):
+    assert HookedDiT(backbones["dit"].make()).tokens_per_image == (8 // 2) ** 2
+    assert HookedDiT(backbones["sd3"].make()).tokens_per_image == 16**2
+    with pytest.raises(ValueError, match="depends on the input resolution"):
+        _ = HookedDiT(backbones["flux"].make()).tokens_per_image
