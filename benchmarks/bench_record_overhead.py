@@ -1,0 +1,151 @@
+"""Wall-clock cost of `HookedDiT.record` over a full DiTPipeline sampling run.
+
+Recording one hook with tokens_per_image=16 should cost at most 5% over the same run without
+hooks (ratio of medians). Both variants run in this process, interleaved (baseline, recorded,
+baseline, ...) so that drifting machine load hits both alike; each run uses the same seed.
+Besides wall clock, the table gives this process's CPU time per run: on a shared machine other
+processes stretch wall clock at random, CPU time much less so. A noise-robust bound comes last:
+the CPU cost of the hooks per transformer call, measured on a 5-layer, 16-token DiT whose own
+forward is tiny, as a fraction of one step of the full run.
+
+    python benchmarks/bench_record_overhead.py [--repeats 9] [--steps 25] [--threads 1]
+
+Prints a table and writes it to benchmarks/results/record_overhead.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+
+from sae_lens_dit import HookedDiT
+
+HOOK = "blocks.4.hook_resid_post"
+TOKENS_PER_IMAGE = 16
+RESULTS = Path(__file__).resolve().parent / "results" / "record_overhead.md"
+
+
+def build_pipe() -> DiTPipeline:
+    """A DiT-S/2-like model at 256 image tokens (32x32 latent, patch 2), 8 layers, width 192."""
+    transformer = DiTTransformer2DModel(
+        sample_size=32,
+        patch_size=2,
+        in_channels=4,
+        out_channels=8,
+        num_layers=8,
+        num_attention_heads=6,
+        attention_head_dim=32,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_zero",
+        norm_elementwise_affine=False,
+    ).eval()
+    pipe = DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample(pipe: DiTPipeline, steps: int) -> tuple[float, float]:
+    """(wall-clock seconds, process CPU seconds) of one sampling run."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        pipe(class_labels=[1, 2], num_inference_steps=steps, generator=torch.manual_seed(0), output_type="np")
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def hook_cost_per_call(calls: int = 400) -> float:
+    """CPU seconds the record hooks add per transformer call (tiny model, same hook and k)."""
+    model = DiTTransformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=8, num_layers=5, num_attention_heads=1,
+        attention_head_dim=8, num_embeds_ada_norm=1000, norm_type="ada_norm_zero",
+    ).eval()  # fmt: skip
+    hooked = HookedDiT(model)
+    x, labels = torch.randn(2, 4, 8, 8).repeat(2, 1, 1, 1), torch.tensor([1, 2, 1000, 1000])
+
+    def loop() -> float:
+        start = time.process_time()
+        with torch.no_grad():
+            for t in range(calls, 0, -1):
+                model(x, timestep=torch.full((4,), t), class_labels=labels)
+        return time.process_time() - start
+
+    base, recorded = [], []
+    for _ in range(5):
+        base.append(loop())
+        with hooked.record([HOOK], tokens_per_image=TOKENS_PER_IMAGE):
+            recorded.append(loop())
+    return (statistics.median(recorded) - statistics.median(base)) / calls
+
+
+def _row(label: str, runs: list[tuple[float, float]]) -> str:
+    wall, cpu = [run[0] for run in runs], [run[1] for run in runs]
+    return (
+        f"| {label} | {statistics.median(wall):.3f} | {min(wall):.3f} | {max(wall):.3f} "
+        f"| {statistics.median(cpu):.3f} | {len(runs)} |"
+    )
+
+
+def _ratio(recorded: list[tuple[float, float]], baseline: list[tuple[float, float]], index: int) -> float:
+    return statistics.median(run[index] for run in recorded) / statistics.median(run[index] for run in baseline)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs per variant")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps per run")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    pipe = build_pipe()
+    hooked = HookedDiT(pipe.transformer)
+    sample(pipe, args.steps)  # warm-up (allocator, kernels)
+    baseline, recorded, kept = [], [], 0
+    for _ in range(args.repeats):
+        baseline.append(sample(pipe, args.steps))
+        with hooked.record([HOOK], tokens_per_image=TOKENS_PER_IMAGE) as rec:
+            recorded.append(sample(pipe, args.steps))
+        kept = rec[HOOK].numel()
+
+    table = "\n".join(
+        [
+            "| variant | wall median s | wall min s | wall max s | CPU median s | runs |",
+            "| --- | --- | --- | --- | --- | --- |",
+            _row("no hooks", baseline),
+            _row(f"record `{HOOK}`, {TOKENS_PER_IMAGE} tokens/image", recorded),
+            "",
+            f"**ratio of wall-clock medians: {_ratio(recorded, baseline, 0):.3f}** (target <= 1.05); "
+            f"ratio of CPU-time medians: {_ratio(recorded, baseline, 1):.3f}",
+        ]
+    )
+    setup = (
+        f"DiTPipeline, DiT 8 layers x width 192, 256 image tokens, 2 images with CFG (batch 4), "
+        f"{args.steps} DDIM steps, AutoencoderKL() decode; {kept} values kept per recorded run. "
+        f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}; "
+        f"load average at the end {os.getloadavg()[0]:.2f}."
+    )
+    per_call = hook_cost_per_call()
+    step_cpu = statistics.median(run[1] for run in baseline) / args.steps
+    table += (
+        f"\n\nHook CPU cost per transformer call (16-token DiT micro-run, 400 calls x 5): "
+        f"{per_call * 1e6:.0f} us = {per_call / step_cpu:.2%} of one step of the full run's CPU time."
+    )
+    print(table)
+    print(setup)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        f"# record() overhead\n\nCommand: `python benchmarks/bench_record_overhead.py --repeats {args.repeats} "
+        f"--steps {args.steps} --threads {args.threads}`\n\n{setup}\n\n{table}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
