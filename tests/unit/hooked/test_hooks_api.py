@@ -141,3 +141,36 @@ def test_tokens_per_image_follows_the_config(backbones):
     assert HookedDiT(backbones["sd3"].make()).tokens_per_image == 16**2
     with pytest.raises(ValueError, match="depends on the input resolution"):
         _ = HookedDiT(backbones["flux"].make()).tokens_per_image
+
+
+def _context_of(hooked: HookedDiT, inputs: dict):
+    contexts = []
+    with torch.no_grad():
+        hooked.run_with_hooks(
+            **inputs, fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: contexts.append(hooked.call_context))]
+        )
+    return contexts[0]
+
+
+def test_timesteps_are_normalised_to_the_ddpm_scale(backbones):
+    flux = backbones["flux"]
+    ctx = _context_of(HookedDiT(flux.make()), {**flux.inputs(2), "timestep": torch.tensor([0.25, 1.0])})
+    assert ctx.timestep.tolist() == [250.0, 1000.0]  # FluxPipeline passes t / 1000
+    sana = backbones["sana"]
+    model = type(sana.make())(**{**sana.make().config, "timestep_scale": 2.0}).eval()
+    ctx = _context_of(HookedDiT(model), {**sana.inputs(2), "timestep": torch.tensor([500.0, 1000.0])})
+    assert ctx.timestep.tolist() == [250.0, 500.0]  # SanaPipeline passes t * config.timestep_scale
+    dit = backbones["dit"]
+    ctx = _context_of(HookedDiT(dit.make()), {**dit.inputs(2), "timestep": torch.tensor([999])})
+    assert ctx.timestep.tolist() == [999.0, 999.0]  # one timestep for the whole batch covers every row
+
+
+def test_text_pipelines_cfg_is_detected_from_identical_batch_halves(backbones):
+    pixart = backbones["pixart"]
+    hooked = HookedDiT(pixart.make())
+    inputs = pixart.inputs(4)
+    ctx = _context_of(hooked, inputs)
+    assert ctx.branch.tolist() == [0, 0, 0, 0] and ctx.sample.tolist() == [0, 1, 2, 3]
+    inputs["hidden_states"] = inputs["hidden_states"][:2].repeat(2, 1, 1, 1)  # [uncond | cond], same latents
+    ctx = _context_of(hooked, inputs)
+    assert ctx.branch.tolist() == [1, 1, 0, 0] and ctx.sample.tolist() == [0, 1, 0, 1]
