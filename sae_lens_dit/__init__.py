@@ -8,5 +8,18 @@ from sae_lens_dit.adapters import AdapterSpec
 from sae_lens_dit.backbones import load_tiny_dit
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.recording import Recording
+from sae_lens_dit.registry import register_tide_architecture
+from sae_lens_dit.saes import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
 
-__all__ = ["AdapterSpec", "HookedDiT", "Recording", "load_tiny_dit"]
+register_tide_architecture()
+
+__all__ = [
+    "AdapterSpec",
+    "HookedDiT",
+    "Recording",
+    "TideSAE",
+    "TideSAEConfig",
+    "TideTrainingSAE",
+    "TideTrainingSAEConfig",
+    "load_tiny_dit",
+]

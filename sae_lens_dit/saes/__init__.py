@@ -1,0 +1,19 @@
+"""SAE architectures for diffusion transformers (plain SAELens classes; no backbone, no data source)."""
+
+from sae_lens_dit.saes.tide_sae import (
+    BatchTimestepReceiver,
+    TideSAE,
+    TideSAEConfig,
+    TideTrainingSAE,
+    TideTrainingSAEConfig,
+    feed_timesteps,
+)
+
+__all__ = [
+    "BatchTimestepReceiver",
+    "TideSAE",
+    "TideSAEConfig",
+    "TideTrainingSAE",
+    "TideTrainingSAEConfig",
+    "feed_timesteps",
+]
