@@ -167,7 +167,14 @@ class HookedDiT(HookedRootModule):
         return list(self.hook_dict)
 
     @property
-    def tokens_per_image(self) -> int:
+    def d_model(self) -> int:
+        """Width of every hook point's activations (the transformer's inner dimension)."""
+        config = self.transformer.config
+        width = getattr(self.transformer, "inner_dim", None)
+        return int(width or config.num_attention_heads * config.attention_head_dim)
+
+    @property
+    def image_tokens(self) -> int:
         """Image tokens per image at the transformer's configured resolution: (sample_size / patch_size)^2."""
         config = self.transformer.config
         size, patch = getattr(config, "sample_size", None), getattr(config, "patch_size", None)

@@ -136,11 +136,11 @@ def test_spec_that_does_not_fit_the_model_names_the_file(backbones):
         HookedDiT(model, wrong_sub)
 
 
-def test_tokens_per_image_follows_the_config(backbones):
-    assert HookedDiT(backbones["dit"].make()).tokens_per_image == (8 // 2) ** 2
-    assert HookedDiT(backbones["sd3"].make()).tokens_per_image == 16**2
+def test_image_tokens_follows_the_config(backbones):
+    assert HookedDiT(backbones["dit"].make()).image_tokens == (8 // 2) ** 2
+    assert HookedDiT(backbones["sd3"].make()).image_tokens == 16**2
     with pytest.raises(ValueError, match="depends on the input resolution"):
-        _ = HookedDiT(backbones["flux"].make()).tokens_per_image
+        _ = HookedDiT(backbones["flux"].make()).image_tokens
 
 
 def _context_of(hooked: HookedDiT, inputs: dict):
