@@ -146,3 +146,39 @@ def measure_shape_factors(images: np.ndarray, threshold: float = 0.25) -> Measur
     mean_rgb = (weight[..., None] * images).sum((1, 2)) / area[:, None]
     hue = np.array([colorsys.rgb_to_hsv(*np.clip(c, 0, 1))[0] for c in mean_rgb])
     return MeasuredFactors(hue=hue, size=np.sqrt(area) / 2.0, center=center, background=bg.mean(-1))
+
+
+def load_pipeline(model: str, device: str | torch.device = "cpu"):
+    """A DiT pipeline from a bundled backbone name, a local diffusers folder or a Hub repo id.
+
+    Refuses clearly, before any download, when a local path does not exist or a Hub id is asked
+    for while offline and not cached.
+    """
+    from diffusers import DiffusionPipeline
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    name = model.removeprefix("tiny-dit-")
+    if name in TINY_DIT_NAMES:
+        return load_tiny_dit(name, device=device)  # type: ignore[arg-type]
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise ValueError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+        pipe = DiffusionPipeline.from_pretrained(path)
+    elif model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise FileNotFoundError(
+            f"model {model!r}: no such folder, and not a Hub repo id (owner/name); bundled backbones are "
+            f"{list(TINY_DIT_NAMES)}"
+        )
+    else:
+        try:
+            pipe = DiffusionPipeline.from_pretrained(model, local_files_only=HF_HUB_OFFLINE)
+        except Exception as err:  # diffusers raises several types for "not cached"
+            if not HF_HUB_OFFLINE:
+                raise
+            raise OSError(
+                f"model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE=1: download it on a "
+                "machine with Hub access (huggingface-cli download) or unset HF_HUB_OFFLINE"
+            ) from err
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

@@ -84,7 +84,7 @@ def make_shapes(n: int, seed: int, spec: ShapesSpec = ShapesSpec()) -> ShapesBat
     size = rng.uniform(*spec.size_range, size=n)
     center = np.stack([rng.uniform(size, s - size), rng.uniform(size, s - size)], axis=1)
     background = rng.uniform(*spec.background_range, size=n)
-    rgb = np.array([colorsys.hsv_to_rgb(h, a, b) for h, a, b in zip(hue, sat, val)], np.float32)
+    rgb = np.array([colorsys.hsv_to_rgb(h, a, b) for h, a, b in zip(hue, sat, val, strict=True)], np.float32)
 
     sub = (np.arange(s * ss) + 0.5) / ss  # sub-pixel centres in pixel units
     ys, xs = np.meshgrid(sub, sub, indexing="ij")

@@ -1,0 +1,371 @@
+"""Harvest DiT activations across the denoising trajectory, streamed or cached on disk.
+
+One *harvest batch* is one pipeline call: `images_per_batch` class labels, sampled with a seed
+derived from (harvest seed, batch index), recorded with `HookedDiT.record`. Everything about a
+batch is a function of its index, so a cache can be resumed batch by batch and a streaming run
+sees exactly the rows a cached run stores. Rows keep their metadata (timestep, denoising step,
+CFG branch, sample id, token position, label) all the way to the SAE: the timestep leaves this
+module as an explicit tensor beside each training batch (see `training_batches`).
+
+On disk a cache is a folder of parquet shards (`shard-00000.parquet`, one per harvest batch,
+written to a temporary name and renamed, so a killed harvest leaves only complete shards) with a
+dataset card whose YAML header makes `datasets.load_dataset(folder)` read it as one split. The
+activation columns are named after their hooks (e.g. `blocks.2.hook_resid_post`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, get_args
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from sae_lens_dit.hooked import HookedDiT
+
+logger = logging.getLogger(__name__)
+
+StorageDtype = Literal["float32", "float16"]
+Branch = Literal["both", "cond", "uncond"]
+METADATA_COLUMNS = ("timestep", "step", "branch", "sample", "token", "label")
+CONFIG_FILENAME = "harvest_config.json"
+SHARD_PATTERN = "shard-*.parquet"
+
+
+@dataclass(frozen=True)
+class HarvestConfig:
+    """What to sample and which activations to keep."""
+
+    hook_names: tuple[str, ...] = ("blocks.2.hook_resid_post",)
+    """Hook points to record (names from `HookedDiT.hook_names`)."""
+    class_labels: tuple[int, ...] | None = None
+    """Class ids to sample, cycled over the images; None = every class of the model's label map."""
+    num_images: int = 640
+    """Images to sample in total (each contributes every kept step)."""
+    images_per_batch: int = 32
+    """Images per pipeline call (one shard per call in the on-disk cache)."""
+    num_inference_steps: int = 50
+    """Denoising steps per image."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance scale; None = the pipeline's own default."""
+    keep_timesteps: int | tuple[int, ...] | None = None
+    """Steps to keep: None = all, an int n = n steps spread evenly over the schedule, a tuple =
+    those timestep values (they must be in the scheduler's schedule)."""
+    tokens_per_image: int | None = None
+    """Tokens kept per image and step; None = 1/16 of the image's tokens (the paper's choice)."""
+    branch: Branch = "cond"
+    """CFG branch(es) to keep: cond, uncond or both."""
+    storage_dtype: StorageDtype = "float32"
+    """dtype of stored activations (float16 halves disk and memory)."""
+    seed: int = 0
+    """Seeds images, noise and token subsampling of every batch."""
+
+    def __post_init__(self) -> None:
+        if not self.hook_names:
+            raise ValueError("HarvestConfig.hook_names is empty: name at least one hook to record")
+        if self.num_images < 1 or self.images_per_batch < 1:
+            raise ValueError(
+                f"num_images ({self.num_images}) and images_per_batch ({self.images_per_batch}) must be >= 1"
+            )
+        for name, value, options in (
+            ("branch", self.branch, Branch),
+            ("storage_dtype", self.storage_dtype, StorageDtype),
+        ):
+            if value not in get_args(options):
+                raise ValueError(f"HarvestConfig.{name}={value!r}; expected one of {get_args(options)}")
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.num_images // self.images_per_batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HarvestConfig:
+        data = dict(data)
+        for key in ("hook_names", "class_labels", "keep_timesteps"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+class ActivationChunk(NamedTuple):
+    """The rows of one harvest batch; every tensor has the rows as its first axis."""
+
+    activations: dict[str, torch.Tensor]  # hook name -> [rows, d_model]
+    timestep: torch.Tensor  # [rows] float, DDPM scale [0, 1000]
+    step: torch.Tensor  # [rows] int, denoising step index
+    branch: torch.Tensor  # [rows] int, 0 = cond, 1 = uncond
+    sample: torch.Tensor  # [rows] int, global image id
+    token: torch.Tensor  # [rows] int, token position in the image
+    label: torch.Tensor  # [rows] int, the class asked for
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.timestep)
+
+
+@dataclass
+class _BatchPlan:
+    index: int
+    labels: list[int]
+    seed: int
+    first_sample: int
+
+
+def _batch_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def _class_ids(pipe: Any, cfg: HarvestConfig) -> list[int]:
+    if cfg.class_labels is not None:
+        return list(cfg.class_labels)
+    labels = getattr(pipe, "labels", None)
+    if not labels:
+        raise ValueError(
+            "HarvestConfig.class_labels is None but the pipeline has no label map (pipe.labels); "
+            "set class_labels explicitly"
+        )
+    return sorted(set(labels.values()))
+
+
+def _plan(pipe: Any, cfg: HarvestConfig) -> list[_BatchPlan]:
+    classes = _class_ids(pipe, cfg)
+    plans = []
+    for index in range(cfg.num_batches):
+        first = index * cfg.images_per_batch
+        count = min(cfg.images_per_batch, cfg.num_images - first)
+        labels = [classes[(first + j) % len(classes)] for j in range(count)]
+        plans.append(_BatchPlan(index, labels, _batch_seed(cfg.seed, index), first))
+    return plans
+
+
+def resolve_keep_timesteps(pipe: Any, cfg: HarvestConfig) -> list[float] | None:
+    """The scheduler timesteps `cfg.keep_timesteps` selects (None = keep every step)."""
+    if cfg.keep_timesteps is None:
+        return None
+    pipe.scheduler.set_timesteps(cfg.num_inference_steps)
+    schedule = [float(t) for t in pipe.scheduler.timesteps]
+    if isinstance(cfg.keep_timesteps, int):
+        n = cfg.keep_timesteps
+        if not 1 <= n <= len(schedule):
+            raise ValueError(f"keep_timesteps={n}: expected 1..{len(schedule)} (num_inference_steps)")
+        return [schedule[i] for i in np.linspace(0, len(schedule) - 1, n).round().astype(int)]
+    missing = [t for t in cfg.keep_timesteps if float(t) not in schedule]
+    if missing:
+        raise ValueError(
+            f"keep_timesteps {missing} are not in the scheduler's schedule for "
+            f"{cfg.num_inference_steps} steps: {schedule}"
+        )
+    return [float(t) for t in cfg.keep_timesteps]
+
+
+def default_tokens_per_image(hooked: HookedDiT, cfg: HarvestConfig) -> int:
+    return cfg.tokens_per_image or max(1, hooked.image_tokens // 16)
+
+
+def _run_batch(pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, plan: _BatchPlan, keep) -> ActivationChunk:
+    dtype = getattr(torch, cfg.storage_dtype)
+    generator = torch.Generator(device=pipe.device).manual_seed(plan.seed)
+    kwargs = {} if cfg.guidance_scale is None else {"guidance_scale": cfg.guidance_scale}
+    with hooked.record(
+        list(cfg.hook_names),
+        tokens_per_image=default_tokens_per_image(hooked, cfg),
+        timesteps=keep,
+        branch=cfg.branch,
+        dtype=dtype,
+        device="cpu",
+        seed=plan.seed,
+    ) as rec:
+        pipe(class_labels=plan.labels, num_inference_steps=cfg.num_inference_steps,
+             generator=generator, output_type="np", **kwargs)  # fmt: skip
+    rows = {name: rec.rows(name) for name in cfg.hook_names}
+    first = rows[cfg.hook_names[0]]
+    for name, other in rows.items():
+        if not torch.equal(other["token"], first["token"]) or not torch.equal(other["sample"], first["sample"]):
+            raise RuntimeError(f"hook {name} kept other tokens than {cfg.hook_names[0]}; cannot store them as one row")
+    labels = torch.tensor(plan.labels, dtype=torch.long)[first["sample"].long()]
+    return ActivationChunk(
+        activations={name: r["activation"] for name, r in rows.items()},
+        timestep=first["timestep"].float(),
+        step=first["step"].long(),
+        branch=first["branch"].long(),
+        sample=first["sample"].long() + plan.first_sample,
+        token=first["token"].long(),
+        label=labels,
+    )
+
+
+def harvest_chunks(
+    pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, progress: bool = True
+) -> Iterator[ActivationChunk]:
+    """Streaming mode: sample batch after batch and yield their rows, nothing written to disk."""
+    keep = resolve_keep_timesteps(pipe, cfg)
+    for plan in tqdm(_plan(pipe, cfg), desc="Harvesting", unit="batch", disable=not progress):
+        yield _run_batch(pipe, hooked, cfg, plan, keep)
+
+
+def _chunk_to_table(chunk: ActivationChunk) -> pa.Table:
+    columns: dict[str, pa.Array] = {}
+    for name, acts in chunk.activations.items():
+        flat = acts.numpy().reshape(-1)
+        columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), acts.shape[1])
+    for key in METADATA_COLUMNS:
+        values = getattr(chunk, key).numpy()
+        columns[key] = pa.array(values.astype(np.float32 if key == "timestep" else np.int64))
+    return pa.table(columns)
+
+
+def _table_to_chunk(table: pa.Table, hook_names: tuple[str, ...], dtype: torch.dtype) -> ActivationChunk:
+    acts = {}
+    for name in hook_names:
+        column = table.column(name).combine_chunks()
+        flat = column.values.to_numpy(zero_copy_only=False)
+        acts[name] = torch.from_numpy(flat.reshape(len(column), column.type.list_size).copy()).to(dtype)
+    meta = {key: torch.from_numpy(table.column(key).to_numpy().copy()) for key in METADATA_COLUMNS}
+    meta["timestep"] = meta["timestep"].float()
+    return ActivationChunk(activations=acts, **meta)
+
+
+def _dataset_card(cfg: HarvestConfig, model: str) -> str:
+    return (
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+        f'    path: "{SHARD_PATTERN}"\ntags:\n- sae-lens-dit\n- activations\n---\n'
+        f"# DiT activations harvested by sae-lens-dit\n\nModel: `{model}`. Hooks: "
+        f"{', '.join(f'`{h}`' for h in cfg.hook_names)}. One row per kept token; columns: the hooks' "
+        "activations, `timestep` (DDPM scale [0, 1000], 1000 = noise), `step`, `branch` (0 cond, 1 uncond), "
+        "`sample`, `token`, `label`.\n\n```python\nimport datasets\n"
+        'ds = datasets.load_dataset(FOLDER, split="train")\n```\n'
+        f"\nHarvest settings: `{json.dumps(cfg.to_dict())}`\n"
+    )
+
+
+def write_cache(pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, output_dir: str | Path, model: str = "") -> Path:
+    """Cached mode: write one parquet shard per harvest batch into `output_dir`, resuming.
+
+    Shards already present (complete, by construction) are kept; the folder must have been made
+    by the same harvest settings, otherwise nothing is touched and a ValueError says so.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / CONFIG_FILENAME
+    record = json.loads(json.dumps({"harvest": cfg.to_dict(), "model": model}))  # tuples as JSON reads them back
+    if cfg_path.exists():
+        existing = json.loads(cfg_path.read_text())
+        if existing != record:
+            raise ValueError(
+                f"{out} holds a harvest with other settings ({cfg_path}); choose another --output-dir "
+                "or delete that folder to start over"
+            )
+    else:
+        _atomic_write_text(cfg_path, json.dumps(record, indent=2))
+        _atomic_write_text(out / "README.md", _dataset_card(cfg, model))
+    keep = resolve_keep_timesteps(pipe, cfg)
+    plans = [p for p in _plan(pipe, cfg) if not _shard_path(out, p.index).exists()]
+    if len(plans) < cfg.num_batches:
+        logger.info(
+            "resuming harvest in %s: %d of %d shards already written",
+            out,
+            cfg.num_batches - len(plans),
+            cfg.num_batches,
+        )
+    for plan in tqdm(
+        plans, desc="Harvesting", unit="batch", initial=cfg.num_batches - len(plans), total=cfg.num_batches
+    ):
+        table = _chunk_to_table(_run_batch(pipe, hooked, cfg, plan, keep))
+        tmp = _shard_path(out, plan.index).with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, _shard_path(out, plan.index))
+    return out
+
+
+def _shard_path(out: Path, index: int) -> Path:
+    return out / f"shard-{index:05d}.parquet"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_cache_config(cache_dir: str | Path) -> tuple[HarvestConfig, str]:
+    """(harvest settings, model) of a cache folder written by `write_cache`."""
+    path = Path(cache_dir) / CONFIG_FILENAME
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{cache_dir} is not an activation cache (no {CONFIG_FILENAME}); run `sae-lens-dit harvest` first"
+        )
+    record = json.loads(path.read_text())
+    return HarvestConfig.from_dict(record["harvest"]), record.get("model", "")
+
+
+def read_cache(cache_dir: str | Path) -> Iterator[ActivationChunk]:
+    """The chunks of a complete cache, in harvest order; an incomplete cache is an error."""
+    cfg, _ = read_cache_config(cache_dir)
+    shards = [_shard_path(Path(cache_dir), i) for i in range(cfg.num_batches)]
+    missing = [s.name for s in shards if not s.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"activation cache {cache_dir} is incomplete ({len(missing)} of {len(shards)} shards missing, "
+            f"e.g. {missing[0]}); re-run the same harvest to resume it"
+        )
+    dtype = getattr(torch, cfg.storage_dtype)
+    for shard in shards:
+        yield _table_to_chunk(pq.read_table(shard), cfg.hook_names, dtype)
+
+
+@dataclass
+class ShuffleBuffer:
+    """Mixes rows across harvest batches before they reach the trainer (deterministic in `seed`).
+
+    Rows of one harvest batch are highly correlated (same images, consecutive steps), so rows are
+    pooled until `size` are held, shuffled, and the first half leaves as training batches.
+    """
+
+    size: int = 16384
+    """Rows held before shuffling; larger mixes better and costs memory."""
+    seed: int = 0
+    _generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def batches(
+        self, chunks: Iterator[ActivationChunk], hook_name: str, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(activations [batch_size, d], timesteps [batch_size]) pairs; a final partial batch is dropped."""
+        held_x: list[torch.Tensor] = []
+        held_t: list[torch.Tensor] = []
+        count = 0
+        for chunk in chunks:
+            if hook_name not in chunk.activations:
+                raise KeyError(f"hook {hook_name!r} not in the harvested activations {sorted(chunk.activations)}")
+            held_x.append(chunk.activations[hook_name])
+            held_t.append(chunk.timestep)
+            count += chunk.num_rows
+            if count >= self.size:
+                x, t = self._shuffle(held_x, held_t)
+                keep = max(batch_size, (len(x) // 2) // batch_size * batch_size)
+                out_x, out_t = x[:keep], t[:keep]
+                held_x, held_t, count = [x[keep:]], [t[keep:]], len(x) - keep
+                for i in range(0, keep - batch_size + 1, batch_size):
+                    yield out_x[i : i + batch_size], out_t[i : i + batch_size]
+        if count:
+            x, t = self._shuffle(held_x, held_t)
+            for i in range(0, len(x) - batch_size + 1, batch_size):
+                yield x[i : i + batch_size], t[i : i + batch_size]
+
+    def _shuffle(self, xs: list[torch.Tensor], ts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, t = torch.cat(xs), torch.cat(ts)
+        perm = torch.randperm(len(x), generator=self._generator)
+        return x[perm], t[perm]

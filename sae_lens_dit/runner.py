@@ -1,0 +1,400 @@
+"""Train an SAE on DiT activations through SAELens's `SAETrainer`.
+
+The runner checks everything it can before any long work (model, hook, `d_in`, output folder),
+then harvests activations (streaming, or into a reusable on-disk cache), mixes them in a shuffle
+buffer, and hands SAETrainer a data provider of bare activation batches. The timesteps of each
+batch travel beside it through `feed_timesteps` (the seam documented in `saes.tide_sae`). Every
+registered SAELens training architecture trains this way; the plain ones ignore the timestep.
+
+Output, in SAELens's format: `cfg.json` (metadata: model, hook, timestep convention, harvest
+settings), `sae_weights.safetensors`, `sparsity.safetensors`, `runner_cfg.json`, plus
+`eval.json`/`eval.md` (held-out reconstruction per timestep bucket). Checkpoints go to
+`checkpoints/<samples>/` and a run started again with the same config resumes from the newest.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from itertools import count
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+import wandb
+from sae_lens import LoggingConfig, SAETrainer, TrainingSAE, TrainingSAEConfig
+from sae_lens.config import SAETrainerConfig
+from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME
+from sae_lens.registry import get_sae_training_class
+from safetensors.torch import save_file
+
+from sae_lens_dit.backbones import load_pipeline
+from sae_lens_dit.evals import BucketMetrics, format_bucket_table, reconstruction_by_bucket
+from sae_lens_dit.harvest import (
+    ActivationChunk,
+    HarvestConfig,
+    ShuffleBuffer,
+    harvest_chunks,
+    read_cache,
+    read_cache_config,
+    write_cache,
+)
+from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.saes import feed_timesteps
+from sae_lens_dit.saes.tide_sae import TIMESTEP_CONVENTION
+
+logger = logging.getLogger(__name__)
+
+DataMode = Literal["streaming", "cached"]
+WandbMode = Literal["offline", "online", "disabled"]
+DATA_STATE_FILENAME = "data_state.json"
+EVAL_FILENAME = "eval.json"
+
+
+@dataclass
+class DiTSAERunnerConfig:
+    """Everything one SAE training run needs; `to_dict`/`from_dict` round-trip through JSON/YAML."""
+
+    sae: TrainingSAEConfig
+    """The SAE to train: a config of any registered SAELens training architecture (d_in must match the hook)."""
+    model: str = "digits"
+    """Bundled backbone name (digits, shapes), a local diffusers pipeline folder, or a Hub repo id."""
+    hook_name: str = "blocks.2.hook_resid_post"
+    """Hook point whose activations the SAE reconstructs."""
+    harvest: HarvestConfig = field(default_factory=HarvestConfig)
+    """Training activations: what to sample and what to keep (its hook_names must include hook_name)."""
+    eval_images: int = 64
+    """Held-out images (new seeds) for the per-timestep evaluation."""
+    data_mode: DataMode = "streaming"
+    """streaming: harvest while training; cached: write/read an on-disk cache first (reusable)."""
+    cache_dir: str | None = None
+    """Activation cache for cached mode; None = <output_dir>/activations."""
+    training_tokens: int = 1_000_000
+    """Activation rows to train on (several passes over the harvest if it holds fewer)."""
+    batch_size: int = 4096
+    """Rows per training step."""
+    shuffle_buffer: int = 65536
+    """Rows mixed across harvest batches before training batches are drawn."""
+    lr: float = 4e-4
+    """Adam learning rate."""
+    lr_warm_up_steps: int = 0
+    """Linear warm-up steps."""
+    lr_decay_steps: int = 0
+    """Steps of linear decay to lr_end at the end of training."""
+    lr_end: float | None = None
+    """Final learning rate of the decay; None = lr / 10."""
+    dead_feature_window: int = 200
+    """Steps without firing after which a latent counts as dead (drives AuxK)."""
+    feature_sampling_window: int = 500
+    """Steps per window of latent-frequency statistics."""
+    n_checkpoints: int = 0
+    """Checkpoints written during training (resumable)."""
+    device: str = "cpu"
+    """Device for the backbone and the SAE."""
+    seed: int = 0
+    """Seeds SAE initialisation and the shuffle buffer; the harvest has its own seed."""
+    output_dir: str = "runs/tide-digits"
+    """Folder for the trained SAE, checkpoints, evaluation and (cached mode) activations."""
+    wandb_mode: WandbMode = "offline"
+    """wandb mode; offline keeps the run under <output_dir>/wandb with no network."""
+    wandb_project: str = "sae-lens-dit"
+    """wandb project name."""
+    wandb_log_frequency: int = 10
+    """Training steps between wandb logs."""
+
+    def __post_init__(self) -> None:
+        for name, value, options in (
+            ("data_mode", self.data_mode, DataMode),
+            ("wandb_mode", self.wandb_mode, WandbMode),
+        ):
+            if value not in get_args(options):
+                raise ValueError(f"DiTSAERunnerConfig.{name}={value!r}; expected one of {get_args(options)}")
+        if self.hook_name not in self.harvest.hook_names:
+            raise ValueError(
+                f"hook_name {self.hook_name!r} is not among harvest.hook_names {list(self.harvest.hook_names)}; "
+                "add it there"
+            )
+        if self.training_tokens < self.batch_size:
+            raise ValueError(f"training_tokens ({self.training_tokens}) < batch_size ({self.batch_size})")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k not in ("sae", "harvest")}
+        return {**data, "sae": self.sae.to_dict(), "harvest": self.harvest.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiTSAERunnerConfig:
+        data = dict(data)
+        sae = data.pop("sae")
+        if isinstance(sae, dict):
+            architecture = sae.get("architecture", "tide")
+            sae = get_sae_training_class(architecture)[1].from_dict({**sae, "architecture": architecture})
+        harvest = data.pop("harvest", {})
+        if isinstance(harvest, dict):
+            harvest = HarvestConfig.from_dict(harvest)
+        return cls(sae=sae, harvest=harvest, **data)
+
+    def trainer_config(self) -> SAETrainerConfig:
+        return SAETrainerConfig(
+            total_training_samples=self.training_tokens // self.batch_size * self.batch_size,
+            train_batch_size_samples=self.batch_size,
+            lr=self.lr,
+            lr_end=self.lr / 10 if self.lr_end is None else self.lr_end,
+            lr_warm_up_steps=self.lr_warm_up_steps,
+            lr_decay_steps=self.lr_decay_steps,
+            device=self.device,
+            dead_feature_window=self.dead_feature_window,
+            feature_sampling_window=self.feature_sampling_window,
+            n_checkpoints=self.n_checkpoints,
+            checkpoint_path=str(Path(self.output_dir) / "checkpoints"),
+            logger=LoggingConfig(
+                log_to_wandb=self.wandb_mode != "disabled",
+                wandb_project=self.wandb_project,
+                wandb_log_frequency=self.wandb_log_frequency,
+                log_weights_to_wandb=False,
+            ),
+        )
+
+
+class _CountingProvider:
+    """Yields bare activation batches for SAETrainer and counts them, so a resumed run can skip
+    exactly the batches the interrupted one consumed."""
+
+    def __init__(self, batches: Iterator[torch.Tensor], skip: int = 0):
+        self.consumed = 0
+        self._batches = batches
+        for _ in range(skip):
+            next(self._batches)
+            self.consumed += 1
+
+    def __iter__(self) -> _CountingProvider:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        batch = next(self._batches)
+        self.consumed += 1
+        return batch
+
+
+class DiTSAETrainingRunner:
+    """`DiTSAETrainingRunner(cfg).run()` trains, evaluates and saves one SAE.
+
+    `overwrite=True` replaces an output folder that holds a different run; without it such a
+    folder is an error, and a folder holding the same run is resumed.
+    """
+
+    def __init__(self, cfg: DiTSAERunnerConfig, overwrite: bool = False):
+        self.cfg = cfg
+        self.output_dir = Path(cfg.output_dir)
+        self._check_output_dir(overwrite)
+        self.pipe = load_pipeline(cfg.model, device=cfg.device)
+        self.hooked = HookedDiT(self.pipe.transformer)
+        self._check_hooks()
+        torch.manual_seed(cfg.seed)
+        sae_cls = get_sae_training_class(cfg.sae.architecture())[0]
+        self.sae: TrainingSAE = sae_cls(self._with_metadata(cfg.sae)).to(cfg.device)
+        self.eval_metrics: list[BucketMetrics] = []
+
+    # -- checks before any long work -------------------------------------------------------------
+    def _check_output_dir(self, overwrite: bool) -> None:
+        existing = self.output_dir / RUNNER_CFG_FILENAME
+        if not existing.exists():
+            return
+        if json.loads(existing.read_text()) == json.loads(json.dumps(self.cfg.to_dict())):
+            return  # the same run: resume from its checkpoints (or re-save its result)
+        if not overwrite:
+            raise FileExistsError(
+                f"{self.output_dir} already holds a different run ({existing}); pick another --output-dir, "
+                "or pass --overwrite to replace it"
+            )
+        shutil.rmtree(self.output_dir)
+
+    def _check_hooks(self) -> None:
+        self.hooked.check_hook_names(self.cfg.harvest.hook_names)
+        d_model = self.hooked.d_model
+        if self.cfg.sae.d_in != d_model:
+            raise ValueError(
+                f"SAE d_in={self.cfg.sae.d_in} but hook {self.cfg.hook_name!r} of {self.cfg.model!r} carries "
+                f"{d_model}-dim activations; set d_in={d_model}"
+            )
+
+    def _with_metadata(self, sae_cfg: TrainingSAEConfig) -> TrainingSAEConfig:
+        sae_cfg = copy.deepcopy(sae_cfg)  # the caller's config stays as it was
+        meta = sae_cfg.metadata
+        meta.model_name = self.cfg.model
+        meta.model_class_name = type(self.pipe.transformer).__name__
+        meta.hook_name = self.cfg.hook_name
+        meta.timestep_convention = TIMESTEP_CONVENTION
+        meta.harvest = self.cfg.harvest.to_dict()
+        meta.adapter = self.hooked.spec.name
+        return sae_cfg
+
+    # -- data --------------------------------------------------------------------------------------
+    def _chunks(self) -> Iterator[ActivationChunk]:
+        """The harvest's chunks, pass after pass (training may want more rows than one harvest)."""
+        if self.cfg.data_mode == "cached":
+            cache = self._ensure_cache()
+            for _ in count():
+                yield from read_cache(cache)
+        else:
+            for epoch in count():
+                if epoch == 1:
+                    logger.warning("streaming harvest exhausted: sampling the same images again (epoch 2)")
+                yield from harvest_chunks(self.pipe, self.hooked, self.cfg.harvest)
+
+    def _ensure_cache(self) -> Path:
+        cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.output_dir / "activations"
+        if self.cfg.cache_dir and (cache / "harvest_config.json").exists():
+            harvest, _ = read_cache_config(cache)
+            if self.cfg.hook_name not in harvest.hook_names:
+                raise ValueError(
+                    f"cache {cache} does not hold hook {self.cfg.hook_name!r} ({list(harvest.hook_names)})"
+                )
+            if harvest == self.cfg.harvest:
+                write_cache(self.pipe, self.hooked, harvest, cache, model=self.cfg.model)  # completes it if partial
+            return cache
+        return write_cache(self.pipe, self.hooked, self.cfg.harvest, cache, model=self.cfg.model)
+
+    def _data_provider(self, skip: int) -> _CountingProvider:
+        buffer = ShuffleBuffer(size=self.cfg.shuffle_buffer, seed=self.cfg.seed)
+        pairs = ((x.float(), t) for x, t in buffer.batches(self._chunks(), self.cfg.hook_name, self.cfg.batch_size))
+        return _CountingProvider(feed_timesteps(pairs, self.sae), skip=skip)
+
+    def _heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Held-out rows: the same harvest settings with a different seed and `eval_images` images."""
+        h = self.cfg.harvest
+        eval_cfg = replace(h, seed=h.seed + 1_000_003, num_images=self.cfg.eval_images,
+                           images_per_batch=min(h.images_per_batch, self.cfg.eval_images))  # fmt: skip
+        chunks = list(harvest_chunks(self.pipe, self.hooked, eval_cfg, progress=False))
+        x = torch.cat([c.activations[self.cfg.hook_name] for c in chunks]).float()
+        return x.to(self.cfg.device), torch.cat([c.timestep for c in chunks]).to(self.cfg.device)
+
+    # -- training ----------------------------------------------------------------------------------
+    def run(self) -> TrainingSAE:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / RUNNER_CFG_FILENAME).write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        heldout_x, heldout_t = self._heldout()
+        trainer_cfg = self.cfg.trainer_config()
+        if trainer_cfg.logger.log_to_wandb:
+            os.environ.setdefault("WANDB_SILENT", "true")
+            wandb.init(project=self.cfg.wandb_project, config=self.cfg.to_dict(), dir=str(self.output_dir),
+                       mode=self.cfg.wandb_mode, name=self.output_dir.name)  # fmt: skip
+        try:
+            resume_from = self._latest_checkpoint()
+            skip = json.loads((resume_from / DATA_STATE_FILENAME).read_text())["batches"] if resume_from else 0
+            provider = self._data_provider(skip)
+            trainer = SAETrainer(
+                cfg=trainer_cfg,
+                sae=self.sae,
+                data_provider=provider,
+                evaluator=lambda sae, _data, scaler: self._wandb_eval(sae, scaler, heldout_x, heldout_t),
+                save_checkpoint_fn=lambda checkpoint_path: self._save_data_state(checkpoint_path, provider),
+            )
+            if resume_from is not None:
+                logger.info("resuming from checkpoint %s", resume_from)
+                trainer.load_trainer_state(resume_from)
+                self.sae.load_weights_from_checkpoint(resume_from)
+            sae = trainer.fit()
+            self.eval_metrics = reconstruction_by_bucket(sae, heldout_x, heldout_t)
+            self._save_final(sae, trainer)
+            if trainer_cfg.logger.log_to_wandb:
+                wandb.log({f"final/{k}": v for k, v in self._bucket_log(self.eval_metrics).items()})
+            return sae
+        finally:
+            if trainer_cfg.logger.log_to_wandb:
+                wandb.finish()
+
+    def _latest_checkpoint(self) -> Path | None:
+        root = self.output_dir / "checkpoints"
+        done = (
+            [p for p in root.glob("*") if p.name.isdigit() and (p / DATA_STATE_FILENAME).exists()]
+            if root.exists()
+            else []
+        )
+        return max(done, key=lambda p: int(p.name)) if done else None
+
+    def _save_data_state(self, checkpoint_path: Path | None, provider: _CountingProvider) -> None:
+        if checkpoint_path is not None:
+            (checkpoint_path / DATA_STATE_FILENAME).write_text(json.dumps({"batches": provider.consumed}))
+
+    @staticmethod
+    def _bucket_log(metrics: list[BucketMetrics]) -> dict[str, float]:
+        log = {}
+        for m in metrics:
+            tag = f"t{m.t_low:.0f}-{m.t_high:.0f}"
+            log.update({f"{tag}/explained_variance": m.explained_variance, f"{tag}/mse": m.mse, f"{tag}/l0": m.l0})
+        return log
+
+    def _wandb_eval(self, sae, scaler, x: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
+        metrics = reconstruction_by_bucket(sae, scaler(x), t)
+        return {f"eval/{k}": v for k, v in self._bucket_log(metrics).items()}
+
+    def _save_final(self, sae: TrainingSAE, trainer: SAETrainer) -> None:
+        out = self.output_dir
+        sae.save_inference_model(str(out))
+        save_file({"sparsity": trainer.log_feature_sparsity}, out / SPARSITY_FILENAME)
+        report = {
+            "hook_name": self.cfg.hook_name,
+            "architecture": self.cfg.sae.architecture(),
+            "buckets": [m.to_dict() for m in self.eval_metrics],
+            "mean_explained_variance": sum(m.explained_variance for m in self.eval_metrics) / len(self.eval_metrics),
+        }
+        (out / EVAL_FILENAME).write_text(json.dumps(report, indent=2))
+        title = f"{self.cfg.sae.architecture()} on {self.cfg.model} {self.cfg.hook_name} (held-out)"
+        (out / "eval.md").write_text(format_bucket_table(self.eval_metrics, title) + "\n")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "dit-tiny-digits": {
+        "model": "digits",
+        "hook_name": "blocks.2.hook_resid_post",
+        "sae": {"architecture": "tide", "d_in": 96, "d_sae": 1536, "k": 16},
+        "harvest": {"hook_names": ["blocks.2.hook_resid_post"], "num_images": 640, "images_per_batch": 32,
+                    "num_inference_steps": 50, "branch": "both"},
+        "training_tokens": 2_000_000,
+        "output_dir": "runs/tide-digits",
+    },
+    "dit-tiny-shapes": {
+        "model": "shapes",
+        "hook_name": "blocks.2.hook_resid_post",
+        "sae": {"architecture": "tide", "d_in": 96, "d_sae": 1536, "k": 16},
+        "harvest": {"hook_names": ["blocks.2.hook_resid_post"], "num_images": 640, "images_per_batch": 32,
+                    "num_inference_steps": 50, "branch": "both"},
+        "training_tokens": 2_000_000,
+        "output_dir": "runs/tide-shapes",
+    },
+    # DiT-XL/2 at 256 px: 32x32x4 latents, patch 2 -> 256 tokens of width 1152, 28 blocks; the
+    # paper's settings (16x dictionary, 1/16 of the tokens per image and step). Needs a GPU and
+    # the Hub (or a cached copy of facebook/DiT-XL-2-256).
+    "dit-xl-2-256": {
+        "model": "facebook/DiT-XL-2-256",
+        "hook_name": "blocks.13.hook_resid_post",
+        "sae": {"architecture": "tide", "d_in": 1152, "d_sae": 18432, "k": 64},
+        "harvest": {"hook_names": ["blocks.13.hook_resid_post"], "num_images": 50_000, "images_per_batch": 64,
+                    "num_inference_steps": 50, "guidance_scale": 4.0, "branch": "both", "storage_dtype": "float16"},
+        "training_tokens": 200_000_000,
+        "batch_size": 4096,
+        "data_mode": "cached",
+        "device": "cuda",
+        "output_dir": "runs/tide-dit-xl-2-256",
+    },
+}  # fmt: skip
+DEFAULT_PRESET = "dit-tiny-digits"
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def preset_config(name: str = DEFAULT_PRESET, **overrides: Any) -> DiTSAERunnerConfig:
+    """A preset's config with nested overrides, e.g. `preset_config("dit-tiny-digits", sae={"k": 8})`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
+    return DiTSAERunnerConfig.from_dict(_merge(PRESETS[name], overrides))
