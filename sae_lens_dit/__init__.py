@@ -9,12 +9,15 @@ from sae_lens_dit.backbones import load_tiny_dit
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.recording import Recording
 from sae_lens_dit.registry import register_tide_architecture
+from sae_lens_dit.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 from sae_lens_dit.saes import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
 
 register_tide_architecture()
 
 __all__ = [
     "AdapterSpec",
+    "DiTSAERunnerConfig",
+    "DiTSAETrainingRunner",
     "HookedDiT",
     "Recording",
     "TideSAE",

@@ -1,0 +1,147 @@
+"""`sae-lens-dit`: the command line. One subcommand per job; shared flags are spelled alike.
+
+`sae-lens-dit train` with no arguments runs the default preset end to end: the bundled digits
+DiT, a TIDE SAE on one block, and a per-timestep report of held-out reconstruction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sae_lens.registry import get_sae_training_class
+from simple_parsing.docstring import get_attribute_docstring
+
+from sae_lens_dit.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
+
+logger = logging.getLogger("sae_lens_dit")
+
+
+def _help(cls: type, name: str) -> str:
+    """A config field's docstring, so `--help` and the config classes never disagree."""
+    return get_attribute_docstring(cls, name).docstring_below or name
+
+
+def _add_shared(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", help=_help(DiTSAERunnerConfig, "output_dir"))
+    parser.add_argument("--seed", type=int, help=_help(DiTSAERunnerConfig, "seed"))
+    parser.add_argument("--model", help=_help(DiTSAERunnerConfig, "model"))
+    parser.add_argument("--hook", nargs="+", help="Hook point(s), e.g. blocks.2.hook_resid_post")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="Starting configuration")
+    parser.add_argument("--num-images", type=int, help="Images to sample for the harvest")
+    parser.add_argument("--num-inference-steps", type=int, help="Denoising steps per image")
+    parser.add_argument("--device", help=_help(DiTSAERunnerConfig, "device"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae-lens-dit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="Harvest activations and train SAE(s) through SAELens's SAETrainer")
+    _add_shared(train)
+    train.add_argument("--config", type=Path, help="YAML/JSON runner config (DiTSAERunnerConfig.to_dict layout)")
+    train.add_argument("--architecture", nargs="+", help="Registered SAELens training architecture(s), e.g. tide topk")
+    train.add_argument("--k", type=int, help="Active latents per token (TopK-family architectures)")
+    train.add_argument("--d-sae", type=int, help="Dictionary size")
+    train.add_argument("--training-tokens", type=int, help=_help(DiTSAERunnerConfig, "training_tokens"))
+    train.add_argument("--data-mode", choices=("streaming", "cached"), help=_help(DiTSAERunnerConfig, "data_mode"))
+    train.add_argument("--cache-dir", help=_help(DiTSAERunnerConfig, "cache_dir"))
+    train.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
+                       help=_help(DiTSAERunnerConfig, "wandb_mode"))  # fmt: skip
+    train.add_argument("--overwrite", action="store_true", help="Replace an output folder that holds a different run")
+
+    harvest = sub.add_parser("harvest", help="Write an activation cache (parquet shards readable by datasets)")
+    _add_shared(harvest)
+    return parser
+
+
+def _base_dict(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "config", None):
+        text = args.config.read_text()
+        return yaml.safe_load(text) if args.config.suffix in (".yaml", ".yml") else json.loads(text)
+    return json.loads(json.dumps(PRESETS[args.preset]))
+
+
+def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
+    """One runner config per (architecture, hook) asked for; several share one harvest."""
+    base = _base_dict(args)
+    harvest = base.setdefault("harvest", {})
+    for flag, key in (("num_images", "num_images"), ("num_inference_steps", "num_inference_steps")):
+        if getattr(args, flag) is not None:
+            harvest[key] = getattr(args, flag)
+    hooks = args.hook or [base.get("hook_name", "blocks.2.hook_resid_post")]
+    harvest["hook_names"] = list(dict.fromkeys([*harvest.get("hook_names", []), *hooks])) if not args.hook else hooks
+    for flag in ("output_dir", "seed", "model", "device"):
+        if getattr(args, flag) is not None:
+            base[flag] = getattr(args, flag)
+    for flag in ("training_tokens", "data_mode", "cache_dir", "wandb_mode"):
+        if getattr(args, flag, None) is not None:
+            base[flag] = getattr(args, flag)
+    sae = base.setdefault("sae", {})
+    for flag in ("k", "d_sae"):
+        if getattr(args, flag, None) is not None:
+            sae[flag] = getattr(args, flag)
+    architectures = getattr(args, "architecture", None) or [sae.get("architecture", "tide")]
+    several = len(architectures) * len(hooks) > 1
+    if several and base.get("data_mode") != "cached":
+        base["data_mode"] = "cached"  # one harvest on disk, read by every SAE
+        base.setdefault("cache_dir", str(Path(base.get("output_dir", "runs/sae")) / "activations"))
+    configs = []
+    for architecture in architectures:
+        for hook in hooks:
+            sae_dict = {**sae, "architecture": architecture}
+            config_class = get_sae_training_class(architecture)[1]
+            sae_dict = {k: v for k, v in sae_dict.items() if k in _field_names(config_class) or k == "architecture"}
+            cfg = {**base, "sae": sae_dict, "hook_name": hook}
+            if several:
+                cfg["output_dir"] = str(Path(base.get("output_dir", "runs/sae")) / f"{architecture}-{hook}")
+            configs.append(DiTSAERunnerConfig.from_dict(cfg))
+    return configs
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _train(args: argparse.Namespace) -> None:
+    for cfg in configs_from_args(args):
+        runner = DiTSAETrainingRunner(cfg, overwrite=args.overwrite)
+        runner.run()
+        print((Path(cfg.output_dir) / "eval.md").read_text())
+        print(f"saved {cfg.sae.architecture()} SAE to {cfg.output_dir}")
+
+
+def _harvest(args: argparse.Namespace) -> None:
+    from sae_lens_dit.backbones import load_pipeline
+    from sae_lens_dit.harvest import write_cache
+    from sae_lens_dit.hooked import HookedDiT
+
+    args.config = None
+    cfg = configs_from_args(args)[0]
+    harvest_cfg = replace(cfg.harvest, seed=cfg.harvest.seed if args.seed is None else args.seed)
+    output = args.output_dir or str(Path(cfg.output_dir) / "activations")
+    pipe = load_pipeline(cfg.model, device=cfg.device)
+    hooked = HookedDiT(pipe.transformer)
+    out = write_cache(pipe, hooked, harvest_cfg, output, model=cfg.model)
+    print(f"wrote {harvest_cfg.num_batches} shards to {out}; read them with datasets.load_dataset({str(out)!r})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        {"train": _train, "harvest": _harvest}[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
+        print(f"sae-lens-dit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
