@@ -37,9 +37,9 @@ def train_tide(synthetic: SyntheticTimestepData) -> Callable[..., TideTrainingSA
         if on_init is not None:
             on_init(sae)
         train_through_sae_trainer(sae, synthetic.pairs(64, seed=3), 64 * n_steps, 64, lr=1e-2, **(trainer or {}))
-        for name in ("scale", "shift", "decoder_bias"):
-            head = getattr(sae.timestep_mlp, name)
-            assert head is None or head.weight.abs().sum() > 0, f"{name} head still zero"
+        heads = sae.timestep_mlp.heads.weight.view(-1, sae.cfg.d_in, sae.cfg.timestep_hidden_dim)
+        for term, rows in zip(sae.timestep_mlp.terms_enabled, heads, strict=True):
+            assert rows.abs().sum() > 0, f"{term} head still zero"
         return sae.eval()
 
     return make

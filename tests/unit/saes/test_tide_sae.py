@@ -54,12 +54,14 @@ def test_gradients_reach_the_whole_timestep_mlp() -> None:
     for _ in range(2):
         sae.receive_batch_timesteps(t)
         sae.training_forward_pass(_step_input(x)).loss.backward()
-        grads.append({name: p.grad.abs().sum().item() for name, p in sae.timestep_mlp.named_parameters()})
+        grads.append({name: p.grad.clone() for name, p in sae.timestep_mlp.named_parameters()})
         optimizer.step()
         optimizer.zero_grad()
-    assert all(grads[0][f"{head}.weight"] > 0 for head in ("scale", "shift", "decoder_bias"))
+    per_term = grads[0]["heads.weight"].view(3, 16, -1).abs().sum(dim=(1, 2))  # scale, shift, decoder_bias
+    assert (per_term > 0).all()
     # the heads start at zero, so the hidden layers learn from the second step on
-    assert grads[0]["linear_1.weight"] == 0 and all(value > 0 for value in grads[1].values())
+    assert grads[0]["linear_1.weight"].abs().sum() == 0
+    assert all(grad.abs().sum() > 0 for grad in grads[1].values())
 
 
 def test_l0_is_k_at_every_timestep(trained: TideTrainingSAE) -> None:
@@ -104,7 +106,7 @@ def test_terms_that_are_off_need_no_timestep() -> None:
         decoder_only.decode(z)
     encoder_only = TideSAE(TideSAEConfig(**SMALL, **INFERENCE, timestep_decoder_bias=False))
     assert encoder_only.decode(torch.rand(4, 64)).shape == (4, 16)
-    assert "timestep_mlp.decoder_bias.weight" not in encoder_only.state_dict()
+    assert encoder_only.state_dict()["timestep_mlp.heads.weight"].shape == (2 * 16, 24)  # scale, shift
 
 
 def test_decode_reuses_the_timestep_its_codes_were_encoded_at(trained) -> None:
@@ -211,6 +213,7 @@ def test_sparse_activations_give_the_dense_result(trained) -> None:
         ({"k": 65}, "k must be"),
         ({"normalize_activations": "covariance_whitening"}, "covariance_whitening"),
         ({"k_aux": 0}, "k_aux"),
+        ({"normalize_activations": "layer_norm"}, "AuxK"),
     ],
 )
 def test_bad_config_values_are_rejected(overrides, message) -> None:
@@ -290,3 +293,15 @@ def test_init_from_dit_block_refuses_what_does_not_fit() -> None:
         wrong_embedding.init_from_dit_block(dit)
     with pytest.raises(ValueError, match="norm1.emb.timestep_embedder"):
         wrong_embedding.init_from_dit_block(torch.nn.Linear(2, 2))
+
+
+def test_the_timestep_mlp_runs_once_per_pass_and_per_distinct_timestep(trained, monkeypatch) -> None:
+    calls = []
+    features = trained.timestep_mlp.features
+    monkeypatch.setattr(trained.timestep_mlp, "features", lambda values: calls.append(len(values)) or features(values))
+    x, t = torch.randn(64, 16), torch.tensor([0.0, 500.0, 999.0]).repeat(22)[:64]
+    trained(x, timestep=t)
+    trained.receive_batch_timesteps(t)
+    trained.training_forward_pass(_step_input(x))
+    trained.decode(trained.encode(x, timestep=t))
+    assert calls == [3, 3, 3]
