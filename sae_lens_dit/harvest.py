@@ -126,7 +126,8 @@ def _batch_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _class_ids(pipe: Any, cfg: HarvestConfig) -> list[int]:
+def class_ids(pipe: Any, cfg: HarvestConfig) -> list[int]:
+    """The class ids a harvest cycles through (its own list, or the pipeline's label map)."""
     if cfg.class_labels is not None:
         return list(cfg.class_labels)
     labels = getattr(pipe, "labels", None)
@@ -139,7 +140,7 @@ def _class_ids(pipe: Any, cfg: HarvestConfig) -> list[int]:
 
 
 def _plan(pipe: Any, cfg: HarvestConfig) -> list[_BatchPlan]:
-    classes = _class_ids(pipe, cfg)
+    classes = class_ids(pipe, cfg)
     plans = []
     for index in range(cfg.num_batches):
         first = index * cfg.images_per_batch

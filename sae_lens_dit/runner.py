@@ -39,9 +39,11 @@ from sae_lens_dit.harvest import (
     ActivationChunk,
     HarvestConfig,
     ShuffleBuffer,
+    class_ids,
     harvest_chunks,
     read_cache,
     read_cache_config,
+    resolve_keep_timesteps,
     write_cache,
 )
 from sae_lens_dit.hooked import HookedDiT
@@ -193,7 +195,7 @@ class DiTSAETrainingRunner:
         self._check_output_dir(overwrite)
         self.pipe = load_pipeline(cfg.model, device=cfg.device)
         self.hooked = HookedDiT(self.pipe.transformer)
-        self._check_hooks()
+        self._check_inputs()
         torch.manual_seed(cfg.seed)
         sae_cls = get_sae_training_class(cfg.sae.architecture())[0]
         self.sae: TrainingSAE = sae_cls(self._with_metadata(cfg.sae)).to(cfg.device)
@@ -213,8 +215,10 @@ class DiTSAETrainingRunner:
             )
         shutil.rmtree(self.output_dir)
 
-    def _check_hooks(self) -> None:
+    def _check_inputs(self) -> None:
         self.hooked.check_hook_names(self.cfg.harvest.hook_names)
+        class_ids(self.pipe, self.cfg.harvest)
+        resolve_keep_timesteps(self.pipe, self.cfg.harvest)
         d_model = self.hooked.d_model
         if self.cfg.sae.d_in != d_model:
             raise ValueError(
@@ -356,6 +360,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "harvest": {"hook_names": ["blocks.2.hook_resid_post"], "num_images": 640, "images_per_batch": 32,
                     "num_inference_steps": 50, "branch": "both"},
         "training_tokens": 2_000_000,
+        "data_mode": "cached",  # harvest once (sampling dominates on CPU), train several passes
         "output_dir": "runs/tide-digits",
     },
     "dit-tiny-shapes": {
@@ -365,6 +370,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "harvest": {"hook_names": ["blocks.2.hook_resid_post"], "num_images": 640, "images_per_batch": 32,
                     "num_inference_steps": 50, "branch": "both"},
         "training_tokens": 2_000_000,
+        "data_mode": "cached",  # harvest once (sampling dominates on CPU), train several passes
         "output_dir": "runs/tide-shapes",
     },
     # DiT-XL/2 at 256 px: 32x32x4 latents, patch 2 -> 256 tokens of width 1152, 28 blocks; the
