@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     harvest = sub.add_parser("harvest", help="Write an activation cache (parquet shards readable by datasets)")
     _add_shared(harvest)
+
+    releases = sub.add_parser("releases", help="List the pretrained releases registered with SAE.from_pretrained")
+    releases.add_argument("--release", help="Show one release in full (its releases.yaml entry)")
+
+    publish = sub.add_parser("publish", help="Runner output folder(s) -> a Hub repo in SAELens's layout, with a card")
+    publish.add_argument(
+        "--sae", nargs="+", required=True, type=Path, help="Runner output folder(s) (sae-lens-dit train)"
+    )
+    publish.add_argument("--repo-id", required=True, help="Hub repo to publish to, owner/name")
+    publish.add_argument("--release", help="Release id of the releases.yaml entry; default tide-<model>/<repo name>")
+    publish.add_argument("--output-dir", required=True, type=Path, help="New folder for the repo's files")
+    publish.add_argument("--dry-run", action="store_true", help="Write the folder only; upload nothing")
     return parser
 
 
@@ -91,9 +103,9 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
             sae[flag] = getattr(args, flag)
     architectures = getattr(args, "architecture", None) or [sae.get("architecture", "tide")]
     several = len(architectures) * len(hooks) > 1
-    if several and base.get("data_mode") != "cached":
-        base["data_mode"] = "cached"  # one harvest on disk, read by every SAE
-        base.setdefault("cache_dir", str(Path(base.get("output_dir", "runs/sae")) / "activations"))
+    if several:  # one harvest on disk, read by every SAE
+        base["data_mode"] = "cached"
+        base["cache_dir"] = base.get("cache_dir") or str(Path(base.get("output_dir", "runs/sae")) / "activations")
     configs = []
     for architecture in architectures:
         for hook in hooks:
@@ -134,13 +146,45 @@ def _harvest(args: argparse.Namespace) -> None:
     print(f"wrote {harvest_cfg.num_batches} shards to {out}; read them with datasets.load_dataset({str(out)!r})")
 
 
+def _releases(args: argparse.Namespace) -> None:
+    from sae_lens_dit.releases import get_release, list_releases
+
+    if args.release:
+        release = get_release(args.release)
+        print(yaml.safe_dump({release.id: asdict(release)}, sort_keys=False, width=1000))
+        return
+    rows = [("release", "status", "source", "sae id", "explained var", "L0")]
+    for release_id in list_releases():
+        release = get_release(release_id)
+        source = f"bundled ({release.bundled})" if release.bundled else f"hub {release.repo_id}@{release.revision}"
+        for sae in release.saes:
+            metrics = [f"{value:.4g}" if value is not None else "-" for value in (sae.variance_explained, sae.l0)]
+            rows.append((release.id, release.status, source, sae.id, *metrics))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print('\nLoad one with: import sae_lens_dit; SAE.from_pretrained("<release>", "<sae id>")')
+
+
+def _publish(args: argparse.Namespace) -> None:
+    from sae_lens_dit.publish import ENTRY_FILENAME, publish
+
+    out, revision = publish(args.sae, args.repo_id, args.output_dir, release_id=args.release, dry_run=args.dry_run)
+    if revision is None:
+        print(f"wrote {out} (dry run: nothing uploaded); its files are exactly what would go to {args.repo_id}")
+    else:
+        print(f"published {out} to https://huggingface.co/{args.repo_id} at commit {revision}")
+    print(f"releases.yaml entry to add (also in {out / ENTRY_FILENAME}):\n")
+    print((out / ENTRY_FILENAME).read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        {"train": _train, "harvest": _harvest}[args.command](args)
+        {"train": _train, "harvest": _harvest, "releases": _releases, "publish": _publish}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
         print(f"sae-lens-dit {args.command}: error: {err}", file=sys.stderr)
         return 2
