@@ -363,16 +363,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_mode": "cached",  # harvest once (sampling dominates on CPU), train several passes
         "output_dir": "runs/tide-digits",
     },
-    "dit-tiny-shapes": {
-        "model": "shapes",
-        "hook_name": "blocks.2.hook_resid_post",
-        "sae": {"architecture": "tide", "d_in": 96, "d_sae": 1536, "k": 16},
-        "harvest": {"hook_names": ["blocks.2.hook_resid_post"], "num_images": 640, "images_per_batch": 32,
-                    "num_inference_steps": 50, "branch": "both"},
-        "training_tokens": 2_000_000,
-        "data_mode": "cached",  # harvest once (sampling dominates on CPU), train several passes
-        "output_dir": "runs/tide-shapes",
-    },
     # DiT-XL/2 at 256 px: 32x32x4 latents, patch 2 -> 256 tokens of width 1152, 28 blocks; the
     # paper's settings (16x dictionary, 1/16 of the tokens per image and step). Needs a GPU and
     # the Hub (or a cached copy of facebook/DiT-XL-2-256).
@@ -389,6 +379,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "output_dir": "runs/tide-dit-xl-2-256",
     },
 }  # fmt: skip
+PRESETS["dit-tiny-shapes"] = {**PRESETS["dit-tiny-digits"], "model": "shapes", "output_dir": "runs/tide-shapes"}
 DEFAULT_PRESET = "dit-tiny-digits"
 
 

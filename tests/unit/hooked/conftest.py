@@ -267,3 +267,27 @@ def _torch_hooks_left(model: nn.Module) -> list[str]:
 def torch_hooks_left() -> Callable[[nn.Module], list[str]]:
     """Names of a model's modules that carry any torch forward (pre-)hook."""
     return _torch_hooks_left
+
+
+@pytest.fixture
+def dit_pipe():
+    """DiTPipeline from diffusers' own pipeline-test config (tiny DiT, default AutoencoderKL, DDIM), offline."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline
+
+    transformer = DiTTransformer2DModel(
+        sample_size=16,
+        num_layers=2,
+        patch_size=4,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        in_channels=4,
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_zero",
+        norm_elementwise_affine=False,
+    ).eval()
+    pipe = DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

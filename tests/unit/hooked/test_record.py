@@ -12,8 +12,6 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
-    DiTPipeline,
-    DiTTransformer2DModel,
     PixArtAlphaPipeline,
     PixArtTransformer2DModel,
 )
@@ -21,26 +19,6 @@ from diffusers import (
 from sae_lens_dit import HookedDiT
 
 NAME = "blocks.1.hook_resid_post"
-
-
-def _dit_pipe() -> DiTPipeline:
-    transformer = DiTTransformer2DModel(
-        sample_size=16,
-        num_layers=2,
-        patch_size=4,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        in_channels=4,
-        out_channels=8,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-        norm_elementwise_affine=False,
-    ).eval()
-    pipe = DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def _pixart_pipe() -> PixArtAlphaPipeline:
@@ -100,8 +78,8 @@ def _check_tokens_and_values(rec, outputs, k: int) -> None:
         assert torch.equal(rec[NAME][call], full[rows, tokens[call]])
 
 
-def test_dit_pipeline_is_recorded_per_step_with_cond_first_labels():
-    pipe = _dit_pipe()
+def test_dit_pipeline_is_recorded_per_step_with_cond_first_labels(dit_pipe):
+    pipe = dit_pipe
     hooked = HookedDiT(pipe.transformer)
     outputs, handle = _block_outputs(pipe, 1)
     with hooked.record([NAME], tokens_per_image=5) as rec:
@@ -135,8 +113,8 @@ def test_pixart_pipeline_is_recorded_with_uncond_first_labels():
     _check_tokens_and_values(rec, outputs, 3)
 
 
-def test_without_guidance_every_row_is_cond_and_its_own_sample():
-    pipe = _dit_pipe()
+def test_without_guidance_every_row_is_cond_and_its_own_sample(dit_pipe):
+    pipe = dit_pipe
     with HookedDiT(pipe.transformer).record([NAME]) as rec:
         pipe(class_labels=[3, 7], num_inference_steps=2, guidance_scale=1.0, output_type="np")
     assert rec.branch.tolist() == [[0, 0]] * 2 and rec.sample_index.tolist() == [[0, 1]] * 2
@@ -155,8 +133,8 @@ def test_branch_timestep_dtype_filters():
     assert rec[NAME].shape == (2, 2, 2, 4) and rec[NAME].dtype == torch.float16
 
 
-def test_runs_restart_steps_and_rows_flatten_everything():
-    pipe = _dit_pipe()
+def test_runs_restart_steps_and_rows_flatten_everything(dit_pipe):
+    pipe = dit_pipe
     with HookedDiT(pipe.transformer).record([NAME], tokens_per_image=4) as rec:
         pipe(class_labels=[3], num_inference_steps=3, output_type="np")
         pipe(class_labels=[5, 6], num_inference_steps=2, output_type="np")
@@ -173,8 +151,8 @@ def test_runs_restart_steps_and_rows_flatten_everything():
     assert rows["run"][-1] == 1 and rows["step"][-1] == 1 and rows["sample"][-1] == 1
 
 
-def test_token_draws_are_reproducible_per_seed():
-    pipe = _dit_pipe()
+def test_token_draws_are_reproducible_per_seed(dit_pipe):
+    pipe = dit_pipe
     hooked = HookedDiT(pipe.transformer)
     draws = []
     for seed in (0, 0, 1):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+from diffusers import DiTPipeline
 from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor
@@ -54,24 +54,8 @@ def _sae(cls: type[StandardSAE] = StandardSAE) -> StandardSAE:
 
 
 @pytest.fixture
-def pipe() -> DiTPipeline:
-    transformer = DiTTransformer2DModel(
-        sample_size=16,
-        num_layers=2,
-        patch_size=4,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        in_channels=4,
-        out_channels=8,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-        norm_elementwise_affine=False,
-    ).eval()
-    pipe = DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(dit_pipe) -> DiTPipeline:
+    return dit_pipe
 
 
 def _sample(pipe: DiTPipeline) -> Tensor:
