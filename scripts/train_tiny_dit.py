@@ -37,6 +37,9 @@ from sae_lens_dit.image_sets import DIGIT_LABELS, SHAPE_KINDS, ShapesSpec, load_
 ROOT = Path(__file__).resolve().parents[1]
 GUIDANCE_GRID = (1.0, 1.5, 2.0, 3.0, 4.0)
 SAMPLES_PER_CLASS = 20
+GUIDANCE_TOLERANCE = 0.05
+"""Default guidance: the strongest scale whose sample accuracy is within this of the best (CFG
+samples stay on-class while the uncond branch, which SAEs and edits need, is exercised)."""
 BUCKETS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
 
@@ -79,9 +82,12 @@ def train_classifier(x, y, hx, hy, num_classes: int, seed: int) -> tuple[TinyCla
     return clf, acc
 
 
-def train_dit(x, y, name: str, steps: int, seed: int, batch: int, lr: float):
+def train_dit(x, y, name: str, steps: int, seed: int, batch: int, lr: float, init_from: Path | None = None):
     torch.manual_seed(seed)
-    model = DiTTransformer2DModel(**dit_config(name))
+    if init_from is not None:  # continue an earlier run (its EMA weights) for `steps` more steps
+        model = DiTTransformer2DModel.from_pretrained(init_from / "transformer").train()
+    else:
+        model = DiTTransformer2DModel(**dit_config(name))
     for block in model.transformer_blocks:  # drop labels ourselves: one decision for all blocks
         block.norm1.emb.class_embedder.dropout_prob = 0.0
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
@@ -179,6 +185,13 @@ def write_model_card(folder: Path, metrics: dict, config: dict, label_names: lis
             + json.dumps(metrics["factors_at_default_guidance"], indent=1)
             + "\n```\n"
         )
+    commands = "\n".join(
+        f"  {i + 1}. `python scripts/train_tiny_dit.py --name {name} --steps {h['steps']} --lr {h['lr']} "
+        f"--batch {h['batch']} --threads {metrics['threads']}"
+        + (f" --init-from pretrained/tiny-dit-{name}`" if i else "`")
+        + f" ({h['train_seconds']} s)"
+        for i, h in enumerate(metrics["history"])
+    )
     card = f"""# tiny-dit-{name}
 
 A class-conditional pixel-space `DiTTransformer2DModel` (adaLN-Zero, learned null class
@@ -186,14 +199,14 @@ A class-conditional pixel-space `DiTTransformer2DModel` (adaLN-Zero, learned nul
 Load it with `sae_lens_dit.load_tiny_dit("{name}")` (a `DiTPipeline` with an identity VAE) or
 `DiTTransformer2DModel.from_pretrained(<this folder>/transformer)`.
 
-- Config: `{json.dumps(config)}` ({metrics["parameters"]:,} parameters, most of them the
-  1,001-row label tables DiTPipeline's hard-coded null class 1000 requires).
+- Config: `{json.dumps(config)}` ({metrics["parameters"]:,} parameters, a third of them
+  the 1,001-row label tables that DiTPipeline's hard-coded null class 1000 requires).
 - Data: {data}
-- Training: `python scripts/train_tiny_dit.py --name {name} --steps {metrics["steps"]} --threads {metrics["threads"]}`
-  ({metrics["steps"]} AdamW steps, lr {metrics["lr"]}, batch {metrics["batch"]}, 10% label dropout, EMA 0.999,
-  squaredcos DDPM schedule, epsilon prediction; {metrics["train_seconds"]} s on {metrics["threads"]} CPU thread(s)).
+- Training ({metrics["steps"]} AdamW steps in all, 10% label dropout, EMA 0.999, squaredcos DDPM schedule,
+  epsilon prediction; {metrics["train_seconds"]} s on {metrics["threads"]} CPU thread(s)), reproduced by:
+{commands}
 - Sampler: DDIM, 50 steps, `clip_sample=True`; default guidance scale **{metrics["guidance_scale"]}**
-  (the most accurate on the grid below; ties go to the lower scale).
+  (the strongest scale on the grid below within {GUIDANCE_TOLERANCE:.0%} of the best accuracy).
 - Classifier (`classifier/`, `load_tiny_classifier("{name}")`): held-out accuracy
   {metrics["classifier_heldout_accuracy"]:.3f}.
 
@@ -225,6 +238,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output-dir", type=Path, default=None)
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="Continue from a backbone folder written by this script (with --steps 0: re-measure only)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = args.output_dir or ROOT / "pretrained" / f"tiny-dit-{args.name}"
@@ -235,7 +254,10 @@ def main() -> None:
     x, y, hx, hy, label_names = dataset(args.name, args.seed)
     clf, clf_acc = train_classifier(x, y, hx, hy, len(label_names), args.seed)
     print(f"classifier held-out accuracy {clf_acc:.3f}", flush=True)
-    model, noise_sched, train_s = train_dit(x, y, args.name, args.steps, args.seed, args.batch, args.lr)
+    model, noise_sched, train_s = train_dit(x, y, args.name, args.steps, args.seed, args.batch, args.lr, args.init_from)
+    history = json.loads((args.init_from / "metrics.json").read_text())["history"] if args.init_from else []
+    if args.steps:
+        history.append({"steps": args.steps, "lr": args.lr, "batch": args.batch, "train_seconds": round(train_s)})
     model.save_pretrained(tmp / "transformer")
     clf.save_pretrained(tmp / "classifier")
     sampler = DDIMScheduler.from_config(noise_sched.config, clip_sample=True)
@@ -250,11 +272,12 @@ def main() -> None:
         accuracy[g] = float((clf.predict(images) == labels).mean())
         saved[g] = images
         print(f"guidance {g}: sample accuracy {accuracy[g]:.3f}", flush=True)
-    best = max(GUIDANCE_GRID, key=lambda g: (round(accuracy[g], 2), -g))
+    top = max(accuracy.values())
+    best = max(g for g in GUIDANCE_GRID if accuracy[g] >= top - GUIDANCE_TOLERANCE)
     grid_png(saved[best], labels, len(label_names), tmp / "samples.png")
     metrics = {
-        "name": args.name, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
-        "train_seconds": round(train_s), "threads": args.threads,
+        "name": args.name, "seed": args.seed, "threads": args.threads, "history": history,
+        "steps": sum(h["steps"] for h in history), "train_seconds": sum(h["train_seconds"] for h in history),
         "parameters": sum(p.numel() for p in model.parameters()),
         "classifier_heldout_accuracy": clf_acc,
         "sample_accuracy_by_guidance": {str(g): a for g, a in accuracy.items()},
