@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shared(harvest)
 
     releases = sub.add_parser("releases", help="List the pretrained releases registered with SAE.from_pretrained")
-    releases.add_argument("--release", help="Show one release in full (its releases.yaml entry)")
+    releases.add_argument("--release", help="Show one release in full (every field of its entry)")
 
     publish = sub.add_parser("publish", help="Runner output folder(s) -> a Hub repo in SAELens's layout, with a card")
     publish.add_argument(
@@ -156,7 +156,8 @@ def _releases(args: argparse.Namespace) -> None:
     rows = [("release", "status", "source", "sae id", "explained var", "L0")]
     for release_id in list_releases():
         release = get_release(release_id)
-        source = f"bundled ({release.bundled})" if release.bundled else f"hub {release.repo_id}@{release.revision}"
+        source = f"bundled ({release.bundled})" if release.bundled else f"hub {release.repo_id}"
+        source += f"@{release.revision[:12]}" if release.revision else ""
         for sae in release.saes:
             metrics = [f"{value:.4g}" if value is not None else "-" for value in (sae.variance_explained, sae.l0)]
             rows.append((release.id, release.status, source, sae.id, *metrics))

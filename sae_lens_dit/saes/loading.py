@@ -102,13 +102,19 @@ def validated_huggingface_loader(
     device: str = "cpu",
     force_download: bool = False,
     cfg_overrides: dict[str, Any] | None = None,
+    revision: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
     """SAELens's Hub loader (the `upload_saes_to_huggingface` layout), validated as
-    `validated_disk_loader`; `HF_HUB_OFFLINE=1` reads the local Hub cache."""
-    cfg_path = hf_hub_download(repo_id, f"{folder_name}/{SAE_CFG_FILENAME}", force_download=force_download)
-    hf_hub_download(repo_id, f"{folder_name}/{SAE_WEIGHTS_FILENAME}", force_download=force_download)
+    `validated_disk_loader`; `revision` pins a commit (None = main); `HF_HUB_OFFLINE=1` reads the
+    local Hub cache."""
+    cfg_path = hf_hub_download(
+        repo_id, f"{folder_name}/{SAE_CFG_FILENAME}", revision=revision, force_download=force_download
+    )
+    hf_hub_download(repo_id, f"{folder_name}/{SAE_WEIGHTS_FILENAME}", revision=revision, force_download=force_download)
     try:
-        sparsity_path = hf_hub_download(repo_id, f"{folder_name}/{SPARSITY_FILENAME}", force_download=force_download)
+        sparsity_path = hf_hub_download(
+            repo_id, f"{folder_name}/{SPARSITY_FILENAME}", revision=revision, force_download=force_download
+        )
     except EntryNotFoundError:
         sparsity_path = None
     cfg_dict, state_dict = validated_disk_loader(Path(cfg_path).parent, device, cfg_overrides)
