@@ -52,8 +52,7 @@ def test_every_shipped_release_is_registered_next_to_saelens_own():
 
 
 @pytest.mark.parametrize(("release_id", "sae_id"), BUNDLED)
-def test_bundled_sae_loads_offline_as_the_folder_it_names(release_id, sae_id, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_bundled_sae_loads_offline_as_the_folder_it_names(release_id, sae_id):
     sae, cfg, log_sparsity = SAE.from_pretrained_with_cfg_and_sparsity(release_id, sae_id)
     folder = _bundled_folder(release_id, sae_id)
     assert_same_outputs(sae, SAE.load_from_disk(str(folder)))
