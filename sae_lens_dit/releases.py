@@ -165,7 +165,7 @@ def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: s
     value = data[key]
     if value is None and nullable:
         return None
-    if isinstance(value, bool) and kind in (float, int, (int, float)) or not isinstance(value, kind):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind == (int, float)):  # YAML true is no metric
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise _EntryError(name, f"expected {expected}{' or null' if nullable else ''}, received {value!r}")
     return value

@@ -127,6 +127,7 @@ MALFORMED = {  # release id -> (field named in the warning, how the entry is bro
     "tide-test/two-sources": ("source", {"source": {"bundled": "x", "hub": {"repo_id": "a/b"}}}),
     "tide-test/unpinned": ("source.hub.revision", {"source": {"hub": {"repo_id": "a/b", "revision": "main"}}}),
     "tide-test/bad-metric": ("saes[0].l0", {"saes": [{**GOOD["saes"][0], "l0": "sixteen"}]}),
+    "tide-test/bool-metric": ("saes[0].l0", {"saes": [{**GOOD["saes"][0], "l0": True}]}),
     "tide-test/bad-hook": ("saes[0].hook", {"saes": [{**GOOD["saes"][0], "hook": "layer1"}]}),
     "tide-test/bad-arch": ("saes[0].architecture", {"saes": [{**GOOD["saes"][0], "architecture": "tidal"}]}),
     "tide-test/bad-path": ("saes[0].path", {"saes": [{**GOOD["saes"][0], "path": "blocks.9/tide"}]}),
