@@ -48,7 +48,7 @@ def test_every_shipped_release_is_registered_next_to_saelens_own():
     for release_id in SHIPPED:
         assert directory[release_id].conversion_func == LOADER_PREFIX + release_id
         assert LOADER_PREFIX + release_id in NAMED_PRETRAINED_SAE_LOADERS
-    assert {"tide-dit-tiny/digits", "tide-dit-xl/256"} <= set(SHIPPED)
+    assert {"tide-dit-tiny/digits", "tide-dit-tiny/shapes", "tide-dit-xl/256"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize(("release_id", "sae_id"), BUNDLED)
