@@ -48,6 +48,11 @@ class HarvestConfig:
     """Hook points to record (names from `HookedDiT.hook_names`)."""
     class_labels: tuple[int, ...] | None = None
     """Class ids to sample, cycled over the images; None = every class of the model's label map."""
+    prompts: tuple[str, ...] | None = None
+    """Prompts for text-conditioned pipelines (PixArt, SD3, Flux, Sana), cycled over the images; the
+    `label` column then holds the prompt's index. Set either this or class labels, not both."""
+    pipeline_kwargs: dict[str, Any] | None = field(default=None, hash=False)
+    """Extra keyword arguments for every pipeline call (e.g. height, width, use_resolution_binning)."""
     num_images: int = 640
     """Images to sample in total (each contributes every kept step)."""
     images_per_batch: int = 32
@@ -69,6 +74,8 @@ class HarvestConfig:
     """Seeds images, noise and token subsampling of every batch."""
 
     def __post_init__(self) -> None:
+        if self.prompts is not None and self.class_labels is not None:
+            raise ValueError("HarvestConfig: set prompts or class_labels, not both")
         if not self.hook_names:
             raise ValueError("HarvestConfig.hook_names is empty: name at least one hook to record")
         if self.num_images < 1 or self.images_per_batch < 1:
@@ -92,7 +99,7 @@ class HarvestConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HarvestConfig:
         data = dict(data)
-        for key in ("hook_names", "class_labels", "keep_timesteps"):
+        for key in ("hook_names", "class_labels", "prompts", "keep_timesteps"):
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -107,7 +114,7 @@ class ActivationChunk(NamedTuple):
     branch: torch.Tensor  # [rows] int, 0 = cond, 1 = uncond
     sample: torch.Tensor  # [rows] int, global image id
     token: torch.Tensor  # [rows] int, token position in the image
-    label: torch.Tensor  # [rows] int, the class asked for
+    label: torch.Tensor  # [rows] int, the class asked for (or the prompt's index)
 
     @property
     def num_rows(self) -> int:
@@ -127,14 +134,16 @@ def _batch_seed(seed: int, index: int) -> int:
 
 
 def class_ids(pipe: Any, cfg: HarvestConfig) -> list[int]:
-    """The class ids a harvest cycles through (its own list, or the pipeline's label map)."""
+    """The conditions a harvest cycles through: prompt indices, its class ids, or the pipeline's label map."""
+    if cfg.prompts is not None:
+        return list(range(len(cfg.prompts)))
     if cfg.class_labels is not None:
         return list(cfg.class_labels)
     labels = getattr(pipe, "labels", None)
     if not labels:
         raise ValueError(
             "HarvestConfig.class_labels is None but the pipeline has no label map (pipe.labels); "
-            "set class_labels explicitly"
+            "set class_labels, or prompts for a text-conditioned pipeline"
         )
     return sorted(set(labels.values()))
 
@@ -177,7 +186,13 @@ def default_tokens_per_image(hooked: HookedDiT, cfg: HarvestConfig) -> int:
 def _run_batch(pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, plan: _BatchPlan, keep) -> ActivationChunk:
     dtype = getattr(torch, cfg.storage_dtype)
     generator = torch.Generator(device=pipe.device).manual_seed(plan.seed)
-    kwargs = {} if cfg.guidance_scale is None else {"guidance_scale": cfg.guidance_scale}
+    kwargs = dict(cfg.pipeline_kwargs or {})
+    if cfg.guidance_scale is not None:
+        kwargs["guidance_scale"] = cfg.guidance_scale
+    if cfg.prompts is not None:
+        kwargs["prompt"] = [cfg.prompts[i] for i in plan.labels]
+    else:
+        kwargs["class_labels"] = plan.labels
     with hooked.record(
         list(cfg.hook_names),
         tokens_per_image=default_tokens_per_image(hooked, cfg),
@@ -187,8 +202,7 @@ def _run_batch(pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, plan: _BatchPla
         device="cpu",
         seed=plan.seed,
     ) as rec:
-        pipe(class_labels=plan.labels, num_inference_steps=cfg.num_inference_steps,
-             generator=generator, output_type="np", **kwargs)  # fmt: skip
+        pipe(num_inference_steps=cfg.num_inference_steps, generator=generator, output_type="np", **kwargs)
     rows = {name: rec.rows(name) for name in cfg.hook_names}
     first = rows[cfg.hook_names[0]]
     for name, other in rows.items():
@@ -244,7 +258,7 @@ def _dataset_card(cfg: HarvestConfig, model: str) -> str:
         f"# DiT activations harvested by sae-lens-dit\n\nModel: `{model}`. Hooks: "
         f"{', '.join(f'`{h}`' for h in cfg.hook_names)}. One row per kept token; columns: the hooks' "
         "activations, `timestep` (DDPM scale [0, 1000], 1000 = noise), `step`, `branch` (0 cond, 1 uncond), "
-        "`sample`, `token`, `label`.\n\n```python\nimport datasets\n"
+        "`sample`, `token`, `label` (class id, or prompt index).\n\n```python\nimport datasets\n"
         'ds = datasets.load_dataset(FOLDER, split="train")\n```\n'
         f"\nHarvest settings: `{json.dumps(cfg.to_dict())}`\n"
     )
