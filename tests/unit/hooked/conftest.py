@@ -291,3 +291,16 @@ def dit_pipe():
     pipe = DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def pixart_pipe():
+    """PixArtAlphaPipeline over the tiny PixArt, offline: no tokenizer or text encoder, so call it with
+    precomputed prompt embeddings (and use_resolution_binning=False for its tiny sample size)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, PixArtAlphaPipeline
+
+    pipe = PixArtAlphaPipeline(
+        tokenizer=None, text_encoder=None, vae=AutoencoderKL(), transformer=_pixart().eval(), scheduler=DDIMScheduler()
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -9,42 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    PixArtAlphaPipeline,
-    PixArtTransformer2DModel,
-)
 
 from sae_lens_dit import HookedDiT
 
 NAME = "blocks.1.hook_resid_post"
-
-
-def _pixart_pipe() -> PixArtAlphaPipeline:
-    transformer = PixArtTransformer2DModel(
-        sample_size=8,
-        num_layers=2,
-        patch_size=2,
-        attention_head_dim=2,
-        num_attention_heads=2,
-        in_channels=4,
-        cross_attention_dim=8,
-        out_channels=8,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=8,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
-        use_additional_conditions=False,
-        caption_channels=None,
-    ).eval()
-    pipe = PixArtAlphaPipeline(
-        tokenizer=None, text_encoder=None, vae=AutoencoderKL(), transformer=transformer, scheduler=DDIMScheduler()
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def _pixart_kwargs(n_images: int, steps: int) -> dict:
@@ -97,8 +65,8 @@ def test_dit_pipeline_is_recorded_per_step_with_cond_first_labels(dit_pipe):
     _check_tokens_and_values(rec, outputs, 5)
 
 
-def test_pixart_pipeline_is_recorded_with_uncond_first_labels():
-    pipe = _pixart_pipe()
+def test_pixart_pipeline_is_recorded_with_uncond_first_labels(pixart_pipe):
+    pipe = pixart_pipe
     hooked = HookedDiT(pipe.transformer)
     outputs, handle = _block_outputs(pipe, 1)
     with hooked.record([NAME, "blocks.0.attn.hook_out"], tokens_per_image=3) as rec:
@@ -121,8 +89,8 @@ def test_without_guidance_every_row_is_cond_and_its_own_sample(dit_pipe):
     assert rec[NAME].shape == (2, 2, 16, 16)  # all tokens
 
 
-def test_branch_timestep_dtype_filters():
-    pipe = _pixart_pipe()
+def test_branch_timestep_dtype_filters(pixart_pipe):
+    pipe = pixart_pipe
     pipe.scheduler.set_timesteps(4)
     wanted = pipe.scheduler.timesteps[1:3].tolist()
     with HookedDiT(pipe.transformer).record([NAME], 2, timesteps=wanted, branch="cond", dtype=torch.float16) as rec:
@@ -197,8 +165,8 @@ def test_equal_timesteps_share_a_step_and_rising_ones_start_a_run(backbones):
     assert rec.step.tolist() == [0, 0, 1, 0, 1] and rec.run.tolist() == [0, 0, 0, 1, 1]
 
 
-def test_record_hooks_are_removed_when_the_pipeline_raises(torch_hooks_left):
-    pipe = _pixart_pipe()
+def test_record_hooks_are_removed_when_the_pipeline_raises(torch_hooks_left, pixart_pipe):
+    pipe = pixart_pipe
     hooked = HookedDiT(pipe.transformer)
 
     def stop_at_step_one(step: int, t, latents) -> None:
