@@ -42,7 +42,6 @@ from sae_lens_dit.harvest import (
     class_ids,
     harvest_chunks,
     read_cache,
-    read_cache_config,
     resolve_keep_timesteps,
     write_cache,
 )
@@ -251,16 +250,9 @@ class DiTSAETrainingRunner:
                 yield from harvest_chunks(self.pipe, self.hooked, self.cfg.harvest)
 
     def _ensure_cache(self) -> Path:
+        """The run's activation cache, written (or completed) now; one made with other harvest
+        settings is refused by `write_cache`, so the SAE's metadata always names its real data."""
         cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.output_dir / "activations"
-        if self.cfg.cache_dir and (cache / "harvest_config.json").exists():
-            harvest, _ = read_cache_config(cache)
-            if self.cfg.hook_name not in harvest.hook_names:
-                raise ValueError(
-                    f"cache {cache} does not hold hook {self.cfg.hook_name!r} ({list(harvest.hook_names)})"
-                )
-            if harvest == self.cfg.harvest:
-                write_cache(self.pipe, self.hooked, harvest, cache, model=self.cfg.model)  # completes it if partial
-            return cache
         return write_cache(self.pipe, self.hooked, self.cfg.harvest, cache, model=self.cfg.model)
 
     def _data_provider(self, skip: int) -> _CountingProvider:
