@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="Harvest activations and train SAE(s) through SAELens's SAETrainer")
     _add_shared(train)
+    train.set_defaults(run=_train)
     train.add_argument("--config", type=Path, help="YAML/JSON runner config (DiTSAERunnerConfig.to_dict layout)")
     train.add_argument("--architecture", nargs="+", help="Registered SAELens training architecture(s), e.g. tide topk")
     train.add_argument("--k", type=int, help="Active latents per token (TopK-family architectures)")
@@ -60,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     harvest = sub.add_parser("harvest", help="Write an activation cache (parquet shards readable by datasets)")
     _add_shared(harvest)
+    harvest.set_defaults(run=_harvest)
 
     releases = sub.add_parser("releases", help="List the pretrained releases registered with SAE.from_pretrained")
     releases.add_argument("--release", help="Show one release in full (every field of its entry)")
+    releases.set_defaults(run=_releases)
 
     publish = sub.add_parser("publish", help="Runner output folder(s) -> a Hub repo in SAELens's layout, with a card")
     publish.add_argument(
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--release", help="Release id of the releases.yaml entry; default tide-<model>/<repo name>")
     publish.add_argument("--output-dir", required=True, type=Path, help="New folder for the repo's files")
     publish.add_argument("--dry-run", action="store_true", help="Write the folder only; upload nothing")
+    publish.set_defaults(run=_publish)
     return parser
 
 
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        {"train": _train, "harvest": _harvest, "releases": _releases, "publish": _publish}[args.command](args)
+        args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
         print(f"sae-lens-dit {args.command}: error: {err}", file=sys.stderr)
         return 2
