@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import torch
 
@@ -99,13 +100,11 @@ def reconstruction_by_bucket(
     ]
     x_hat = torch.cat([p[0] for p in parts])
     acts = torch.cat([p[1] for p in parts])
-    out = []
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-        upper = timestep <= hi if i == len(edges) - 2 else timestep < hi
-        mask = (timestep >= lo) & upper
-        if mask.any():
-            out.append(bucket_metrics(x[mask], x_hat[mask], acts[mask], lo, hi))
-    return out
+    return [
+        bucket_metrics(x[mask], x_hat[mask], acts[mask], lo, hi)
+        for lo, hi, mask in zip(edges[:-1], edges[1:], bucket_masks(timestep, edges), strict=True)
+        if mask.any()
+    ]
 
 
 def format_bucket_table(metrics: Sequence[BucketMetrics], title: str = "") -> str:
@@ -118,3 +117,82 @@ def format_bucket_table(metrics: Sequence[BucketMetrics], title: str = "") -> st
             f"{m.cosine:.4f} | {m.l0:.1f} | {m.dead_latents} | {m.dense_latents} |"
         )
     return "\n".join(lines)
+
+
+def bucket_masks(timestep: torch.Tensor, edges: Sequence[float] = DEFAULT_BUCKET_EDGES) -> list[torch.Tensor]:
+    """One boolean row mask per bucket [edges[i], edges[i+1]); the last bucket also holds t == edges[-1]."""
+    last = len(edges) - 2
+    return [
+        (timestep >= lo) & (timestep <= hi if i == last else timestep < hi)
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True))
+    ]
+
+
+TimestepProfile = Literal["early", "late", "persistent", "dead"]
+EARLY_T = 600.0
+"""Buckets starting at or above this timestep are "early" in denoising (mostly noise)."""
+LATE_T = 400.0
+"""Buckets ending at or below this timestep are "late" in denoising (mostly image)."""
+PROFILE_SHARE = 0.75
+"""A latent is early (late) when this share of its firing-rate mass lies in the early (late) buckets."""
+
+
+@dataclass(frozen=True)
+class LatentTimestepStats:
+    """Per latent and timestep bucket: how often it fires and how strongly, over held-out rows."""
+
+    edges: tuple[float, ...]
+    rows: torch.Tensor
+    """[buckets] rows per bucket."""
+    frequency: torch.Tensor
+    """[buckets, d_sae] fraction of the bucket's rows on which the latent is non-zero."""
+    mean_activation: torch.Tensor
+    """[buckets, d_sae] mean activation over the bucket's rows (zeros included)."""
+
+    def profile(self) -> list[TimestepProfile]:
+        """Per latent: "early" (fires mostly at noisy timesteps, t >= EARLY_T), "late" (mostly at t <= LATE_T),
+        "persistent" (across the trajectory) or "dead" (never fires). Shares use bucket firing rates, so
+        buckets with more rows do not count more."""
+        lows, highs = torch.tensor(self.edges[:-1]), torch.tensor(self.edges[1:])
+        rates = self.frequency.double()
+        total = rates.sum(0)
+        early = rates[lows >= EARLY_T].sum(0) / total.clamp_min(1e-12)
+        late = rates[highs <= LATE_T].sum(0) / total.clamp_min(1e-12)
+        out: list[TimestepProfile] = []
+        for tot, e, la in zip(total.tolist(), early.tolist(), late.tolist(), strict=True):
+            out.append("dead" if tot == 0 else "early" if e >= PROFILE_SHARE else "late" if la >= PROFILE_SHARE
+                       else "persistent")  # fmt: skip
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edges": list(self.edges),
+            "rows": self.rows.tolist(),
+            "frequency": self.frequency.tolist(),
+            "mean_activation": self.mean_activation.tolist(),
+            "profile": self.profile(),
+        }
+
+
+@torch.no_grad()
+def latent_timestep_stats(
+    sae,
+    x: torch.Tensor,
+    timestep: torch.Tensor,
+    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
+    batch_size: int = 8192,
+) -> LatentTimestepStats:
+    """Firing frequency and mean activation of every latent of `sae` per timestep bucket, from rows
+    `x` [rows, d_in] at `timestep` [rows]. Empty buckets get zeros."""
+    masks = bucket_masks(timestep, edges)
+    counts = torch.zeros(len(masks), sae.cfg.d_sae, dtype=torch.float64)
+    sums = torch.zeros_like(counts)
+    for i in range(0, len(x), batch_size):
+        acts = reconstruct(sae, x[i : i + batch_size], timestep[i : i + batch_size])[1].double()
+        for b, mask in enumerate(masks):
+            part = acts[mask[i : i + batch_size]]
+            counts[b] += (part != 0).sum(0)
+            sums[b] += part.sum(0)
+    rows = torch.stack([m.sum() for m in masks]).double()
+    denom = rows.clamp_min(1).unsqueeze(1)
+    return LatentTimestepStats(tuple(float(e) for e in edges), rows.long(), counts / denom, sums / denom)
