@@ -87,6 +87,11 @@ class TinyClassifier(ModelMixin, ConfigMixin):
         return self.head(self.features(images))  # [batch, num_classes]
 
     @torch.no_grad()
+    def embed(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Penultimate features [n, 64] (the space of the evaluation's Frechet distance); inputs as `predict`."""
+        return self.features(_as_model_input(images, self)).cpu().double().numpy()
+
+    @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class ids for images given as [-1, 1] NCHW tensors or pipeline `np` output (NHWC, [0, 1])."""
         return self(_as_model_input(images, self)).argmax(-1).cpu().numpy()

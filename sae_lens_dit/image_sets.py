@@ -95,3 +95,64 @@ def make_shapes(n: int, seed: int, spec: ShapesSpec = ShapesSpec()) -> ShapesBat
         img = background[i] + cover[None] * (rgb[i][:, None, None] - background[i])
         images[i] = img * 2.0 - 1.0
     return ShapesBatch(images, shape, hue, rgb, size, center, background)
+
+
+HUE_BINS = 6
+"""Colour factor values: the hue circle cut into this many equal arcs (red, yellow, green, ...)."""
+GRID_BINS = 3
+"""Size and position factor values: each range cut into this many equal parts."""
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Images with their class and every known factor as discrete values, for scoring features."""
+
+    images: np.ndarray  # [n, C, S, S] float32 in [-1, 1]
+    labels: np.ndarray  # [n] int class id (digit, or index into SHAPE_KINDS)
+    factors: dict[str, np.ndarray]
+    """Factor family -> [n] int value; the class is always the family "class"."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, n: int) -> LabelledImages:
+        return LabelledImages(self.images[:n], self.labels[:n], {k: v[:n] for k, v in self.factors.items()})
+
+
+def _bins(values: np.ndarray, low: float, high: float, n: int) -> np.ndarray:
+    return np.clip(((values - low) / (high - low) * n).astype(np.int64), 0, n - 1)
+
+
+def shapes_factors(batch: ShapesBatch, spec: ShapesSpec = ShapesSpec()) -> dict[str, np.ndarray]:
+    """The discrete factor values of a shapes batch: class (shape), colour (hue arc), size, x and y thirds."""
+    return {
+        "class": batch.shape,
+        "colour": _bins(batch.hue, 0.0, 1.0, HUE_BINS),
+        "size": _bins(batch.size, *spec.size_range, GRID_BINS),
+        "x": _bins(batch.center[:, 0], 0.0, spec.image_size, GRID_BINS),
+        "y": _bins(batch.center[:, 1], 0.0, spec.image_size, GRID_BINS),
+    }
+
+
+DIGITS_HELDOUT = 180
+SHAPES_TRAIN, SHAPES_HELDOUT = 20000, 1000
+
+
+def training_split(name: str, seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
+    """(train, held out) images of bundled backbone `name` ("digits" or "shapes"): the split its
+    training script used with the same seed, so evaluations never score on training images."""
+    if name == "digits":
+        x, y = load_digit_images()
+        perm = np.random.default_rng(seed).permutation(len(x))
+        held, train = perm[:DIGITS_HELDOUT], perm[DIGITS_HELDOUT:]
+        return (
+            LabelledImages(x[train], y[train], {"class": y[train]}),
+            LabelledImages(x[held], y[held], {"class": y[held]}),
+        )
+    if name == "shapes":
+        train, held = make_shapes(SHAPES_TRAIN, seed=seed), make_shapes(SHAPES_HELDOUT, seed=seed + 1)
+        return (
+            LabelledImages(train.images, train.shape, shapes_factors(train)),
+            LabelledImages(held.images, held.shape, shapes_factors(held)),
+        )
+    raise ValueError(f"no image set for backbone {name!r}; expected 'digits' or 'shapes'")

@@ -32,7 +32,7 @@ from sae_lens_dit.backbones import (
     TinyDiTPipeline,
     measure_shape_factors,
 )
-from sae_lens_dit.image_sets import DIGIT_LABELS, SHAPE_KINDS, ShapesSpec, load_digit_images, make_shapes
+from sae_lens_dit.image_sets import DIGIT_LABELS, SHAPE_KINDS, ShapesSpec, make_shapes, training_split
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDANCE_GRID = (1.0, 1.5, 2.0, 3.0, 4.0)
@@ -45,14 +45,8 @@ BUCKETS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
 def dataset(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(train images, train labels, held-out images, held-out labels, label names)."""
-    if name == "digits":
-        x, y = load_digit_images()
-        perm = np.random.default_rng(seed).permutation(len(x))
-        held = perm[:180]
-        train = perm[180:]
-        return x[train], y[train], x[held], y[held], list(DIGIT_LABELS)
-    train, held = make_shapes(20000, seed=seed), make_shapes(1000, seed=seed + 1)
-    return train.images, train.shape, held.images, held.shape, list(SHAPE_KINDS)
+    train, held = training_split(name, seed)
+    return train.images, train.labels, held.images, held.labels, list(DIGIT_LABELS if name == "digits" else SHAPE_KINDS)
 
 
 def dit_config(name: str) -> dict:
