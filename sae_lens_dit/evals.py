@@ -497,6 +497,9 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> f
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    counts = np.unique(labels, return_counts=True)[1]
+    if counts.min() < 2:
+        raise ValueError(f"a class probe needs at least 2 images per class, got {counts.min()}: raise num_images")
     x_tr, x_te, y_tr, y_te = train_test_split(features, labels, test_size=0.5, random_state=seed, stratify=labels)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
     return float(probe.fit(x_tr, y_tr).score(x_te, y_te))
