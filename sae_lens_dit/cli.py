@@ -18,6 +18,7 @@ import yaml
 from sae_lens.registry import get_sae_training_class
 from simple_parsing.docstring import get_attribute_docstring
 
+from sae_lens_dit.evals import EvalConfig
 from sae_lens_dit.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
 
 logger = logging.getLogger("sae_lens_dit")
@@ -62,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     harvest = sub.add_parser("harvest", help="Write an activation cache (parquet shards readable by datasets)")
     _add_shared(harvest)
     harvest.set_defaults(run=_harvest)
+
+    evaluate = sub.add_parser("eval", help="The evaluation protocol: per-timestep reconstruction, spliced generation, "
+                              "ground-truth factors, probes; JSON, markdown and PNG plots")  # fmt: skip
+    add_sae_source(evaluate)
+    evaluate.add_argument("--output-dir", required=True, type=Path, help="Folder for eval.json, eval.md and plots")
+    evaluate.add_argument("--seed", type=int, default=0, help=_help(EvalConfig, "seed"))
+    evaluate.add_argument("--device", default="cpu", help=_help(EvalConfig, "device"))
+    evaluate.add_argument("--num-images", type=int, default=EvalConfig.num_images, help=_help(EvalConfig, "num_images"))
+    evaluate.add_argument("--num-samples", type=int, default=EvalConfig.num_samples,
+                          help=_help(EvalConfig, "num_samples"))  # fmt: skip
+    evaluate.add_argument("--num-inference-steps", type=int, default=EvalConfig.num_inference_steps,
+                          help=_help(EvalConfig, "num_inference_steps"))  # fmt: skip
+    evaluate.add_argument("--guidance-scale", type=float, help=_help(EvalConfig, "guidance_scale"))
+    evaluate.add_argument("--fid-features", help=_help(EvalConfig, "fid_features"))
+    evaluate.add_argument("--no-factors", action="store_true", help="Skip factor AUROCs and probes")
+    evaluate.set_defaults(run=_eval)
 
     releases = sub.add_parser("releases", help="List the pretrained releases registered with SAE.from_pretrained")
     releases.add_argument("--release", help="Show one release in full (every field of its entry)")
@@ -148,6 +165,45 @@ def _harvest(args: argparse.Namespace) -> None:
     hooked = HookedDiT(pipe.transformer)
     out = write_cache(pipe, hooked, harvest_cfg, output, model=cfg.model)
     print(f"wrote {harvest_cfg.num_batches} shards to {out}; read them with datasets.load_dataset({str(out)!r})")
+
+
+def add_sae_source(parser: argparse.ArgumentParser) -> None:
+    """`--release R [--sae-id ID ...]` or `--sae FOLDER ...`: the SAEs a subcommand works on."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--release", help="A release id (sae-lens-dit releases lists them)")
+    source.add_argument("--sae", nargs="+", type=Path, help="SAE folder(s) in SAELens's layout (cfg.json + weights)")
+    parser.add_argument("--sae-id", nargs="+", help="SAE id(s) within --release; default: all of them")
+
+
+def load_saes(args: argparse.Namespace) -> list:
+    """The SAEs named by `add_sae_source`'s flags, loaded through SAELens."""
+    from sae_lens import SAE
+
+    from sae_lens_dit.releases import get_release
+
+    if args.sae:
+        missing = [str(f) for f in args.sae if not (f / "cfg.json").exists()]
+        if missing:
+            raise FileNotFoundError(f"not an SAE folder (no cfg.json): {', '.join(missing)}")
+        return [SAE.load_from_disk(str(folder)) for folder in args.sae]
+    ids = args.sae_id or [sae.id for sae in get_release(args.release).saes]
+    return [SAE.from_pretrained(args.release, sae_id) for sae_id in ids]
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from sae_lens_dit.evals import evaluate, format_report, plot_reports
+
+    cfg = EvalConfig(num_images=args.num_images, num_samples=args.num_samples, guidance_scale=args.guidance_scale,
+                     num_inference_steps=args.num_inference_steps, fid_features=args.fid_features,
+                     factors=not args.no_factors, seed=args.seed, device=args.device)  # fmt: skip
+    reports = evaluate(load_saes(args), cfg)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "eval.json").write_text(json.dumps({"config": asdict(cfg), "reports": reports}, indent=1))
+    text = "\n\n".join(format_report(r) for r in reports)
+    (args.output_dir / "eval.md").write_text(text + "\n")
+    plots = plot_reports(reports, args.output_dir)
+    print(text)
+    print(f"\nwrote {args.output_dir / 'eval.json'}, eval.md and {len(plots)} plots")
 
 
 def _releases(args: argparse.Namespace) -> None:
