@@ -58,7 +58,8 @@ def l0_of(folder: Path) -> float:
 
 
 def standard_coefficient(backbone: str, hook: str, tokens: int, work: Path) -> tuple[float, list[dict]]:
-    """Geometric search on seed 0 for the L1 coefficient whose L0 is nearest K."""
+    """Geometric search on seed 0 for the L1 coefficient whose L0 is nearest K. Stops early when a stronger
+    penalty no longer lowers L0 by 10% (the token budget, not the coefficient, then limits sparsity)."""
     tried, coefficient = [], L1_START
     for _ in range(L1_TRIES):
         folder = train(backbone, hook, {"architecture": "standard", "l1_coefficient": coefficient}, 0, tokens, work,
@@ -66,7 +67,8 @@ def standard_coefficient(backbone: str, hook: str, tokens: int, work: Path) -> t
         tried.append({"l1_coefficient": coefficient, "l0": l0_of(folder)})
         low = [t for t in tried if t["l0"] < K]
         high = [t for t in tried if t["l0"] >= K]
-        if low and high:
+        saturated = len(tried) > 1 and tried[-1]["l0"] >= K and tried[-1]["l0"] > 0.9 * tried[-2]["l0"]
+        if (low and high) or saturated:
             break
         coefficient = coefficient * L1_FACTOR if tried[-1]["l0"] >= K else coefficient / L1_FACTOR
     best = min(tried, key=lambda t: abs(t["l0"] - K))
