@@ -65,6 +65,7 @@ from torch import nn
 from typing_extensions import override
 
 from sae_lens_dit.saes.loading import check_state_dict
+from sae_lens_dit.saes.sparse_topk import SparseDecodeFields, SparseTopKTraining
 from sae_lens_dit.saes.timestep_mlp import (
     NO_TERMS,
     TERMS,
@@ -164,15 +165,16 @@ class TideSAEConfig(TopKSAEConfig, TideFields):
 
 
 @dataclass(kw_only=True)
-class TideTrainingSAEConfig(TopKTrainingSAEConfig, TideFields):
+class TideTrainingSAEConfig(TopKTrainingSAEConfig, TideFields, SparseDecodeFields):
     """Configuration for training a `TideTrainingSAE`.
 
     Inherits `k`, `aux_loss_coefficient` (default 1.0), `rescale_acts_by_decoder_norm` (default
     True) and `decoder_init_norm` from `TopKTrainingSAEConfig`, with SAELens TopK's defaults so that
     TIDE and its TopK baseline differ only in the timestep terms; the timestep MLP's settings from
-    `TideFields`. Measured on the synthetic data of `TideFields`: rescale_acts_by_decoder_norm=False
-    gives FVU 0.032 instead of 0.041 for TIDE (TopK: 0.165 instead of 0.180); it stays True, as in
-    SAELens, until real DiT activations say otherwise (it also keeps `fold_W_dec_norm` available).
+    `TideFields`; `sparse_decode` (training speed only) from `SparseDecodeFields`. Measured on the
+    synthetic data of `TideFields`: rescale_acts_by_decoder_norm=False gives FVU 0.032 instead of
+    0.041 for TIDE (TopK: 0.165 instead of 0.180); it stays True, as in SAELens, until real DiT
+    activations say otherwise (it also keeps `fold_W_dec_norm` available).
     """
 
     k_aux: int | None = None
@@ -206,16 +208,21 @@ def _missing_timestep(method: str) -> ValueError:
     )
 
 
-def _tide_hidden_pre(sae: Any, x: torch.Tensor, gain: Any, shift: Any) -> torch.Tensor:
-    """TopK pre-activations of the modulated input. x [..., d_in] -> [..., d_sae]."""
+def _tide_encoder_input(sae: Any, x: torch.Tensor, gain: Any, shift: Any) -> torch.Tensor:
+    """The modulated input the encoder matmul consumes. x [..., d_in] -> [..., d_in]."""
     sae_in = sae.process_sae_in(x)
     if gain is not None and shift is not None:
-        sae_in = torch.addcmul(shift, sae_in, gain)
-    elif gain is not None:
-        sae_in = sae_in * gain
-    elif shift is not None:
-        sae_in = sae_in + shift
-    hidden_pre = sae.hook_sae_acts_pre(sae_in @ sae.W_enc + sae.b_enc)
+        return torch.addcmul(shift, sae_in, gain)
+    if gain is not None:
+        return sae_in * gain
+    if shift is not None:
+        return sae_in + shift
+    return sae_in
+
+
+def _tide_hidden_pre(sae: Any, x: torch.Tensor, gain: Any, shift: Any) -> torch.Tensor:
+    """TopK pre-activations of the modulated input. x [..., d_in] -> [..., d_sae]."""
+    hidden_pre = sae.hook_sae_acts_pre(_tide_encoder_input(sae, x, gain, shift) @ sae.W_enc + sae.b_enc)
     if sae.cfg.rescale_acts_by_decoder_norm:
         hidden_pre = hidden_pre * sae.W_dec.norm(dim=-1)
     return hidden_pre
@@ -424,12 +431,15 @@ class TideSAE(_TimestepConditioned, TopKSAE):
         return self._tag_codes(self.hook_sae_acts_post(self.activation_fn(hidden_pre)), terms)
 
 
-class TideTrainingSAE(_TimestepConditioned, TopKTrainingSAE):
+class TideTrainingSAE(_TimestepConditioned, SparseTopKTraining, TopKTrainingSAE):
     """TIDE with training: MSE + AuxK dead-latent loss, encoder initialised as the decoder's transpose.
 
     Trains inside SAELens's `SAETrainer` unchanged: wrap the (activations, timesteps) batches with
     `feed_timesteps(pairs, sae)`, which hands each batch's timesteps to `receive_batch_timesteps`
-    before the trainer sees the activations; `training_forward_pass` takes them, once.
+    before the trainer sees the activations; `training_forward_pass` takes them, once. With
+    `sparse_decode` on (the default when k / d_sae is small) the step decodes from the TopK indices
+    and values only (`sae_lens_dit.saes.sparse_topk`); the timestep MLP runs once per distinct
+    timestep of the batch either way.
     """
 
     cfg: TideTrainingSAEConfig  # type: ignore[assignment]
@@ -464,6 +474,19 @@ class TideTrainingSAE(_TimestepConditioned, TopKTrainingSAE):
             return super().training_forward_pass(step_input)
 
     @override
+    def _sparse_encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        terms = self._encode_terms(x, None)
+        return _tide_encoder_input(self, x, terms.gain, terms.shift)
+
+    @override
+    def _sparse_decoder_bias(self, x: torch.Tensor) -> torch.Tensor | None:
+        return self._decoder_bias(x, None)
+
+    @override
+    def _aux_k(self) -> int:
+        return self.cfg.k_aux if self.cfg.k_aux is not None else self.cfg.d_in // 2
+
+    @override
     def encode_with_hidden_pre(
         self, x: torch.Tensor, timestep: TimestepLike | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -491,7 +514,7 @@ class TideTrainingSAE(_TimestepConditioned, TopKTrainingSAE):
             hidden_pre=hidden_pre,
             dead_neuron_mask=step_input.dead_neuron_mask,
             W_dec=self.W_dec,
-            k_aux=self.cfg.k_aux if self.cfg.k_aux is not None else self.cfg.d_in // 2,
+            k_aux=self._aux_k(),
             rescale_acts_by_decoder_norm=self.cfg.rescale_acts_by_decoder_norm,
         )
         return {"auxiliary_reconstruction_loss": self.cfg.aux_loss_coefficient * loss}
