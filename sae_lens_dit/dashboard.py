@@ -1,0 +1,577 @@
+"""Feature dashboards: a static HTML site per SAE showing where, on which images and when in the
+denoising trajectory each latent fires.
+
+Why plain files: researchers open the site from disk (file://) or any static server, share it as a
+folder and keep it beside the SAE; nothing runs but a little JavaScript that sorts and filters.
+
+Data, one sampling run per backbone, shared by every SAE of that backbone:
+- `num_images` images sampled with the backbone's pipeline (classes cycled, seeded as
+  `evals.sample_images`), every token of each SAE's hook recorded at every step on the cond
+  branch with `HookedDiT.record`;
+- the scheduler's prediction of the clean image at each step (`pred_original_sample`), on which
+  token heatmaps are drawn: at t = 1000 the model's input is pure noise, its prediction is not;
+- per SAE: latents from `evals.reconstruct`; firing frequency and mean activation per timestep
+  bucket and the early / late / persistent / dead profile from `evals.latent_timestep_stats`.
+
+Build: every file is written only when its bytes change (images are named by a hash of their
+content, so a rebuild reuses them), files of an earlier build that are no longer produced are
+removed, and files the dashboard did not write (not in its `manifest.json`) are never touched.
+Timesteps follow the package convention: DDPM scale [0, 1000], 1000 = pure noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sae_lens_dit import dashboard_html as html
+from sae_lens_dit.evals import LatentTimestepStats, bucket_masks, latent_timestep_stats, reconstruct, sample_images
+from sae_lens_dit.hooked import HookedDiT
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+"""Lists every file a build wrote (path -> sha256); only these are ever replaced or removed."""
+ASSETS = ("style.css", "site.js")
+"""Static files shipped in `sae_lens_dit/dashboard_assets/`, copied to `<output>/assets/`."""
+OVERLAY_RGB = np.array([255.0, 48.0, 0.0])
+OVERLAY_ALPHA = 0.75
+"""Heatmap colour and its opacity where the latent reaches its maximum over the sampled set."""
+SHAPE_FACTOR_NAMES = {
+    "colour": ["red", "yellow", "green", "cyan", "blue", "magenta"],
+    "size": ["small", "medium", "large"],
+    "x": ["left", "centre", "right"],
+    "y": ["top", "middle", "bottom"],
+}
+"""Factor values of the shapes backbone, measured from each sample (`backbones.measure_shape_factors`)."""
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Settings of `build_dashboard` and `sae-lens-dit dashboard` (field docstrings are the CLI help)."""
+
+    num_images: int = 32
+    """Images sampled with the backbone (classes cycled); every token of every step is encoded."""
+    num_inference_steps: int = 20
+    """Denoising steps per image (the timestep axis of every plot)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance of the samples; None: the pipeline's default."""
+    max_latents: int = 64
+    """Latents that get a page: the first alive ones by id (the index lists every latent)."""
+    latents: tuple[int, ...] | None = None
+    """Latent ids that get a page, instead of the first max_latents alive ones."""
+    top_images: int = 8
+    """Top-activating images per latent page."""
+    strip_steps: int = 8
+    """Timesteps in the strip that follows one image through denoising."""
+    thumb_size: int = 96
+    """Side of every thumbnail in pixels."""
+    neighbours: int = 5
+    """Nearest latents by decoder cosine listed per page."""
+    edges: tuple[float, ...] = tuple(float(t) for t in range(0, 1001, 100))
+    """Timestep bucket edges of the frequency and mean-activation plots (DDPM scale, 1000 = noise)."""
+    steering: bool = True
+    """Steering previews (before / after) when sae_lens_dit.interventions is installed."""
+    seed: int = 0
+    """Seed of the sampled images."""
+    batch_size: int = 32
+    """Images per pipeline call."""
+    device: str = "cpu"
+    """Device of the backbone and SAEs."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_images", "num_inference_steps", "top_images", "strip_steps", "thumb_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DashboardConfig.{name} must be at least 1, received {getattr(self, name)}")
+        if self.max_latents < 0 or self.neighbours < 0:
+            raise ValueError("DashboardConfig.max_latents and neighbours must not be negative")
+        if len(self.edges) < 2 or list(self.edges) != sorted(self.edges):
+            raise ValueError(f"DashboardConfig.edges must be at least two increasing timesteps, received {self.edges}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampling: images, the clean-image prediction at every step, and every token of the hooks.
+
+
+@dataclass
+class Trajectories:
+    """What one sampling run of a backbone gives every dashboard built on it."""
+
+    model: str
+    activations: dict[str, Tensor]
+    """Hook -> [steps, images, tokens, d] cond-branch activations."""
+    timesteps: Tensor  # [steps] float32
+    predictions: Tensor  # [steps, images, C, h, w] the scheduler's clean-image prediction, latent space
+    images: np.ndarray  # [images, H, W, C] final samples in [0, 1]
+    labels: np.ndarray  # [images] class ids asked for
+    factors: dict[str, np.ndarray]
+    """Family -> [images] int value; "class" is always there."""
+    factor_names: dict[str, list[str]]
+    """Family -> display name of each value."""
+    grid: tuple[int, int]
+    """Token grid (rows, columns): token i sits at row i // columns, column i % columns (row-major patches)."""
+    vae: Any = None
+    _frames: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def frames(self, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Decoded clean-image predictions [len(pairs), H, W, C] uint8 of (step, image) pairs (decoded once)."""
+        missing = [pair for pair in dict.fromkeys(pairs) if pair not in self._frames]
+        if missing:
+            latents = torch.stack([self.predictions[s, n] for s, n in missing])
+            for pair, frame in zip(missing, _decode(self.vae, latents), strict=True):
+                self._frames[pair] = frame
+        return np.stack([self._frames[pair] for pair in pairs])
+
+
+@torch.no_grad()
+def _decode(vae: Any, latents: Tensor) -> np.ndarray:
+    """Latents [n, C, h, w] -> images [n, H, W, C] uint8, as DiTPipeline decodes its output."""
+    param = next(vae.parameters(), None)
+    buffer = next(vae.buffers(), None)
+    ref = param if param is not None else buffer
+    latents = latents.to(ref.device if ref is not None else "cpu")
+    images = vae.decode(latents / vae.config.scaling_factor).sample
+    images = (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return (images * 255).round().astype(np.uint8)
+
+
+@contextmanager
+def _capture_predictions(scheduler: Any, out: list[Tensor]) -> Iterator[None]:
+    """Append each `scheduler.step`'s clean-sample prediction (its next sample where it has none) to `out`."""
+    own = "step" in vars(scheduler)
+    step = scheduler.step
+
+    def capture(model_output: Tensor, timestep: Any, sample: Tensor, *args: Any, **kwargs: Any) -> Any:
+        result = step(model_output, timestep, sample, *args, **kwargs)
+        prediction = getattr(result, "pred_original_sample", None)
+        out.append((prediction if prediction is not None else result[0]).detach().float().cpu())
+        return result
+
+    scheduler.step = capture
+    try:
+        yield
+    finally:
+        if own:
+            scheduler.step = step
+        else:
+            del scheduler.step
+
+
+def _class_names(pipe: Any) -> dict[int, str]:
+    labels = getattr(pipe, "labels", None)
+    if not labels:
+        raise ValueError(
+            f"{type(pipe).__name__} has no label map (pipe.labels): dashboards sample class-conditional "
+            "pipelines (DiTPipeline and the bundled backbones)"
+        )
+    return {int(i): name for name, i in sorted(labels.items(), key=lambda item: item[1])}
+
+
+def _measured_factors(model: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Shape factors measured from the samples of the shapes backbone; nothing for other backbones."""
+    if model.removeprefix("tiny-dit-") != "shapes":
+        return {}
+    from sae_lens_dit.backbones import measure_shape_factors
+    from sae_lens_dit.image_sets import GRID_BINS, HUE_BINS, ShapesSpec, _bins
+
+    spec, measured = ShapesSpec(), measure_shape_factors(images)
+    return {
+        "colour": _bins(measured.hue, 0.0, 1.0, HUE_BINS),
+        "size": _bins(measured.size, *spec.size_range, GRID_BINS),
+        "x": _bins(measured.center[:, 0], 0.0, spec.image_size, GRID_BINS),
+        "y": _bins(measured.center[:, 1], 0.0, spec.image_size, GRID_BINS),
+    }
+
+
+def sample_trajectories(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], model: str,
+                        cfg: DashboardConfig) -> Trajectories:  # fmt: skip
+    """Sample `cfg.num_images` images and record every token of `hooks` at every step (cond branch)."""
+    hooked.check_hook_names(hooks)
+    names = _class_names(pipe)
+    labels = [int(c) for c in np.resize(sorted(names), cfg.num_images)]
+    predictions: list[Tensor] = []
+    with hooked.record(list(hooks), branch="cond") as rec, _capture_predictions(pipe.scheduler, predictions):
+        images = sample_images(pipe, labels, cfg.seed, cfg.num_inference_steps, cfg.guidance_scale, cfg.batch_size)
+    steps = cfg.num_inference_steps
+    if len(predictions) != steps * -(-cfg.num_images // cfg.batch_size):
+        raise ValueError(
+            f"expected one scheduler step per denoising step ({steps} per pipeline call), saw {len(predictions)} in "
+            f"all: dashboards need a pipeline that calls scheduler.step once per step, as DiTPipeline does"
+        )
+    starts = range(0, cfg.num_images, cfg.batch_size)
+    per_call = [predictions[i * steps : (i + 1) * steps] for i in range(len(starts))]
+    pred = torch.stack([
+        torch.cat([call[s][: min(cfg.batch_size, cfg.num_images - start)] for call, start in zip(per_call, starts,
+                                                                                                  strict=True)])
+        for s in range(steps)
+    ])  # fmt: skip
+    activations = {hook: _arrange(rec.rows(hook), steps, cfg.num_images, cfg.batch_size) for hook in hooks}
+    tokens = next(iter(activations.values())).shape[2]
+    patch = int(getattr(hooked.transformer.config, "patch_size", 1) or 1)
+    grid = (pred.shape[-2] // patch, pred.shape[-1] // patch)
+    if grid[0] * grid[1] != tokens:
+        raise ValueError(
+            f"{tokens} tokens per image do not tile the {tuple(pred.shape[-2:])} latent in {patch}x{patch} patches; "
+            "dashboards need one token per patch, row-major (DiT, PixArt)"
+        )
+    factors = {"class": np.asarray(labels), **_measured_factors(model, images)}
+    factor_names = {"class": [names.get(i, str(i)) for i in range(max(names) + 1)]}
+    factor_names |= {k: SHAPE_FACTOR_NAMES[k] for k in factors if k in SHAPE_FACTOR_NAMES}
+    timesteps = rec.timesteps[: steps, 0].float() if rec.n_calls else torch.empty(0)
+    return Trajectories(model, activations, timesteps, pred, images, np.asarray(labels), factors, factor_names,
+                        grid, pipe.vae)  # fmt: skip
+
+
+def _arrange(rows: dict[str, Tensor], steps: int, num_images: int, batch_size: int) -> Tensor:
+    """Flat recorded rows -> [steps, images, tokens, d]; image = run * batch_size + sample."""
+    tokens = int(rows["token"].max()) + 1
+    out = torch.zeros(steps, num_images, tokens, rows["activation"].shape[1])
+    image = rows["run"] * batch_size + rows["sample"]
+    out[rows["step"], image, rows["token"]] = rows["activation"].float()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-SAE analysis: the evals statistics plus what the pages show.
+
+
+@dataclass
+class LatentSummary:
+    """Everything an SAE's pages show, computed once from its encodings of a `Trajectories`."""
+
+    stats: LatentTimestepStats
+    profile: list[str]
+    density: np.ndarray  # [d_sae] firing frequency over all recorded tokens
+    max_activation: np.ndarray  # [d_sae]
+    image_step_max: Tensor  # [steps, images, d_sae] max over tokens
+    breakdown: dict[str, np.ndarray]
+    """Family -> [values, d_sae] mean activation over the images of each value (all steps and tokens)."""
+    fired_share: dict[str, np.ndarray]
+    """Family -> [values, d_sae] share of each value's images on which the latent fires at some step."""
+
+
+@torch.no_grad()
+def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: int = 8192) -> LatentSummary:
+    """Encode every recorded token with `sae` (`evals.reconstruct`) and summarize per latent."""
+    x = traj.activations[sae.cfg.metadata.hook_name]  # [steps, images, tokens, d]
+    steps, n_images, tokens, _ = x.shape
+    flat_t = traj.timesteps[:, None, None].expand(steps, n_images, tokens).reshape(-1)
+    stats = latent_timestep_stats(sae, x.reshape(-1, x.shape[-1]).to(sae.device, sae.dtype), flat_t.to(sae.device),
+                                  edges, batch_rows)  # fmt: skip
+    step_max = torch.zeros(steps, n_images, sae.cfg.d_sae)
+    step_mean = torch.zeros_like(step_max)
+    per_chunk = max(1, batch_rows // tokens)
+    for s in range(steps):
+        for i in range(0, n_images, per_chunk):
+            chunk = x[s, i : i + per_chunk].to(sae.device, sae.dtype)
+            t = traj.timesteps[s].expand(chunk.shape[0] * tokens).to(sae.device)
+            latents = reconstruct(sae, chunk.flatten(0, 1), t)[1].float().cpu().view(chunk.shape[0], tokens, -1)
+            step_max[s, i : i + per_chunk] = latents.max(1).values
+            step_mean[s, i : i + per_chunk] = latents.mean(1)
+    rows = stats.rows.double()
+    density = (stats.frequency * rows[:, None]).sum(0) / rows.sum().clamp_min(1)
+    image_mean = step_mean.mean(0).double().numpy()  # [images, d_sae]
+    fired = (step_max.amax(0) > 0).double().numpy()
+    breakdown, fired_share = {}, {}
+    for family, values in traj.factors.items():
+        n_values = len(traj.factor_names.get(family, [])) or int(values.max()) + 1
+        breakdown[family] = np.stack([image_mean[values == v].mean(0) if (values == v).any()
+                                      else np.zeros(sae.cfg.d_sae) for v in range(n_values)])  # fmt: skip
+        fired_share[family] = np.stack([fired[values == v].mean(0) if (values == v).any()
+                                        else np.zeros(sae.cfg.d_sae) for v in range(n_values)])  # fmt: skip
+    return LatentSummary(stats, stats.profile(), density.numpy(), step_max.amax((0, 1)).numpy(), step_max,
+                         breakdown, fired_share)  # fmt: skip
+
+
+def selectivity(breakdown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(top value [d_sae], its share of the summed mean activation [d_sae]): 1 = fires for one value only,
+    1 / values = indifferent; 0 for latents that never fire."""
+    total = breakdown.sum(0)
+    share = np.where(total > 0, breakdown.max(0) / np.where(total > 0, total, 1.0), 0.0)
+    return breakdown.argmax(0), share
+
+
+def nearest_latents(w_dec: Tensor, latents: Sequence[int], k: int) -> dict[int, list[tuple[int, float]]]:
+    """The k latents whose decoder directions [d_sae, d_in] are closest by cosine to each of `latents`."""
+    unit = torch.nn.functional.normalize(w_dec.detach().float().cpu(), dim=1)
+    out = {}
+    for start in range(0, len(latents), 256):
+        ids = list(latents[start : start + 256])
+        cos = unit[ids] @ unit.T  # [len(ids), d_sae]
+        cos[torch.arange(len(ids)), torch.tensor(ids)] = -2.0
+        values, indices = cos.topk(min(k, unit.shape[0] - 1), dim=1)
+        for i, vals, idx in zip(ids, values.tolist(), indices.tolist(), strict=True):
+            out[i] = list(zip(idx, vals, strict=True))
+    return out
+
+
+def token_heatmap(values: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Per-token values [tokens] -> [H, W] pixels: token i covers the patch at row i // columns, column
+    i % columns of the `grid`, stretched over the image (pixel y belongs to token row y * rows // H)."""
+    rows, cols = grid
+    if values.shape != (rows * cols,):
+        raise ValueError(f"expected {rows * cols} token values for a {rows}x{cols} grid, received {values.shape}")
+    height, width = size
+    return values.reshape(rows, cols)[np.arange(height)[:, None] * rows // height,
+                                      np.arange(width)[None] * cols // width]  # fmt: skip
+
+
+def render_thumbnail(frame: np.ndarray, size: int, heat: np.ndarray | None = None,
+                     grid: tuple[int, int] | None = None) -> bytes:  # fmt: skip
+    """PNG bytes of a frame [H, W, C] uint8 resized to size x size, with `heat` [tokens] in [0, 1] (a latent's
+    activation per token over its maximum) overlaid as a red heatmap."""
+    image = Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame).convert("RGB")
+    resample = Image.Resampling.NEAREST if frame.shape[0] * 2 <= size else Image.Resampling.LANCZOS
+    rgb = np.asarray(image.resize((size, size), resample), dtype=np.float64)
+    if heat is not None:
+        alpha = OVERLAY_ALPHA * np.clip(token_heatmap(heat, grid, (size, size)), 0.0, 1.0)[..., None]
+        rgb = rgb * (1.0 - alpha) + OVERLAY_RGB * alpha
+    buffer = io.BytesIO()
+    Image.fromarray(rgb.round().astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------
+# Files: written only when their bytes change; only the dashboard's own are ever replaced or removed.
+
+
+class SiteFiles:
+    """The files of one dashboard build under `root`, with counts of what was written and reused."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        manifest = root / MANIFEST
+        if root.exists() and any(root.iterdir()) and not manifest.is_file():
+            raise FileExistsError(
+                f"{root} holds files that sae-lens-dit dashboard did not write (no {MANIFEST}); choose a new or "
+                "empty --output-dir, or the folder of an earlier dashboard to update it"
+            )
+        self._old: dict[str, str] = json.loads(manifest.read_text())["files"] if manifest.is_file() else {}
+        self.files: dict[str, str] = {}
+        self.written = self.reused = self.removed = 0
+
+    def write(self, rel: str, data: bytes) -> str:
+        """Write `data` at `rel` unless the file already holds exactly these bytes; returns `rel`."""
+        path = self.root / rel
+        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            self.reused += 1
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+            self.written += 1
+        self.files[rel] = hashlib.sha256(data).hexdigest()
+        return rel
+
+    def image(self, png: bytes, folder: str) -> str:
+        """Store a PNG under `folder`, named by its content hash (identical images are stored once)."""
+        rel = f"{folder}/{hashlib.sha256(png).hexdigest()[:20]}.png"
+        return rel if rel in self.files else self.write(rel, png)
+
+    def finish(self) -> None:
+        """Remove files of the previous build that this build did not produce, then write the manifest."""
+        for rel in sorted(set(self._old) - set(self.files)):
+            path = self.root / rel
+            if path.is_file():
+                path.unlink()
+                self.removed += 1
+        text = json.dumps({"files": dict(sorted(self.files.items()))}, indent=1)
+        (self.root / MANIFEST).write_text(text + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# The site.
+
+
+@dataclass(frozen=True)
+class DashboardBuild:
+    """Result of `build_dashboard`: where the site is and what the build did."""
+
+    index: Path
+    """The root index.html (open it in a browser)."""
+    sites: dict[str, Path]
+    """SAE name -> folder of its site."""
+    written: int
+    reused: int
+    removed: int
+
+
+def sae_name(sae: Any) -> str:
+    """`<hook>/<architecture>`, the SAE ids of the bundled releases."""
+    return f"{sae.cfg.metadata.hook_name}/{sae.cfg.architecture()}"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "sae"
+
+
+def _check_sae(sae: Any, hooked: HookedDiT, model: str) -> None:
+    hook = sae.cfg.metadata.hook_name
+    if hook not in hooked.hook_dict:
+        try:
+            hooked.check_hook_names([hook])
+        except ValueError as err:
+            raise ValueError(
+                f"SAE {sae_name(sae)} reads hook {hook!r}, which model {model!r} does not have: {err}"
+            ) from None
+    if sae.cfg.d_in != hooked.d_model:
+        raise ValueError(f"SAE {sae_name(sae)} has d_in={sae.cfg.d_in} but {hook!r} of {model!r} carries "
+                         f"d_model={hooked.d_model}: the SAE was trained on another backbone")  # fmt: skip
+
+
+def _page_latents(summary: LatentSummary, cfg: DashboardConfig, d_sae: int) -> list[int]:
+    if cfg.latents is not None:
+        bad = [i for i in cfg.latents if not 0 <= i < d_sae]
+        if bad:
+            raise ValueError(f"latents {bad} are outside 0..{d_sae - 1} (d_sae {d_sae})")
+        return list(dict.fromkeys(cfg.latents))
+    return [i for i in range(d_sae) if summary.max_activation[i] > 0][: cfg.max_latents]
+
+
+def build_dashboard(saes: Sequence[Any], output_dir: str | Path, cfg: DashboardConfig | None = None,
+                    progress: bool = True) -> DashboardBuild:  # fmt: skip
+    """Build (or update) the dashboard of each SAE under `output_dir/<sae name>/`, with a root index.
+
+    SAEs name their backbone (`cfg.metadata.model_name`) and hook; SAEs of one backbone share one
+    sampling run. Returns where the site is and how many files were written, reused and removed.
+    """
+    from sae_lens_dit.backbones import load_pipeline
+
+    cfg = cfg or DashboardConfig()
+    if not saes:
+        raise ValueError("no SAEs to build a dashboard for")
+    root = Path(output_dir)
+    files_ = SiteFiles(root)
+    by_model: dict[str, list] = {}
+    for sae in saes:
+        model = getattr(sae.cfg.metadata, "model_name", None)
+        if not model or not sae.cfg.metadata.hook_name:
+            raise ValueError(f"SAE {sae_name(sae)} does not name its model and hook in cfg.metadata "
+                             "(model_name, hook_name); set them, as sae-lens-dit train does")  # fmt: skip
+        by_model.setdefault(model, []).append(sae)
+    for asset in ASSETS:
+        files_.write(f"assets/{asset}", files("sae_lens_dit").joinpath("dashboard_assets", asset).read_bytes())
+    sites: dict[str, Path] = {}
+    entries: list[dict[str, Any]] = []
+    for model, group in by_model.items():
+        pipe = load_pipeline(model, device=cfg.device)
+        hooked = HookedDiT(pipe.transformer)
+        for sae in group:
+            _check_sae(sae, hooked, model)
+        hooks = list(dict.fromkeys(sae.cfg.metadata.hook_name for sae in group))
+        logger.info("sampling %d images of %s for %s", cfg.num_images, model, hooks)
+        traj = sample_trajectories(pipe, hooked, hooks, model, cfg)
+        for sae in group:
+            name = sae_name(sae)
+            folder = _slug(name)
+            while folder in {p.name for p in sites.values()}:
+                folder += "_"
+            sites[name] = root / folder
+            sae.to(cfg.device)
+            entries.append(_build_site(sae, traj, files_, folder, cfg, progress))
+    files_.write("index.html", html.root_index(entries).encode())
+    files_.finish()
+    return DashboardBuild(root / "index.html", sites, files_.written, files_.reused, files_.removed)
+
+
+def _build_site(sae: Any, traj: Trajectories, files_: SiteFiles, folder: str, cfg: DashboardConfig,
+                progress: bool) -> dict[str, Any]:  # fmt: skip
+    """Write one SAE's index and latent pages; returns its entry for the root index."""
+    summary = summarize(sae, traj, cfg.edges)
+    d_sae = sae.cfg.d_sae
+    page_ids = _page_latents(summary, cfg, d_sae)
+    neighbours = nearest_latents(sae.W_dec, page_ids, cfg.neighbours) if cfg.neighbours else {}
+    top_value, share = selectivity(summary.breakdown["class"])
+    class_names = traj.factor_names["class"]
+    pages = set(page_ids)
+    info = {"name": sae_name(sae), "model": traj.model, "hook": sae.cfg.metadata.hook_name,
+            "architecture": sae.cfg.architecture(), "d_sae": d_sae, "images": len(traj.labels),
+            "steps": len(traj.timesteps), "edges": list(cfg.edges), "folder": folder,
+            "profiles": {p: summary.profile.count(p) for p in ("early", "late", "persistent", "dead")}}  # fmt: skip
+    rows = [
+        {"id": i, "profile": summary.profile[i], "density": float(summary.density[i]),
+         "max": float(summary.max_activation[i]),
+         "peak": int(summary.stats.frequency[:, i].argmax()) if summary.max_activation[i] > 0 else None,
+         "top_class": class_names[top_value[i]] if summary.max_activation[i] > 0 else "",
+         "selectivity": float(share[i]), "frequency": summary.stats.frequency[:, i].tolist(),
+         "page": i in pages}
+        for i in range(d_sae)
+    ]  # fmt: skip
+    files_.write(f"{folder}/index.html", html.sae_index(info, rows).encode())
+    steering = _steering_previews(sae, cfg) if cfg.steering else None
+    for position, i in enumerate(tqdm(page_ids, desc=f"dashboard {info['name']}", disable=not progress)):
+        nav = (page_ids[position - 1] if position else None,
+               page_ids[position + 1] if position + 1 < len(page_ids) else None)  # fmt: skip
+        page = _latent_page(sae, traj, summary, i, info, rows[i], neighbours.get(i, []), pages, nav, files_, folder,
+                            cfg, steering)  # fmt: skip
+        files_.write(f"{folder}/latents/{i}.html", page.encode())
+    return info
+
+
+@torch.no_grad()
+def _token_activations(sae: Any, traj: Trajectories, pairs: Sequence[tuple[int, int]], latent: int) -> np.ndarray:
+    """[len(pairs), tokens] activation of `latent` at every token of each (step, image)."""
+    x = traj.activations[sae.cfg.metadata.hook_name]
+    rows = torch.stack([x[s, n] for s, n in pairs])  # [pairs, tokens, d]
+    t = torch.stack([traj.timesteps[s].expand(rows.shape[1]) for s, _ in pairs]).reshape(-1)
+    latents = reconstruct(sae, rows.flatten(0, 1).to(sae.device, sae.dtype), t.to(sae.device))[1]
+    return latents[:, latent].float().cpu().view(len(pairs), -1).numpy()
+
+
+def _latent_page(sae: Any, traj: Trajectories, summary: LatentSummary, latent: int, info: dict[str, Any],
+                 row: dict[str, Any], neighbours: list[tuple[int, float]], pages: set[int],
+                 nav: tuple[int | None, int | None], files_: SiteFiles, folder: str, cfg: DashboardConfig,
+                 steering: Any) -> str:  # fmt: skip
+    stats, peak = summary.stats, row["peak"]
+    steps = torch.arange(len(traj.timesteps))
+    in_peak = steps if peak is None else steps[bucket_masks(traj.timesteps, cfg.edges)[peak]]
+    scores, best = summary.image_step_max[in_peak, :, latent].max(0)  # [images]
+    order = [int(n) for n in scores.argsort(descending=True)[: cfg.top_images] if scores[n] > 0]
+    top_pairs = [(int(in_peak[best[n]]), n) for n in order]
+    strip_image = order[0] if order else 0
+    strip_steps = np.unique(np.linspace(0, len(traj.timesteps) - 1, cfg.strip_steps).round().astype(int))
+    strip_pairs = [(int(s), strip_image) for s in strip_steps]
+    pairs = top_pairs + strip_pairs
+    heat = _token_activations(sae, traj, pairs, latent) / max(float(summary.max_activation[latent]), 1e-12)
+    frames = traj.frames(pairs)
+    thumbs = []
+    for (s, n), frame, h in zip(pairs, frames, heat, strict=True):
+        png = render_thumbnail(frame, cfg.thumb_size, h, traj.grid)
+        thumbs.append({"src": "../../" + files_.image(png, f"{folder}/img"), "t": float(traj.timesteps[s]),
+                       "step": s, "image": n, "label": traj.factor_names["class"][traj.labels[n]],
+                       "max": float(h.max() * summary.max_activation[latent])})  # fmt: skip
+    mids = [(lo + hi) / 2 for lo, hi in zip(cfg.edges[:-1], cfg.edges[1:], strict=True)]
+    plots = [html.line_plot_svg(mids, stats.frequency[:, latent].tolist(), "firing frequency", "#c0392b"),
+             html.line_plot_svg(mids, stats.mean_activation[:, latent].tolist(), "mean activation", "#2c6fbb")]
+    breakdown = {family: {"names": traj.factor_names.get(family) or [str(v) for v in range(len(means))],
+                          "mean": means[:, latent].tolist(), "fired": summary.fired_share[family][:, latent].tolist()}
+                 for family, means in summary.breakdown.items()}  # fmt: skip
+    steer = steering(latent, files_, folder) if steering is not None else None
+    return html.latent_page(info, row, thumbs[: len(top_pairs)], thumbs[len(top_pairs) :], plots, breakdown,
+                            [(j, cos, j in pages) for j, cos in neighbours], nav, steer)  # fmt: skip
+
+
+def _steering_previews(sae: Any, cfg: DashboardConfig) -> Any:
+    """A function latent -> steering preview entries, or None when `sae_lens_dit.interventions` is absent."""
+    try:
+        import sae_lens_dit.interventions  # noqa: F401
+    except ImportError:
+        logger.info("sae_lens_dit.interventions is not installed: dashboards have no steering previews")
+        return None
+    return None
