@@ -18,6 +18,7 @@ import yaml
 from sae_lens.registry import get_sae_training_class
 from simple_parsing.docstring import get_attribute_docstring
 
+from sae_lens_dit.dashboard import DashboardConfig
 from sae_lens_dit.evals import EvalConfig
 from sae_lens_dit.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
 
@@ -79,6 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fid-features", help=_help(EvalConfig, "fid_features"))
     evaluate.add_argument("--no-factors", action="store_true", help="Skip factor AUROCs and probes")
     evaluate.set_defaults(run=_eval)
+
+    dashboard = sub.add_parser("dashboard", help="A static HTML site per SAE: every latent against the timestep, "
+                               "top images with token heatmaps, class and factor breakdowns")  # fmt: skip
+    add_sae_source(dashboard)
+    dashboard.add_argument("--output-dir", required=True, type=Path,
+                           help="Folder of the site: new, empty, or an earlier dashboard to update")  # fmt: skip
+    for name in ("num_images", "num_inference_steps", "max_latents", "top_images", "strip_steps", "thumb_size"):
+        dashboard.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(DashboardConfig, name),
+                               help=_help(DashboardConfig, name))  # fmt: skip
+    dashboard.add_argument("--latents", nargs="+", type=int, help=_help(DashboardConfig, "latents"))
+    dashboard.add_argument("--guidance-scale", type=float, help=_help(DashboardConfig, "guidance_scale"))
+    dashboard.add_argument("--seed", type=int, default=0, help=_help(DashboardConfig, "seed"))
+    dashboard.add_argument("--device", default="cpu", help=_help(DashboardConfig, "device"))
+    dashboard.add_argument("--no-steering", action="store_true", help="Skip the steering previews")
+    dashboard.set_defaults(run=_dashboard)
 
     releases = sub.add_parser("releases", help="List the pretrained releases registered with SAE.from_pretrained")
     releases.add_argument("--release", help="Show one release in full (every field of its entry)")
@@ -204,6 +220,22 @@ def _eval(args: argparse.Namespace) -> None:
     plots = plot_reports(reports, args.output_dir)
     print(text)
     print(f"\nwrote {args.output_dir / 'eval.json'}, eval.md and {len(plots)} plots")
+
+
+def _dashboard(args: argparse.Namespace) -> None:
+    from sae_lens_dit.dashboard import build_dashboard
+    from sae_lens_dit.releases import get_release
+
+    if args.release:
+        get_release(args.release)  # an unknown release lists the known ones
+    cfg = DashboardConfig(num_images=args.num_images, num_inference_steps=args.num_inference_steps,
+                          max_latents=args.max_latents, top_images=args.top_images, strip_steps=args.strip_steps,
+                          thumb_size=args.thumb_size, latents=tuple(args.latents) if args.latents else None,
+                          guidance_scale=args.guidance_scale, seed=args.seed, device=args.device,
+                          steering=not args.no_steering)  # fmt: skip
+    build = build_dashboard(load_saes(args), args.output_dir, cfg)
+    print(f"dashboard: {build.written} files written, {build.reused} unchanged, {build.removed} removed; "
+          f"open {build.index.resolve().as_uri()}")  # fmt: skip
 
 
 def _releases(args: argparse.Namespace) -> None:

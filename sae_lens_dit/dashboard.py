@@ -554,7 +554,7 @@ def _latent_page(sae: Any, traj: Trajectories, summary: LatentSummary, latent: i
     for (s, n), frame, h in zip(pairs, frames, heat, strict=True):
         png = render_thumbnail(frame, cfg.thumb_size, h, traj.grid)
         thumbs.append({"src": "../../" + files_.image(png, f"{folder}/img"), "t": float(traj.timesteps[s]),
-                       "step": s, "image": n, "label": traj.factor_names["class"][traj.labels[n]],
+                       "size": cfg.thumb_size, "step": s, "image": n, "label": traj.factor_names["class"][traj.labels[n]],
                        "max": float(h.max() * summary.max_activation[latent])})  # fmt: skip
     mids = [(lo + hi) / 2 for lo, hi in zip(cfg.edges[:-1], cfg.edges[1:], strict=True)]
     plots = [html.line_plot_svg(mids, stats.frequency[:, latent].tolist(), "firing frequency", "#c0392b"),

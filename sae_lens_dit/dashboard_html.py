@@ -134,7 +134,8 @@ def sae_index(info: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _figure(thumb: dict[str, Any], caption: str) -> str:
-    return (f'<figure><img src="{escape(thumb["src"])}" alt="{escape(caption)}" width="96" height="96">'
+    size = thumb["size"]
+    return (f'<figure><img src="{escape(thumb["src"])}" alt="{escape(caption)}" width="{size}" height="{size}">'
             f"<figcaption>{caption}</figcaption></figure>")  # fmt: skip
 
 
