@@ -1,4 +1,4 @@
-"""Registration of this package's SAE architecture and loader with SAELens.
+"""Registration of this package's SAE architectures and loader with SAELens.
 
 SAELens looks architectures and loaders up in plain module-level dicts; registering a name twice
 raises there. `register_tide_architecture` is idempotent: calling it again (or re-importing
@@ -20,6 +20,7 @@ from sae_lens.loading.pretrained_sae_loaders import (
 from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
 from sae_lens_dit.saes.loading import validated_huggingface_loader
+from sae_lens_dit.saes.sparse_topk import SPARSE_ARCHITECTURE, SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig
 from sae_lens_dit.saes.tide_sae import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
 
 logger = logging.getLogger(__name__)
@@ -33,29 +34,39 @@ LOADER = "sae_lens_dit"
 
 
 def register_tide_architecture() -> None:
-    """Register TideSAE / TideTrainingSAE under `ARCHITECTURE` and the validating loader under
-    `LOADER` with SAELens; idempotent."""
-    _register(SAE_CLASS_REGISTRY, register_sae_class, TideSAE, TideSAEConfig)
-    _register(SAE_TRAINING_CLASS_REGISTRY, register_sae_training_class, TideTrainingSAE, TideTrainingSAEConfig)
+    """Register TideSAE / TideTrainingSAE under `ARCHITECTURE`, the sparse-step TopK training SAE
+    under `SPARSE_ARCHITECTURE` (training only: it saves as SAELens `topk`) and the validating
+    loader under `LOADER` with SAELens; idempotent."""
+    _register(SAE_CLASS_REGISTRY, register_sae_class, ARCHITECTURE, TideSAE, TideSAEConfig)
+    _register(
+        SAE_TRAINING_CLASS_REGISTRY, register_sae_training_class, ARCHITECTURE, TideTrainingSAE, TideTrainingSAEConfig
+    )
+    _register(
+        SAE_TRAINING_CLASS_REGISTRY,
+        register_sae_training_class,
+        SPARSE_ARCHITECTURE,
+        SparseTopKTrainingSAE,
+        SparseTopKTrainingSAEConfig,
+    )
     NAMED_PRETRAINED_SAE_LOADERS[LOADER] = validated_huggingface_loader
     NAMED_PRETRAINED_SAE_CONFIG_GETTERS[LOADER] = get_sae_lens_config_from_hf
 
 
-def _register(registry: dict[str, Any], register: Any, sae_class: type, cfg_class: type) -> None:
-    current = registry.get(ARCHITECTURE)
+def _register(registry: dict[str, Any], register: Any, name: str, sae_class: type, cfg_class: type) -> None:
+    current = registry.get(name)
     if current == (sae_class, cfg_class):
         return
     if current is not None:
         if _qualified_names(current) != _qualified_names((sae_class, cfg_class)):
             raise ValueError(
-                f"SAELens architecture {ARCHITECTURE!r} is already registered by "
+                f"SAELens architecture {name!r} is already registered by "
                 f"{_qualified_names(current)}; sae_lens_dit cannot register "
                 f"{_qualified_names((sae_class, cfg_class))} under the same name. Uninstall or stop "
                 f"importing the other package."
             )
-        logger.debug("re-registering reloaded %s classes", ARCHITECTURE)
-        del registry[ARCHITECTURE]
-    register(ARCHITECTURE, sae_class, cfg_class)
+        logger.debug("re-registering reloaded %s classes", name)
+        del registry[name]
+    register(name, sae_class, cfg_class)
 
 
 def _qualified_names(classes: tuple[type, ...]) -> list[str]:

@@ -1,5 +1,6 @@
 """SAE architectures for diffusion transformers (plain SAELens classes; no backbone, no data source)."""
 
+from sae_lens_dit.saes.sparse_topk import SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig
 from sae_lens_dit.saes.tide_sae import (
     BatchTimestepReceiver,
     TideSAE,
@@ -11,6 +12,8 @@ from sae_lens_dit.saes.tide_sae import (
 
 __all__ = [
     "BatchTimestepReceiver",
+    "SparseTopKTrainingSAE",
+    "SparseTopKTrainingSAEConfig",
     "TideSAE",
     "TideSAEConfig",
     "TideTrainingSAE",
