@@ -220,7 +220,11 @@ def sample_trajectories(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], mode
                                                                                                   strict=True)])
         for s in range(steps)
     ])  # fmt: skip
-    activations = {hook: _arrange(rec.rows(hook), steps, cfg.num_images, cfg.batch_size) for hook in hooks}
+    rows = {hook: rec.rows(hook) for hook in hooks}
+    activations = {hook: _arrange(r, steps, cfg.num_images, cfg.batch_size) for hook, r in rows.items()}
+    first = rows[hooks[0]]
+    timesteps = torch.zeros(steps)
+    timesteps[first["step"]] = first["timestep"].float()  # every pipeline call runs the same schedule
     tokens = next(iter(activations.values())).shape[2]
     patch = int(getattr(hooked.transformer.config, "patch_size", 1) or 1)
     grid = (pred.shape[-2] // patch, pred.shape[-1] // patch)
@@ -232,7 +236,6 @@ def sample_trajectories(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], mode
     factors = {"class": np.asarray(labels), **_measured_factors(model, images)}
     factor_names = {"class": [names.get(i, str(i)) for i in range(max(names) + 1)]}
     factor_names |= {k: SHAPE_FACTOR_NAMES[k] for k in factors if k in SHAPE_FACTOR_NAMES}
-    timesteps = rec.timesteps[: steps, 0].float() if rec.n_calls else torch.empty(0)
     return Trajectories(model, activations, timesteps, pred, images, np.asarray(labels), factors, factor_names,
                         grid, pipe.vae)  # fmt: skip
 
@@ -465,15 +468,19 @@ def build_dashboard(saes: Sequence[Any], output_dir: str | Path, cfg: DashboardC
             raise ValueError(f"SAE {sae_name(sae)} does not name its model and hook in cfg.metadata "
                              "(model_name, hook_name); set them, as sae-lens-dit train does")  # fmt: skip
         by_model.setdefault(model, []).append(sae)
+    backbones = {}
+    for model, group in by_model.items():  # every SAE is checked before anything is written
+        pipe = load_pipeline(model, device=cfg.device)
+        hooked = HookedDiT(pipe.transformer)
+        for sae in group:
+            _check_sae(sae, hooked, model)
+        backbones[model] = pipe, hooked
     for asset in ASSETS:
         files_.write(f"assets/{asset}", files("sae_lens_dit").joinpath("dashboard_assets", asset).read_bytes())
     sites: dict[str, Path] = {}
     entries: list[dict[str, Any]] = []
     for model, group in by_model.items():
-        pipe = load_pipeline(model, device=cfg.device)
-        hooked = HookedDiT(pipe.transformer)
-        for sae in group:
-            _check_sae(sae, hooked, model)
+        pipe, hooked = backbones[model]
         hooks = list(dict.fromkeys(sae.cfg.metadata.hook_name for sae in group))
         logger.info("sampling %d images of %s for %s", cfg.num_images, model, hooks)
         traj = sample_trajectories(pipe, hooked, hooks, model, cfg)
@@ -553,8 +560,9 @@ def _latent_page(sae: Any, traj: Trajectories, summary: LatentSummary, latent: i
     thumbs = []
     for (s, n), frame, h in zip(pairs, frames, heat, strict=True):
         png = render_thumbnail(frame, cfg.thumb_size, h, traj.grid)
-        thumbs.append({"src": "../../" + files_.image(png, f"{folder}/img"), "t": float(traj.timesteps[s]),
-                       "size": cfg.thumb_size, "step": s, "image": n, "label": traj.factor_names["class"][traj.labels[n]],
+        thumbs.append({"src": "../../" + files_.image(png, f"{folder}/img"), "size": cfg.thumb_size,
+                       "t": float(traj.timesteps[s]), "step": s, "image": n,
+                       "label": traj.factor_names["class"][traj.labels[n]],
                        "max": float(h.max() * summary.max_activation[latent])})  # fmt: skip
     mids = [(lo + hi) / 2 for lo, hi in zip(cfg.edges[:-1], cfg.edges[1:], strict=True)]
     plots = [html.line_plot_svg(mids, stats.frequency[:, latent].tolist(), "firing frequency", "#c0392b"),

@@ -1,0 +1,207 @@
+"""Dashboard data against independent references: token->pixel layout vs a real DiT's patch embedding,
+index contents vs a hand count of firing tokens and evals' profiles, clean-image predictions vs the
+pipeline's own output, incremental rebuilds, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiTTransformer2DModel
+from sae_lens import SAE
+
+import sae_lens_dit  # noqa: F401  (registers the bundled releases)
+from sae_lens_dit.backbones import load_tiny_dit
+from sae_lens_dit.cli import main
+from sae_lens_dit.dashboard import (
+    MANIFEST,
+    DashboardConfig,
+    build_dashboard,
+    nearest_latents,
+    render_thumbnail,
+    selectivity,
+    token_heatmap,
+)
+from sae_lens_dit.evals import latent_timestep_stats, sample_images
+from sae_lens_dit.hooked import HookedDiT
+
+RELEASE, SAE_ID = "tide-dit-tiny/digits", "blocks.1.hook_resid_post/tide"
+TINY = DashboardConfig(num_images=6, num_inference_steps=4, max_latents=3, top_images=3, strip_steps=3,
+                       thumb_size=32, batch_size=4, edges=(0.0, 500.0, 1000.0))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sae():
+    return SAE.from_pretrained(RELEASE, SAE_ID)
+
+
+@pytest.fixture(scope="module")
+def built(sae, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dash") / "site"
+    return out, build_dashboard([sae], out, TINY, progress=False)
+
+
+class _Rows(HTMLParser):
+    """Each <tr> of table.latents as {attribute: value} plus the data-value of every cell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tr" and "data-profile" in attrs:
+            self.rows.append({**attrs, "cells": []})
+        elif tag == "td" and self.rows and "data-value" in attrs:
+            self.rows[-1]["cells"].append(attrs["data-value"])
+
+
+def test_token_heatmap_matches_the_patch_layout_of_a_real_dit():
+    """Perturb one input patch of a DiT; the only token that changes at hook_resid_pre of block 0 (patch
+    embedding + position) must be the one token_heatmap paints over exactly that patch's pixels."""
+    torch.manual_seed(3)
+    model = DiTTransformer2DModel(num_layers=1, num_attention_heads=2, attention_head_dim=4, in_channels=4,
+                                  out_channels=8, sample_size=12, patch_size=3, num_embeds_ada_norm=8,
+                                  norm_type="ada_norm_zero").eval()  # fmt: skip
+    hooked = HookedDiT(model)
+    x = torch.randn(1, 4, 12, 12)
+    row, col = np.random.default_rng(4).integers(0, 4, size=2)
+    bumped = x.clone()
+    bumped[:, :, 3 * row : 3 * row + 3, 3 * col : 3 * col + 3] += 1.0
+    hook = "blocks.0.hook_resid_pre"
+    kwargs = {"timestep": torch.tensor([500]), "class_labels": torch.tensor([1]), "names_filter": hook}
+    with torch.no_grad():
+        a = hooked.run_with_cache(x, **kwargs)[1][hook][0]
+        b = hooked.run_with_cache(bumped, **kwargs)[1][hook][0]
+    changed = ((a - b).abs().amax(-1) > 1e-6).float().numpy()  # [16 tokens]
+    assert changed.sum() == 1
+    pixels = token_heatmap(changed, (4, 4), (12, 12))
+    expected = np.zeros((12, 12))
+    expected[3 * row : 3 * row + 3, 3 * col : 3 * col + 3] = 1.0
+    np.testing.assert_array_equal(pixels, expected)
+    # Stretched to a thumbnail, every token covers its own block (np.kron is the reference).
+    values = np.random.default_rng(5).random(6)
+    stretched = np.kron(values.reshape(2, 3), np.ones((4, 4)))
+    np.testing.assert_array_equal(token_heatmap(values, (2, 3), (8, 12)), stretched)
+    with pytest.raises(ValueError, match="expected 16 token values"):
+        token_heatmap(np.zeros(15), (4, 4), (8, 8))
+
+
+def test_thumbnail_overlay_reddens_only_the_firing_token():
+    from io import BytesIO
+
+    from PIL import Image
+
+    frame = np.random.default_rng(6).integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    heat = np.zeros(4)
+    heat[2] = 1.0  # token 2 of a 2x2 grid: bottom-left quarter
+    plain = np.asarray(Image.open(BytesIO(render_thumbnail(frame, 8))), dtype=float)
+    lit = np.asarray(Image.open(BytesIO(render_thumbnail(frame, 8, heat, (2, 2)))), dtype=float)
+    np.testing.assert_array_equal(plain, np.kron(frame, np.ones((2, 2, 1))))
+    quarter = np.zeros((8, 8), bool)
+    quarter[4:, :4] = True
+    np.testing.assert_array_equal(lit[~quarter], plain[~quarter])
+    expected = np.round(plain[quarter] * 0.25 + np.array([255.0, 48.0, 0.0]) * 0.75)
+    np.testing.assert_allclose(lit[quarter], expected, atol=0.51)
+
+
+def test_nearest_latents_and_selectivity_match_brute_force():
+    w = torch.randn(40, 7)
+    found = nearest_latents(w, [3, 17], k=4)
+    unit = w.numpy() / np.linalg.norm(w.numpy(), axis=1, keepdims=True)
+    for i in (3, 17):
+        cos = unit @ unit[i]
+        cos[i] = -np.inf
+        ids = np.argsort(-cos)[:4]
+        assert [j for j, _ in found[i]] == ids.tolist()
+        np.testing.assert_allclose([c for _, c in found[i]], cos[ids], atol=1e-5)
+    means = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 3.0], [0.0, 2.0, 1.0]])  # [values, latents]
+    top, share = selectivity(means)
+    assert top[1:].tolist() == [2, 1] and share[0] == 0.0
+    np.testing.assert_allclose(share[1:], [2 / 4, 3 / 4])
+
+
+def test_index_lists_every_latent_with_hand_counted_density_and_evals_profile(sae, built):
+    out, build = built
+    site = build.sites[SAE_ID]
+    parser = _Rows()
+    parser.feed((site / "index.html").read_text())
+    assert [int(r["cells"][0]) for r in parser.rows] == list(range(sae.cfg.d_sae))
+    # Independent pass: the same seeded images, every token of every step, encoded with sae.encode.
+    pipe = load_tiny_dit("digits")
+    hooked = HookedDiT(pipe.transformer)
+    labels = [int(c) for c in np.resize(np.arange(10), TINY.num_images)]
+    with hooked.record([sae.cfg.metadata.hook_name], branch="cond") as rec:
+        sample_images(pipe, labels, TINY.seed, TINY.num_inference_steps, None, TINY.batch_size)
+    rows = rec.rows(sae.cfg.metadata.hook_name)
+    with torch.no_grad(), sae.at_timestep(rows["timestep"]):
+        fires = sae.encode(rows["activation"]) != 0
+    density = fires.double().mean(0).numpy()
+    np.testing.assert_allclose([float(r["cells"][2]) for r in parser.rows], density, rtol=1e-5, atol=1e-9)
+    profile = latent_timestep_stats(sae, rows["activation"], rows["timestep"], TINY.edges).profile()
+    assert [r["data-profile"] for r in parser.rows] == profile
+    alive = np.nonzero(density > 0)[0][: TINY.max_latents]
+    assert sorted(int(p.stem) for p in (site / "latents").glob("*.html")) == sorted(alive.tolist())
+
+
+def test_latent_page_images_exist_and_last_step_prediction_is_the_sample(sae, built):
+    out, build = built
+    site = build.sites[SAE_ID]
+    page = next((site / "latents").glob("*.html")).read_text()
+    sources = [s.split('"')[0] for s in page.split('<img src="')[1:]]
+    assert len(sources) >= 2 and all((site / "latents" / s).resolve().is_file() for s in sources)
+    assert page.count('<svg class="plot"') == 2 and "activations" not in page
+    # DDIM's last clean-image prediction is the sample itself, so the captured predictions follow the run.
+    from sae_lens_dit.dashboard import sample_trajectories
+
+    pipe = load_tiny_dit("digits")
+    traj = sample_trajectories(pipe, HookedDiT(pipe.transformer), [SAE_ID.split("/")[0]], "digits", TINY)
+    last = traj.frames([(TINY.num_inference_steps - 1, n) for n in range(TINY.num_images)]) / 255.0
+    np.testing.assert_allclose(last, traj.images, atol=1 / 255 + 1e-6)
+    assert traj.timesteps.tolist() == pipe.scheduler.timesteps.float().tolist()
+
+
+def test_rebuild_reuses_every_file_and_removes_only_its_own_stale_pages(sae, tmp_path):
+    out = tmp_path / "site"
+    first = build_dashboard([sae], out, TINY, progress=False)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != MANIFEST}
+    (out / "notes.txt").write_text("mine")
+    again = build_dashboard([sae], out, TINY, progress=False)
+    assert (again.written, again.reused, again.removed) == (0, first.written, 0)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    fewer = build_dashboard([sae], out, DashboardConfig(**{**TINY.__dict__, "max_latents": 1}), progress=False)
+    assert fewer.removed > 0 and len(list((fewer.sites[SAE_ID] / "latents").glob("*.html"))) == 1
+    listed = json.loads((out / MANIFEST).read_text())["files"]
+    assert all((out / rel).is_file() for rel in listed)
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == set(listed) | {MANIFEST, "notes.txt"}
+
+
+def test_clear_errors(sae, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="did not write"):
+        build_dashboard([sae], foreign, TINY, progress=False)
+    assert os.listdir(foreign) == ["keep.txt"]
+    wrong = SAE.from_pretrained(RELEASE, SAE_ID)
+    wrong.cfg.metadata.hook_name = "blocks.9.hook_resid_post"
+    with pytest.raises(ValueError, match=r"reads hook 'blocks.9.hook_resid_post', which model 'digits' does not have"):
+        build_dashboard([wrong], tmp_path / "a", TINY, progress=False)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match="num_images must be at least 1"):
+        DashboardConfig(num_images=0)
+    with pytest.raises(ValueError, match="no SAEs"):
+        build_dashboard([], tmp_path / "b", TINY)
+
+
+def test_cli_refuses_unknown_release_and_empty_image_set(tmp_path, capsys):
+    assert main(["dashboard", "--release", "tide-dit-tiny/nope", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "unknown release 'tide-dit-tiny/nope'; registered releases are" in capsys.readouterr().err
+    argv = ["dashboard", "--release", RELEASE, "--sae-id", SAE_ID, "--output-dir", str(tmp_path / "y")]
+    assert main([*argv, "--num-images", "0"]) == 2
+    assert "num_images must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
