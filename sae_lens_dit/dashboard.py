@@ -507,6 +507,7 @@ def _build_site(sae: Any, traj: Trajectories, files_: SiteFiles, folder: str, cf
     top_value, share = selectivity(summary.breakdown["class"])
     class_names = traj.factor_names["class"]
     pages = set(page_ids)
+    full = (summary.stats.rows > 0).nonzero().squeeze(1).tolist()  # buckets some denoising step fell in
     info = {"name": sae_name(sae), "model": traj.model, "hook": sae.cfg.metadata.hook_name,
             "architecture": sae.cfg.architecture(), "d_sae": d_sae, "images": len(traj.labels),
             "steps": len(traj.timesteps), "edges": list(cfg.edges), "folder": folder,
@@ -516,7 +517,7 @@ def _build_site(sae: Any, traj: Trajectories, files_: SiteFiles, folder: str, cf
          "max": float(summary.max_activation[i]),
          "peak": int(summary.stats.frequency[:, i].argmax()) if summary.max_activation[i] > 0 else None,
          "top_class": class_names[top_value[i]] if summary.max_activation[i] > 0 else "",
-         "selectivity": float(share[i]), "frequency": summary.stats.frequency[:, i].tolist(),
+         "selectivity": float(share[i]), "frequency": summary.stats.frequency[full, i].tolist(),
          "page": i in pages}
         for i in range(d_sae)
     ]  # fmt: skip
@@ -564,9 +565,10 @@ def _latent_page(sae: Any, traj: Trajectories, summary: LatentSummary, latent: i
                        "t": float(traj.timesteps[s]), "step": s, "image": n,
                        "label": traj.factor_names["class"][traj.labels[n]],
                        "max": float(h.max() * summary.max_activation[latent])})  # fmt: skip
-    mids = [(lo + hi) / 2 for lo, hi in zip(cfg.edges[:-1], cfg.edges[1:], strict=True)]
-    plots = [html.line_plot_svg(mids, stats.frequency[:, latent].tolist(), "firing frequency", "#c0392b"),
-             html.line_plot_svg(mids, stats.mean_activation[:, latent].tolist(), "mean activation", "#2c6fbb")]
+    full = (stats.rows > 0).nonzero().squeeze(1).tolist()  # buckets no denoising step fell in are left out
+    mids = [(cfg.edges[b] + cfg.edges[b + 1]) / 2 for b in full]
+    plots = [html.line_plot_svg(mids, stats.frequency[full, latent].tolist(), "firing frequency", "#c0392b"),
+             html.line_plot_svg(mids, stats.mean_activation[full, latent].tolist(), "mean activation", "#2c6fbb")]
     breakdown = {family: {"names": traj.factor_names.get(family) or [str(v) for v in range(len(means))],
                           "mean": means[:, latent].tolist(), "fired": summary.fired_share[family][:, latent].tolist()}
                  for family, means in summary.breakdown.items()}  # fmt: skip
