@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -205,3 +206,20 @@ def test_cli_refuses_unknown_release_and_empty_image_set(tmp_path, capsys):
     assert main([*argv, "--num-images", "0"]) == 2
     assert "num_images must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def test_steering_previews_come_from_interventions(built):
+    pytest.importorskip("sae_lens_dit.interventions", reason="steering previews need sae_lens_dit.interventions")
+    out, build = built
+    page = next((build.sites[SAE_ID] / "latents").glob("*.html")).read_text()
+    steering = page.split("<h2>Steering previews</h2>")[1]
+    sources = [s.split('"')[0] for s in steering.split('<img src="')[1:]]
+    assert len(sources) == 4  # (before, +strength) and (before, -strength)
+    assert sources[0] == sources[2] and sources[1] != sources[0] and sources[3] != sources[0]
+
+
+def test_without_interventions_pages_have_no_steering(sae, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sae_lens_dit.interventions", None)  # import raises ImportError
+    build = build_dashboard([sae], tmp_path / "site", TINY, progress=False)
+    pages = list((build.sites[SAE_ID] / "latents").glob("*.html"))
+    assert pages and not any("Steering previews" in p.read_text() for p in pages)
