@@ -20,6 +20,7 @@ from simple_parsing.docstring import get_attribute_docstring
 
 from sae_lens_dit.dashboard import DashboardConfig
 from sae_lens_dit.evals import EvalConfig
+from sae_lens_dit.harvest import HarvestConfig
 from sae_lens_dit.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
 
 logger = logging.getLogger("sae_lens_dit")
@@ -61,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=_help(DiTSAERunnerConfig, "wandb_mode"))  # fmt: skip
     train.add_argument("--overwrite", action="store_true", help="Replace an output folder that holds a different run")
 
-    harvest = sub.add_parser("harvest", help="Write an activation cache (parquet shards readable by datasets)")
+    harvest = sub.add_parser("harvest", help="Write an activation cache (parquet shards readable by datasets); "
+                             "under `torchrun --nproc_per_node N` every rank writes its share")  # fmt: skip
     _add_shared(harvest)
+    harvest.add_argument("--images-per-batch", type=int, help=_help(HarvestConfig, "images_per_batch"))
     harvest.set_defaults(run=_harvest)
 
     evaluate = sub.add_parser("eval", help="The evaluation protocol: per-timestep reconstruction, spliced generation, "
@@ -161,26 +164,41 @@ def _field_names(cls: type) -> set[str]:
 
 
 def _train(args: argparse.Namespace) -> None:
-    for cfg in configs_from_args(args):
-        runner = DiTSAETrainingRunner(cfg, overwrite=args.overwrite)
-        runner.run()
-        print((Path(cfg.output_dir) / "eval.md").read_text())
-        print(f"saved {cfg.sae.architecture()} SAE to {cfg.output_dir}")
+    from sae_lens_dit.distributed import shutdown
+
+    try:
+        for cfg in configs_from_args(args):
+            runner = DiTSAETrainingRunner(cfg, overwrite=args.overwrite)
+            runner.run()
+            if runner.dist.is_main:
+                print((Path(cfg.output_dir) / "eval.md").read_text())
+                print(f"saved {cfg.sae.architecture()} SAE to {cfg.output_dir}")
+    finally:
+        shutdown()
 
 
 def _harvest(args: argparse.Namespace) -> None:
     from sae_lens_dit.backbones import load_pipeline
-    from sae_lens_dit.harvest import write_cache
+    from sae_lens_dit.distributed import harvest_to_cache, init_from_env, shutdown
     from sae_lens_dit.hooked import HookedDiT
 
     args.config = None
     cfg = configs_from_args(args)[0]
     harvest_cfg = replace(cfg.harvest, seed=cfg.harvest.seed if args.seed is None else args.seed)
+    if args.images_per_batch is not None:
+        harvest_cfg = replace(harvest_cfg, images_per_batch=args.images_per_batch)
     output = args.output_dir or str(Path(cfg.output_dir) / "activations")
-    pipe = load_pipeline(cfg.model, device=cfg.device)
-    hooked = HookedDiT(pipe.transformer)
-    out = write_cache(pipe, hooked, harvest_cfg, output, model=cfg.model)
-    print(f"wrote {harvest_cfg.num_batches} shards to {out}; read them with datasets.load_dataset({str(out)!r})")
+    ctx = init_from_env(cfg.device)
+    try:
+        pipe = load_pipeline(cfg.model, device=ctx.device(cfg.device))
+        hooked = HookedDiT(pipe.transformer)
+        out = harvest_to_cache(pipe, hooked, harvest_cfg, output, ctx, model=cfg.model)
+    finally:
+        shutdown()
+    if ctx.is_main:
+        ranks = f" from {ctx.world_size} processes" if ctx.enabled else ""
+        print(f"wrote {harvest_cfg.num_batches} shards{ranks} to {out}; "
+              f"read them with datasets.load_dataset({str(out)!r})")  # fmt: skip
 
 
 def add_sae_source(parser: argparse.ArgumentParser) -> None:

@@ -8,9 +8,17 @@ CFG branch, sample id, token position, label) all the way to the SAE: the timest
 module as an explicit tensor beside each training batch (see `training_batches`).
 
 On disk a cache is a folder of parquet shards (`shard-00000.parquet`, one per harvest batch,
-written to a temporary name and renamed, so a killed harvest leaves only complete shards) with a
-dataset card whose YAML header makes `datasets.load_dataset(folder)` read it as one split. The
-activation columns are named after their hooks (e.g. `blocks.2.hook_resid_post`).
+written to a hidden temporary name and renamed, so a killed harvest leaves only complete shards)
+and a dataset card; `datasets.load_dataset(folder)` reads the shards as one train split. The card
+declares no `configs:` data files on purpose: with them, `datasets` keys its cache on the folder's
+name and the patterns alone, and would hand back a stale copy of another folder of the same name;
+without them it fingerprints the shard files themselves. The activation columns are named after
+their hooks (e.g. `blocks.2.hook_resid_post`).
+
+Data parallelism needs nothing more: rank `r` of `n` takes the batches whose index is `r` modulo
+`n` (`rank`/`world_size` arguments), so the union of the ranks' rows is, by construction, exactly
+the rows of a single-process harvest with the same seed, and every rank writes its own shards into
+the same folder (`sae_lens_dit.distributed` runs this under `torchrun`).
 """
 
 from __future__ import annotations
@@ -37,7 +45,6 @@ StorageDtype = Literal["float32", "float16"]
 Branch = Literal["both", "cond", "uncond"]
 METADATA_COLUMNS = ("timestep", "step", "branch", "sample", "token", "label")
 CONFIG_FILENAME = "harvest_config.json"
-SHARD_PATTERN = "shard-*.parquet"
 
 
 @dataclass(frozen=True)
@@ -148,10 +155,13 @@ def class_ids(pipe: Any, cfg: HarvestConfig) -> list[int]:
     return sorted(set(labels.values()))
 
 
-def _plan(pipe: Any, cfg: HarvestConfig) -> list[_BatchPlan]:
+def _plan(pipe: Any, cfg: HarvestConfig, rank: int = 0, world_size: int = 1) -> list[_BatchPlan]:
+    """The batches of rank `rank` of `world_size`: every `world_size`-th batch index, from `rank`."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside 0..{world_size - 1} (world_size {world_size})")
     classes = class_ids(pipe, cfg)
     plans = []
-    for index in range(cfg.num_batches):
+    for index in range(rank, cfg.num_batches, world_size):
         first = index * cfg.images_per_batch
         count = min(cfg.images_per_batch, cfg.num_images - first)
         labels = [classes[(first + j) % len(classes)] for j in range(count)]
@@ -221,11 +231,11 @@ def _run_batch(pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, plan: _BatchPla
 
 
 def harvest_chunks(
-    pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, progress: bool = True
+    pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, progress: bool = True, rank: int = 0, world_size: int = 1
 ) -> Iterator[ActivationChunk]:
-    """Streaming mode: sample batch after batch and yield their rows, nothing written to disk."""
+    """Streaming mode: sample batch after batch (this rank's share) and yield their rows, nothing written to disk."""
     keep = resolve_keep_timesteps(pipe, cfg)
-    for plan in tqdm(_plan(pipe, cfg), desc="Harvesting", unit="batch", disable=not progress):
+    for plan in tqdm(_plan(pipe, cfg, rank, world_size), desc="Harvesting", unit="batch", disable=not progress):
         yield _run_batch(pipe, hooked, cfg, plan, keep)
 
 
@@ -253,8 +263,7 @@ def _table_to_chunk(table: pa.Table, hook_names: tuple[str, ...], dtype: torch.d
 
 def _dataset_card(cfg: HarvestConfig, model: str) -> str:
     return (
-        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
-        f'    path: "{SHARD_PATTERN}"\ntags:\n- sae-lens-dit\n- activations\n---\n'
+        "---\ntags:\n- sae-lens-dit\n- activations\n---\n"
         f"# DiT activations harvested by sae-lens-dit\n\nModel: `{model}`. Hooks: "
         f"{', '.join(f'`{h}`' for h in cfg.hook_names)}. One row per kept token; columns: the hooks' "
         "activations, `timestep` (DDPM scale [0, 1000], 1000 = noise), `step`, `branch` (0 cond, 1 uncond), "
@@ -264,11 +273,21 @@ def _dataset_card(cfg: HarvestConfig, model: str) -> str:
     )
 
 
-def write_cache(pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, output_dir: str | Path, model: str = "") -> Path:
+def write_cache(
+    pipe: Any,
+    hooked: HookedDiT,
+    cfg: HarvestConfig,
+    output_dir: str | Path,
+    model: str = "",
+    rank: int = 0,
+    world_size: int = 1,
+) -> Path:
     """Cached mode: write one parquet shard per harvest batch into `output_dir`, resuming.
 
     Shards already present (complete, by construction) are kept; the folder must have been made
-    by the same harvest settings, otherwise nothing is touched and a ValueError says so.
+    by the same harvest settings, otherwise nothing is touched and a ValueError says so. With
+    `world_size` > 1 this process writes only rank `rank`'s shards (see the module docstring); the
+    ranks may run at once on one shared folder.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -285,21 +304,27 @@ def write_cache(pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, output_dir: st
         _atomic_write_text(cfg_path, json.dumps(record, indent=2))
         _atomic_write_text(out / "README.md", _dataset_card(cfg, model))
     keep = resolve_keep_timesteps(pipe, cfg)
-    plans = [p for p in _plan(pipe, cfg) if not _shard_path(out, p.index).exists()]
-    if len(plans) < cfg.num_batches:
-        logger.info(
-            "resuming harvest in %s: %d of %d shards already written",
-            out,
-            cfg.num_batches - len(plans),
-            cfg.num_batches,
-        )
-    for plan in tqdm(
-        plans, desc="Harvesting", unit="batch", initial=cfg.num_batches - len(plans), total=cfg.num_batches
-    ):
-        table = _chunk_to_table(_run_batch(pipe, hooked, cfg, plan, keep))
-        tmp = _shard_path(out, plan.index).with_suffix(".parquet.tmp")
+    mine = _plan(pipe, cfg, rank, world_size)
+    plans = [p for p in mine if not _shard_path(out, p.index).exists()]
+    where = f"rank {rank} of {world_size}" if world_size > 1 else "harvest"
+    done = len(mine) - len(plans)
+    if done:
+        logger.info("%s resuming in %s: %d of its %d shards already written", where, out, done, len(mine))
+    for plan in tqdm(plans, desc="Harvesting", unit="batch", initial=done, total=len(mine), disable=rank != 0):
+        shard = _shard_path(out, plan.index)
+        try:
+            table = _chunk_to_table(_run_batch(pipe, hooked, cfg, plan, keep))
+        except Exception:
+            logger.error(
+                "%s failed on %s; the complete shards in %s are kept: run the same command again to resume",
+                where,
+                shard.name,
+                out,
+            )
+            raise
+        tmp = shard.with_name(f".{shard.name}.tmp")  # hidden: `datasets` never reads a shard being written
         pq.write_table(table, tmp)
-        os.replace(tmp, _shard_path(out, plan.index))
+        os.replace(tmp, shard)
     return out
 
 
@@ -308,7 +333,7 @@ def _shard_path(out: Path, index: int) -> Path:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may write the same file at once
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -324,19 +349,24 @@ def read_cache_config(cache_dir: str | Path) -> tuple[HarvestConfig, str]:
     return HarvestConfig.from_dict(record["harvest"]), record.get("model", "")
 
 
-def read_cache(cache_dir: str | Path) -> Iterator[ActivationChunk]:
-    """The chunks of a complete cache, in harvest order; an incomplete cache is an error."""
+def check_cache_complete(cache_dir: str | Path) -> HarvestConfig:
+    """The cache's harvest settings, once every shard is there; an incomplete cache is an error."""
     cfg, _ = read_cache_config(cache_dir)
-    shards = [_shard_path(Path(cache_dir), i) for i in range(cfg.num_batches)]
-    missing = [s.name for s in shards if not s.exists()]
+    missing = [i for i in range(cfg.num_batches) if not _shard_path(Path(cache_dir), i).exists()]
     if missing:
         raise FileNotFoundError(
-            f"activation cache {cache_dir} is incomplete ({len(missing)} of {len(shards)} shards missing, "
-            f"e.g. {missing[0]}); re-run the same harvest to resume it"
+            f"activation cache {cache_dir} is incomplete ({len(missing)} of {cfg.num_batches} shards missing, "
+            f"e.g. {_shard_path(Path(cache_dir), missing[0]).name}); re-run the same harvest to resume it"
         )
+    return cfg
+
+
+def read_cache(cache_dir: str | Path, rank: int = 0, world_size: int = 1) -> Iterator[ActivationChunk]:
+    """The chunks of a complete cache in harvest order (rank `rank` of `world_size`: its share only)."""
+    cfg = check_cache_complete(cache_dir)
     dtype = getattr(torch, cfg.storage_dtype)
-    for shard in shards:
-        yield _table_to_chunk(pq.read_table(shard), cfg.hook_names, dtype)
+    for index in range(rank, cfg.num_batches, world_size):
+        yield _table_to_chunk(pq.read_table(_shard_path(Path(cache_dir), index)), cfg.hook_names, dtype)
 
 
 @dataclass

@@ -10,6 +10,11 @@ Output, in SAELens's format: `cfg.json` (metadata: model, hook, timestep convent
 settings), `sae_weights.safetensors`, `sparsity.safetensors`, `runner_cfg.json`, plus
 `eval.json`/`eval.md` (held-out reconstruction per timestep bucket). Checkpoints go to
 `checkpoints/<samples>/` and a run started again with the same config resumes from the newest.
+
+Under `torchrun` / `accelerate launch` the same runner trains with data parallelism
+(`sae_lens_dit.distributed`): every rank harvests (or reads) its share of the harvest batches and
+feeds `batch_size / world_size` rows per step to a `DistributedSAETrainer`, so `batch_size` and
+`training_tokens` keep their single-process meaning; rank 0 alone evaluates, saves and logs to wandb.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from sae_lens.registry import get_sae_training_class
 from safetensors.torch import save_file
 
 from sae_lens_dit.backbones import load_pipeline
+from sae_lens_dit.distributed import DistributedSAETrainer, harvest_to_cache, init_from_env
 from sae_lens_dit.evals import BucketMetrics, format_bucket_table, reconstruction_by_bucket
 from sae_lens_dit.harvest import (
     ActivationChunk,
@@ -43,7 +49,6 @@ from sae_lens_dit.harvest import (
     harvest_chunks,
     read_cache,
     resolve_keep_timesteps,
-    write_cache,
 )
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.saes import feed_timesteps
@@ -191,30 +196,48 @@ class DiTSAETrainingRunner:
     def __init__(self, cfg: DiTSAERunnerConfig, overwrite: bool = False):
         self.cfg = cfg
         self.output_dir = Path(cfg.output_dir)
+        self.dist = init_from_env(cfg.device)
+        self.device = self.dist.device(cfg.device)
         self._check_output_dir(overwrite)
-        self.pipe = load_pipeline(cfg.model, device=cfg.device)
+        self.pipe = load_pipeline(cfg.model, device=self.device)
         self.hooked = HookedDiT(self.pipe.transformer)
         self._check_inputs()
         torch.manual_seed(cfg.seed)
         sae_cls = get_sae_training_class(cfg.sae.architecture())[0]
-        self.sae: TrainingSAE = sae_cls(self._with_metadata(cfg.sae)).to(cfg.device)
+        self.sae: TrainingSAE = sae_cls(self._with_metadata(cfg.sae)).to(self.device)
         self.eval_metrics: list[BucketMetrics] = []
 
     # -- checks before any long work -------------------------------------------------------------
     def _check_output_dir(self, overwrite: bool) -> None:
         existing = self.output_dir / RUNNER_CFG_FILENAME
-        if not existing.exists():
-            return
-        if json.loads(existing.read_text()) == json.loads(json.dumps(self.cfg.to_dict())):
-            return  # the same run: resume from its checkpoints (or re-save its result)
+        different = existing.exists() and json.loads(existing.read_text()) != json.loads(json.dumps(self.cfg.to_dict()))
+        self.dist.barrier()  # every rank has decided before rank 0 may remove the folder
+        if not different:
+            return  # a new run, or the same run: resume from its checkpoints (or re-save its result)
         if not overwrite:
             raise FileExistsError(
                 f"{self.output_dir} already holds a different run ({existing}); pick another --output-dir, "
                 "or pass --overwrite to replace it"
             )
-        shutil.rmtree(self.output_dir)
+        if self.dist.is_main:
+            shutil.rmtree(self.output_dir)
+        self.dist.barrier()
+
+    def _check_distributed(self) -> None:
+        world, harvest = self.dist.world_size, self.cfg.harvest
+        if self.cfg.batch_size % world:
+            raise ValueError(
+                f"batch_size {self.cfg.batch_size} is not divisible by the {world} processes; each rank takes "
+                "batch_size / world_size rows per step: choose a multiple"
+            )
+        if harvest.num_batches < world:
+            raise ValueError(
+                f"the harvest has {harvest.num_batches} batches for {world} processes, so some ranks would have no "
+                f"data; lower images_per_batch ({harvest.images_per_batch}) or raise num_images ({harvest.num_images})"
+            )
 
     def _check_inputs(self) -> None:
+        self._check_distributed()
         self.hooked.check_hook_names(self.cfg.harvest.hook_names)
         class_ids(self.pipe, self.cfg.harvest)
         resolve_keep_timesteps(self.pipe, self.cfg.harvest)
@@ -242,22 +265,25 @@ class DiTSAETrainingRunner:
         if self.cfg.data_mode == "cached":
             cache = self._ensure_cache()
             for _ in count():
-                yield from read_cache(cache)
+                yield from read_cache(cache, self.dist.rank, self.dist.world_size)
         else:
             for epoch in count():
                 if epoch == 1:
                     logger.warning("streaming harvest exhausted: sampling the same images again (epoch 2)")
-                yield from harvest_chunks(self.pipe, self.hooked, self.cfg.harvest)
+                yield from harvest_chunks(self.pipe, self.hooked, self.cfg.harvest, progress=self.dist.is_main,
+                                          rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
 
     def _ensure_cache(self) -> Path:
-        """The run's activation cache, written (or completed) now; one made with other harvest
-        settings is refused by `write_cache`, so the SAE's metadata always names its real data."""
+        """The run's activation cache, written (or completed) now by every rank; one made with other
+        harvest settings is refused by `write_cache`, so the SAE's metadata always names its real data."""
         cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.output_dir / "activations"
-        return write_cache(self.pipe, self.hooked, self.cfg.harvest, cache, model=self.cfg.model)
+        return harvest_to_cache(self.pipe, self.hooked, self.cfg.harvest, cache, self.dist, model=self.cfg.model)
 
     def _data_provider(self, skip: int) -> _CountingProvider:
-        buffer = ShuffleBuffer(size=self.cfg.shuffle_buffer, seed=self.cfg.seed)
-        pairs = ((x.float(), t) for x, t in buffer.batches(self._chunks(), self.cfg.hook_name, self.cfg.batch_size))
+        """This rank's batches: its share of the harvest, its own shuffle, batch_size / world_size rows."""
+        buffer = ShuffleBuffer(size=self.cfg.shuffle_buffer, seed=self.cfg.seed + self.dist.rank)
+        rows = self.cfg.batch_size // self.dist.world_size
+        pairs = ((x.float(), t) for x, t in buffer.batches(self._chunks(), self.cfg.hook_name, rows))
         return _CountingProvider(feed_timesteps(pairs, self.sae), skip=skip)
 
     def _heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,27 +293,29 @@ class DiTSAETrainingRunner:
                            images_per_batch=min(h.images_per_batch, self.cfg.eval_images))  # fmt: skip
         chunks = list(harvest_chunks(self.pipe, self.hooked, eval_cfg, progress=False))
         x = torch.cat([c.activations[self.cfg.hook_name] for c in chunks]).float()
-        return x.to(self.cfg.device), torch.cat([c.timestep for c in chunks]).to(self.cfg.device)
+        return x.to(self.device), torch.cat([c.timestep for c in chunks]).to(self.device)
 
     # -- training ----------------------------------------------------------------------------------
     def run(self) -> TrainingSAE:
+        main = self.dist.is_main  # with several ranks, only rank 0 evaluates, saves and logs
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / RUNNER_CFG_FILENAME).write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        heldout_x, heldout_t = self._heldout()
-        trainer_cfg = self.cfg.trainer_config()
+        if main:
+            (self.output_dir / RUNNER_CFG_FILENAME).write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        heldout = self._heldout() if main else None
+        trainer_cfg = replace(self.cfg.trainer_config(), device=self.device)
         if trainer_cfg.logger.log_to_wandb:
             os.environ.setdefault("WANDB_SILENT", "true")
             wandb.init(project=self.cfg.wandb_project, config=self.cfg.to_dict(), dir=str(self.output_dir),
-                       mode=self.cfg.wandb_mode, name=self.output_dir.name)  # fmt: skip
+                       mode=self.cfg.wandb_mode if main else "disabled", name=self.output_dir.name)  # fmt: skip
         try:
             resume_from = self._latest_checkpoint()
             skip = json.loads((resume_from / DATA_STATE_FILENAME).read_text())["batches"] if resume_from else 0
             provider = self._data_provider(skip)
-            trainer = SAETrainer(
+            trainer = (DistributedSAETrainer if self.dist.enabled else SAETrainer)(
                 cfg=trainer_cfg,
                 sae=self.sae,
                 data_provider=provider,
-                evaluator=lambda sae, _data, scaler: self._wandb_eval(sae, scaler, heldout_x, heldout_t),
+                evaluator=lambda sae, _data, scaler: self._wandb_eval(sae, scaler, *heldout) if main else {},
                 save_checkpoint_fn=lambda checkpoint_path: self._save_data_state(checkpoint_path, provider),
             )
             if resume_from is not None:
@@ -295,10 +323,12 @@ class DiTSAETrainingRunner:
                 trainer.load_trainer_state(resume_from)
                 self.sae.load_weights_from_checkpoint(resume_from)
             sae = trainer.fit()
-            self.eval_metrics = reconstruction_by_bucket(sae, heldout_x, heldout_t)
-            self._save_final(sae, trainer)
-            if trainer_cfg.logger.log_to_wandb:
-                wandb.log({f"final/{k}": v for k, v in self._bucket_log(self.eval_metrics).items()})
+            if main:
+                self.eval_metrics = reconstruction_by_bucket(sae, *heldout)
+                self._save_final(sae, trainer)
+                if trainer_cfg.logger.log_to_wandb:
+                    wandb.log({f"final/{k}": v for k, v in self._bucket_log(self.eval_metrics).items()})
+            self.dist.barrier()  # the run ends on every rank once rank 0 has saved it
             return sae
         finally:
             if trainer_cfg.logger.log_to_wandb:
