@@ -463,6 +463,8 @@ def factor_value_scores(
 ) -> dict[str, float | int | None]:
     """Best single feature's AUROC for one factor value (either sign), which feature, and how many of the
     best features (ranked by AUROC, standardised, summed with their signs) reach AUROC_TARGET (None: never)."""
+    if features.shape[1] == 0:  # e.g. an SAE none of whose latents fires in this bucket
+        return {"best_auroc": 0.5, "best_feature": None, "features_to_target": None}
     raw = auroc(features, positive)
     best_sign = np.where(raw >= 0.5, 1.0, -1.0)
     oriented = np.maximum(raw, 1.0 - raw)
@@ -498,6 +500,8 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> f
     from sklearn.preprocessing import StandardScaler
 
     counts = np.unique(labels, return_counts=True)[1]
+    if features.shape[1] == 0:  # no information: the best guess is the most common class
+        return float(counts.max() / counts.sum())
     if counts.min() < 2:
         raise ValueError(f"a class probe needs at least 2 images per class, got {counts.min()}: raise num_images")
     x_tr, x_te, y_tr, y_te = train_test_split(features, labels, test_size=0.5, random_state=seed, stratify=labels)

@@ -87,3 +87,10 @@ def test_latent_timestep_stats_by_hand():
     torch.testing.assert_close(stats.mean_activation, torch.tensor(expected_mean, dtype=torch.float64))
     # latent 0: early share 1.0 / 1.5 < PROFILE_SHARE -> persistent; latent 1 fires only late; latent 2 never
     assert stats.profile() == ["persistent", "late", "dead"]
+
+
+def test_no_live_features_score_as_chance():
+    values = np.arange(20) % 2
+    assert factor_value_scores(np.zeros((20, 0)), values == 1) == {
+        "best_auroc": 0.5, "best_feature": None, "features_to_target": None}
+    assert probe_accuracy(np.zeros((20, 0)), np.array([0] * 15 + [1] * 5)) == 0.75
