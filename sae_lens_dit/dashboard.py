@@ -574,8 +574,10 @@ def _latent_page(sae: Any, traj: Trajectories, summary: LatentSummary, latent: i
                        "max": float(h.max() * summary.max_activation[latent])})  # fmt: skip
     full = (stats.rows > 0).nonzero().squeeze(1).tolist()  # buckets no denoising step fell in are left out
     mids = [(cfg.edges[b] + cfg.edges[b + 1]) / 2 for b in full]
-    plots = [html.line_plot_svg(mids, stats.frequency[full, latent].tolist(), "firing frequency", "#c0392b"),
-             html.line_plot_svg(mids, stats.mean_activation[full, latent].tolist(), "mean activation", "#2c6fbb")]
+    plots = [
+        html.line_plot_svg(mids, stats.frequency[full, latent].tolist(), "firing frequency", "#c0392b"),
+        html.line_plot_svg(mids, stats.mean_activation[full, latent].tolist(), "mean activation", "#2c6fbb"),
+    ]
     breakdown = {family: {"names": traj.factor_names.get(family) or [str(v) for v in range(len(means))],
                           "mean": means[:, latent].tolist(), "fired": summary.fired_share[family][:, latent].tolist()}
                  for family, means in summary.breakdown.items()}  # fmt: skip
@@ -602,13 +604,22 @@ def _steering_previews(pipe: Any, hooked: HookedDiT, sae: Any, traj: Trajectorie
         out = []
         for sign in (1.0, -1.0):
             strength = sign * cfg.steering_strength * max_activation
-            result = preview_latent(pipe, sae, latent, strength, seed=cfg.seed, hooked=hooked, class_labels=[label],
-                                    num_inference_steps=cfg.num_inference_steps,
-                                    **({} if cfg.guidance_scale is None else {"guidance_scale": cfg.guidance_scale}))
+            result = preview_latent(
+                pipe,
+                sae,
+                latent,
+                strength,
+                seed=cfg.seed,
+                hooked=hooked,
+                class_labels=[label],
+                num_inference_steps=cfg.num_inference_steps,
+                **({} if cfg.guidance_scale is None else {"guidance_scale": cfg.guidance_scale}),
+            )
             thumbs = [{"src": "../../" + files_.image(render_thumbnail(_uint8(im[0]), cfg.thumb_size), f"{folder}/img"),
                        "size": cfg.thumb_size} for im in (result.before, result.after)]  # fmt: skip
-            out.append({"before": thumbs[0], "after": thumbs[1],
-                        "caption": f"{names[label]}, add {strength:+.3g} x decoder"})
+            out.append(
+                {"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, add {strength:+.3g} x decoder"}
+            )
         return out
 
     return previews

@@ -87,8 +87,9 @@ def root_index(entries: Sequence[dict[str, Any]]) -> str:
     """The landing page: one line per SAE dashboard."""
     rows = "\n".join(
         f'<tr><td><a href="{escape(e["folder"])}/index.html">{escape(e["name"])}</a></td><td>{escape(e["model"])}'
-        f'</td><td>{escape(e["architecture"])}</td><td>{e["d_sae"]}</td><td>{e["images"]} x {e["steps"]}</td><td>'
-        + ", ".join(f"{k} {v}" for k, v in e["profiles"].items()) + "</td></tr>"
+        f"</td><td>{escape(e['architecture'])}</td><td>{e['d_sae']}</td><td>{e['images']} x {e['steps']}</td><td>"
+        + ", ".join(f"{k} {v}" for k, v in e["profiles"].items())
+        + "</td></tr>"
         for e in entries
     )
     body = ("<h1>SAE feature dashboards</h1>\n<table class=\"saes\"><thead><tr><th>SAE</th><th>model</th>"
@@ -133,6 +134,10 @@ def sae_index(info: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     return _page(f"{info['name']}: latents", body, "..")
 
 
+def _latent_link(latent: int) -> str:
+    return f'<a href="{latent}.html">#{latent}</a>'
+
+
 def _figure(thumb: dict[str, Any], caption: str) -> str:
     size = thumb["size"]
     return (f'<figure><img src="{escape(thumb["src"])}" alt="{escape(caption)}" width="{size}" height="{size}">'
@@ -148,9 +153,10 @@ def latent_page(info: dict[str, Any], row: dict[str, Any], top: Sequence[dict[st
     links = ['<a href="../index.html">all latents</a>']
     links += [f'<a href="{j}.html">{label} #{j}</a>' for j, label in zip(nav, ("previous", "next"), strict=True)
               if j is not None]  # fmt: skip
-    top_html = "".join(
-        _figure(th, f"{escape(th['label'])}, t {th['t']:.0f}, max {_fmt(th['max'])}") for th in top
-    ) or '<p class="empty">This latent never fires on the sampled images.</p>'
+    top_html = (
+        "".join(_figure(th, f"{escape(th['label'])}, t {th['t']:.0f}, max {_fmt(th['max'])}") for th in top)
+        or '<p class="empty">This latent never fires on the sampled images.</p>'
+    )
     strip_html = "".join(_figure(th, f"t {th['t']:.0f}, max {_fmt(th['max'])}") for th in strip)
     strip_of = f"image {strip[0]['image']} ({escape(strip[0]['label'])})" if strip else ""
     tables = []
@@ -164,17 +170,16 @@ def latent_page(info: dict[str, Any], row: dict[str, Any], top: Sequence[dict[st
         tables.append(f'<table class="breakdown"><thead><tr><th>{escape(family)}</th><th colspan="2">mean '
                       f"activation</th><th>images fired</th></tr></thead><tbody>{cells}</tbody></table>")  # fmt: skip
     near = "".join(
-        f'<li>{f"<a href={chr(34)}{j}.html{chr(34)}>#{j}</a>" if has_page else f"#{j}"} cosine {cos:.3f}</li>'
-        for j, cos, has_page in neighbours
+        f"<li>{_latent_link(j) if has_page else f'#{j}'} cosine {cos:.3f}</li>" for j, cos, has_page in neighbours
     )
     sections = [
         f'<p class="nav">{" | ".join(links)}</p>',
-        f"<h1>latent #{latent} <span class=\"profile {row['profile']}\">{row['profile']}</span></h1>",
+        f'<h1>latent #{latent} <span class="profile {row["profile"]}">{row["profile"]}</span></h1>',
         f'<p class="meta">{escape(info["name"])} on {escape(info["model"])}: density {row["density"]:.2%}, max '
         f"activation {_fmt(row['max'])}, fires most at t {_bucket(edges, row['peak'])}; top class "
         f"{escape(row['top_class']) or '-'} (selectivity {row['selectivity']:.2f}).</p>",
         f"<h2>Top images at t {_bucket(edges, row['peak'])}</h2>",
-        '<p class="hint">The model\'s prediction of the clean image at that step, with the latent\'s activation '
+        "<p class=\"hint\">The model's prediction of the clean image at that step, with the latent's activation "
         "per token in red (full red = its maximum over all sampled images).</p>",
         f'<div class="thumbs top">{top_html}</div>',
         f"<h2>Through denoising: {strip_of}</h2>",
