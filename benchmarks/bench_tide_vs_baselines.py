@@ -33,18 +33,20 @@ BACKBONES = ("digits", "shapes")
 HOOKS = ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post")
 ARCHITECTURES = ("tide", "topk", "batchtopk", "standard")
 D_SAE, K = 1536, 16
-L1_START, L1_FACTOR, L1_TRIES = 5.0, 4.0, 5
+L1_START, L1_FACTOR, L1_TRIES = 10.0, 3.0, 5
 RESULTS = Path(__file__).parent / "results"
 OTHER_BENCHMARKS = ("record_overhead.md", "tide_step.md", "harvest_train.md", "fast_train.md")
 
 
-def train(backbone: str, hook: str, sae: dict, seed: int, tokens: int, work: Path, tag: str) -> Path:
+def train(backbone: str, hook: str, sae: dict, seed: int, args: argparse.Namespace, tag: str) -> Path:
+    tokens, work = args.tokens, args.work
     out = work / backbone / f"{tag}-{hook}-s{seed}"
     if (out / "cfg.json").exists():
         return out
     cfg = preset_config(f"dit-tiny-{backbone}")
     cfg = DiTSAERunnerConfig.from_dict({
         **cfg.to_dict(), "hook_name": hook, "seed": seed, "training_tokens": tokens, "output_dir": str(out),
+        "batch_size": args.batch_size,
         "cache_dir": str(work / backbone / "activations"), "wandb_mode": "disabled",
         "harvest": {**cfg.to_dict()["harvest"], "hook_names": list(HOOKS)},
         "sae": {"architecture": sae["architecture"], "d_in": 96, "d_sae": D_SAE, **sae},
@@ -54,15 +56,17 @@ def train(backbone: str, hook: str, sae: dict, seed: int, tokens: int, work: Pat
 
 
 def l0_of(folder: Path) -> float:
-    return float(json.loads((folder / "cfg.json").read_text())["metadata"]["l0"])
+    """Held-out L0 (the runner's eval.json, mean over buckets) of a trained SAE."""
+    buckets = json.loads((folder / "eval.json").read_text())["buckets"]
+    return statistics.mean(b["l0"] for b in buckets)
 
 
-def standard_coefficient(backbone: str, hook: str, tokens: int, work: Path) -> tuple[float, list[dict]]:
+def standard_coefficient(backbone: str, hook: str, args: argparse.Namespace) -> tuple[float, list[dict]]:
     """Geometric search on seed 0 for the L1 coefficient whose L0 is nearest K. Stops early when a stronger
     penalty no longer lowers L0 by 10% (the token budget, not the coefficient, then limits sparsity)."""
     tried, coefficient = [], L1_START
     for _ in range(L1_TRIES):
-        folder = train(backbone, hook, {"architecture": "standard", "l1_coefficient": coefficient}, 0, tokens, work,
+        folder = train(backbone, hook, {"architecture": "standard", "l1_coefficient": coefficient}, 0, args,
                        f"standard-l1_{coefficient:g}")  # fmt: skip
         tried.append({"l1_coefficient": coefficient, "l0": l0_of(folder)})
         low = [t for t in tried if t["l0"] < K]
@@ -87,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tokens", type=int, default=600_000)
+    parser.add_argument("--batch-size", type=int, default=1024, help="SAE training batch (BatchTopK's threshold "
+                        "is an EMA with rate 0.01: give it several hundred steps)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/tmp/tide-bench"))
     parser.add_argument("--num-images", type=int, default=128)
     parser.add_argument("--num-samples", type=int, default=100)
@@ -97,12 +103,12 @@ def main() -> None:
     for backbone in args.backbones:
         for hook in HOOKS:
             cell = f"{backbone} {hook}"
-            coefficient, search = standard_coefficient(backbone, hook, args.tokens, args.work)
+            coefficient, search = standard_coefficient(backbone, hook, args)
             specs = {"tide": {"architecture": "tide", "k": K}, "topk": {"architecture": "topk", "k": K},
                      "batchtopk": {"architecture": "batchtopk", "k": K},
                      "standard": {"architecture": "standard", "l1_coefficient": coefficient}}  # fmt: skip
             folders = {
-                (arch, seed): train(backbone, hook, spec, seed, args.tokens, args.work,
+                (arch, seed): train(backbone, hook, spec, seed, args,
                                     f"standard-l1_{coefficient:g}" if arch == "standard" else arch)
                 for arch, spec in specs.items() for seed in args.seeds
             }  # fmt: skip
@@ -127,7 +133,8 @@ def main() -> None:
 def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
     lines = ["# TIDE vs TopK vs BatchTopK vs standard (ReLU + L1)", "",
              f"Reproduce: `python benchmarks/bench_tide_vs_baselines.py --seeds {' '.join(map(str, args.seeds))} "
-             f"--tokens {args.tokens}`. Dictionary {D_SAE} (16 x 96), k {K} (standard: L1 searched for L0 near {K}), "
+             f"--tokens {args.tokens} --batch-size {args.batch_size}`. Dictionary {D_SAE} (16 x 96), k {K} "
+             f"(standard: L1 searched for held-out L0 near {K}), "
              f"{args.tokens:,} training tokens from one cached harvest per backbone (640 images x 50 DDIM steps, "
              f"both CFG branches), seeds {args.seeds}. Held-out: {args.num_images} images of the backbone's held-out "
              "split noised into each bucket (cond branch shown); spliced generation: "
