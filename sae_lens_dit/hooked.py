@@ -230,7 +230,9 @@ class HookedDiT(HookedRootModule):
             listener.on_call_end()
 
     @contextmanager
-    def _listening(self, listener: CallListener) -> Iterator[None]:
+    def listening(self, listener: CallListener) -> Iterator[None]:
+        """Tell `listener` when each transformer call starts and ends while the block runs (per-call state
+        such as the denoising step lives there; `call_context` is readable from `on_call_start`)."""
         self._listeners.append(listener)
         self._refresh_call_hooks()
         try:
@@ -311,7 +313,7 @@ class HookedDiT(HookedRootModule):
         recorder = Recorder(
             names, lambda: self.call_context, self.spec.cfg, tokens_per_image, timesteps, branch, dtype, device, seed
         )
-        with self._listening(recorder), self.hooks(fwd_hooks=[(name, recorder.hook(name)) for name in names]):
+        with self.listening(recorder), self.hooks(fwd_hooks=[(name, recorder.hook(name)) for name in names]):
             yield recorder.recording
 
     @contextmanager

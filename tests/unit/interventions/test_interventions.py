@@ -1,0 +1,363 @@
+"""Steering specs applied through HookedDiT, checked against hand computations with the SAE's own
+encode/decode on a tiny random DiT (16 tokens of width 8) and tiny random SAEs.
+
+Tolerances: "exact" comparisons use torch.equal (the untouched rows/tokens must be bit-identical);
+hand computations of edited activations use atol 1e-5 (different float operation order).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DiTTransformer2DModel
+from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+from sae_lens.saes.sae import SAEMetadata
+from torch import Tensor
+
+from sae_lens_dit import HookedDiT, TideSAE, TideSAEConfig
+from sae_lens_dit.backbones import NULL_CLASS, IdentityVAE, TinyDiTPipeline
+from sae_lens_dit.evals import timestep_context
+from sae_lens_dit.interventions import (
+    LatentEdit,
+    ReferenceLatents,
+    SAESource,
+    SteeringSpec,
+    encode_reference,
+    latents_for_bucket,
+    latents_for_images,
+    latents_for_region,
+    preview_latent,
+    region_mask,
+    selective_latents,
+    steer,
+    suppression_spec,
+    transfer_spec,
+)
+
+HOOK = "blocks.0.hook_resid_post"
+D, D_SAE = 8, 32
+
+
+@pytest.fixture
+def pipe() -> TinyDiTPipeline:
+    transformer = DiTTransformer2DModel(
+        in_channels=4, out_channels=8, activation_fn="gelu-approximate", num_attention_heads=2, attention_head_dim=4,
+        attention_bias=True, num_layers=2, norm_type="ada_norm_zero", num_embeds_ada_norm=1000, patch_size=2,
+        sample_size=8,
+    ).eval()  # fmt: skip
+    pipe = TinyDiTPipeline(transformer=transformer, vae=IdentityVAE(), scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _randomise(sae: SAE) -> SAE:
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.normal_(0, 0.5)
+    return sae
+
+
+def _topk(rescale: bool = True) -> SAE:
+    cfg = TopKSAEConfig(d_in=D, d_sae=D_SAE, k=4, rescale_acts_by_decoder_norm=rescale,
+                        metadata=SAEMetadata(hook_name=HOOK))  # fmt: skip
+    return _randomise(TopKSAE(cfg))
+
+
+def _standard() -> SAE:
+    return _randomise(StandardSAE(StandardSAEConfig(d_in=D, d_sae=D_SAE, metadata=SAEMetadata(hook_name=HOOK))))
+
+
+def _tide() -> SAE:
+    cfg = TideSAEConfig(d_in=D, d_sae=D_SAE, k=4, rescale_acts_by_decoder_norm=True, apply_b_dec_to_input=True,
+                        normalize_activations="none", metadata=SAEMetadata(hook_name=HOOK))  # fmt: skip
+    sae = _randomise(TideSAE(cfg))
+    with torch.no_grad():  # keep the timestep terms O(1), so float32 hand computations stay within 1e-5
+        for parameter in sae.timestep_mlp.parameters():
+            parameter.mul_(0.1)
+    return sae
+
+
+def _inputs(timesteps: list[float], labels: list[int]) -> dict[str, Tensor]:
+    n = len(timesteps)
+    return {"hidden_states": torch.randn(n, 4, 8, 8), "timestep": torch.tensor(timesteps),
+            "class_labels": torch.tensor(labels)}  # fmt: skip
+
+
+def _activation(hooked: HookedDiT, inputs: dict[str, Tensor], sae: SAE | None = None,
+                spec: SteeringSpec | None = None, **kwargs) -> Tensor:  # fmt: skip
+    """The activation at HOOK after any steering (the cache hook runs after the steering hook)."""
+    with torch.no_grad():
+        if spec is None:
+            return hooked.run_with_cache(**inputs, names_filter=HOOK)[1][HOOK]
+        with steer(hooked, [sae], spec, **kwargs):
+            return hooked.run_with_cache(**inputs, names_filter=HOOK)[1][HOOK]
+
+
+def _hand(sae: SAE, x: Tensor, t: Tensor, edit: LatentEdit) -> Tensor:
+    """decode(op(encode(x))) - decode(encode(x)) on every row and token, with SAELens's own encode/decode."""
+    with torch.no_grad(), timestep_context(sae, t):
+        z = sae.encode(x)
+        edited = z.clone()
+        cols = list(edit.latents)
+        value = torch.as_tensor(edit.value, dtype=z.dtype)
+        if edit.op == "add":
+            edited[..., cols] += value
+        elif edit.op == "clamp":
+            edited[..., cols] = value
+        elif edit.op == "scale":
+            edited[..., cols] *= value
+        else:
+            edited[..., cols] = 0.0
+        return sae.decode(edited) - sae.decode(z.clone())
+
+
+@pytest.mark.parametrize(
+    "make_sae", [_topk, lambda: _topk(False), _standard, _tide], ids=["topk", "topk-raw", "standard", "tide"]
+)
+@pytest.mark.parametrize("op", ["add", "clamp", "scale", "zero"])
+def test_each_operation_equals_hand_computation(pipe, make_sae, op):
+    sae, hooked = make_sae(), HookedDiT(pipe.transformer)
+    inputs = _inputs([50.0, 620.0, 980.0], [1, 2, NULL_CLASS])
+    x = _activation(hooked, inputs)
+    edit = LatentEdit(HOOK, (3, 17, 30), op, (2.5, -1.0, 0.7) if op != "zero" else 0.0)
+    got = _activation(hooked, inputs, sae, SteeringSpec((edit,)))
+    expected = x + _hand(sae, x, inputs["timestep"], edit)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert not torch.equal(got, x)
+
+    replaced = _activation(hooked, inputs, sae, SteeringSpec((edit,)), use_error_term=False)
+    with torch.no_grad(), timestep_context(sae, inputs["timestep"]):
+        reconstruction = sae.decode(sae.encode(x))
+    torch.testing.assert_close(replaced, reconstruction + _hand(sae, x, inputs["timestep"], edit), atol=1e-5, rtol=0)
+
+
+def test_edits_compose_in_order(pipe):
+    sae, hooked = _topk(), HookedDiT(pipe.transformer)
+    inputs = _inputs([300.0, 300.0], [4, 5])
+    x = _activation(hooked, inputs)
+    first, second = LatentEdit(HOOK, (5,), "clamp", 3.0), LatentEdit(HOOK, (5, 6), "scale", 2.0)
+    got = _activation(hooked, inputs, sae, SteeringSpec((first,)) + SteeringSpec((second,)))
+    with torch.no_grad():
+        z = sae.encode(x)
+        edited = z.clone()
+        edited[..., 5] = 6.0  # clamped to 3, then doubled
+        edited[..., 6] *= 2.0
+        expected = x + sae.decode(edited) - sae.decode(z.clone())
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_box_leaves_tokens_outside_unchanged(pipe):
+    sae, hooked = _tide(), HookedDiT(pipe.transformer)
+    inputs = _inputs([700.0, 200.0], [3, NULL_CLASS])
+    x = _activation(hooked, inputs)
+    edit = LatentEdit(HOOK, (0, 1, 2), "add", 5.0, box=(0.0, 0.0, 0.5, 0.5))  # top-left 2 x 2 of the 4 x 4 grid
+    got = _activation(hooked, inputs, sae, SteeringSpec((edit,)))
+    inside = torch.zeros(4, 4, dtype=torch.bool)
+    inside[:2, :2] = True
+    inside = inside.reshape(-1)
+    assert torch.equal(got[:, ~inside], x[:, ~inside])
+    assert (got[:, inside] - x[:, inside]).abs().amax(-1).gt(1e-3).all()
+
+
+def test_mask_image_and_region_mask(tmp_path):
+    from PIL import Image
+
+    image = np.zeros((40, 40), np.uint8)
+    image[:, 30:] = 255  # right quarter
+    Image.fromarray(image).save(tmp_path / "mask.png")
+    got = region_mask((4, 4), mask=str(tmp_path / "mask.png")).reshape(4, 4)
+    assert got[:, 3].all() and not got[:, :3].any()
+    box = region_mask((4, 4), box=(0.5, 0.25, 1.0, 0.5)).reshape(4, 4)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[1, 2:] = True
+    assert torch.equal(box, expected)
+    assert torch.equal(region_mask((4, 4), tokens=(0, 15)).nonzero().squeeze(1), torch.tensor([0, 15]))
+
+
+def test_pipeline_mask_outside_unchanged_at_first_step(pipe):
+    sae, hooked = _topk(), HookedDiT(pipe.transformer)
+    edit = LatentEdit(HOOK, (1, 2), "clamp", 4.0, mask=None, tokens=(5, 6, 9, 10))
+
+    def first_step(spec: SteeringSpec | None) -> Tensor:
+        generator = torch.Generator().manual_seed(0)
+        with steer(hooked, [sae], spec or SteeringSpec()), hooked.record([HOOK]) as rec:  # record sees the edit
+            pipe(class_labels=[1, 2], num_inference_steps=3, generator=generator)
+        return rec[HOOK][0]  # [batch, tokens, d] of the first call
+
+    plain, steered = first_step(None), first_step(SteeringSpec((edit,)))
+    outside = torch.ones(16, dtype=torch.bool)
+    outside[[5, 6, 9, 10]] = False
+    assert torch.equal(steered[:, outside], plain[:, outside])
+    assert not torch.equal(steered[:, ~outside], plain[:, ~outside])
+
+
+def test_empty_and_inert_specs_give_bit_identical_images(pipe):
+    sae, hooked = _topk(), HookedDiT(pipe.transformer)
+
+    def images(spec: SteeringSpec | None) -> np.ndarray:
+        generator = torch.Generator().manual_seed(3)
+        kwargs = {"class_labels": [1, 7], "num_inference_steps": 4, "generator": generator, "output_type": "np"}
+        if spec is None:
+            return pipe(**kwargs).images
+        with steer(hooked, [sae], spec):
+            return pipe(**kwargs).images
+
+    plain = images(None)
+    assert np.array_equal(images(SteeringSpec()), plain)
+    zero_strength = LatentEdit(HOOK, (0, 9), "add", 0.0)
+    never = LatentEdit(HOOK, (4,), "clamp", 9.0, timesteps=(1000.5, 2000.0))
+    assert np.array_equal(images(SteeringSpec((zero_strength, never))), plain)
+    assert not np.array_equal(images(SteeringSpec((LatentEdit(HOOK, (4,), "clamp", 9.0),))), plain)
+
+
+def test_timestep_window_and_branch_touch_only_their_rows(pipe):
+    sae, hooked = _topk(), HookedDiT(pipe.transformer)
+    inputs = _inputs([100.0, 400.0, 700.0, 900.0], [1, 2, 3, 4])
+    x = _activation(hooked, inputs)
+    got = _activation(hooked, inputs, sae, SteeringSpec((LatentEdit(HOOK, (2,), "add", 3.0, timesteps=(300, 800)),)))
+    assert torch.equal(got[[0, 3]], x[[0, 3]]) and not torch.equal(got[[1]], x[[1]]) and not torch.equal(got[2], x[2])
+
+    cfg_inputs = _inputs([500.0] * 4, [1, 2, NULL_CLASS, NULL_CLASS])  # a CFG-doubled batch, cond first
+    x = _activation(hooked, cfg_inputs)
+    got = _activation(hooked, cfg_inputs, sae, SteeringSpec((LatentEdit(HOOK, (2,), "add", 3.0, branch="uncond"),)))
+    assert torch.equal(got[:2], x[:2]) and not torch.equal(got[2:], x[2:])
+
+
+def test_steps_and_trace(pipe):
+    sae, hooked = _topk(), HookedDiT(pipe.transformer)
+    spec = SteeringSpec((LatentEdit(HOOK, (2,), "add", 1.0, steps=(1, 3)), LatentEdit(HOOK, (3,), "zero")))
+    with steer(hooked, [sae], spec) as trace:
+        pipe(class_labels=[0], num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    summary = {s["edit"]: s for s in trace.summary()}
+    assert summary[0]["steps"] == [1, 3] and summary[1]["steps"] == [0, 1, 2, 3]
+    assert summary[0]["rows_x_tokens"] == 2 * 2 * 16  # two calls, cond + uncond rows, 16 tokens
+
+
+def test_spec_round_trips_through_yaml_and_json(tmp_path):
+    spec = SteeringSpec(
+        (LatentEdit(HOOK, (1, 2), "add", (1.5, -2.0), timesteps=(100, 600), steps=(0, 4), box=(0, 0.25, 0.5, 1),
+                    branch="cond"),
+         LatentEdit("blocks.1.hook_resid_post", (7,), "zero", tokens=(3, 4))),
+        (SAESource(release="tide-dit-tiny/digits", sae_id="blocks.1.hook_resid_post/tide"),),
+    )  # fmt: skip
+    for name in ("spec.yaml", "spec.json"):
+        assert SteeringSpec.load(spec.save(tmp_path / name)) == spec
+    assert json.loads(json.dumps(spec.to_dict())) == spec.to_dict()
+    both = spec + SteeringSpec((LatentEdit(HOOK, (9,), "scale", 2.0),), spec.saes)
+    assert len(both.edits) == 3 and both.saes == spec.saes and both.hooks == [HOOK, "blocks.1.hook_resid_post"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"hook": HOOK, "latents": [1], "op": "boost"}, "op must be one of"),
+        ({"hook": HOOK, "latents": []}, "non-empty list"),
+        ({"hook": HOOK, "latents": [1, 2], "value": [1.0]}, "1 values for 2 latents"),
+        ({"hook": HOOK, "latents": [1], "timesteps": [800, 100]}, "low <= high"),
+        ({"hook": HOOK, "latents": [1], "box": [0.5, 0, 0.2, 1]}, "box must be"),
+        ({"hook": HOOK, "latents": [1], "branch": "neg"}, "branch must be one of"),
+        ({"hook": HOOK, "latents": [1], "strength": 2}, "unknown key(s) ['strength']"),
+        ({"hook": HOOK, "latents": [1], "mask": "/no/such.png"}, "does not exist"),
+        ({"latents": [1]}, "needs at least `hook` and `latents`"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(edit, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
+        SteeringSpec.from_dict({"edits": [edit]})
+
+
+def test_bad_application_says_what_is_wrong(pipe):
+    sae, hooked = _topk(), HookedDiT(pipe.transformer)
+    cases = [
+        (SteeringSpec((LatentEdit(HOOK, (32,), "zero"),)), "out of range; the SAE there has d_sae=32"),
+        (SteeringSpec((LatentEdit("blocks.9.hook_resid_post", (1,), "zero"),)), "unknown hook name 'blocks.9"),
+        (SteeringSpec((LatentEdit("blocks.1.hook_resid_post", (1,), "zero"),)), "no SAE given reads them"),
+        (SteeringSpec((LatentEdit(HOOK, (1,), "zero", tokens=(16,)),)), "out of range; the image has 16 tokens"),
+    ]
+    for spec, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)), steer(hooked, [sae], spec):
+            pipe(class_labels=[0], num_inference_steps=1)
+
+
+def test_preview_latent_changes_only_with_strength(pipe):
+    sae = _topk()
+    result = preview_latent(pipe, sae, latent=4, strength=6.0, seed=2, class_labels=[3], num_inference_steps=3)
+    again = preview_latent(pipe, sae, latent=4, strength=0.0, seed=2, class_labels=[3], num_inference_steps=3)
+    assert np.array_equal(result.before, again.before) and np.array_equal(again.after, again.before)
+    assert not np.array_equal(result.after, result.before)
+    assert result.trace.summary()[0]["calls"] == 3
+
+
+def _planted_rows(sae: SAE, n: int = 400) -> dict[str, Tensor]:
+    """Rows of 10 images x 16 tokens x 4 timesteps where latent 11's decoder direction is added to the images
+    0-4 (positive) and to tokens 0-3 of every image."""
+    generator = torch.Generator().manual_seed(1)
+    image = torch.arange(10).repeat_interleave(64)
+    token = torch.arange(16).repeat(40)
+    timestep = torch.tensor([100.0, 300.0, 700.0, 900.0]).repeat_interleave(16).repeat(10)
+    x = torch.randn(len(image), D, generator=generator) * 0.1
+    direction = sae.W_dec[11].detach() / sae.W_dec[11].detach().norm()
+    x += 3.0 * direction * ((image < 5) | (token < 4)).float()[:, None]
+    return {"activation": x, "timestep": timestep, "token": token, "image": image}
+
+
+def test_selective_latents_score_is_the_bucket_mean_difference():
+    sae = _standard()
+    with torch.no_grad():
+        sae.W_enc.copy_(sae.W_dec.T)
+        sae.b_enc.zero_()
+    rows = _planted_rows(sae)
+    choice = latents_for_images(sae, rows, np.arange(10) < 5, n=3)
+    with torch.no_grad():
+        codes = sae.encode(rows["activation"]).double()
+    positive = rows["image"] < 5
+    at = [rows["timestep"] == t for t in (100.0, 300.0, 700.0, 900.0)]
+    expected = torch.stack([codes[positive & m].mean(0) - codes[~positive & m].mean(0) for m in at]).mean(0)
+    torch.testing.assert_close(choice.scores, expected, atol=1e-6, rtol=0)
+    assert choice.latents[0] == int(torch.argmax(expected)) and len(choice.latents) <= 3
+    assert latents_for_region(sae, rows, n=1, box=(0.0, 0.0, 1.0, 0.25)).latents == [
+        int(torch.argmax(codes[rows["token"] < 4].mean(0) - codes[rows["token"] >= 4].mean(0)))
+    ]
+    bucket = latents_for_bucket(sae, rows, bucket=4, n=2, edges=(0, 200, 400, 600, 800, 1000))
+    per_bucket = torch.stack([codes[rows["timestep"] == t].mean(0) for t in (100.0, 300.0, 700.0, 900.0)])
+    torch.testing.assert_close(bucket.scores, per_bucket[3] - per_bucket[:3].mean(0), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="positive and negative rows"):
+        selective_latents(sae, rows, torch.ones(len(positive), dtype=torch.bool), 2)
+
+
+def test_transfer_spec_picks_and_values_by_hand():
+    codes = torch.zeros(2, 4, 6)  # 2 buckets, 4 tokens, 6 latents
+    codes[0, :2, 1] = torch.tensor([2.0, 4.0])  # pooled mean 1.5; mean where it fires 3.0
+    codes[0, :, 2] = 1.0  # pooled mean 1.0 everywhere
+    codes[0, 3, 5] = 8.0  # pooled mean 2.0, one token
+    codes[1, 2, 0] = 1.0
+    reference = ReferenceLatents(HOOK, (0.0, 500.0, 1000.0), torch.tensor([250.0, 750.0]), codes)
+    spec = transfer_spec(reference, n=2, gain=2.0)
+    assert [(e.latents, e.value, e.timesteps) for e in spec.edits] == [
+        ((5, 1), (16.0, 6.0), (0.0, 500.0)), ((0,), (2.0,), (500.0, 1000.0))]  # fmt: skip
+    baseline = torch.zeros(2, 6)
+    baseline[0, 5] = 1.9
+    assert transfer_spec(reference, n=1, baseline=baseline).edits[0].latents == (1,)
+    per_token = transfer_spec(reference, n=1, mode="per_token", op="add")
+    first = {e.tokens: (e.latents, e.value) for e in per_token.edits if e.timesteps == (0.0, 500.0)}
+    assert first == {(0,): ((1,), (2.0,)), (1,): ((1,), (4.0,)), (2,): ((2,), (1.0,)), (3,): ((5,), (8.0,))}
+    assert suppression_spec(HOOK, [1, 2]).edits == (LatentEdit(HOOK, (1, 2), "zero"),)
+
+
+def test_encode_reference_reads_codes_at_bucket_middles(pipe):
+    sae, hooked = _tide(), HookedDiT(pipe.transformer)
+    image = torch.rand(4, 8, 8) * 2 - 1
+    ref = encode_reference(pipe, hooked, sae, image, seed=0, edges=(0, 500, 1000), class_labels=torch.tensor([2]))
+    torch.testing.assert_close(ref.timesteps, torch.tensor([250.0, 750.0]))
+    noise = torch.randn(image[None].shape, generator=torch.Generator().manual_seed(0))
+    noisy = pipe.scheduler.add_noise(image[None].expand(2, -1, -1, -1), noise.expand(2, -1, -1, -1),
+                                     torch.tensor([250, 750]))  # fmt: skip
+    _, cache = hooked.run_with_cache(noisy, timestep=torch.tensor([250, 750]), class_labels=torch.tensor([2, 2]),
+                                     names_filter=HOOK)  # fmt: skip
+    with torch.no_grad():
+        expected = sae.encode(cache[HOOK], timestep=torch.tensor([250.0, 750.0]))
+    torch.testing.assert_close(ref.codes, expected, atol=1e-5, rtol=0)
