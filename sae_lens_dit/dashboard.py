@@ -194,15 +194,10 @@ def _measured_factors(model: str, images: np.ndarray) -> dict[str, np.ndarray]:
     if model.removeprefix("tiny-dit-") != "shapes":
         return {}
     from sae_lens_dit.backbones import measure_shape_factors
-    from sae_lens_dit.image_sets import GRID_BINS, HUE_BINS, ShapesSpec, _bins
+    from sae_lens_dit.image_sets import shape_factor_values
 
-    spec, measured = ShapesSpec(), measure_shape_factors(images)
-    return {
-        "colour": _bins(measured.hue, 0.0, 1.0, HUE_BINS),
-        "size": _bins(measured.size, *spec.size_range, GRID_BINS),
-        "x": _bins(measured.center[:, 0], 0.0, spec.image_size, GRID_BINS),
-        "y": _bins(measured.center[:, 1], 0.0, spec.image_size, GRID_BINS),
-    }
+    measured = measure_shape_factors(images)
+    return shape_factor_values(measured.hue, measured.size, measured.center)
 
 
 def sample_trajectories(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], model: str,

@@ -123,15 +123,22 @@ def _bins(values: np.ndarray, low: float, high: float, n: int) -> np.ndarray:
     return np.clip(((values - low) / (high - low) * n).astype(np.int64), 0, n - 1)
 
 
-def shapes_factors(batch: ShapesBatch, spec: ShapesSpec = ShapesSpec()) -> dict[str, np.ndarray]:
-    """The discrete factor values of a shapes batch: class (shape), colour (hue arc), size, x and y thirds."""
+def shape_factor_values(
+    hue: np.ndarray, size: np.ndarray, center: np.ndarray, spec: ShapesSpec = ShapesSpec()
+) -> dict[str, np.ndarray]:
+    """Discrete colour (hue arc), size, x and y thirds of known or measured factors: the values that
+    evaluation and dashboards group images by."""
     return {
-        "class": batch.shape,
-        "colour": _bins(batch.hue, 0.0, 1.0, HUE_BINS),
-        "size": _bins(batch.size, *spec.size_range, GRID_BINS),
-        "x": _bins(batch.center[:, 0], 0.0, spec.image_size, GRID_BINS),
-        "y": _bins(batch.center[:, 1], 0.0, spec.image_size, GRID_BINS),
+        "colour": _bins(hue, 0.0, 1.0, HUE_BINS),
+        "size": _bins(size, *spec.size_range, GRID_BINS),
+        "x": _bins(center[:, 0], 0.0, spec.image_size, GRID_BINS),
+        "y": _bins(center[:, 1], 0.0, spec.image_size, GRID_BINS),
     }
+
+
+def shapes_factors(batch: ShapesBatch, spec: ShapesSpec = ShapesSpec()) -> dict[str, np.ndarray]:
+    """The discrete factor values of a shapes batch: class (shape) and `shape_factor_values`."""
+    return {"class": batch.shape, **shape_factor_values(batch.hue, batch.size, batch.center, spec)}
 
 
 DIGITS_HELDOUT = 180
