@@ -21,6 +21,7 @@ from simple_parsing.docstring import get_attribute_docstring
 from sae_lens_dit.dashboard import DashboardConfig
 from sae_lens_dit.evals import EvalConfig
 from sae_lens_dit.harvest import HarvestConfig
+from sae_lens_dit.interventions import OPERATIONS
 from sae_lens_dit.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
 
 logger = logging.getLogger("sae_lens_dit")
@@ -98,6 +99,30 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--device", default="cpu", help=_help(DashboardConfig, "device"))
     dashboard.add_argument("--no-steering", action="store_true", help="Skip the steering previews")
     dashboard.set_defaults(run=_dashboard)
+
+    edit = sub.add_parser("edit", help="Re-generate samples with SAE latents steered (a spec, or --latent); "
+                          "before/after PNG grids and a JSON of what was edited")  # fmt: skip
+    edit.add_argument("--release", help="Release id of the SAE(s) (sae-lens-dit releases lists them)")
+    edit.add_argument("--sae-id", nargs="+", help="SAE id(s) within --release; default: the TIDE SAE at --hook "
+                      "or at each of the spec's hooks")  # fmt: skip
+    edit.add_argument("--sae", nargs="+", type=Path, help="SAE folder(s) in SAELens's layout, instead of --release")
+    edit.add_argument("--hook", help="Hook of the SAE for --latent (and to pick --release's SAE), "
+                      "e.g. blocks.1.hook_resid_post")  # fmt: skip
+    edit.add_argument("--spec", type=Path, help="Steering spec, YAML or JSON (SteeringSpec.to_dict layout)")
+    edit.add_argument("--latent", nargs="+", type=int, help="Latent(s) to steer at --hook, instead of a spec")
+    edit.add_argument("--op", default="add", choices=OPERATIONS, help="Operation for --latent")
+    edit.add_argument("--value", type=float, default=8.0, help="Strength (add), value (clamp) or factor (scale)")
+    edit.add_argument("--class-labels", nargs="+", type=int, help="Class labels to sample (class-conditional DiTs)")
+    edit.add_argument("--prompt", nargs="+", help="Prompt(s) to sample (text-conditioned pipelines)")
+    edit.add_argument("--seed", type=int, default=0, help="Seed of the sample to re-generate")
+    edit.add_argument("--output-dir", required=True, type=Path,
+                      help="New folder for before.png, after.png, edit.png and edit.json")  # fmt: skip
+    edit.add_argument("--model", help="Backbone (default: the release's model, else the SAE's model_name)")
+    edit.add_argument("--num-inference-steps", type=int, default=50, help="Denoising steps")
+    edit.add_argument("--guidance-scale", type=float, help="CFG scale (default: the pipeline's)")
+    edit.add_argument("--no-error-term", action="store_true", help="Replace activations by the SAE's reconstruction")
+    edit.add_argument("--device", default="cpu", help="Torch device")
+    edit.set_defaults(run=_edit)
 
     releases = sub.add_parser("releases", help="List the pretrained releases registered with SAE.from_pretrained")
     releases.add_argument("--release", help="Show one release in full (every field of its entry)")
@@ -254,6 +279,63 @@ def _dashboard(args: argparse.Namespace) -> None:
     build = build_dashboard(load_saes(args), args.output_dir, cfg)
     print(f"dashboard: {build.written} files written, {build.reused} unchanged, {build.removed} removed; "
           f"open {build.index.resolve().as_uri()}")  # fmt: skip
+
+
+def _edit(args: argparse.Namespace) -> None:
+    from sae_lens import SAE
+
+    from sae_lens_dit.backbones import load_pipeline
+    from sae_lens_dit.hooked import HookedDiT
+    from sae_lens_dit.interventions import LatentEdit, SteeringSpec, edit, save_grid
+    from sae_lens_dit.releases import get_release
+
+    if (args.spec is None) == (args.latent is None):
+        raise ValueError("give --spec FILE or --latent N [N ...] (with --hook), not both and not neither")
+    if args.latent is not None and not args.hook:
+        raise ValueError("--latent needs --hook (the hook of the SAE whose latents to steer)")
+    spec = SteeringSpec.load(args.spec) if args.spec else SteeringSpec((LatentEdit(args.hook, tuple(args.latent),
+                                                                                   args.op, args.value),))  # fmt: skip
+    if (args.output_dir / "edit.json").exists():
+        raise FileExistsError(f"{args.output_dir} already holds an edit (edit.json); choose a new --output-dir")
+    saes = spec.load_saes(args.device)
+    if args.sae:
+        saes += [SAE.load_from_disk(str(folder), device=args.device) for folder in args.sae]
+    elif args.release:
+        release = get_release(args.release)
+        hooks = [args.hook] if args.hook else spec.hooks
+        ids = args.sae_id or [sae.id for sae in release.saes if sae.hook in hooks]
+        if not args.sae_id and len(ids) > len(hooks):  # several architectures at one hook: prefer TIDE
+            ids = [sae.id for sae in release.saes if sae.hook in hooks and sae.architecture == "tide"] or ids[:1]
+        if not ids:
+            raise ValueError(f"release {args.release!r} has no SAE at {hooks}; its SAEs read "
+                             f"{sorted({sae.hook for sae in release.saes})}")  # fmt: skip
+        saes += [SAE.from_pretrained(args.release, sae_id, device=args.device) for sae_id in ids]
+    if not saes:
+        raise ValueError("no SAE to steer: give --release (with --hook or --sae-id), --sae, or `saes` in the spec")
+    model = args.model or (get_release(args.release).model if args.release else saes[0].cfg.metadata.model_name)
+    pipe = load_pipeline(model, device=args.device)
+    kwargs: dict[str, Any] = {"num_inference_steps": args.num_inference_steps}
+    if args.guidance_scale is not None:
+        kwargs["guidance_scale"] = args.guidance_scale
+    if args.prompt:
+        kwargs["prompt"] = args.prompt
+    else:
+        kwargs["class_labels"] = args.class_labels or [0]
+    result = edit(pipe, HookedDiT(pipe.transformer), saes, spec, args.seed,
+                  use_error_term=not args.no_error_term, **kwargs)  # fmt: skip
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    save_grid(args.output_dir / "before.png", [result.before])
+    save_grid(args.output_dir / "after.png", [result.after])
+    save_grid(args.output_dir / "edit.png", [result.before, result.after])
+    change = float(abs(result.after.astype("float64") - result.before).mean())
+    report = {"model": model, "seed": args.seed, "call": {k: v for k, v in kwargs.items()},
+              "saes": [{"hook": sae.cfg.metadata.hook_name, "architecture": sae.cfg.architecture(),
+                        "d_sae": sae.cfg.d_sae} for sae in saes],
+              "spec": spec.to_dict(), "use_error_term": not args.no_error_term, "edited": result.trace.summary(),
+              "mean_abs_pixel_change": change}  # fmt: skip
+    (args.output_dir / "edit.json").write_text(json.dumps(report, indent=1))
+    print(f"edited {len(result.after)} image(s), mean |pixel change| {change:.4f}; wrote before.png, after.png, "
+          f"edit.png (top: before, bottom: after) and edit.json to {args.output_dir}")  # fmt: skip
 
 
 def _releases(args: argparse.Namespace) -> None:

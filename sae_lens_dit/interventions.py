@@ -446,6 +446,21 @@ def _saes_by_hook(saes: Sequence[SAE]) -> dict[str, SAE]:
     return by_hook
 
 
+def check_spec(hooked: HookedDiT, saes: Sequence[SAE], spec: SteeringSpec) -> dict[str, SAE]:
+    """Raise, saying what to fix, unless every edit of `spec` can run on `hooked` with `saes`; the SAEs by hook."""
+    by_hook = _saes_by_hook(saes)
+    hooked.check_hook_names(spec.hooks)
+    missing = [hook for hook in spec.hooks if hook not in by_hook]
+    if missing:
+        raise ValueError(f"spec edits hook(s) {missing} but no SAE given reads them; the SAEs read {list(by_hook)}")
+    if hooked.spec.cfg.separate_calls and any(edit.branch != "both" for edit in spec.edits):
+        raise ValueError(f"adapter {hooked.spec.name!r} runs CFG branches as separate calls; branch-limited edits "
+                         f"are not supported there, use branch: both")  # fmt: skip
+    for hook in spec.hooks:
+        _check_sae(by_hook[hook], [(i, edit) for i, edit in enumerate(spec.edits) if edit.hook == hook])
+    return by_hook
+
+
 @contextmanager
 def steer(
     hooked: HookedDiT, saes: Sequence[SAE], spec: SteeringSpec, use_error_term: bool = True
@@ -459,19 +474,11 @@ def steer(
     >>> with steer(hooked, [sae], SteeringSpec([LatentEdit("blocks.1.hook_resid_post", [7], "add", 4.0)])):
     ...     images = pipe(class_labels=[3], output_type="np").images  # doctest: +SKIP
     """
-    by_hook = _saes_by_hook(saes)
-    hooked.check_hook_names(spec.hooks)
-    missing = [hook for hook in spec.hooks if hook not in by_hook]
-    if missing:
-        raise ValueError(f"spec edits hook(s) {missing} but no SAE given reads them; the SAEs read {list(by_hook)}")
-    if hooked.spec.cfg.separate_calls and any(edit.branch != "both" for edit in spec.edits):
-        raise ValueError(f"adapter {hooked.spec.name!r} runs CFG branches as separate calls; branch-limited edits "
-                         f"are not supported there, use branch: both")  # fmt: skip
+    by_hook = check_spec(hooked, saes, spec)
     trace, steps = SteeringTrace(), _StepCounter(hooked)
     fwd_hooks = []
     for hook in spec.hooks:
         edits = [(i, edit) for i, edit in enumerate(spec.edits) if edit.hook == hook]
-        _check_sae(by_hook[hook], edits)
         fwd_hooks.append((hook, _SAESteering(hooked, by_hook[hook], edits, use_error_term, steps, trace)))
     if not fwd_hooks:
         yield trace
@@ -505,6 +512,7 @@ def edit(
     use_error_term: bool = True, **pipe_kwargs: Any,
 ) -> EditResult:  # fmt: skip
     """Re-generate the sample of (`seed`, `pipe_kwargs`) with `spec` applied, beside the unedited one."""
+    check_spec(hooked, saes, spec)
     before = generate(pipe, seed, **pipe_kwargs)
     with steer(hooked, saes, spec, use_error_term) as trace:
         after = generate(pipe, seed, **pipe_kwargs)
@@ -524,6 +532,22 @@ def preview_latent(
     hooked = hooked if hooked is not None else HookedDiT(pipe.transformer)
     spec = SteeringSpec((LatentEdit(sae.cfg.metadata.hook_name, (latent,), op, strength),))
     return edit(pipe, hooked, [sae], spec, seed, **pipe_kwargs)
+
+
+def save_grid(path: str | Path, rows: Sequence[np.ndarray], min_size: int = 64) -> Path:
+    """Write image rows (each [n, H, W, C] in [0, 1]) as one PNG grid, small images enlarged (nearest)."""
+    from PIL import Image
+
+    scale = max(1, -(-min_size // rows[0].shape[1]))
+    pad = 2
+    strips = []
+    for row in rows:
+        tiles = [np.pad(np.repeat(np.repeat(img, scale, 0), scale, 1), ((pad, pad), (pad, pad), (0, 0)))
+                 for img in np.clip(row, 0.0, 1.0)]  # fmt: skip
+        strips.append(np.concatenate(tiles, axis=1))
+    grid = (np.concatenate(strips, axis=0) * 255).round().astype(np.uint8)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------
