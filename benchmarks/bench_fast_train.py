@@ -11,7 +11,7 @@ trainer plus two steps; on CPU the growth of the peak resident set of a fresh pr
 same (one per SAE, run after the timing).
 
 A second table sets `AUTO_MAX_DENSITY` (the `sparse_decode=None` threshold): TIDE with the sparse
-path against TIDE with the dense path at d_sae = 4 d_in over k / d_sae from 1/64 to 1/2.
+path against TIDE with the dense path at d_sae = 4 d_in over k / d_sae from 1/64 to 1/4.
 
     python benchmarks/bench_fast_train.py [--device cuda] [--autocast] [--quick]
 
@@ -46,7 +46,7 @@ RESULTS = Path(__file__).parent / "results"
 TARGET = 0.6  # TIDE step / TopK step at the headline setting
 HEADLINE = (16, 64)  # (d_sae / d_in, k)
 GRID = [HEADLINE, (4, 64), (64, 64), (16, 16), (16, 128)]
-CROSSOVER_DENSITIES = [1 / 64, 1 / 16, 1 / 8, 1 / 4, 1 / 2]
+CROSSOVER_DENSITIES = [1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4]
 
 
 def _build(arch: str, d_in: int, d_sae: int, k: int, device: str) -> Any:

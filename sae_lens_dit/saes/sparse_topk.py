@@ -38,10 +38,11 @@ from typing_extensions import override
 SPARSE_ARCHITECTURE = "topk_sparse"
 """SAELens training architecture of `SparseTopKTrainingSAE` (it saves as `topk`)."""
 
-AUTO_MAX_DENSITY = 1 / 8
-"""`sparse_decode=None` uses the sparse path when k / d_sae is at most this. Measured at d_in 1152,
-batch 1024 (`benchmarks/results/fast_train.md`): the sparse step's cost grows with k and the dense
-step's with d_sae; they meet between k / d_sae 1/4 and 1/2."""
+AUTO_MAX_DENSITY = 1 / 16
+"""`sparse_decode=None` uses the sparse path when k / d_sae is at most this. The sparse step's cost
+grows with k, the dense step's with d_sae; measured for TIDE at d_in 1152, d_sae 4608, batch 1024 on
+2 CPU cores (`benchmarks/results/fast_train.md`), sparse / dense step time is 0.43 at k / d_sae 1/64,
+0.73 at 1/16 and 1.24 at 1/8."""
 
 
 @dataclass(kw_only=True)
@@ -51,7 +52,7 @@ class SparseDecodeFields:
     sparse_decode: bool | None = None
     """Train with the sparse decoder and encoder backward (see `sae_lens_dit.saes.sparse_topk`):
     same results as the dense path to float tolerance, several times less arithmetic when k is much
-    smaller than d_sae. None: on when k / d_sae <= `AUTO_MAX_DENSITY` (1/8, measured). Training only:
+    smaller than d_sae. None: on when k / d_sae <= `AUTO_MAX_DENSITY` (1/16, measured). Training only:
     inference SAEs and saved checkpoints are the same either way."""
 
 
