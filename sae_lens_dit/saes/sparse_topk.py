@@ -40,9 +40,10 @@ SPARSE_ARCHITECTURE = "topk_sparse"
 
 AUTO_MAX_DENSITY = 1 / 16
 """`sparse_decode=None` uses the sparse path when k / d_sae is at most this. The sparse step's cost
-grows with k, the dense step's with d_sae; measured for TIDE at d_in 1152, d_sae 4608, batch 1024 on
-2 CPU cores (`benchmarks/results/fast_train.md`), sparse / dense step time is 0.43 at k / d_sae 1/64,
-0.73 at 1/16 and 1.24 at 1/8."""
+grows with k, the dense step's with d_sae. Measured for TIDE at d_in 1152, d_sae 4608, batch 1024 on
+2 shared CPU cores (`benchmarks/results/fast_train.md`): sparse / dense step time 0.36 at k / d_sae
+1/64, 0.61 at 1/16, 0.85 at 1/8, 1.42 at 1/4; an earlier run under heavier load had 0.73 at 1/16 but
+1.24 at 1/8, so the threshold is 1/16, where the sparse step won in both."""
 
 
 @dataclass(kw_only=True)
@@ -186,22 +187,19 @@ class SparseTopKTraining(TrainingSAE[Any]):
         sae_out = self.run_time_activation_norm_fn_out(self.hook_sae_recons(sae_out))
 
         mse_loss = self.mse_loss_fn(sae_out, x).sum(dim=-1).mean()
-        losses = {"mse_loss": mse_loss}
-        loss = mse_loss
         aux_loss = sae_out.new_tensor(0.0)
         if n_dead:  # Gao et al. 2024, A.2: the dead latents reconstruct the residual, no bias
             residual = (x - sae_out).detach()
             recons = self._decode_at(aux_indices, aux_acts, inv_norm)
             aux_loss = min(n_dead / k_aux, 1.0) * (recons - residual).pow(2).sum(dim=-1).mean()
-        losses["auxiliary_reconstruction_loss"] = self.cfg.aux_loss_coefficient * aux_loss
-        loss = loss + losses["auxiliary_reconstruction_loss"]
+        aux_loss = self.cfg.aux_loss_coefficient * aux_loss
         return TrainStepOutput(
             sae_in=x,
             sae_out=sae_out,
             feature_acts=sparse_codes(top_indices, top_acts, self.cfg.d_sae),
             hidden_pre=hidden_pre,
-            loss=loss,
-            losses=losses,
+            loss=mse_loss + aux_loss,
+            losses={"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux_loss},
         )
 
     def _decode_at(self, indices: torch.Tensor, acts: torch.Tensor, inv_norm: torch.Tensor | None) -> torch.Tensor:
