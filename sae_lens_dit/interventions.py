@@ -49,7 +49,7 @@ from sae_lens_dit.evals import (
     timestep_context,
 )
 from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.recording import BRANCHES, Branch, _StepTracker
+from sae_lens_dit.recording import BRANCHES, Branch, StepTracker
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ class _StepCounter:
     """A call listener: the denoising step (and run) of the transformer call in progress."""
 
     def __init__(self, hooked: HookedDiT):
-        self.hooked, self.tracker = hooked, _StepTracker()
+        self.hooked, self.tracker = hooked, StepTracker()
 
     def on_call_start(self) -> None:
         timestep = self.hooked.call_context.timestep

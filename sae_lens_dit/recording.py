@@ -158,7 +158,7 @@ class Recording:
             )
 
 
-class _StepTracker:
+class StepTracker:
     """Assigns run and step indices from the sequence of call timesteps (rule in the module docstring)."""
 
     def __init__(self) -> None:
@@ -213,7 +213,7 @@ class Recorder:
         self._k, self._branch, self._seed = tokens_per_image, branch, seed
         self._keep_t = None if timesteps is None else torch.as_tensor(list(timesteps), dtype=torch.float32)
         self._dtype, self._device = dtype, torch.device(device)
-        self._tracker = _StepTracker()
+        self._tracker = StepTracker()
         self._plan: _CallPlan | None = None
 
     def on_call_start(self) -> None:
