@@ -17,6 +17,9 @@ path against TIDE with the dense path at d_sae = 4 d_in over k / d_sae from 1/64
 
 `--quick` times only the headline setting with 3 steps (for checks; the committed table is the
 full grid). Writes `benchmarks/results/fast_train.md` (`fast_train_<device>.md` off CPU).
+`--compile` instead times TIDE's step with `torch.compile(sae.training_forward_pass)` against the
+eager step at the headline setting (compilation in the warm-up steps) and writes
+`fast_train_compile[_<device>].md`: the step uses torch.compile only if this measures faster.
 """
 
 from __future__ import annotations
@@ -53,8 +56,11 @@ def _build(arch: str, d_in: int, d_sae: int, k: int, device: str) -> Any:
     shape = {"d_in": d_in, "d_sae": d_sae, "k": k, "device": device}
     if arch == "topk":
         return TopKTrainingSAE(TopKTrainingSAEConfig(**shape))
-    sparse = {"tide": None, "tide-sparse": True, "tide-dense": False}[arch]
-    return TideTrainingSAE(TideTrainingSAEConfig(**shape, sparse_decode=sparse))
+    sparse = {"tide": None, "tide-compiled": None, "tide-sparse": True, "tide-dense": False}[arch]
+    sae = TideTrainingSAE(TideTrainingSAEConfig(**shape, sparse_decode=sparse))
+    if arch == "tide-compiled":
+        sae.training_forward_pass = torch.compile(sae.training_forward_pass)
+    return sae
 
 
 def _stepper(sae: Any, x: torch.Tensor, t: torch.Tensor, autocast: bool) -> Callable[[], None]:
@@ -135,6 +141,29 @@ def _time_pair(
     return seconds
 
 
+def _compile_report(args: argparse.Namespace) -> None:
+    expansion, k = HEADLINE
+    torch.set_num_threads(1)
+    args.warmup = max(args.warmup, 2)
+    seconds = _time_pair(("tide-compiled", "tide"), args.d_in, expansion * args.d_in, k, args, args.repeats)
+    ratio = seconds["tide-compiled"] / seconds["tide"]
+    on_cpu = args.device == "cpu"
+    name = torch.cuda.get_device_name(torch.device(args.device)) if not on_cpu else f"CPU ({os.cpu_count()} cores)"
+    text = (
+        f"# torch.compile of TIDE's training step\n\n`python benchmarks/bench_fast_train.py --compile"
+        f"{'' if on_cpu else f' --device {args.device}'}` on {name}; torch {torch.__version__}. "
+        f"`torch.compile(sae.training_forward_pass)` vs eager, full `SAETrainer.step`, d_in {args.d_in}, "
+        f"d_sae {expansion * args.d_in}, k {k}, batch {args.batch}; medians of {args.repeats} steps after "
+        f"{args.warmup} warm-up steps (compilation), interleaved. 1-min load average at the end: "
+        f"{os.getloadavg()[0]:.1f}.\n\n| eager ms | compiled ms | compiled / eager |\n|---|---|---|\n"
+        f"| {seconds['tide'] * 1e3:.0f} | {seconds['tide-compiled'] * 1e3:.0f} | {ratio:.3f} |\n"
+    )
+    print(text)
+    out = RESULTS / ("fast_train_compile.md" if on_cpu else f"fast_train_compile_{torch.device(args.device).type}.md")
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -146,7 +175,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads while timing")
     parser.add_argument("--autocast", action="store_true", help="bf16 autocast in SAETrainer (both SAEs)")
     parser.add_argument("--quick", action="store_true", help="headline setting only, 3 steps (not for the table)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile'd vs eager TIDE step, headline only")
     args = parser.parse_args()
+    if args.compile:
+        _compile_report(args)
+        return
     torch.set_num_threads(1)
     d_in, on_cpu = args.d_in, args.device == "cpu"
     grid = [HEADLINE] if args.quick else GRID
