@@ -20,7 +20,7 @@ when `sparse_decode` resolves to False, and whenever a hook is attached to `hook
 encoder matmul runs in bf16; the sparse ops run in the parameters' dtype. The step is not
 `torch.compile`d: compiling it measured 0.94x the eager time at d_in 1152, d_sae 18432, k 64 on 2 CPU
 cores (`benchmarks/results/fast_train_compile.md`), against ~30 s of compilation per process and
-recompiles when the number of dead latents (AuxK's shapes) changes.
+AuxK shapes that follow the number of dead latents (possible recompiles; not measured).
 
 `SparseTopKTraining` is the mixin (TIDE's training class uses it); `SparseTopKTrainingSAE` is
 SAELens's TopK training SAE with it, registered as training architecture `topk_sparse`. It saves as
