@@ -8,7 +8,9 @@ Writes benchmarks/results/interventions.json and .md. DDIM 20 steps (the digits 
   B = (A + 3) % 10 (`latents_for_images` on recorded samples, both hooks), `add` at a strength from a
   sweep; control: random latents, same count, strength rescaled so the added vector has the same
   norm; baseline: adding alpha x (class-mean activation of B - of A) per timestep bucket (no SAE),
-  alpha from a sweep. flip rate = share the bundled classifier labels B.
+  alpha from a sweep. flip rate = share the bundled classifier labels B. Ceiling: the whole
+  activation at one hook replaced, call by call, by that of a run asked for B with the same seed;
+  no edit at that hook can do better than a perfect copy of the target run's activation.
 - Style transfer (shapes): reference shapes images encoded with `encode_reference`, top latents
   (pooled, excess over ordinary samples) clamped into generations of another shape. Colour kept =
   the output's measured hue is within 1/12 of the reference's (one of six hue arcs); shape kept =
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -123,12 +126,27 @@ def class_steering(pipe, hooked, clf) -> dict:
         baseline_sweep[alpha] = _flip_rate(pipe, clf, asked, target, lambda b, a, al=alpha: mean_difference(b, a, al))
         print(f"  mean-difference baseline alpha {alpha}: flip rate {baseline_sweep[alpha]:.2f}", flush=True)
     unsteered = _flip_rate(pipe, clf, asked, target, lambda b, a: steer(hooked, [], SteeringSpec()))
+
+    @contextmanager
+    def oracle_patch(b: int, a: int, hook: str):
+        """The ceiling of any edit at `hook`: its whole activation replaced, call by call, by the activation of
+        a run asked for the target class with the same seed (what a perfect steering would reproduce)."""
+        n = asked.count(a)
+        captured: list[torch.Tensor] = []
+        with hooked.hooks(fwd_hooks=[(hook, lambda act, hook: captured.append(act.clone()))]):
+            sample_images(pipe, [b] * n, seed=100 + b, num_inference_steps=STEPS)
+        replay = iter(captured)
+        with hooked.hooks(fwd_hooks=[(hook, lambda act, hook: next(replay))]):
+            yield
+
+    oracle = {hook: _flip_rate(pipe, clf, asked, target, lambda b, a, h=hook: oracle_patch(b, a, h)) for hook in HOOKS}
+    print(f"  oracle activation patching: flip rate {oracle}", flush=True)
     return {
         "flip_rate": sweep[best], "strength": best, "strength_sweep": {str(k): v for k, v in sweep.items()},
         "control_flip_rate": control, "baseline_flip_rate": max(baseline_sweep.values()),
         "baseline_alpha_sweep": {str(k): v for k, v in baseline_sweep.items()}, "unsteered_flip_rate": unsteered,
         "latents_per_hook": N_LATENTS, "hooks": list(HOOKS), "samples": len(asked), "steps": STEPS,
-        "classifier_accuracy_unsteered": accuracy,
+        "classifier_accuracy_unsteered": accuracy, "oracle_patch_flip_rate": oracle,
     }  # fmt: skip
 
 
@@ -215,6 +233,8 @@ def main() -> None:
         f"| | control_flip_rate (random latents, same count and norm) | {s['control_flip_rate']:.2f} |",
         f"| | baseline_flip_rate (class-mean difference, best alpha) | {s['baseline_flip_rate']:.2f} |",
         f"| | unsteered flip rate | {s['unsteered_flip_rate']:.2f} |",
+        *[f"| | ceiling: whole activation patched from a target-class run at {hook} | {rate:.2f} |"
+          for hook, rate in s["oracle_patch_flip_rate"].items()],
         f"| | strength sweep | {s['strength_sweep']} |",
         f"| | baseline alpha sweep | {s['baseline_alpha_sweep']} |",
         f"| style transfer (shapes), {t['samples']} samples | colour transfer rate (unsteered match) | "
