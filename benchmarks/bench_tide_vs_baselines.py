@@ -33,7 +33,7 @@ BACKBONES = ("digits", "shapes")
 HOOKS = ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post")
 ARCHITECTURES = ("tide", "topk", "batchtopk", "standard")
 D_SAE, K = 1536, 16
-L1_START, L1_FACTOR, L1_TRIES = 10.0, 3.0, 5
+L1_START, L1_FACTOR, L1_TRIES, L1_TOLERANCE = 10.0, 3.0, 4, 0.25
 RESULTS = Path(__file__).parent / "results"
 OTHER_BENCHMARKS = ("record_overhead.md", "tide_step.md", "harvest_train.md", "fast_train.md")
 
@@ -62,21 +62,25 @@ def l0_of(folder: Path) -> float:
 
 
 def standard_coefficient(backbone: str, hook: str, args: argparse.Namespace) -> tuple[float, list[dict]]:
-    """Geometric search on seed 0 for the L1 coefficient whose L0 is nearest K. Stops early when a stronger
-    penalty no longer lowers L0 by 10% (the token budget, not the coefficient, then limits sparsity)."""
-    tried, coefficient = [], L1_START
+    """Search on seed 0 for the L1 coefficient whose held-out L0 is nearest K: geometric steps until L0 is
+    bracketed, then bisection (geometric mean of the bracket). SAEs whose latents all died (L0 < 1), which
+    ReLU + L1 does abruptly above some coefficient, are never chosen."""
+    tried: list[dict] = []
+    coefficient = L1_START
     for _ in range(L1_TRIES):
         folder = train(backbone, hook, {"architecture": "standard", "l1_coefficient": coefficient}, 0, args,
-                       f"standard-l1_{coefficient:g}")  # fmt: skip
+                       f"standard-l1_{coefficient:.3g}")  # fmt: skip
         tried.append({"l1_coefficient": coefficient, "l0": l0_of(folder)})
-        low = [t for t in tried if t["l0"] < K]
-        high = [t for t in tried if t["l0"] >= K]
-        saturated = len(tried) > 1 and tried[-1]["l0"] >= K and tried[-1]["l0"] > 0.9 * tried[-2]["l0"]
-        if (low and high) or saturated:
+        if abs(tried[-1]["l0"] - K) <= L1_TOLERANCE * K:
             break
-        coefficient = coefficient * L1_FACTOR if tried[-1]["l0"] >= K else coefficient / L1_FACTOR
-    best = min(tried, key=lambda t: abs(t["l0"] - K))
-    return best["l1_coefficient"], tried
+        above = [t["l1_coefficient"] for t in tried if t["l0"] > K]
+        below = [t["l1_coefficient"] for t in tried if t["l0"] < K]
+        if above and below:
+            coefficient = (max(above) * min(below)) ** 0.5
+        else:
+            coefficient = coefficient * L1_FACTOR if tried[-1]["l0"] > K else coefficient / L1_FACTOR
+    alive = [t for t in tried if t["l0"] >= 1] or tried
+    return min(alive, key=lambda t: abs(t["l0"] - K))["l1_coefficient"], tried
 
 
 def cond(rows: list[dict], key: str) -> list[float]:
@@ -109,18 +113,19 @@ def main() -> None:
                      "standard": {"architecture": "standard", "l1_coefficient": coefficient}}  # fmt: skip
             folders = {
                 (arch, seed): train(backbone, hook, spec, seed, args,
-                                    f"standard-l1_{coefficient:g}" if arch == "standard" else arch)
+                                    f"standard-l1_{coefficient:.3g}" if arch == "standard" else arch)
                 for arch, spec in specs.items() for seed in args.seeds
             }  # fmt: skip
-            cache = args.work / backbone / f"eval-{hook}.json"
-            if cache.exists():
-                reports = json.loads(cache.read_text())
-            else:
-                saes = [SAE.load_from_disk(str(folder)) for folder in folders.values()]
-                reports = evaluate(saes, EvalConfig(num_images=args.num_images, num_samples=args.num_samples))
-                for report in reports:
+            # each SAE's report is kept in its folder; the evaluation is seeded, so SAEs scored in separate calls
+            # see the same held-out noise and the same clean samples
+            todo = [folder for folder in folders.values() if not (folder / "bench_eval.json").exists()]
+            if todo:
+                reports = evaluate([SAE.load_from_disk(str(f)) for f in todo],
+                                   EvalConfig(num_images=args.num_images, num_samples=args.num_samples))  # fmt: skip
+                for folder, report in zip(todo, reports, strict=True):
                     report.pop("latent_stats")
-                cache.write_text(json.dumps(reports))
+                    (folder / "bench_eval.json").write_text(json.dumps(report))
+            reports = [json.loads((folder / "bench_eval.json").read_text()) for folder in folders.values()]
             results[cell] = {"standard_l1_search": search, "runs": {}}
             for (arch, seed), report in zip(folders, reports, strict=True):
                 results[cell]["runs"].setdefault(arch, []).append({"seed": seed, **report})
