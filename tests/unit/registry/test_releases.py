@@ -72,6 +72,11 @@ def test_bundled_entries_agree_with_their_files(release_id, sae_id):
     assert sae.variance_explained == pytest.approx(report["mean_explained_variance"], abs=5e-5)
     rows = sum(b["rows"] for b in report["buckets"])
     assert sae.l0 == pytest.approx(sum(b["l0"] * b["rows"] for b in report["buckets"]) / rows, abs=5e-3)
+    root = pretrained_dir() / SHIPPED[release_id]["source"]["bundled"]
+    protocol = json.loads((root / "eval_protocol.json").read_text())
+    (denoising,) = [r["denoising"] for r in protocol["reports"] if r["sae"] == sae_id]
+    recovered = sum(row["recovered_vs_mean"] for row in denoising) / len(denoising)
+    assert sae.denoising_loss_recovered == pytest.approx(recovered, abs=5e-5)
 
 
 def test_unknown_sae_id_lists_the_release_ids():
