@@ -181,6 +181,8 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
         wins = [statistics.mean(s[b] for s in ev["tide"]) > statistics.mean(s[b] for s in ev["topk"])
                 for b in range(len(buckets))]  # fmt: skip
         verdicts.append(f"- {cell}: TIDE above TopK in {sum(wins)}/{len(wins)} buckets")
+        low = min(min(statistics.mean(s[b] for s in ev[a]) for b in range(len(buckets))) for a in ev if a != "standard")
+        ax.set_ylim(low - 0.05, 1.0)  # the standard SAE, far below, would flatten the others (its values: the table)
         ax.set_title(cell, fontsize=8)
         ax.set_xlabel("timestep (1000 = noise)")
         ax.set_ylabel("explained variance")
