@@ -3,6 +3,14 @@
 Every metric is reported per timestep bucket, because a DiT's activations change character from
 pure noise (t = 1000) to a clean image (t = 0) and an average over the trajectory hides where an
 SAE fails. Timesteps follow the package convention: DDPM scale [0, 1000], 1000 = pure noise.
+
+The protocol (`evaluate`, `sae-lens-dit eval`), diffusion's answer to "CE loss recovered":
+held-out images are noised with the scheduler to one timestep per image in every bucket and run
+once per CFG branch (`heldout_pass`); on those rows it measures reconstruction, the model's own
+denoising loss with the SAE spliced in against zero- and mean-ablation (`spliced_denoising`),
+latents scored against known factors next to raw neurons and a random rotation, and class probes
+(`interpretability_by_bucket`), and per-latent timestep profiles (`latent_timestep_stats`). Samples
+drawn with and without the SAE in the loop measure generation drift (`spliced_generation`).
 """
 
 from __future__ import annotations
