@@ -34,7 +34,10 @@ BACKBONES = ("digits", "shapes")
 HOOKS = ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post")
 ARCHITECTURES = ("tide", "topk", "batchtopk", "standard")
 D_SAE, K = 1536, 16
-L1_START, L1_FACTOR, L1_TRIES, L1_TOLERANCE = 10.0, 3.0, 4, 0.25
+L1_START, L1_FACTOR, L1_TRIES, L1_TOLERANCE = 3.0, 3.0, 4, 0.25
+STANDARD_LR = 4e-3
+"""The ReLU + L1 SAE's learning rate: at the preset's 4e-4 (the TopK family's measured default) it is far from
+converged in this budget (held-out explained variance 0.2-0.3 at matched L0 on digits block 1; 0.7-0.8 at 4e-3)."""
 RESULTS = Path(__file__).parent / "results"
 OTHER_BENCHMARKS = ("record_overhead.md", "tide_step.md", "harvest_train.md", "fast_train.md")
 
@@ -42,12 +45,13 @@ OTHER_BENCHMARKS = ("record_overhead.md", "tide_step.md", "harvest_train.md", "f
 def train(backbone: str, hook: str, sae: dict, seed: int, args: argparse.Namespace, tag: str) -> Path:
     tokens, work = args.tokens, args.work
     out = work / backbone / f"{tag}-{hook}-s{seed}"
+    lr = STANDARD_LR if sae["architecture"] == "standard" else None
     if (out / "cfg.json").exists():
         return out
     cfg = preset_config(f"dit-tiny-{backbone}")
     cfg = DiTSAERunnerConfig.from_dict({
         **cfg.to_dict(), "hook_name": hook, "seed": seed, "training_tokens": tokens, "output_dir": str(out),
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size, **({"lr": lr} if lr else {}),
         "cache_dir": str(work / backbone / "activations"), "wandb_mode": "disabled",
         "harvest": {**cfg.to_dict()["harvest"], "hook_names": list(HOOKS)},
         "sae": {"architecture": sae["architecture"], "d_in": 96, "d_sae": D_SAE, **sae},
@@ -70,7 +74,7 @@ def standard_coefficient(backbone: str, hook: str, args: argparse.Namespace) -> 
     coefficient = L1_START
     for _ in range(L1_TRIES):
         folder = train(backbone, hook, {"architecture": "standard", "l1_coefficient": coefficient}, 0, args,
-                       f"standard-l1_{coefficient:.3g}")  # fmt: skip
+                       f"standard-lr{STANDARD_LR:g}-l1_{coefficient:.3g}")  # fmt: skip
         tried.append({"l1_coefficient": coefficient, "l0": l0_of(folder)})
         if abs(tried[-1]["l0"] - K) <= L1_TOLERANCE * K:
             break
@@ -124,7 +128,7 @@ def main() -> None:
                      "standard": {"architecture": "standard", "l1_coefficient": coefficient}}  # fmt: skip
             folders = {
                 (arch, seed): train(backbone, hook, spec, seed, args,
-                                    f"standard-l1_{coefficient:.3g}" if arch == "standard" else arch)
+                                    f"standard-lr{STANDARD_LR:g}-l1_{coefficient:.3g}" if arch == "standard" else arch)
                 for arch, spec in specs.items() for seed in args.seeds
             }  # fmt: skip
             # each SAE's report is kept in its folder; the evaluation is seeded, so SAEs scored in separate calls
@@ -181,8 +185,8 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
         wins = [statistics.mean(s[b] for s in ev["tide"]) > statistics.mean(s[b] for s in ev["topk"])
                 for b in range(len(buckets))]  # fmt: skip
         verdicts.append(f"- {cell}: TIDE above TopK in {sum(wins)}/{len(wins)} buckets")
-        low = min(min(statistics.mean(s[b] for s in ev[a]) for b in range(len(buckets))) for a in ev if a != "standard")
-        ax.set_ylim(low - 0.05, 1.0)  # the standard SAE, far below, would flatten the others (its values: the table)
+        low = min(min(statistics.mean(s[b] for s in ev[a]) for b in range(len(buckets))) for a in ev)
+        ax.set_ylim(max(low, 0.0) - 0.05, 1.0)  # values below zero: see the table
         ax.set_title(cell, fontsize=8)
         ax.set_xlabel("timestep (1000 = noise)")
         ax.set_ylabel("explained variance")
@@ -226,14 +230,12 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
                   f"SAE's b_dec ends {offset['standard_b_dec_to_mean']:.2f} from it.", ""]  # fmt: skip
     fig.tight_layout()
     fig.savefig(RESULTS / "tide_vs_baselines_ev.png")
-    lines[6:6] = ["## Does TIDE beat TopK in every timestep bucket? (explained variance, mean over seeds)", "",
+    lines[4:4] = ["## Does TIDE beat TopK in every timestep bucket? (explained variance, mean over seeds)", "",
                   *verdicts, "", "![explained variance against timestep](tide_vs_baselines_ev.png)", "",
-                  "The standard (ReLU + L1) baseline is far behind at matched L0 in this budget: DiT residual "
-                  "activations are mostly their mean (see each cell's last line), SAELens 6.54 starts b_dec at zero "
-                  "and has no data-based b_dec initialisation, and Adam at lr 4e-4 moves it at most ~4e-4 per step, "
-                  "so the L1 SAE carries the mean in latents and shrinks them. TopK-family SAEs carry it in a few "
-                  "always-on latents at no penalty. A b_dec initialised at the data mean (for every architecture) "
-                  "is the fair fix; not done in this run.", ""]
+                  f"The standard (ReLU + L1) SAE trains at lr {STANDARD_LR:g} (the others at the preset's 4e-4): at "
+                  "4e-4 it stays far from converged in this budget. DiT residual activations are mostly their mean "
+                  "(each cell's last line) and SAELens 6.54 starts b_dec at zero, so the L1 SAE first pays its "
+                  "penalty to carry the mean in latents; TopK-family SAEs carry it in a few always-on latents.", ""]
     lines += ["## Performance ratios from the other benchmarks (each measured against its baseline in its own run)", ""]
     for name in OTHER_BENCHMARKS:
         path = RESULTS / name
