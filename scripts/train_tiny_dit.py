@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ from sae_lens_dit.image_sets import DIGIT_LABELS, SHAPE_KINDS, ShapesSpec, make_
 ROOT = Path(__file__).resolve().parents[1]
 GUIDANCE_GRID = (1.0, 1.5, 2.0, 3.0, 4.0)
 SAMPLES_PER_CLASS = 20
+CHECK_SEEDS = (0, 1, 2, 3)
+"""Seeds of the fresh sample sets that re-measure the accuracy at the chosen guidance (the grid's seed,
+1234, also chose it)."""
 GUIDANCE_TOLERANCE = 0.05
 """Default guidance: the strongest scale whose sample accuracy is within this of the best (CFG
 samples stay on-class while the uncond branch, which SAEs and edits need, is exercised)."""
@@ -49,11 +53,11 @@ def dataset(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return train.images, train.labels, held.images, held.labels, list(DIGIT_LABELS if name == "digits" else SHAPE_KINDS)
 
 
-def dit_config(name: str) -> dict:
+def dit_config(name: str, num_layers: int = 4) -> dict:
     channels, size, patch = (1, 8, 1) if name == "digits" else (3, 16, 2)
     return dict(
         in_channels=channels, out_channels=channels, sample_size=size, patch_size=patch,
-        num_layers=4, num_attention_heads=4, attention_head_dim=24, attention_bias=True,
+        num_layers=num_layers, num_attention_heads=4, attention_head_dim=24, attention_bias=True,
         activation_fn="gelu-approximate", norm_type="ada_norm_zero", norm_elementwise_affine=False,
         num_embeds_ada_norm=NULL_CLASS, dropout=0.0,
     )  # fmt: skip
@@ -76,17 +80,25 @@ def train_classifier(x, y, hx, hy, num_classes: int, seed: int) -> tuple[TinyCla
     return clf, acc
 
 
-def train_dit(x, y, name: str, steps: int, seed: int, batch: int, lr: float, init_from: Path | None = None):
+def train_dit(
+    x, y, name: str, steps: int, seed: int, batch: int, lr: float, init_from: Path | None = None,
+    decay: bool = False, min_snr_gamma: float | None = None, num_layers: int = 4,
+):  # fmt: skip
+    """EMA weights after `steps` AdamW steps; `decay` anneals the lr to 0 on a cosine after warm-up,
+    `min_snr_gamma` weights each timestep's loss by min(SNR, gamma) / SNR (Min-SNR, Hang et al.
+    2023), which moves the gradient towards the noisy steps where the shape is decided."""
     torch.manual_seed(seed)
+    model = DiTTransformer2DModel(**dit_config(name, num_layers))
     if init_from is not None:  # continue an earlier run (its EMA weights) for `steps` more steps
-        model = DiTTransformer2DModel.from_pretrained(init_from / "transformer").train()
-    else:
-        model = DiTTransformer2DModel(**dit_config(name))
+        model = grow(DiTTransformer2DModel.from_pretrained(init_from / "transformer"), model)
+    model.train()
     for block in model.transformer_blocks:  # drop labels ourselves: one decision for all blocks
         block.norm1.emb.class_embedder.dropout_prob = 0.0
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     ema = EMAModel(model.parameters(), decay=0.999)
+    alphas = noise_sched.alphas_cumprod
+    snr_weight = (alphas / (1 - alphas)).clamp(max=min_snr_gamma) / (alphas / (1 - alphas)) if min_snr_gamma else None
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     gen = torch.Generator().manual_seed(seed)
     start = time.time()
@@ -97,10 +109,13 @@ def train_dit(x, y, name: str, steps: int, seed: int, batch: int, lr: float, ini
         noise = torch.randn(clean.shape, generator=gen)
         t = torch.randint(0, 1000, (batch,), generator=gen)
         noisy = noise_sched.add_noise(clean, noise, t)
-        warm = min(1.0, (step + 1) / 200)
+        scale = min(1.0, (step + 1) / 200)
+        if decay and step >= 200:
+            scale = 0.5 * (1 + math.cos(math.pi * (step - 200) / max(1, steps - 200)))
         for group in opt.param_groups:
-            group["lr"] = lr * warm
-        loss = F.mse_loss(model(noisy, timestep=t, class_labels=labels).sample, noise)
+            group["lr"] = lr * scale
+        per_image = (model(noisy, timestep=t, class_labels=labels).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_image * snr_weight[t]).mean() if snr_weight is not None else per_image.mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -112,6 +127,22 @@ def train_dit(x, y, name: str, steps: int, seed: int, batch: int, lr: float, ini
     for block in model.transformer_blocks:
         block.norm1.emb.class_embedder.dropout_prob = 0.1
     return model.eval(), noise_sched, time.time() - start
+
+
+@torch.no_grad()
+def grow(trained: DiTTransformer2DModel, target: DiTTransformer2DModel) -> DiTTransformer2DModel:
+    """`target` with `trained`'s weights and its extra blocks appended as identities: adaLN-Zero
+    with a zeroed modulation gates attention and MLP to 0, so the grown model samples exactly
+    like `trained` before its first step (depth added without starting over)."""
+    have, want = len(trained.transformer_blocks), len(target.transformer_blocks)
+    if want < have:
+        raise ValueError(f"--num-layers {want} is below the {have} layers of --init-from; it can only grow")
+    missing, unexpected = target.load_state_dict(trained.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("transformer_blocks.") for k in missing), (missing, unexpected)
+    for block in target.transformer_blocks[have:]:
+        block.norm1.linear.weight.zero_()
+        block.norm1.linear.bias.zero_()
+    return target
 
 
 @torch.no_grad()
@@ -165,6 +196,15 @@ def write_model_card(folder: Path, metrics: dict, config: dict, label_names: lis
     """README.md of a bundled backbone: config, command, data, measured metrics, sample grid."""
     name = metrics["name"]
     acc = "\n".join(f"| {g} | {a:.3f} |" for g, a in metrics["sample_accuracy_by_guidance"].items())
+    fresh = metrics.get("sample_accuracy_fresh_seeds", {})
+    chosen = metrics["sample_accuracy_by_guidance"][str(metrics["guidance_scale"])]
+    fresh_line = (
+        f"\nAt the default guidance on fresh sample sets (seeds {', '.join(fresh)}): "
+        f"{', '.join(f'{a:.3f}' for a in fresh.values())}; mean over all five sets "
+        f"{(sum(fresh.values()) + chosen) / (len(fresh) + 1):.3f}.\n"
+        if fresh
+        else ""
+    )
     loss = "\n".join(f"| {b} | {v:.4f} |" for b, v in metrics["heldout_denoising_loss_by_t"].items())
     data = (
         "sklearn's `load_digits`: 1,797 real 8x8 handwritten digits (180 held out), scaled to [-1, 1]."
@@ -182,6 +222,9 @@ def write_model_card(folder: Path, metrics: dict, config: dict, label_names: lis
     commands = "\n".join(
         f"  {i + 1}. `python scripts/train_tiny_dit.py --name {name} --steps {h['steps']} --lr {h['lr']} "
         f"--batch {h['batch']} --threads {metrics['threads']}"
+        + (" --lr-decay" if h.get("lr_decay") else "")
+        + (f" --min-snr-gamma {h['min_snr_gamma']}" if h.get("min_snr_gamma") else "")
+        + (f" --num-layers {h['num_layers']}" if h.get("num_layers", 4) != 4 else "")
         + (f" --init-from pretrained/tiny-dit-{name}`" if i else "`")
         + f" ({h['train_seconds']} s)"
         for i, h in enumerate(metrics["history"])
@@ -209,7 +252,7 @@ Load it with `sae_lens_dit.load_tiny_dit("{name}")` (a `DiTPipeline` with an ide
 | guidance | accuracy |
 |---|---|
 {acc}
-
+{fresh_line}
 ## Held-out denoising loss (epsilon MSE) per timestep bucket
 
 | t | loss |
@@ -229,6 +272,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-decay", action="store_true", help="Cosine-anneal the lr to 0 after the warm-up")
+    p.add_argument("--min-snr-gamma", type=float, default=None, help="Min-SNR loss weighting (e.g. 5)")
+    p.add_argument(
+        "--num-layers", type=int, default=4, help="DiT depth; above --init-from's, new blocks start as identities"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output-dir", type=Path, default=None)
@@ -248,10 +296,24 @@ def main() -> None:
     x, y, hx, hy, label_names = dataset(args.name, args.seed)
     clf, clf_acc = train_classifier(x, y, hx, hy, len(label_names), args.seed)
     print(f"classifier held-out accuracy {clf_acc:.3f}", flush=True)
-    model, noise_sched, train_s = train_dit(x, y, args.name, args.steps, args.seed, args.batch, args.lr, args.init_from)
+    model, noise_sched, train_s = train_dit(
+        x,
+        y,
+        args.name,
+        args.steps,
+        args.seed,
+        args.batch,
+        args.lr,
+        args.init_from,
+        args.lr_decay,
+        args.min_snr_gamma,
+        args.num_layers,
+    )
     history = json.loads((args.init_from / "metrics.json").read_text())["history"] if args.init_from else []
     if args.steps:
-        history.append({"steps": args.steps, "lr": args.lr, "batch": args.batch, "train_seconds": round(train_s)})
+        history.append({"steps": args.steps, "lr": args.lr, "batch": args.batch, "lr_decay": args.lr_decay,
+                        "min_snr_gamma": args.min_snr_gamma, "num_layers": args.num_layers,
+                        "train_seconds": round(train_s)})  # fmt: skip
     model.save_pretrained(tmp / "transformer")
     clf.save_pretrained(tmp / "classifier")
     sampler = DDIMScheduler.from_config(noise_sched.config, clip_sample=True)
@@ -269,6 +331,9 @@ def main() -> None:
     top = max(accuracy.values())
     best = max(g for g in GUIDANCE_GRID if accuracy[g] >= top - GUIDANCE_TOLERANCE)
     grid_png(saved[best], labels, len(label_names), tmp / "samples.png")
+    fresh = {str(seed): float((clf.predict(images) == labels).mean())
+             for seed in CHECK_SEEDS for images, labels in [sample(pipe, len(label_names), best, seed)]}  # fmt: skip
+    print(f"guidance {best} on fresh seeds: {fresh}", flush=True)
     metrics = {
         "name": args.name, "seed": args.seed, "threads": args.threads, "history": history,
         "steps": sum(h["steps"] for h in history), "train_seconds": sum(h["train_seconds"] for h in history),
@@ -276,13 +341,14 @@ def main() -> None:
         "classifier_heldout_accuracy": clf_acc,
         "sample_accuracy_by_guidance": {str(g): a for g, a in accuracy.items()},
         "guidance_scale": best,
+        "sample_accuracy_fresh_seeds": fresh,
         "heldout_denoising_loss_by_t": denoising_loss_per_bucket(model, noise_sched, hx, hy, args.seed),
     }  # fmt: skip
     if args.name == "shapes":
         metrics["factors_at_default_guidance"] = shapes_factor_report(saved[best], seed=99)
         metrics["shapes_spec"] = ShapesSpec().__dict__
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_model_card(tmp, metrics, dit_config(args.name), label_names)
+    write_model_card(tmp, metrics, dit_config(args.name, args.num_layers), label_names)
     sampling = {"guidance_scale": best, "num_inference_steps": 50, "id2label": dict(enumerate(label_names))}
     (tmp / "sampling.json").write_text(json.dumps(sampling, indent=2))
     shutil.rmtree(out, ignore_errors=True)
