@@ -259,6 +259,12 @@ Load it with `sae_lens_dit.load_tiny_dit("{name}")` (a `DiTPipeline` with an ide
 |---|---|
 {loss}
 {factors}
+## Offline cold start
+
+`python benchmarks/bench_load_sample.py` times a fresh process with `HF_HUB_OFFLINE=1` that imports
+sae_lens_dit, loads this backbone and samples 16 images (DDIM 50 steps), against a bare `import torch`;
+its table is `benchmarks/results/load_sample.md`.
+
 ## Samples at the default guidance (one row per class)
 
 ![samples](samples.png)
