@@ -28,6 +28,7 @@ train: install
 ## The test suite (offline, CPU) plus every docstring example in the package.
 test: install
 	$(BIN)/ruff check sae_lens_dit tests scripts benchmarks
+	$(BIN)/ruff format --check sae_lens_dit tests scripts benchmarks
 	$(BIN)/python -m pytest
 
 lint: install

@@ -142,7 +142,7 @@ def main() -> None:
                     (folder / "bench_eval.json").write_text(json.dumps(report))
             reports = [json.loads((folder / "bench_eval.json").read_text()) for folder in folders.values()]
             results[cell] = {"standard_l1_search": search, "runs": {}, "mean_offset": mean_offset(
-                args.work / backbone / "activations", hook, folders[("standard", args.seeds[0])])}
+                args.work / backbone / "activations", hook, folders[("standard", args.seeds[0])])}  # fmt: skip
             for (arch, seed), report in zip(folders, reports, strict=True):
                 results[cell]["runs"].setdefault(arch, []).append({"seed": seed, **report})
             print(f"done {cell}", flush=True)
@@ -173,7 +173,8 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
         buckets = [f"{r['t_low']:.0f}-{r['t_high']:.0f}" for r in runs["tide"][0]["reconstruction"]
                    if r["branch"] == "cond"]  # fmt: skip
         lines += [f"## {cell}", "", "Explained variance per timestep bucket:", "",
-                  "| architecture | L0 | " + " | ".join(buckets) + " |", "|---|---|" + "---|" * len(buckets)]
+                  "| architecture | L0 | " + " | ".join(buckets) + " |",
+                  "|---|---|" + "---|" * len(buckets)]  # fmt: skip
         ev = {arch: [cond(r["reconstruction"], "explained_variance") for r in rs] for arch, rs in runs.items()}
         for arch, rs in runs.items():
             l0 = statistics.mean(statistics.mean(cond(r["reconstruction"], "l0")) for r in rs)
@@ -212,7 +213,7 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
             families = list(summarize_factors(runs["tide"][0]["interpretability"][0]))
             lines += ["", "Best single-feature AUROC per factor family (mean over values and buckets), class probe:",
                       "", "| architecture | " + " | ".join(families) + " | probe |",
-                      "|---|" + "---|" * (len(families) + 1)]
+                      "|---|" + "---|" * (len(families) + 1)]  # fmt: skip
             kinds = [(arch, "sae") for arch in runs] + [("tide", "neurons"), ("tide", "rotation")]
             for arch, kind in kinds:
                 per_seed = [[summarize_factors(b) for b in r["interpretability"]] for r in runs[arch]]
@@ -235,7 +236,8 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
                   f"The standard (ReLU + L1) SAE trains at lr {STANDARD_LR:g} (the others at the preset's 4e-4): at "
                   "4e-4 it stays far from converged in this budget. DiT residual activations are mostly their mean "
                   "(each cell's last line) and SAELens 6.54 starts b_dec at zero, so the L1 SAE first pays its "
-                  "penalty to carry the mean in latents; TopK-family SAEs carry it in a few always-on latents.", ""]
+                  "penalty to carry the mean in latents; TopK-family SAEs carry it in a few always-on latents.",
+                  ""]  # fmt: skip
     lines += ["## Performance ratios from the other benchmarks (each measured against its baseline in its own run)", ""]
     for name in OTHER_BENCHMARKS:
         path = RESULTS / name

@@ -85,8 +85,7 @@ def main() -> None:
         lines.append(f"| `{sae_id}` | {report['mean_explained_variance']:.4f} | {buckets} | {mean_l0(report):.1f} |")
     lines += [
         "",
-        "Denoising loss recovered (spliced in, no error term, against mean-ablation; 128 held-out images noised "
-        "into",
+        "Denoising loss recovered (spliced in, no error term, against mean-ablation; 128 held-out images noised into",
         "each timestep bucket, both CFG branches) is in `eval_protocol.md`, made by `sae-lens-dit eval --release",
         "<release> --num-samples 0 --no-factors`; its mean per SAE is `denoising_loss_recovered` in `releases.yaml`.",
         "",

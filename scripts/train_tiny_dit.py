@@ -1,13 +1,16 @@
 """Train one bundled backbone (`digits` or `shapes`) and write `pretrained/tiny-dit-<name>/`.
 
-Reproduce the bundled weights (CPU, one thread each so both fit on two cores):
-    python scripts/train_tiny_dit.py --name digits --steps 4000 --threads 1
-    python scripts/train_tiny_dit.py --name shapes --steps 4000 --threads 1
+Start a backbone, then continue it in stages (CPU, one thread: runs are bit-for-bit repeatable):
+    python scripts/train_tiny_dit.py --name shapes --steps 3500 --threads 1
+    python scripts/train_tiny_dit.py --name shapes --steps 4500 --threads 1 --init-from pretrained/tiny-dit-shapes
+Each model card lists the exact stages (lr, batch, --lr-decay, --min-snr-gamma, --num-layers) that
+made the bundled weights; every stage appends itself to the folder's metrics.json history.
 
 It trains the classifier first, then the DiT (epsilon prediction, squaredcos schedule, 10% label
-dropout to the null class, AdamW, EMA), then measures what the model card reports: class accuracy
-of CFG samples per guidance scale (20 seeds per class, DDIM 50 steps), the chosen default guidance,
-denoising loss per timestep bucket on held-out images, and (shapes) factor statistics.
+dropout to the null class, AdamW, EMA; a stage may add depth, its new blocks starting as identities),
+then measures what the model card reports: class accuracy of CFG samples per guidance scale (20 seeds
+per class, DDIM 50 steps), the chosen default guidance re-measured on fresh seeds, denoising loss per
+timestep bucket on held-out images, and (shapes) factor statistics.
 """
 
 from __future__ import annotations

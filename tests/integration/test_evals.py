@@ -127,7 +127,8 @@ def test_factor_scores_on_shapes_cover_every_family():
 def test_cli_eval_on_a_bundled_release(tmp_path):
     out = tmp_path / "eval"
     code = main(["eval", "--release", "tide-dit-tiny/digits", "--sae-id", f"{HOOK}/tide", "--output-dir", str(out),
-                 "--num-images", "16", "--num-samples", "10", "--num-inference-steps", "4", "--no-factors"])
+                 "--num-images", "16", "--num-samples", "10", "--num-inference-steps", "4",
+                 "--no-factors"])  # fmt: skip
     assert code == 0
     result = json.loads((out / "eval.json").read_text())
     (report,) = result["reports"]
