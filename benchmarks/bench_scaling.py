@@ -116,45 +116,19 @@ def measure_tiny(repeats: int) -> list[tuple[str, float, float, float]]:
 def build(f: Family) -> tuple[torch.nn.Module, dict, dict[str, list[torch.nn.Module]]]:
     d, heads = f.width, f.width // (72 if f.name != "flux" else 128)
     b = f.branches
-    if f.name == "dit":
+    if f.name in ("dit", "pixart"):  # same latent grid and blocks; they differ in how they are conditioned
         side = int(f.image_tokens**0.5) * 2
-        model = DiTTransformer2DModel(
-            num_attention_heads=heads,
-            attention_head_dim=72,
-            in_channels=4,
-            out_channels=8,
-            num_layers=1,
-            sample_size=side,
-            patch_size=2,
-            num_embeds_ada_norm=1000,
-        )
-        inputs = {
-            "hidden_states": torch.randn(b, 4, side, side),
-            "timestep": torch.full((b,), 500),
-            "class_labels": torch.tensor([1, 1000][:b]),
-        }
-        return model, inputs, {"block": list(model.transformer_blocks)}
-    if f.name == "pixart":
-        side = int(f.image_tokens**0.5) * 2
-        model = PixArtTransformer2DModel(
-            num_attention_heads=heads,
-            attention_head_dim=72,
-            in_channels=4,
-            out_channels=8,
-            num_layers=1,
-            sample_size=side,
-            patch_size=2,
-            cross_attention_dim=d,
-            caption_channels=None,
-            norm_type="ada_norm_single",
-            use_additional_conditions=False,
-        )
-        inputs = {
-            "hidden_states": torch.randn(b, 4, side, side),
-            "timestep": torch.full((b,), 500),
-            "encoder_hidden_states": torch.randn(b, f.text_tokens, d),
-            "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
-        }
+        grid = dict(num_attention_heads=heads, attention_head_dim=72, in_channels=4, out_channels=8,
+                    num_layers=1, sample_size=side, patch_size=2)  # fmt: skip
+        inputs = {"hidden_states": torch.randn(b, 4, side, side), "timestep": torch.full((b,), 500)}
+        if f.name == "dit":
+            model = DiTTransformer2DModel(**grid, num_embeds_ada_norm=1000)
+            inputs["class_labels"] = torch.tensor([1, 1000][:b])
+        else:
+            model = PixArtTransformer2DModel(**grid, cross_attention_dim=d, caption_channels=None,
+                                             norm_type="ada_norm_single", use_additional_conditions=False)  # fmt: skip
+            inputs["encoder_hidden_states"] = torch.randn(b, f.text_tokens, d)
+            inputs["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
         return model, inputs, {"block": list(model.transformer_blocks)}
     model = FluxTransformer2DModel(
         patch_size=1,
