@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from sae_lens_dit.image_sets import DIGIT_LABELS, SHAPE_KINDS, ShapesSpec, make_
 ROOT = Path(__file__).resolve().parents[1]
 GUIDANCE_GRID = (1.0, 1.5, 2.0, 3.0, 4.0)
 SAMPLES_PER_CLASS = 20
+DEFAULT_LAYERS = 4
 CHECK_SEEDS = (0, 1, 2, 3)
 """Seeds of the fresh sample sets that re-measure the accuracy at the chosen guidance (the grid's seed,
 1234, also chose it)."""
@@ -56,7 +58,7 @@ def dataset(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return train.images, train.labels, held.images, held.labels, list(DIGIT_LABELS if name == "digits" else SHAPE_KINDS)
 
 
-def dit_config(name: str, num_layers: int = 4) -> dict:
+def dit_config(name: str, num_layers: int = DEFAULT_LAYERS) -> dict:
     channels, size, patch = (1, 8, 1) if name == "digits" else (3, 16, 2)
     return dict(
         in_channels=channels, out_channels=channels, sample_size=size, patch_size=patch,
@@ -85,7 +87,7 @@ def train_classifier(x, y, hx, hy, num_classes: int, seed: int) -> tuple[TinyCla
 
 def train_dit(
     x, y, name: str, steps: int, seed: int, batch: int, lr: float, init_from: Path | None = None,
-    decay: bool = False, min_snr_gamma: float | None = None, num_layers: int = 4,
+    decay: bool = False, min_snr_gamma: float | None = None, num_layers: int = DEFAULT_LAYERS,
 ):  # fmt: skip
     """EMA weights after `steps` AdamW steps; `decay` anneals the lr to 0 on a cosine after warm-up,
     `min_snr_gamma` weights each timestep's loss by min(SNR, gamma) / SNR (Min-SNR, Hang et al.
@@ -222,15 +224,17 @@ def write_model_card(folder: Path, metrics: dict, config: dict, label_names: lis
             + json.dumps(metrics["factors_at_default_guidance"], indent=1)
             + "\n```\n"
         )
+    history = metrics["history"]
+    depths = list(accumulate((h.get("num_layers") for h in history), lambda a, b: b or a, initial=DEFAULT_LAYERS))[1:]
     commands = "\n".join(
         f"  {i + 1}. `python scripts/train_tiny_dit.py --name {name} --steps {h['steps']} --lr {h['lr']} "
         f"--batch {h['batch']} --threads {metrics['threads']}"
         + (" --lr-decay" if h.get("lr_decay") else "")
         + (f" --min-snr-gamma {h['min_snr_gamma']}" if h.get("min_snr_gamma") else "")
-        + (f" --num-layers {h['num_layers']}" if h.get("num_layers", 4) != 4 else "")
+        + (f" --num-layers {depth}" if depth != before else "")
         + (f" --init-from pretrained/tiny-dit-{name}`" if i else "`")
         + f" ({h['train_seconds']} s)"
-        for i, h in enumerate(metrics["history"])
+        for i, (h, before, depth) in enumerate(zip(history, [DEFAULT_LAYERS, *depths[:-1]], depths, strict=True))
     )
     card = f"""# tiny-dit-{name}
 
@@ -283,9 +287,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--lr-decay", action="store_true", help="Cosine-anneal the lr to 0 after the warm-up")
     p.add_argument("--min-snr-gamma", type=float, default=None, help="Min-SNR loss weighting (e.g. 5)")
-    p.add_argument(
-        "--num-layers", type=int, default=4, help="DiT depth; above --init-from's, new blocks start as identities"
-    )
+    p.add_argument("--num-layers", type=int, default=None,
+                   help=f"DiT depth (default: --init-from's, else {DEFAULT_LAYERS}); above --init-from's, new blocks "
+                   "start as identities")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output-dir", type=Path, default=None)
@@ -297,6 +301,9 @@ def main() -> None:
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.num_layers is None:
+        config = json.loads((args.init_from / "transformer" / "config.json").read_text()) if args.init_from else {}
+        args.num_layers = config.get("num_layers", DEFAULT_LAYERS)
     out = args.output_dir or ROOT / "pretrained" / f"tiny-dit-{args.name}"
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
