@@ -21,9 +21,7 @@ Timesteps follow the package convention: DDPM scale [0, 1000], 1000 = pure noise
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -40,13 +38,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sae_lens_dit import dashboard_html as html
+from sae_lens_dit.dashboard_files import MANIFEST, SiteFiles  # noqa: F401  (MANIFEST is re-exported)
 from sae_lens_dit.evals import LatentTimestepStats, bucket_masks, latent_timestep_stats, reconstruct, sample_images
 from sae_lens_dit.hooked import HookedDiT
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-"""Lists every file a build wrote (path -> sha256); only these are ever replaced or removed."""
 ASSETS = ("style.css", "site.js")
 """Static files shipped in `sae_lens_dit/dashboard_assets/`, copied to `<output>/assets/`."""
 OVERLAY_RGB = np.array([255.0, 48.0, 0.0])
@@ -349,55 +346,6 @@ def render_thumbnail(frame: np.ndarray, size: int, heat: np.ndarray | None = Non
     buffer = io.BytesIO()
     Image.fromarray(rgb.round().astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-# ------------------------------------------------------------------------------------------------
-# Files: written only when their bytes change; only the dashboard's own are ever replaced or removed.
-
-
-class SiteFiles:
-    """The files of one dashboard build under `root`, with counts of what was written and reused."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        manifest = root / MANIFEST
-        if root.exists() and any(root.iterdir()) and not manifest.is_file():
-            raise FileExistsError(
-                f"{root} holds files that sae-lens-dit dashboard did not write (no {MANIFEST}); choose a new or "
-                "empty --output-dir, or the folder of an earlier dashboard to update it"
-            )
-        self._old: dict[str, str] = json.loads(manifest.read_text())["files"] if manifest.is_file() else {}
-        self.files: dict[str, str] = {}
-        self.written = self.reused = self.removed = 0
-
-    def write(self, rel: str, data: bytes) -> str:
-        """Write `data` at `rel` unless the file already holds exactly these bytes; returns `rel`."""
-        path = self.root / rel
-        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-            self.reused += 1
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-            self.written += 1
-        self.files[rel] = hashlib.sha256(data).hexdigest()
-        return rel
-
-    def image(self, png: bytes, folder: str) -> str:
-        """Store a PNG under `folder`, named by its content hash (identical images are stored once)."""
-        rel = f"{folder}/{hashlib.sha256(png).hexdigest()[:20]}.png"
-        return rel if rel in self.files else self.write(rel, png)
-
-    def finish(self) -> None:
-        """Remove files of the previous build that this build did not produce, then write the manifest."""
-        for rel in sorted(set(self._old) - set(self.files)):
-            path = self.root / rel
-            if path.is_file():
-                path.unlink()
-                self.removed += 1
-        text = json.dumps({"files": dict(sorted(self.files.items()))}, indent=1)
-        (self.root / MANIFEST).write_text(text + "\n")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -37,7 +37,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from sae_lens_dit.guards import check_class_labels, check_finite
 from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.output_dirs import claim
+from sae_lens_dit.validation import check_keys, check_ranges, check_types
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ StorageDtype = Literal["float32", "float16"]
 Branch = Literal["both", "cond", "uncond"]
 METADATA_COLUMNS = ("timestep", "step", "branch", "sample", "token", "label")
 CONFIG_FILENAME = "harvest_config.json"
+CARD_TAG = "# DiT activations harvested by sae-lens-dit"
+"""The dataset card's title: a README.md without it is the user's and is never replaced."""
 
 
 @dataclass(frozen=True)
@@ -81,14 +86,13 @@ class HarvestConfig:
     """Seeds images, noise and token subsampling of every batch."""
 
     def __post_init__(self) -> None:
+        check_types(self, "harvest")
         if self.prompts is not None and self.class_labels is not None:
             raise ValueError("HarvestConfig: set prompts or class_labels, not both")
         if not self.hook_names:
             raise ValueError("HarvestConfig.hook_names is empty: name at least one hook to record")
-        if self.num_images < 1 or self.images_per_batch < 1:
-            raise ValueError(
-                f"num_images ({self.num_images}) and images_per_batch ({self.images_per_batch}) must be >= 1"
-            )
+        minimums = {"num_images": 1, "images_per_batch": 1, "num_inference_steps": 1, "tokens_per_image": 1}
+        check_ranges(self, "harvest", at_least={**minimums, "guidance_scale": 0})
         for name, value, options in (
             ("branch", self.branch, Branch),
             ("storage_dtype", self.storage_dtype, StorageDtype),
@@ -105,6 +109,7 @@ class HarvestConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HarvestConfig:
+        check_keys(data, [f.name for f in fields(cls)], "harvest")
         data = dict(data)
         for key in ("hook_names", "class_labels", "prompts", "keep_timesteps"):
             if isinstance(data.get(key), list):
@@ -145,6 +150,7 @@ def class_ids(pipe: Any, cfg: HarvestConfig) -> list[int]:
     if cfg.prompts is not None:
         return list(range(len(cfg.prompts)))
     if cfg.class_labels is not None:
+        check_class_labels(pipe, cfg.class_labels, "harvest.class_labels")
         return list(cfg.class_labels)
     labels = getattr(pipe, "labels", None)
     if not labels:
@@ -214,6 +220,9 @@ def _run_batch(pipe: Any, hooked: HookedDiT, cfg: HarvestConfig, plan: _BatchPla
     ) as rec:
         pipe(num_inference_steps=cfg.num_inference_steps, generator=generator, output_type="np", **kwargs)
     rows = {name: rec.rows(name) for name in cfg.hook_names}
+    for name, r in rows.items():
+        images = f"images {plan.first_sample}..{plan.first_sample + len(plan.labels) - 1}"
+        check_finite(r["activation"], f"harvest batch {plan.index} ({images}, hook {name})", cfg)
     first = rows[cfg.hook_names[0]]
     for name, other in rows.items():
         if not torch.equal(other["token"], first["token"]) or not torch.equal(other["sample"], first["sample"]):
@@ -264,7 +273,7 @@ def _table_to_chunk(table: pa.Table, hook_names: tuple[str, ...], dtype: torch.d
 def _dataset_card(cfg: HarvestConfig, model: str) -> str:
     return (
         "---\ntags:\n- sae-lens-dit\n- activations\n---\n"
-        f"# DiT activations harvested by sae-lens-dit\n\nModel: `{model}`. Hooks: "
+        f"{CARD_TAG}\n\nModel: `{model}`. Hooks: "
         f"{', '.join(f'`{h}`' for h in cfg.hook_names)}. One row per kept token; columns: the hooks' "
         "activations, `timestep` (DDPM scale [0, 1000], 1000 = noise), `step`, `branch` (0 cond, 1 uncond), "
         "`sample`, `token`, `label` (class id, or prompt index).\n\n```python\nimport datasets\n"
@@ -289,8 +298,7 @@ def write_cache(
     `world_size` > 1 this process writes only rank `rank`'s shards (see the module docstring); the
     ranks may run at once on one shared folder.
     """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim(output_dir, "harvest", legacy=(CONFIG_FILENAME,))
     cfg_path = out / CONFIG_FILENAME
     record = json.loads(json.dumps({"harvest": cfg.to_dict(), "model": model}))  # tuples as JSON reads them back
     if cfg_path.exists():
@@ -302,10 +310,16 @@ def write_cache(
             )
     else:
         _atomic_write_text(cfg_path, json.dumps(record, indent=2))
-        _atomic_write_text(out / "README.md", _dataset_card(cfg, model))
+        card = out / "README.md"
+        if not card.exists() or CARD_TAG in card.read_text(errors="replace"):  # never replace the user's README
+            _atomic_write_text(card, _dataset_card(cfg, model))
     keep = resolve_keep_timesteps(pipe, cfg)
     mine = _plan(pipe, cfg, rank, world_size)
-    plans = [p for p in mine if not _shard_path(out, p.index).exists()]
+    plans = [p for p in mine if _shard_problem(_shard_path(out, p.index)) is not None]
+    for plan in plans:
+        problem = _shard_problem(_shard_path(out, plan.index))
+        if problem != "missing":
+            logger.warning("%s: %s; sampling that batch again", _shard_path(out, plan.index), problem)
     where = f"rank {rank} of {world_size}" if world_size > 1 else "harvest"
     done = len(mine) - len(plans)
     if done:
@@ -324,12 +338,29 @@ def write_cache(
             raise
         tmp = shard.with_name(f".{shard.name}.tmp")  # hidden: `datasets` never reads a shard being written
         pq.write_table(table, tmp)
+        problem = _shard_problem(tmp)
+        if problem is not None or pq.read_metadata(tmp).num_rows != table.num_rows:
+            raise OSError(
+                f"{shard}: the file just written does not read back ({problem or 'rows missing'}); "
+                "check the disk (full? failing?) and run the same command again to resume"
+            )
         os.replace(tmp, shard)
     return out
 
 
 def _shard_path(out: Path, index: int) -> Path:
     return out / f"shard-{index:05d}.parquet"
+
+
+def _shard_problem(path: Path) -> str | None:
+    """None for a complete parquet file (its footer reads), else what is wrong with it."""
+    if not path.exists():
+        return "missing"
+    try:
+        pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as err:
+        return f"truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -352,7 +383,14 @@ def read_cache_config(cache_dir: str | Path) -> tuple[HarvestConfig, str]:
 def check_cache_complete(cache_dir: str | Path) -> HarvestConfig:
     """The cache's harvest settings, once every shard is there; an incomplete cache is an error."""
     cfg, _ = read_cache_config(cache_dir)
-    missing = [i for i in range(cfg.num_batches) if not _shard_path(Path(cache_dir), i).exists()]
+    problems = {i: _shard_problem(_shard_path(Path(cache_dir), i)) for i in range(cfg.num_batches)}
+    broken = [i for i, problem in problems.items() if problem not in (None, "missing")]
+    if broken:
+        raise ValueError(
+            f"activation cache {cache_dir}: {len(broken)} shard(s) {problems[broken[0]]}, e.g. "
+            f"{_shard_path(Path(cache_dir), broken[0]).name}; re-run the same harvest to sample them again"
+        )
+    missing = [i for i, problem in problems.items() if problem == "missing"]
     if missing:
         raise FileNotFoundError(
             f"activation cache {cache_dir} is incomplete ({len(missing)} of {cfg.num_batches} shards missing, "
@@ -366,7 +404,15 @@ def read_cache(cache_dir: str | Path, rank: int = 0, world_size: int = 1) -> Ite
     cfg = check_cache_complete(cache_dir)
     dtype = getattr(torch, cfg.storage_dtype)
     for index in range(rank, cfg.num_batches, world_size):
-        yield _table_to_chunk(pq.read_table(_shard_path(Path(cache_dir), index)), cfg.hook_names, dtype)
+        shard = _shard_path(Path(cache_dir), index)
+        try:
+            table = pq.read_table(shard)
+        except (pa.ArrowException, OSError) as err:
+            raise ValueError(
+                f"{shard}: cannot read it ({type(err).__name__}: {err}); it is truncated or corrupt: "
+                "delete it and re-run the same harvest to sample it again"
+            ) from None
+        yield _table_to_chunk(table, cfg.hook_names, dtype)
 
 
 @dataclass

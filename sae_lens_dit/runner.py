@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import count
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 from sae_lens_dit.backbones import load_pipeline
 from sae_lens_dit.distributed import DistributedSAETrainer, harvest_to_cache, init_from_env
 from sae_lens_dit.evals import BucketMetrics, format_bucket_table, reconstruction_by_bucket
+from sae_lens_dit.guards import finite_batches
 from sae_lens_dit.harvest import (
     ActivationChunk,
     HarvestConfig,
@@ -51,8 +52,10 @@ from sae_lens_dit.harvest import (
     resolve_keep_timesteps,
 )
 from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.output_dirs import check_claimable, claim
 from sae_lens_dit.saes import feed_timesteps
 from sae_lens_dit.saes.tide_sae import TIMESTEP_CONVENTION
+from sae_lens_dit.validation import ConfigError, check_keys, check_ranges, check_types, training_sae_config
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +117,21 @@ class DiTSAERunnerConfig:
     """Training steps between wandb logs."""
 
     def __post_init__(self) -> None:
+        check_types(self, "config")
+        counts = (
+            "eval_images",
+            "training_tokens",
+            "batch_size",
+            "shuffle_buffer",
+            "dead_feature_window",
+            "feature_sampling_window",
+            "wandb_log_frequency",
+        )
+        at_least = {
+            **dict.fromkeys(counts, 1),
+            **dict.fromkeys(("lr_warm_up_steps", "lr_decay_steps", "lr_end", "n_checkpoints"), 0),
+        }
+        check_ranges(self, "config", above={"lr": 0}, at_least=at_least)
         for name, value, options in (
             ("data_mode", self.data_mode, DataMode),
             ("wandb_mode", self.wandb_mode, WandbMode),
@@ -134,13 +152,15 @@ class DiTSAERunnerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiTSAERunnerConfig:
+        check_keys(data, [f.name for f in fields(cls)], "config")
         data = dict(data)
+        if "sae" not in data:
+            raise ConfigError("config: the `sae` section is missing; give at least architecture, d_in and d_sae")
         sae = data.pop("sae")
-        if isinstance(sae, dict):
-            architecture = sae.get("architecture", "tide")
-            sae = get_sae_training_class(architecture)[1].from_dict({**sae, "architecture": architecture})
+        if not isinstance(sae, TrainingSAEConfig):
+            sae = training_sae_config(sae)
         harvest = data.pop("harvest", {})
-        if isinstance(harvest, dict):
+        if not isinstance(harvest, HarvestConfig):
             harvest = HarvestConfig.from_dict(harvest)
         return cls(sae=sae, harvest=harvest, **data)
 
@@ -209,18 +229,21 @@ class DiTSAETrainingRunner:
 
     # -- checks before any long work -------------------------------------------------------------
     def _check_output_dir(self, overwrite: bool) -> None:
+        """Claim the output folder (`output_dirs`): new, empty or a run of ours; a folder holding files
+        we did not write is refused even with `overwrite`, which replaces only a different run of ours."""
+        check_claimable(self.output_dir, "train", legacy=(RUNNER_CFG_FILENAME,))
         existing = self.output_dir / RUNNER_CFG_FILENAME
         different = existing.exists() and json.loads(existing.read_text()) != json.loads(json.dumps(self.cfg.to_dict()))
         self.dist.barrier()  # every rank has decided before rank 0 may remove the folder
-        if not different:
-            return  # a new run, or the same run: resume from its checkpoints (or re-save its result)
-        if not overwrite:
+        if different and not overwrite:
             raise FileExistsError(
                 f"{self.output_dir} already holds a different run ({existing}); pick another --output-dir, "
                 "or pass --overwrite to replace it"
             )
-        if self.dist.is_main:
-            shutil.rmtree(self.output_dir)
+        if self.dist.is_main:  # a new run, the same run (resumed) or, with overwrite, a fresh start
+            if different:
+                shutil.rmtree(self.output_dir)
+            claim(self.output_dir, "train", legacy=(RUNNER_CFG_FILENAME,))
         self.dist.barrier()
 
     def _check_distributed(self) -> None:
@@ -284,6 +307,7 @@ class DiTSAETrainingRunner:
         buffer = ShuffleBuffer(size=self.cfg.shuffle_buffer, seed=self.cfg.seed + self.dist.rank)
         rows = self.cfg.batch_size // self.dist.world_size
         pairs = ((x.float(), t) for x, t in buffer.batches(self._chunks(), self.cfg.hook_name, rows))
+        pairs = finite_batches(pairs, self.cfg.hook_name)
         return _CountingProvider(feed_timesteps(pairs, self.sae), skip=skip)
 
     def _heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
