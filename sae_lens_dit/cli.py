@@ -10,19 +10,22 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sae_lens.registry import get_sae_training_class
+from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
 from simple_parsing.docstring import get_attribute_docstring
 
 from sae_lens_dit.dashboard import DashboardConfig
 from sae_lens_dit.evals import EvalConfig
 from sae_lens_dit.harvest import HarvestConfig
 from sae_lens_dit.interventions import OPERATIONS
+from sae_lens_dit.output_dirs import check_claimable, claim
 from sae_lens_dit.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
+from sae_lens_dit.validation import ConfigError, check_device, check_mapping, closest, load_sae_folder, read_config_file
 
 logger = logging.getLogger("sae_lens_dit")
 
@@ -46,7 +49,7 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae-lens-dit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level; show an error's traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="Harvest activations and train SAE(s) through SAELens's SAETrainer")
@@ -142,9 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _base_dict(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "config", None):
-        text = args.config.read_text()
-        return yaml.safe_load(text) if args.config.suffix in (".yaml", ".yml") else json.loads(text)
+        return read_config_file(args.config)
     return json.loads(json.dumps(PRESETS[args.preset]))
+
+
+def _source(args: argparse.Namespace) -> str:
+    """Where a train config came from, for error messages."""
+    if getattr(args, "config", None):
+        return str(args.config)
+    return f"the config (preset {args.preset!r} with the flags given)"
+
+
+def _sae_fields(architecture: Any) -> set[str]:
+    """Fields of a registered training architecture's config; an unknown one is a clear error."""
+    if not isinstance(architecture, str) or architecture not in SAE_TRAINING_CLASS_REGISTRY:
+        known = sorted(SAE_TRAINING_CLASS_REGISTRY)
+        suggestion = closest(str(architecture), known)
+        raise ConfigError(f"architecture {architecture!r} is not a registered training architecture{suggestion}; "
+                          f"registered: {known}")  # fmt: skip
+    return _field_names(get_sae_training_class(architecture)[1])
 
 
 def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
@@ -163,10 +182,12 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
         if getattr(args, flag, None) is not None:
             base[flag] = getattr(args, flag)
     sae = base.setdefault("sae", {})
+    check_mapping(sae, f"{_source(args)}: sae")
     for flag in ("k", "d_sae"):
         if getattr(args, flag, None) is not None:
             sae[flag] = getattr(args, flag)
-    architectures = getattr(args, "architecture", None) or [sae.get("architecture", "tide")]
+    own = sae.get("architecture", "tide")
+    architectures = getattr(args, "architecture", None) or [own]
     several = len(architectures) * len(hooks) > 1
     if several:  # one harvest on disk, read by every SAE
         base["data_mode"] = "cached"
@@ -175,12 +196,16 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
     for architecture in architectures:
         for hook in hooks:
             sae_dict = {**sae, "architecture": architecture}
-            config_class = get_sae_training_class(architecture)[1]
-            sae_dict = {k: v for k, v in sae_dict.items() if k in _field_names(config_class) or k == "architecture"}
+            if architecture != own:  # --architecture replaced the config's: drop the fields only its own has
+                others = _sae_fields(own) - _sae_fields(architecture)
+                sae_dict = {k: v for k, v in sae_dict.items() if k not in others}
             cfg = {**base, "sae": sae_dict, "hook_name": hook}
             if several:
                 cfg["output_dir"] = str(Path(base.get("output_dir", "runs/sae")) / f"{architecture}-{hook}")
-            configs.append(DiTSAERunnerConfig.from_dict(cfg))
+            try:
+                configs.append(DiTSAERunnerConfig.from_dict(cfg))
+            except ValueError as err:
+                raise ConfigError(f"{_source(args)}: {err}") from None
     return configs
 
 
@@ -191,8 +216,11 @@ def _field_names(cls: type) -> set[str]:
 def _train(args: argparse.Namespace) -> None:
     from sae_lens_dit.distributed import shutdown
 
+    configs = configs_from_args(args)
+    for cfg in configs:
+        check_device(cfg.device)
     try:
-        for cfg in configs_from_args(args):
+        for cfg in configs:
             runner = DiTSAETrainingRunner(cfg, overwrite=args.overwrite)
             runner.run()
             if runner.dist.is_main:
@@ -209,6 +237,7 @@ def _harvest(args: argparse.Namespace) -> None:
 
     args.config = None
     cfg = configs_from_args(args)[0]
+    check_device(cfg.device)
     harvest_cfg = replace(cfg.harvest, seed=cfg.harvest.seed if args.seed is None else args.seed)
     if args.images_per_batch is not None:
         harvest_cfg = replace(harvest_cfg, images_per_batch=args.images_per_batch)
@@ -241,10 +270,7 @@ def load_saes(args: argparse.Namespace) -> list:
     from sae_lens_dit.releases import get_release
 
     if args.sae:
-        missing = [str(f) for f in args.sae if not (f / "cfg.json").exists()]
-        if missing:
-            raise FileNotFoundError(f"not an SAE folder (no cfg.json): {', '.join(missing)}")
-        return [SAE.load_from_disk(str(folder)) for folder in args.sae]
+        return [load_sae_folder(folder) for folder in args.sae]
     ids = args.sae_id or [sae.id for sae in get_release(args.release).saes]
     return [SAE.from_pretrained(args.release, sae_id) for sae_id in ids]
 
@@ -255,8 +281,9 @@ def _eval(args: argparse.Namespace) -> None:
     cfg = EvalConfig(num_images=args.num_images, num_samples=args.num_samples, guidance_scale=args.guidance_scale,
                      num_inference_steps=args.num_inference_steps, fid_features=args.fid_features,
                      factors=not args.no_factors, seed=args.seed, device=args.device)  # fmt: skip
+    check_claimable(args.output_dir, "eval")
     reports = evaluate(load_saes(args), cfg)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    claim(args.output_dir, "eval")
     (args.output_dir / "eval.json").write_text(json.dumps({"config": asdict(cfg), "reports": reports}, indent=1))
     text = "\n\n".join(format_report(r) for r in reports)
     (args.output_dir / "eval.md").write_text(text + "\n")
@@ -285,6 +312,7 @@ def _edit(args: argparse.Namespace) -> None:
     from sae_lens import SAE
 
     from sae_lens_dit.backbones import load_pipeline
+    from sae_lens_dit.guards import check_class_labels
     from sae_lens_dit.hooked import HookedDiT
     from sae_lens_dit.interventions import LatentEdit, SteeringSpec, edit, save_grid
     from sae_lens_dit.releases import get_release
@@ -297,9 +325,10 @@ def _edit(args: argparse.Namespace) -> None:
                                                                                    args.op, args.value),))  # fmt: skip
     if (args.output_dir / "edit.json").exists():
         raise FileExistsError(f"{args.output_dir} already holds an edit (edit.json); choose a new --output-dir")
+    check_claimable(args.output_dir, "edit")
     saes = spec.load_saes(args.device)
     if args.sae:
-        saes += [SAE.load_from_disk(str(folder), device=args.device) for folder in args.sae]
+        saes += [load_sae_folder(folder, device=args.device) for folder in args.sae]
     elif args.release:
         release = get_release(args.release)
         hooks = [args.hook] if args.hook else spec.hooks
@@ -321,9 +350,10 @@ def _edit(args: argparse.Namespace) -> None:
         kwargs["prompt"] = args.prompt
     else:
         kwargs["class_labels"] = args.class_labels or [0]
+        check_class_labels(pipe, kwargs["class_labels"], "--class-labels")
     result = edit(pipe, HookedDiT(pipe.transformer), saes, spec, args.seed,
                   use_error_term=not args.no_error_term, **kwargs)  # fmt: skip
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    claim(args.output_dir, "edit")
     save_grid(args.output_dir / "before.png", [result.before])
     save_grid(args.output_dir / "after.png", [result.after])
     save_grid(args.output_dir / "edit.png", [result.before, result.after])
@@ -377,8 +407,27 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        if getattr(args, "device", None):
+            check_device(args.device)
         args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
-        print(f"sae-lens-dit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(args, err, 2)
+    except Exception as err:  # a bug, not bad input: still one line, the traceback under -v
+        return _fail(args, err, 1, hint="this is a bug in sae-lens-dit: please report it with the -v output")
     return 0
+
+
+def _fail(args: argparse.Namespace, err: BaseException, code: int, hint: str = "") -> int:
+    """Report `err` as one line on stderr (the traceback too with -v); returns the exit code."""
+    if args.verbose:
+        traceback.print_exception(err)
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    text = " ".join(str(text).split()) or type(err).__name__
+    if code != 2:
+        text = f"{type(err).__name__}: {text}"
+    more = [hint] if hint else []
+    if not args.verbose:
+        more.append("run with -v for the traceback")
+    suffix = f" ({'; '.join(more)})" if code != 2 else ""
+    print(f"sae-lens-dit {args.command}: error: {text}{suffix}", file=sys.stderr)
+    return code

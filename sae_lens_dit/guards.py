@@ -39,15 +39,14 @@ def check_finite(acts: torch.Tensor, where: str, cfg: Any = None) -> None:
     it poisons every run that reads it."""
     bad = ~torch.isfinite(acts)
     if bool(bad.any()):
-        causes = "a guidance scale far too large, a backbone run in half precision, or a corrupt cache"
+        causes = ["a guidance scale far too large", "a backbone run in half precision", "a corrupt cache"]
         if cfg is not None:
-            causes = (
-                f"guidance_scale={cfg.guidance_scale} far too large (try <= 10), storage_dtype="
-                f"{cfg.storage_dtype!r} overflowing (float16 holds |x| <= 65504: use float32), or a backbone "
-                "in half precision"
-            )
+            causes = [f"guidance_scale={cfg.guidance_scale} far too large (try <= 10)", "a backbone in half precision"]
+            if cfg.storage_dtype == "float16":
+                causes.insert(1, "storage_dtype float16 overflowing (it holds |x| <= 65504: use float32)")
+        likely = ", ".join(causes[:-1]) + " or " + causes[-1]
         raise ValueError(
-            f"{where}: {int(bad.sum())} of {bad.numel()} activation values are NaN or inf; likely cause: {causes}. "
+            f"{where}: {int(bad.sum())} of {bad.numel()} activation values are NaN or inf; likely cause: {likely}. "
             "Nothing after this batch was used"
         )
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -50,6 +51,7 @@ from sae_lens_dit.evals import (
 )
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.recording import BRANCHES, Branch, StepTracker
+from sae_lens_dit.validation import load_sae_folder, read_config_file
 
 logger = logging.getLogger(__name__)
 
@@ -96,20 +98,27 @@ class LatentEdit:
         object.__setattr__(self, "latents", latents)
         if self.op not in OPERATIONS:
             raise ValueError(f"{where}: op must be one of {list(OPERATIONS)}, received {self.op!r}")
+        values = self.value if isinstance(self.value, (list, tuple)) else (self.value,)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ValueError(f"{where}: value must be a finite number or a list of them, received {self.value!r}")
         if isinstance(self.value, (list, tuple)):
             value = tuple(float(v) for v in self.value)
             if len(value) != len(latents):
                 raise ValueError(f"{where}: {len(value)} values for {len(latents)} latents; give one or one per latent")
             object.__setattr__(self, "value", value)
-        elif not isinstance(self.value, (int, float)):
-            raise ValueError(f"{where}: value must be a number or a list of numbers, received {self.value!r}")
         if self.timesteps is not None:
+            if len(self.timesteps) != 2 or not all(_is_finite_number(v) for v in self.timesteps):
+                raise ValueError(f"{where}: timesteps must be a window [low, high] of numbers, received "
+                                 f"{self.timesteps!r}")  # fmt: skip
             low, high = (float(v) for v in self.timesteps)
             if not low <= high:
                 raise ValueError(f"{where}: timesteps window needs low <= high, received {self.timesteps}")
             object.__setattr__(self, "timesteps", (low, high))
         if self.steps is not None:
-            object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
+            if not self.steps or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.steps):
+                raise ValueError(f"{where}: steps must be a non-empty list of step indices (0 = first), received "
+                                 f"{self.steps!r}")  # fmt: skip
+            object.__setattr__(self, "steps", tuple(self.steps))
         if self.box is not None:
             box = tuple(float(v) for v in self.box)
             if len(box) != 4 or not (0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0):
@@ -148,7 +157,7 @@ class SAESource:
 
     def load(self, device: str = "cpu") -> SAE:
         if self.path is not None:
-            return SAE.load_from_disk(self.path, device=device)
+            return load_sae_folder(self.path, device=device)
         return SAE.from_pretrained(self.release, self.sae_id, device=device)
 
 
@@ -201,14 +210,11 @@ class SteeringSpec:
     @classmethod
     def load(cls, path: str | Path) -> SteeringSpec:
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"steering spec {path} does not exist")
-        text = path.read_text()
-        data = yaml.safe_load(text) if _is_yaml(path) else json.loads(text)
-        if not isinstance(data, Mapping):
-            raise ValueError(f"steering spec {path}: expected a mapping with `edits` (and `saes`), received "
-                             f"{type(data).__name__}")  # fmt: skip
-        return cls.from_dict(data)
+        data = read_config_file(path, "steering spec")
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"steering spec {path}: {err}") from None
 
     def load_saes(self, device: str = "cpu") -> list[SAE]:
         return [source.load(device) for source in self.saes]
@@ -229,6 +235,10 @@ def _check_keys(data: Any, allowed: set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_yaml(path: Path) -> bool:
@@ -516,6 +526,12 @@ def edit(
     before = generate(pipe, seed, **pipe_kwargs)
     with steer(hooked, saes, spec, use_error_term) as trace:
         after = generate(pipe, seed, **pipe_kwargs)
+    untouched = sorted(set(range(len(spec.edits))) - {r["edit"] for r in trace.records})
+    for index in untouched:
+        e = spec.edits[index]
+        logger.warning("edits[%d] at %s (timesteps %s, steps %s, branch %s) matched no step, timestep or row of this "
+                       "run and changed nothing; widen its window or steps", index, e.hook, e.timesteps, e.steps,
+                       e.branch)  # fmt: skip
     return EditResult(before, after, trace)
 
 
