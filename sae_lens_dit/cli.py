@@ -25,7 +25,16 @@ from sae_lens_dit.harvest import HarvestConfig
 from sae_lens_dit.interventions import OPERATIONS
 from sae_lens_dit.output_dirs import check_claimable, claim
 from sae_lens_dit.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
-from sae_lens_dit.validation import ConfigError, check_device, check_mapping, closest, load_sae_folder, read_config_file
+from sae_lens_dit.validation import (
+    ConfigError,
+    check_device,
+    check_mapping,
+    closest,
+    conforms,
+    describe,
+    load_sae_folder,
+    read_config_file,
+)
 
 logger = logging.getLogger("sae_lens_dit")
 
@@ -169,6 +178,7 @@ def _sae_fields(architecture: Any) -> set[str]:
 def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
     """One runner config per (architecture, hook) asked for; several share one harvest."""
     base = _base_dict(args)
+    _check_shape(base, _source(args))
     harvest = base.setdefault("harvest", {})
     for flag, key in (("num_images", "num_images"), ("num_inference_steps", "num_inference_steps")):
         if getattr(args, flag) is not None:
@@ -207,6 +217,16 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
             except ValueError as err:
                 raise ConfigError(f"{_source(args)}: {err}") from None
     return configs
+
+
+def _check_shape(base: dict[str, Any], source: str) -> None:
+    """The parts of a config this module reads before `DiTSAERunnerConfig.from_dict` checks the rest."""
+    harvest = check_mapping(base.get("harvest", {}), f"{source}: harvest")
+    for where, data, key, hint in (("config", base, "hook_name", str), ("config", base, "output_dir", str),
+                                   ("config", base, "cache_dir", str | None),
+                                   ("harvest", harvest, "hook_names", list[str])):  # fmt: skip
+        if key in data and not conforms(data[key], hint):
+            raise ConfigError(f"{source}: {where}.{key}: expected {describe(hint)}, received {data[key]!r:.80}")
 
 
 def _field_names(cls: type) -> set[str]:
@@ -323,6 +343,8 @@ def _edit(args: argparse.Namespace) -> None:
         raise ValueError("--latent needs --hook (the hook of the SAE whose latents to steer)")
     spec = SteeringSpec.load(args.spec) if args.spec else SteeringSpec((LatentEdit(args.hook, tuple(args.latent),
                                                                                    args.op, args.value),))  # fmt: skip
+    if not spec.edits:
+        raise ValueError(f"steering spec {args.spec} has no edits: list at least one under `edits`")
     if (args.output_dir / "edit.json").exists():
         raise FileExistsError(f"{args.output_dir} already holds an edit (edit.json); choose a new --output-dir")
     check_claimable(args.output_dir, "edit")

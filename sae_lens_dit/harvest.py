@@ -92,7 +92,7 @@ class HarvestConfig:
         if not self.hook_names:
             raise ValueError("HarvestConfig.hook_names is empty: name at least one hook to record")
         minimums = {"num_images": 1, "images_per_batch": 1, "num_inference_steps": 1, "tokens_per_image": 1}
-        check_ranges(self, "harvest", at_least={**minimums, "guidance_scale": 0})
+        check_ranges(self, "harvest", at_least={**minimums, "guidance_scale": 0, "seed": 0})
         for name, value, options in (
             ("branch", self.branch, Branch),
             ("storage_dtype", self.storage_dtype, StorageDtype),

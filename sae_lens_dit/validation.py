@@ -59,15 +59,15 @@ def required_fields(cls: type) -> list[str]:
     return [f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING]
 
 
-def _describe(hint: Any) -> str:
+def describe(hint: Any) -> str:
     origin, args = get_origin(hint), get_args(hint)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
+        return " or ".join(describe(a) for a in args)
     if origin in (tuple, list):
         inner = args[0] if args else Any
-        return f"a list of {_describe(inner)}" if len(args) != 2 or args[1] is Ellipsis else f"a list of {len(args)}"
+        return f"a list of {describe(inner)}" if len(args) != 2 or args[1] is Ellipsis else f"a list of {len(args)}"
     if origin in (dict, Mapping) or hint is dict:
         return "a mapping"
     if hint is type(None):
@@ -133,8 +133,7 @@ def check_types(obj: Any, where: str, skip: Iterable[str] = ()) -> None:
             elif isinstance(value, float) and not math.isfinite(value):
                 hint_text = " (must be finite)"
             raise ConfigError(
-                f"{where}.{f.name}: expected {_describe(hint)}, received {type(value).__name__} {value!r:.80}"
-                f"{hint_text}"
+                f"{where}.{f.name}: expected {describe(hint)}, received {type(value).__name__} {value!r:.80}{hint_text}"
             )
 
 

@@ -29,6 +29,7 @@ from sae_lens_dit.dashboard import (
 )
 from sae_lens_dit.evals import latent_timestep_stats, sample_images
 from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.output_dirs import MARKER
 
 RELEASE, SAE_ID = "tide-dit-tiny/digits", "blocks.1.hook_resid_post/tide"
 TINY = DashboardConfig(num_images=6, num_inference_steps=4, max_latents=3, top_images=3, strip_steps=3,
@@ -178,7 +179,11 @@ def test_rebuild_reuses_every_file_and_removes_only_its_own_stale_pages(sae, tmp
     assert fewer.removed > 0 and len(list((fewer.sites[SAE_ID] / "latents").glob("*.html"))) == 1
     listed = json.loads((out / MANIFEST).read_text())["files"]
     assert all((out / rel).is_file() for rel in listed)
-    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == set(listed) | {MANIFEST, "notes.txt"}
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == set(listed) | {
+        MANIFEST,
+        MARKER,
+        "notes.txt",
+    }
 
 
 def test_clear_errors(sae, tmp_path):
