@@ -433,23 +433,15 @@ def main(argv: list[str] | None = None) -> int:
             check_device(args.device)
         args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
-        return _fail(args, err, 2)
-    except Exception as err:  # a bug, not bad input: still one line, the traceback under -v
-        return _fail(args, err, 1, hint="this is a bug in sae-lens-dit: please report it with the -v output")
-    return 0
+        return _fail(args, err)
+    return 0  # anything else is a bug, not bad input: its traceback is what to report
 
 
-def _fail(args: argparse.Namespace, err: BaseException, code: int, hint: str = "") -> int:
-    """Report `err` as one line on stderr (the traceback too with -v); returns the exit code."""
+def _fail(args: argparse.Namespace, err: BaseException) -> int:
+    """Report bad input as one line on stderr (the traceback too with -v); returns exit code 2."""
     if args.verbose:
         traceback.print_exception(err)
     text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
     text = " ".join(str(text).split()) or type(err).__name__
-    if code != 2:
-        text = f"{type(err).__name__}: {text}"
-    more = [hint] if hint else []
-    if not args.verbose:
-        more.append("run with -v for the traceback")
-    suffix = f" ({'; '.join(more)})" if code != 2 else ""
-    print(f"sae-lens-dit {args.command}: error: {text}{suffix}", file=sys.stderr)
-    return code
+    print(f"sae-lens-dit {args.command}: error: {text}", file=sys.stderr)
+    return 2

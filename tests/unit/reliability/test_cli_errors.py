@@ -106,11 +106,3 @@ def test_verbose_adds_the_traceback(tmp_path, capsys):
     assert main(["-v", *argv]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("sae-lens-dit train: error:")
-
-
-def test_a_bug_is_still_one_line_exit_1_with_a_hint(tmp_path, capsys, monkeypatch):
-    import sae_lens_dit.cli as cli
-
-    monkeypatch.setattr(cli, "configs_from_args", lambda args: 1 / 0)
-    assert main(["train", "--output-dir", str(tmp_path / "o")]) == 1
-    _one_line_error(capsys, "ZeroDivisionError", "-v")
