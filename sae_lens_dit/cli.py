@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-inference-steps", type=int, default=EvalConfig.num_inference_steps,
                           help=_help(EvalConfig, "num_inference_steps"))  # fmt: skip
     evaluate.add_argument("--guidance-scale", type=float, help=_help(EvalConfig, "guidance_scale"))
-    evaluate.add_argument("--fid-features", help=_help(EvalConfig, "fid_features"))
+    evaluate.add_argument("--fid-features", help=_help(EvalConfig, "fid_features") + " Loading it runs the file's "
+                          "code, like any TorchScript or pickle: pass only files you trust.")  # fmt: skip
     evaluate.add_argument("--no-factors", action="store_true", help="Skip factor AUROCs and probes")
     evaluate.set_defaults(run=_eval)
 
@@ -397,13 +398,14 @@ def _releases(args: argparse.Namespace) -> None:
         release = get_release(args.release)
         print(yaml.safe_dump({release.id: asdict(release)}, sort_keys=False, width=1000))
         return
-    rows = [("release", "status", "source", "sae id", "explained var", "L0")]
+    rows = [("release", "status", "source", "sae id", "explained var", "L0", "dead", "dense")]
     for release_id in list_releases():
         release = get_release(release_id)
         source = f"bundled ({release.bundled})" if release.bundled else f"hub {release.repo_id}"
         source += f"@{release.revision[:12]}" if release.revision else ""
         for sae in release.saes:
-            metrics = [f"{value:.4g}" if value is not None else "-" for value in (sae.variance_explained, sae.l0)]
+            values = (sae.variance_explained, sae.l0, sae.dead_fraction, sae.dense_fraction)
+            metrics = [f"{value:.4g}" if value is not None else "-" for value in values]
             rows.append((release.id, release.status, source, sae.id, *metrics))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
