@@ -120,6 +120,47 @@ def reconstruction_by_bucket(
     ]
 
 
+@dataclass(frozen=True)
+class LatentUsage:
+    """How many of an SAE's latents are used, over all rows of a set (every timestep, both CFG branches)."""
+
+    rows: int
+    d_sae: int
+    dead: int
+    """Latents that never fire on any row."""
+    dense: int
+    """Latents firing on more than DENSE_THRESHOLD of the rows."""
+
+    @property
+    def dead_fraction(self) -> float:
+        return self.dead / self.d_sae
+
+    @property
+    def dense_fraction(self) -> float:
+        return self.dense / self.d_sae
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "dead_fraction": self.dead_fraction, "dense_fraction": self.dense_fraction}
+
+    def summary(self) -> str:
+        """One line for reports, e.g. "dead 12 of 1536 latents (0.8%), dense 0 (0.0%) on 102400 rows"."""
+        return (
+            f"dead {self.dead} of {self.d_sae} latents ({self.dead_fraction:.1%}), dense (> {DENSE_THRESHOLD:.0%} "
+            f"of rows) {self.dense} ({self.dense_fraction:.1%}), on {self.rows} rows"
+        )
+
+
+@torch.no_grad()
+def latent_usage(sae, x: torch.Tensor, timestep: torch.Tensor, batch_size: int = 8192) -> LatentUsage:
+    """Dead and dense latents of `sae` over rows `x` [rows, d_in] at `timestep` [rows]."""
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
+    for i in range(0, len(x), batch_size):
+        acts = reconstruct(sae, x[i : i + batch_size], timestep[i : i + batch_size])[1]
+        fired += (acts != 0).sum(0).double().cpu()
+    rate = fired / max(len(x), 1)
+    return LatentUsage(len(x), sae.cfg.d_sae, int((fired == 0).sum()), int((rate > DENSE_THRESHOLD).sum()))
+
+
 def format_bucket_table(metrics: Sequence[BucketMetrics], title: str = "") -> str:
     """A markdown table of per-bucket metrics (also readable in a terminal)."""
     header = "| t bucket | rows | explained var | MSE | cosine | L0 | dead | dense |"
@@ -653,6 +694,9 @@ def evaluate(
                 "reconstruction": heldout_reconstruction(sae, hp),
                 "denoising": spliced_denoising(sae, hooked, hp, cfg.batch_size),
                 "timestep_profile": {p: stats.profile().count(p) for p in ("early", "late", "persistent", "dead")},
+                "latent_usage": latent_usage(sae, hp.activation.flatten(0, 1).to(sae.device, sae.dtype),
+                                             hp.timestep.cpu().repeat_interleave(hp.activation.shape[1]).float()
+                                             ).to_dict(),
                 "latent_stats": stats.to_dict(),
             }  # fmt: skip
             if cfg.num_samples:
@@ -683,6 +727,10 @@ def format_report(report: dict[str, Any]) -> str:
         )
     profile = report["timestep_profile"]
     lines += ["", "Latent timestep profiles: " + ", ".join(f"{k} {v}" for k, v in profile.items())]
+    if "latent_usage" in report:
+        u = report["latent_usage"]
+        lines.append(f"Latents over every held-out row (all buckets, both CFG branches): "
+                     f"{LatentUsage(u['rows'], u['d_sae'], u['dead'], u['dense']).summary()}")  # fmt: skip
     if "generation" in report:
         g = report["generation"]
         lines.append(

@@ -40,7 +40,7 @@ from safetensors.torch import save_file
 
 from sae_lens_dit.backbones import load_pipeline
 from sae_lens_dit.distributed import DistributedSAETrainer, harvest_to_cache, init_from_env
-from sae_lens_dit.evals import BucketMetrics, format_bucket_table, reconstruction_by_bucket
+from sae_lens_dit.evals import BucketMetrics, LatentUsage, format_bucket_table, latent_usage, reconstruction_by_bucket
 from sae_lens_dit.guards import finite_batches
 from sae_lens_dit.harvest import (
     ActivationChunk,
@@ -54,6 +54,7 @@ from sae_lens_dit.harvest import (
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.output_dirs import check_claimable, claim
 from sae_lens_dit.saes import feed_timesteps
+from sae_lens_dit.saes.data_init import BDecInit, init_from_rows
 from sae_lens_dit.saes.tide_sae import TIMESTEP_CONVENTION
 from sae_lens_dit.validation import ConfigError, check_keys, check_ranges, check_types, training_sae_config
 
@@ -63,6 +64,12 @@ DataMode = Literal["streaming", "cached"]
 WandbMode = Literal["offline", "online", "disabled"]
 DATA_STATE_FILENAME = "data_state.json"
 EVAL_FILENAME = "eval.json"
+
+
+FALLBACK_LR = 4e-4
+DEFAULT_LR: dict[str, float] = {"tide": 1e-3, "topk": 4e-4, "topk_sparse": 4e-4, "batchtopk": 4e-4, "standard": 4e-3}
+"""Learning rate per training architecture when `lr` is None, from the recipe sweep (d_sae 1536, k 16,
+2M rows in batches of 4096 on the bundled backbones: `benchmarks/results/recipe_sweep_*.md`); others 4e-4."""
 
 
 @dataclass
@@ -78,7 +85,7 @@ class DiTSAERunnerConfig:
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
     """Training activations: what to sample and what to keep (its hook_names must include hook_name)."""
     eval_images: int = 64
-    """Held-out images (new seeds) for the per-timestep evaluation."""
+    """Held-out images (new seeds) for the per-timestep evaluation and the dead/dense latent count."""
     data_mode: DataMode = "streaming"
     """streaming: harvest while training; cached: write/read an on-disk cache first (reusable)."""
     cache_dir: str | None = None
@@ -89,16 +96,26 @@ class DiTSAERunnerConfig:
     """Rows per training step."""
     shuffle_buffer: int = 65536
     """Rows mixed across harvest batches before training batches are drawn."""
-    lr: float = 4e-4
-    """Adam learning rate."""
+    lr: float | None = None
+    """Adam learning rate; None = the architecture's measured default (`DEFAULT_LR`, else 4e-4)."""
     lr_warm_up_steps: int = 0
     """Linear warm-up steps."""
     lr_decay_steps: int = 0
     """Steps of linear decay to lr_end at the end of training."""
     lr_end: float | None = None
     """Final learning rate of the decay; None = lr / 10."""
-    dead_feature_window: int = 200
-    """Steps without firing after which a latent counts as dead (drives AuxK)."""
+    dead_feature_window: int = 20
+    """Steps without firing after which a latent counts as dead and AuxK trains it. It must be short against the
+    run: at 200 of the preset's 488 steps AuxK barely acted (recipe sweep); 20 steps of 4096 rows is 82k rows."""
+    b_dec_init: BDecInit = "geometric_median"
+    """Where b_dec starts: the geometric_median or mean of `init_rows` training rows, or zeros (SAELens's
+    start). DiT activations are mostly their mean; from zeros most latents never fire (see saes.data_init)."""
+    unit_decoder_init: bool = True
+    """For SAEs whose codes scale with the decoder norm (TopK family, TIDE): start with unit-norm decoder
+    rows and the encoder as their transpose, so a fresh latent's code is its projection (SAELens starts at
+    norm 0.1: codes 100x too small, most latents die). Other architectures keep their own start."""
+    init_rows: int = 65536
+    """Training rows read before the first step for b_dec_init (and the input scale)."""
     feature_sampling_window: int = 500
     """Steps per window of latent-frequency statistics."""
     n_checkpoints: int = 0
@@ -135,6 +152,7 @@ class DiTSAERunnerConfig:
         for name, value, options in (
             ("data_mode", self.data_mode, DataMode),
             ("wandb_mode", self.wandb_mode, WandbMode),
+            ("b_dec_init", self.b_dec_init, BDecInit),
         ):
             if value not in get_args(options):
                 raise ValueError(f"DiTSAERunnerConfig.{name}={value!r}; expected one of {get_args(options)}")
@@ -143,6 +161,8 @@ class DiTSAERunnerConfig:
                 f"hook_name {self.hook_name!r} is not among harvest.hook_names {list(self.harvest.hook_names)}; "
                 "add it there"
             )
+        if self.init_rows < 1:
+            raise ValueError(f"DiTSAERunnerConfig.init_rows={self.init_rows}; expected at least 1 row")
         if self.training_tokens < self.batch_size:
             raise ValueError(f"training_tokens ({self.training_tokens}) < batch_size ({self.batch_size})")
 
@@ -164,12 +184,17 @@ class DiTSAERunnerConfig:
             harvest = HarvestConfig.from_dict(harvest)
         return cls(sae=sae, harvest=harvest, **data)
 
+    @property
+    def learning_rate(self) -> float:
+        """`lr`, or the SAE architecture's measured default when it is None."""
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.sae.architecture(), FALLBACK_LR)
+
     def trainer_config(self) -> SAETrainerConfig:
         return SAETrainerConfig(
             total_training_samples=self.training_tokens // self.batch_size * self.batch_size,
             train_batch_size_samples=self.batch_size,
-            lr=self.lr,
-            lr_end=self.lr / 10 if self.lr_end is None else self.lr_end,
+            lr=self.learning_rate,
+            lr_end=self.learning_rate / 10 if self.lr_end is None else self.lr_end,
             lr_warm_up_steps=self.lr_warm_up_steps,
             lr_decay_steps=self.lr_decay_steps,
             device=self.device,
@@ -226,6 +251,8 @@ class DiTSAETrainingRunner:
         sae_cls = get_sae_training_class(cfg.sae.architecture())[0]
         self.sae: TrainingSAE = sae_cls(self._with_metadata(cfg.sae)).to(self.device)
         self.eval_metrics: list[BucketMetrics] = []
+        self.usage: LatentUsage | None = None
+        self.init_report: dict[str, float] = {}
 
     # -- checks before any long work -------------------------------------------------------------
     def _check_output_dir(self, overwrite: bool) -> None:
@@ -334,6 +361,7 @@ class DiTSAETrainingRunner:
         try:
             resume_from = self._latest_checkpoint()
             skip = json.loads((resume_from / DATA_STATE_FILENAME).read_text())["batches"] if resume_from else 0
+            scaling_factor = None if resume_from else self._init_from_data()
             provider = self._data_provider(skip)
             trainer = (DistributedSAETrainer if self.dist.enabled else SAETrainer)(
                 cfg=trainer_cfg,
@@ -342,6 +370,8 @@ class DiTSAETrainingRunner:
                 evaluator=lambda sae, _data, scaler: self._wandb_eval(sae, scaler, *heldout) if main else {},
                 save_checkpoint_fn=lambda checkpoint_path: self._save_data_state(checkpoint_path, provider),
             )
+            if scaling_factor is not None:  # the factor b_dec was set in; the trainer then skips its estimate
+                trainer.activation_scaler.scaling_factor = scaling_factor
             if resume_from is not None:
                 logger.info("resuming from checkpoint %s", resume_from)
                 trainer.load_trainer_state(resume_from)
@@ -349,6 +379,7 @@ class DiTSAETrainingRunner:
             sae = trainer.fit()
             if main:
                 self.eval_metrics = reconstruction_by_bucket(sae, *heldout)
+                self.usage = latent_usage(sae, *heldout)
                 self._save_final(sae, trainer)
                 if trainer_cfg.logger.log_to_wandb:
                     wandb.log({f"final/{k}": v for k, v in self._bucket_log(self.eval_metrics).items()})
@@ -357,6 +388,31 @@ class DiTSAETrainingRunner:
         finally:
             if trainer_cfg.logger.log_to_wandb:
                 wandb.finish()
+
+    def _init_from_data(self) -> float | None:
+        """Data-dependent start (`saes.data_init`) from the first `init_rows` training rows; returns the
+        input scaling factor when the SAE normalises its inputs (b_dec is set in that space). Under
+        torchrun every rank computes it from its own rows (the scale's norms averaged over ranks) and
+        the trainer then copies rank 0's weights to all."""
+        rows, n = [], 0
+        chunks = self._chunks()
+        for chunk in chunks:
+            rows.append(chunk.activations[self.cfg.hook_name].float())
+            n += len(rows[-1])
+            if n >= self.cfg.init_rows:
+                break
+        chunks.close()  # a streaming harvest removes its hooks
+        x = torch.cat(rows)[: self.cfg.init_rows].to(self.device)
+        scaling_factor = None
+        if self.sae.cfg.normalize_activations == "expected_average_only_in":
+            mean_norm = x.norm(dim=-1).mean()
+            if self.dist.enabled:
+                torch.distributed.all_reduce(mean_norm)
+                mean_norm = mean_norm / self.dist.world_size
+            scaling_factor = self.sae.cfg.d_in**0.5 / float(mean_norm)
+        self.init_report = init_from_rows(self.sae, x, self.cfg.b_dec_init, scaling_factor, self.cfg.unit_decoder_init)
+        logger.info("SAE initialised from %d training rows: %s", len(x), self.init_report)
+        return scaling_factor
 
     def _latest_checkpoint(self) -> Path | None:
         root = self.output_dir / "checkpoints"
@@ -392,10 +448,16 @@ class DiTSAETrainingRunner:
             "architecture": self.cfg.sae.architecture(),
             "buckets": [m.to_dict() for m in self.eval_metrics],
             "mean_explained_variance": sum(m.explained_variance for m in self.eval_metrics) / len(self.eval_metrics),
+            "latent_usage": self.usage.to_dict() if self.usage else None,
+            "init": self.init_report,
         }
         (out / EVAL_FILENAME).write_text(json.dumps(report, indent=2))
         title = f"{self.cfg.sae.architecture()} on {self.cfg.model} {self.cfg.hook_name} (held-out)"
-        (out / "eval.md").write_text(format_bucket_table(self.eval_metrics, title) + "\n")
+        table = format_bucket_table(self.eval_metrics, title)
+        if self.usage:
+            branch = self.cfg.harvest.branch
+            table += f"\n\nLatents: {self.usage.summary()} (held-out, every timestep, {branch} CFG branch)"
+        (out / "eval.md").write_text(table + "\n")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -405,7 +467,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sae": {"architecture": "tide", "d_in": 96, "d_sae": 1536, "k": 16},
         "harvest": {"hook_names": ["blocks.2.hook_resid_post"], "num_images": 640, "images_per_batch": 32,
                     "num_inference_steps": 50, "branch": "both"},
-        "training_tokens": 2_000_000,  # measured: held-out explained variance 0.968-0.981 per t bucket
+        "eval_images": 256,  # 102,400 held-out rows (both branches): dead latents counted on >= 100k rows
+        "training_tokens": 2_000_000,
         "data_mode": "cached",  # harvest once (sampling dominates on CPU), train several passes
         "output_dir": "runs/tide-digits",
     },
@@ -420,6 +483,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "num_inference_steps": 50, "guidance_scale": 4.0, "branch": "both", "storage_dtype": "float16"},
         "training_tokens": 200_000_000,
         "batch_size": 4096,
+        "dead_feature_window": 1000,  # 4M rows, as the 10M-token window of Gao et al. 2024 at this scale
         "data_mode": "cached",
         "device": "cuda",
         "output_dir": "runs/tide-dit-xl-2-256",
