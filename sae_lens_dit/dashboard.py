@@ -39,7 +39,14 @@ from tqdm.auto import tqdm
 
 from sae_lens_dit import dashboard_html as html
 from sae_lens_dit.dashboard_files import MANIFEST, SiteFiles  # noqa: F401  (MANIFEST is re-exported)
-from sae_lens_dit.evals import LatentTimestepStats, bucket_masks, latent_timestep_stats, reconstruct, sample_images
+from sae_lens_dit.evals import (
+    DENSE_THRESHOLD,
+    LatentTimestepStats,
+    bucket_masks,
+    latent_timestep_stats,
+    reconstruct,
+    sample_images,
+)
 from sae_lens_dit.hooked import HookedDiT
 
 logger = logging.getLogger(__name__)
@@ -462,7 +469,9 @@ def _build_site(sae: Any, traj: Trajectories, files_: SiteFiles, folder: str, cf
     info = {"name": sae_name(sae), "model": traj.model, "hook": sae.cfg.metadata.hook_name,
             "architecture": sae.cfg.architecture(), "d_sae": d_sae, "images": len(traj.labels),
             "steps": len(traj.timesteps), "edges": list(cfg.edges), "folder": folder,
-            "profiles": {p: summary.profile.count(p) for p in ("early", "late", "persistent", "dead")}}  # fmt: skip
+            "profiles": {p: summary.profile.count(p) for p in ("early", "late", "persistent", "dead")},
+            "dead": int((summary.density == 0).sum()),
+            "dense": int((summary.density > DENSE_THRESHOLD).sum())}  # fmt: skip
     rows = [
         {"id": i, "profile": summary.profile[i], "density": float(summary.density[i]),
          "max": float(summary.max_activation[i]),

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from sae_lens_dit.evals import DENSE_THRESHOLD
+
 PLOT_SIZE = (360, 170)
 PLOT_MARGIN = (48, 12, 14, 34)  # left, right, top, bottom
 T_MAX = 1000.0
@@ -122,6 +124,9 @@ def sae_index(info: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
         f'{escape(info["hook"])}; statistics over {info["images"]} sampled images x {info["steps"]} denoising steps, '
         "every token, cond branch. Density: share of tokens on which the latent fires. Selectivity: the top "
         "class's share of the latent's mean activation over classes.</p>\n"
+        f'<p class="meta usage">Dead (never fire here): {info["dead"]} of {info["d_sae"]} '
+        f'({info["dead"] / info["d_sae"]:.1%}); dense (fire on more than {DENSE_THRESHOLD:.0%} of tokens): '
+        f'{info["dense"]} ({info["dense"] / info["d_sae"]:.1%}).</p>\n'
         '<div class="controls"><input id="search" type="search" placeholder="search: #id, profile, class">'
         f'<select id="profile"><option value="">all profiles</option>{profiles}</select>'
         '<span id="count"></span></div>\n'

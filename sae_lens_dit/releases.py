@@ -57,7 +57,8 @@ _RELEASE_KEYS = {
     "status", "source", "model", "backbone", "adapter", "timestep_convention", "cfg_branch", "harvest",
     "saes", "links", "training_command", "publish_command",
 }  # fmt: skip
-_SAE_KEYS = {"id", "path", "hook", "architecture", "variance_explained", "l0", "denoising_loss_recovered"}
+_METRICS = ("variance_explained", "l0", "denoising_loss_recovered", "dead_fraction", "dense_fraction")
+_SAE_KEYS = {"id", "path", "hook", "architecture", *_METRICS}
 
 
 class ReleaseRegistryWarning(UserWarning):
@@ -95,6 +96,10 @@ class ReleaseSAE:
     """Expected active latents per token."""
     denoising_loss_recovered: float | None
     """Expected share of the backbone's denoising loss recovered with the SAE spliced in (None until measured)."""
+    dead_fraction: float | None = None
+    """Share of latents that never fire on fresh samples (every timestep, both CFG branches; None until measured)."""
+    dense_fraction: float | None = None
+    """Share of latents firing on more than 10% of those rows (None until measured)."""
 
 
 @dataclass(frozen=True)
@@ -182,10 +187,9 @@ def _parse_sae(data: Any, index: int, status: str) -> ReleaseSAE:
     if not isinstance(data, dict):
         raise _EntryError(f"saes[{index}]", f"expected a mapping, received {data!r}")
     _check_keys(data, _SAE_KEYS, where)
-    metrics = {
-        key: _get(data, key, (int, float), where, nullable=True)
-        for key in ("variance_explained", "l0", "denoising_loss_recovered")
-    }
+    # the first three are required (null until measured); dead/dense fractions may be left out
+    metrics = {key: _get(data, key, (int, float), where, nullable=True) if key in data or i < 3 else None
+               for i, key in enumerate(_METRICS)}  # fmt: skip
     if status == "published":
         for key in ("variance_explained", "l0"):
             if metrics[key] is None:
@@ -207,6 +211,8 @@ def _parse_sae(data: Any, index: int, status: str) -> ReleaseSAE:
         variance_explained=metrics["variance_explained"],
         l0=metrics["l0"],
         denoising_loss_recovered=metrics["denoising_loss_recovered"],
+        dead_fraction=metrics["dead_fraction"],
+        dense_fraction=metrics["dense_fraction"],
     )
 
 

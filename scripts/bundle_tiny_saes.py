@@ -21,6 +21,13 @@ FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_
 ROOT = Path(__file__).resolve().parents[1] / "pretrained" / "saes"
 
 
+def learning_rate(runner_cfg: dict, architecture: str) -> float:
+    """The run's learning rate: its `lr`, or the architecture's default the runner used for None."""
+    from sae_lens_dit.runner import DEFAULT_LR, FALLBACK_LR
+
+    return runner_cfg["lr"] if runner_cfg["lr"] is not None else DEFAULT_LR.get(architecture, FALLBACK_LR)
+
+
 def mean_l0(report: dict) -> float:
     return sum(b["l0"] * b["rows"] for b in report["buckets"]) / sum(b["rows"] for b in report["buckets"])
 
@@ -41,6 +48,7 @@ def main() -> None:
             shutil.copy2(run / name, out / sae_id / name)
         saes.append((sae_id, cfg, report))
     harvest, runner = saes[0][1]["metadata"]["harvest"], json.loads((out / saes[0][0] / "runner_cfg.json").read_text())
+    lrs = {cfg["architecture"]: json.loads((out / sae_id / "runner_cfg.json").read_text()) for sae_id, cfg, _ in saes}
     guidance = json.loads((ROOT.parent / f"tiny-dit-{args.name}" / "sampling.json").read_text())["guidance_scale"]
     lines = [
         f"# tide-dit-tiny/{args.name}",
@@ -66,7 +74,10 @@ def main() -> None:
         f"steps, CFG branch {harvest['branch']}, the pipeline's default guidance ({guidance}), 1/16 of the tokens "
         f"per image and step, seed "
         f"{harvest['seed']}; then {runner['training_tokens']:,} training rows per SAE (d_sae {saes[0][1]['d_sae']}, "
-        f"k {saes[0][1]['k']}, Adam {runner['lr']}, batch {runner['batch_size']}), on CPU:",
+        f"k {saes[0][1]['k']}, batch {runner['batch_size']}, Adam at each architecture's learning rate "
+        f"({', '.join(f'{a} {learning_rate(c, a)}' for a, c in lrs.items())}), the runner's recipe: b_dec "
+        f"{runner['b_dec_init']}, unit-norm decoder start {runner['unit_decoder_init']}, dead window "
+        f"{runner['dead_feature_window']} steps), on CPU:",
         "",
         "```",
         args.command,
@@ -77,12 +88,20 @@ def main() -> None:
         "",
         "| sae id | mean | "
         + " | ".join(f"t {b['t_low']:.0f}-{b['t_high']:.0f}" for b in saes[0][2]["buckets"])
-        + " | L0 |",
-        "|---|---|" + "---|" * len(saes[0][2]["buckets"]) + "---|",
+        + " | L0 | dead | dense |",
+        "|---|---|" + "---|" * len(saes[0][2]["buckets"]) + "---|---|---|",
     ]
     for sae_id, _, report in saes:
         buckets = " | ".join(f"{b['explained_variance']:.4f}" for b in report["buckets"])
-        lines.append(f"| `{sae_id}` | {report['mean_explained_variance']:.4f} | {buckets} | {mean_l0(report):.1f} |")
+        usage = report["latent_usage"]
+        lines.append(f"| `{sae_id}` | {report['mean_explained_variance']:.4f} | {buckets} | {mean_l0(report):.1f} | "
+                     f"{usage['dead_fraction']:.3f} | {usage['dense_fraction']:.3f} |")  # fmt: skip
+    rows = saes[0][2]["latent_usage"]["rows"]
+    lines += [
+        "",
+        f"Dead: share of latents that never fire on the {rows:,} held-out rows (every timestep, both CFG branches);",
+        "dense: share firing on more than 10% of them.",
+    ]
     lines += [
         "",
         "Denoising loss recovered (spliced in, no error term, against mean-ablation; 128 held-out images noised into",
@@ -95,6 +114,8 @@ def main() -> None:
         hook = cfg["metadata"]["hook_name"]
         print(f"    - {{id: {sae_id}, path: {sae_id}, hook: {hook},\n       architecture: {cfg['architecture']}, "
               f"variance_explained: {report['mean_explained_variance']:.4f}, l0: {mean_l0(report):.1f}, "
+              f"dead_fraction: {report['latent_usage']['dead_fraction']:.4f}, "
+              f"dense_fraction: {report['latent_usage']['dense_fraction']:.4f}, "
               "denoising_loss_recovered: null}  # then: sae-lens-dit eval (see the card)")  # fmt: skip
 
 
