@@ -456,7 +456,7 @@ class DiTSAETrainingRunner:
         table = format_bucket_table(self.eval_metrics, title)
         if self.usage:
             branch = self.cfg.harvest.branch
-            table += f"\n\nLatents: {self.usage.summary()} (held-out, every timestep, {branch} CFG branch)"
+            table += f"\n\nLatents: {self.usage.summary()} (held-out, every timestep, CFG branch: {branch})"
         (out / "eval.md").write_text(table + "\n")
 
 

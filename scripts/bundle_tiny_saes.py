@@ -4,6 +4,8 @@
         --hook blocks.1.hook_resid_post blocks.3.hook_resid_post --output-dir /tmp/rel/<name>
     python scripts/bundle_tiny_saes.py --name <name> --runs /tmp/rel/<name> --command "<the train command>"
 
+(`--runs` and `--command` take several, when architectures were trained by separate commands.)
+
 Each `<runs>/<architecture>-<hook>/` becomes `<hook>/<architecture>/` with SAELens's files
 (`cfg.json`, `sae_weights.safetensors`, `sparsity.safetensors`, `runner_cfg.json`) and the
 runner's `eval.json`. The script writes the folder's README.md (command, settings, held-out metrics
@@ -35,12 +37,12 @@ def mean_l0(report: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="Bundled backbone name (digits, shapes)")
-    parser.add_argument("--runs", required=True, type=Path, help="The train command's --output-dir")
-    parser.add_argument("--command", required=True, help="The exact train command, for the card")
+    parser.add_argument("--runs", required=True, type=Path, nargs="+", help="The train commands' --output-dir(s)")
+    parser.add_argument("--command", required=True, nargs="+", help="The exact train command(s), for the card")
     args = parser.parse_args()
     out = ROOT / f"tide-dit-tiny-{args.name}"
     saes = []
-    for run in sorted(p for p in args.runs.iterdir() if (p / "eval.json").is_file()):
+    for run in sorted(p for runs in args.runs for p in runs.iterdir() if (p / "eval.json").is_file()):
         cfg, report = json.loads((run / "cfg.json").read_text()), json.loads((run / "eval.json").read_text())
         sae_id = f"{cfg['metadata']['hook_name']}/{cfg['architecture']}"
         (out / sae_id).mkdir(parents=True, exist_ok=True)
@@ -80,8 +82,9 @@ def main() -> None:
         f"{runner['dead_feature_window']} steps), on CPU:",
         "",
         "```",
-        args.command,
-        f"python scripts/bundle_tiny_saes.py --name {args.name} --runs {args.runs} --command '<the command above>'",
+        *args.command,
+        f"python scripts/bundle_tiny_saes.py --name {args.name} --runs {' '.join(map(str, args.runs))} "
+        "--command '<the commands above>'",
         "```",
         "",
         f"## Held-out reconstruction ({runner['eval_images']} new images): explained variance by timestep bucket",

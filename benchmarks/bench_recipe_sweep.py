@@ -1,0 +1,157 @@
+"""Which training recipe keeps an SAE's latents alive on DiT activations: the sweep behind the runner's defaults.
+
+Each variant trains one SAE through SAELens's `SAETrainer` exactly as `DiTSAETrainingRunner` does (the data
+provider of `feed_timesteps`, `saes.data_init.init_from_rows` before the first step), on one harvest of the
+bundled backbone (640 images, 50 DDIM steps, both CFG branches, 1/16 of the tokens: 256k rows, seed 0), and is
+scored on 256 fresh images (102,400 rows, harvest seed 777, both branches): held-out explained variance over
+all rows, dead latents (never fire) and dense latents (fire on more than 10% of rows). A plain-torch TopK
+(`plain_topk_reference.py`, independent of SAELens) on the same rows is the reference for what a healthy TopK
+reaches.
+
+    python benchmarks/bench_recipe_sweep.py [--model digits] [--hook blocks.1.hook_resid_post] [--work /tmp/sweep]
+        [--variants defaults unit-decoder ...] [--seed 0]
+
+Writes benchmarks/results/recipe_sweep_<model>.md (and .json); rows already in the JSON are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from sae_lens import LoggingConfig, SAETrainer
+from sae_lens.config import SAETrainerConfig
+from sae_lens.registry import get_sae_training_class
+from safetensors.torch import load_file, save_file
+
+import sae_lens_dit  # noqa: F401  (registers tide, topk_sparse)
+from sae_lens_dit.backbones import load_pipeline
+from sae_lens_dit.evals import latent_usage, reconstruct
+from sae_lens_dit.harvest import HarvestConfig, harvest_chunks
+from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.saes import feed_timesteps
+from sae_lens_dit.saes.data_init import init_from_rows
+
+RESULTS = Path(__file__).parent / "results"
+D_SAE, K, TOKENS, BATCH = 1536, 16, 2_000_000, 4096
+# name: (training architecture, recipe). "sae_lens defaults": b_dec 0, decoder rows at norm 0.1 (SAELens's start),
+# dead window 200 steps (the runner's old default), AuxK weight 1.0; each later variant changes one thing. "aux"
+# absent: the architecture's own default (TIDE 1/32, SAELens TopK 1.0).
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "topk sae_lens defaults": ("topk_sparse", {"b_dec": "zeros", "unit": False, "window": 200, "lr": 4e-4}),
+    "topk + unit decoder": ("topk_sparse", {"b_dec": "zeros", "unit": True, "window": 200, "lr": 4e-4}),
+    "topk + b_dec median": ("topk_sparse", {"b_dec": "geometric_median", "unit": True, "window": 200, "lr": 4e-4}),
+    "topk recipe (+ window 20)": ("topk_sparse", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 4e-4}),
+    "topk recipe lr 1e-3": ("topk_sparse", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 1e-3}),
+    "tide sae_lens defaults": ("tide", {"b_dec": "zeros", "unit": False, "window": 200, "lr": 4e-4, "aux": 1.0}),
+    "tide recipe lr 4e-4 aux 1": ("tide", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 4e-4,
+                                           "aux": 1.0}),
+    "tide recipe lr 1e-3 aux 1": ("tide", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 1e-3,
+                                           "aux": 1.0}),
+    "tide recipe (lr 1e-3 aux 1/32)": ("tide", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 1e-3}),
+    "batchtopk recipe lr 4e-4": ("batchtopk", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 4e-4}),
+}  # fmt: skip
+
+
+def rows(model: str, hook: str, work: Path) -> dict[str, torch.Tensor]:
+    """Training and held-out rows of `hook`, harvested once into `work`."""
+    path = work / f"{model}-{hook}.safetensors"
+    if path.exists():
+        return load_file(str(path))
+    pipe = load_pipeline(model)
+    hooked = HookedDiT(pipe.transformer)
+    out = {}
+    for split, images, seed in (("train", 640, 0), ("test", 256, 777)):
+        cfg = HarvestConfig(hook_names=(hook,), num_images=images, branch="both", seed=seed)
+        chunks = list(harvest_chunks(pipe, hooked, cfg, progress=True))
+        out[f"{split}_x"] = torch.cat([c.activations[hook] for c in chunks]).float()
+        out[f"{split}_t"] = torch.cat([c.timestep for c in chunks]).float()
+    work.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path))
+    return out
+
+
+def batches(x: torch.Tensor, t: torch.Tensor, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x) - BATCH + 1, BATCH):
+            yield x[perm[i : i + BATCH]], t[perm[i : i + BATCH]]
+
+
+def train_variant(architecture: str, recipe: dict, data: dict[str, torch.Tensor], seed: int) -> dict:
+    torch.manual_seed(seed)
+    sae_cls, cfg_cls = get_sae_training_class(architecture)
+    aux = {"aux_loss_coefficient": recipe["aux"]} if "aux" in recipe else {}  # else the architecture's default
+    sae = sae_cls(cfg_cls(d_in=data["train_x"].shape[1], d_sae=D_SAE, k=K, **aux))
+    init_from_rows(sae, data["train_x"][:65536], recipe["b_dec"], unit_decoder=recipe["unit"])
+    steps = TOKENS // BATCH
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=steps * BATCH, train_batch_size_samples=BATCH, lr=recipe["lr"],
+        lr_end=recipe["lr"] / 10, lr_warm_up_steps=0, lr_decay_steps=0, device="cpu",
+        dead_feature_window=recipe["window"], feature_sampling_window=500, n_checkpoints=0,
+        checkpoint_path="/tmp/unused", logger=LoggingConfig(log_to_wandb=False),
+    )  # fmt: skip
+    start = time.perf_counter()
+    provider = feed_timesteps(batches(data["train_x"], data["train_t"], seed), sae)
+    sae = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider).fit()
+    seconds = time.perf_counter() - start
+    return {**score(sae, data["test_x"], data["test_t"]), "seconds": round(seconds, 1), "steps": steps}
+
+
+@torch.no_grad()
+def score(sae, x: torch.Tensor, t: torch.Tensor) -> dict:
+    err = 0.0
+    for i in range(0, len(x), 8192):
+        err += float((reconstruct(sae, x[i : i + 8192], t[i : i + 8192])[0] - x[i : i + 8192]).pow(2).sum())
+    usage = latent_usage(sae, x, t)
+    return {"explained_variance": 1 - err / float((x - x.mean(0)).pow(2).sum()),
+            "dead_fraction": usage.dead_fraction, "dense_fraction": usage.dense_fraction}  # fmt: skip
+
+
+def main() -> None:
+    from plain_topk_reference import train_plain_topk
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="digits")
+    parser.add_argument("--hook", default="blocks.1.hook_resid_post")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/sae-lens-dit-sweep"))
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "plain torch topk"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    data = rows(args.model, args.hook, args.work)
+    out_json = RESULTS / f"recipe_sweep_{args.model}.json"
+    results = json.loads(out_json.read_text()) if out_json.exists() else {}
+    for name in args.variants:
+        key = f"{args.hook} | {name} | seed {args.seed}"
+        if key in results:
+            continue
+        if name == "plain torch topk":
+            start = time.perf_counter()
+            res = train_plain_topk(data["train_x"], data["test_x"], K, D_SAE, steps=3000, seed=args.seed)
+            results[key] = {**res, "seconds": round(time.perf_counter() - start, 1), "steps": 3000,
+                            "architecture": "plain torch", "recipe": "DESIGN.md reference, batch 1024"}  # fmt: skip
+        else:
+            architecture, recipe = VARIANTS[name]
+            res = train_variant(architecture, recipe, data, args.seed)
+            results[key] = {**res, "architecture": architecture, "recipe": recipe}
+        print(key, json.dumps(results[key]), flush=True)
+        out_json.write_text(json.dumps(results, indent=1))
+    lines = [f"# Training recipe sweep: {args.model}", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
+             f"d_sae {D_SAE}, k {K}, {TOKENS:,} training rows in batches of {BATCH} (the runner's preset).", "",
+             "| hook | variant | seed | held-out explained variance | dead | dense (> 10% of rows) | seconds |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, r in results.items():
+        hook, name, seed = key.split(" | ")
+        lines.append(f"| {hook} | {name} | {seed.removeprefix('seed ')} | {r['explained_variance']:.4f} | "
+                     f"{r['dead_fraction']:.3f} | {r['dense_fraction']:.3f} | {r['seconds']} |")  # fmt: skip
+    (RESULTS / f"recipe_sweep_{args.model}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
