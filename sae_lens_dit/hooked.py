@@ -309,6 +309,8 @@ class HookedDiT(HookedRootModule):
         inside the hook. The hooks are removed on exit, also when the pipeline raises.
         """
         names = [names] if isinstance(names, str) else list(names)
+        if not names or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"record() takes hook names (strings from hooked.hook_names), got {names!r}")
         self.check_hook_names(names)
         recorder = Recorder(
             names, lambda: self.call_context, self.spec.cfg, tokens_per_image, timesteps, branch, dtype, device, seed
@@ -344,6 +346,11 @@ class HookedDiT(HookedRootModule):
 
     def _splice_hook(self, sae: SAE, use_error_term: bool) -> Callable[..., Tensor]:
         def splice(activation: Tensor, hook: HookPoint) -> Tensor:  # activation: [batch, tokens, d]
+            if activation.shape[-1] != sae.cfg.d_in:
+                raise ValueError(
+                    f"SAE with d_in={sae.cfg.d_in} spliced at {hook.name}, whose activations are "
+                    f"{activation.shape[-1]}-dimensional: use an SAE trained on this model's {hook.name}"
+                )
             x = activation.to(sae.device, sae.dtype)
             with self._timestep_scope(sae, activation):
                 out = sae(x)

@@ -34,7 +34,7 @@ import torch
 import wandb
 from sae_lens import LoggingConfig, SAETrainer, TrainingSAE, TrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
-from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME
+from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME, TRAINER_STATE_FILENAME
 from sae_lens.registry import get_sae_training_class
 from safetensors.torch import save_file
 
@@ -211,6 +211,18 @@ class DiTSAERunnerConfig:
         )
 
 
+def check_trainer_state(checkpoint: Path) -> None:
+    """Refuse a checkpoint whose trainer state needs more than plain tensors to load (SAELens's
+    `load_trainer_state` reads it with `torch.load`; this reads it first with `weights_only=True`)."""
+    try:
+        torch.load(checkpoint / TRAINER_STATE_FILENAME, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means: do not resume from it
+        raise ValueError(
+            f"{checkpoint / TRAINER_STATE_FILENAME} does not load as plain tensors ({type(err).__name__}); "
+            "delete that checkpoint folder to resume from an earlier one, or start over in a new --output-dir"
+        ) from None
+
+
 class _CountingProvider:
     """Yields bare activation batches for SAETrainer and counts them, so a resumed run can skip
     exactly the batches the interrupted one consumed."""
@@ -374,6 +386,7 @@ class DiTSAETrainingRunner:
                 trainer.activation_scaler.scaling_factor = scaling_factor
             if resume_from is not None:
                 logger.info("resuming from checkpoint %s", resume_from)
+                check_trainer_state(resume_from)
                 trainer.load_trainer_state(resume_from)
                 self.sae.load_weights_from_checkpoint(resume_from)
             sae = trainer.fit()
@@ -441,6 +454,12 @@ class DiTSAETrainingRunner:
 
     def _save_final(self, sae: TrainingSAE, trainer: SAETrainer) -> None:
         out = self.output_dir
+        bad = [name for name, tensor in sae.state_dict().items() if not torch.isfinite(tensor).all()]
+        if bad:
+            raise ValueError(
+                f"the trained SAE has non-finite weights ({', '.join(bad)}); nothing was saved to {out}. Lower lr, or "
+                "check the harvest (an absurd guidance scale gives huge activations)"
+            )
         sae.save_inference_model(str(out))
         save_file({"sparsity": trainer.log_feature_sparsity}, out / SPARSITY_FILENAME)
         report = {

@@ -148,3 +148,20 @@ def test_output_dir_with_a_different_run_is_never_overwritten(tiny_run_dict):
     with pytest.raises(FileExistsError, match="different run"):
         DiTSAETrainingRunner(DiTSAERunnerConfig.from_dict(tiny_run_dict))
     assert (out / "sae_weights.safetensors").read_bytes() == b"precious"
+
+
+def test_non_finite_trained_weights_are_never_saved(tiny_run_dict, monkeypatch):
+    import sae_lens_dit.runner as runner_module
+
+    class Diverging(runner_module.SAETrainer):  # a run that ends with a NaN in the decoder, as a diverged one would
+        def fit(self):
+            sae = super().fit()
+            with torch.no_grad():
+                sae.W_dec[0, 0] = float("nan")
+            return sae
+
+    monkeypatch.setattr(runner_module, "SAETrainer", Diverging)
+    runner = DiTSAETrainingRunner(DiTSAERunnerConfig.from_dict(tiny_run_dict))
+    with pytest.raises(ValueError, match="non-finite weights .*W_dec"):
+        runner.run()
+    assert not (runner.output_dir / "sae_weights.safetensors").exists()

@@ -15,6 +15,7 @@ import torch
 from diffusers import DiTPipeline
 from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.saes.sae import SAEMetadata
+from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT
@@ -137,3 +138,20 @@ def test_splice_state_is_restored_when_the_pipeline_raises(pipe, torch_hooks_lef
     assert torch_hooks_left(pipe.transformer) == []
     assert sae.use_error_term is False
     assert not any(hook_point.fwd_hooks for hook_point in hooked.hook_dict.values())
+
+
+def test_splicing_an_sae_of_the_wrong_width_names_hook_and_widths(backbones):
+    backbone = backbones["dit"]
+    hooked = HookedDiT(backbone.make())
+    sae = TopKSAE(TopKSAEConfig(d_in=hooked.d_model + 8, d_sae=32, k=2))
+    sae.cfg.metadata.hook_name = "blocks.0.hook_resid_post"
+    match = rf"d_in={hooked.d_model + 8} .*blocks\.0\.hook_resid_post.* {hooked.d_model}-dimensional"
+    with pytest.raises(ValueError, match=match), hooked.saes([sae]):
+        backbone.run(hooked.transformer, backbone.inputs(2))
+
+
+@pytest.mark.parametrize("names", [[None], [], [3]])
+def test_record_refuses_what_is_not_a_hook_name(backbones, names):
+    hooked = HookedDiT(backbones["dit"].make())
+    with pytest.raises(ValueError, match=r"record\(\) takes hook names"), hooked.record(names):
+        pass
