@@ -50,10 +50,12 @@ ARCHITECTURES = ("tide", "topk", "batchtopk")
 RECIPE = DiTSAERunnerConfig.__dataclass_fields__  # the runner's defaults are the recipe
 
 
-def train_and_save(architecture: str, d_sae: int, k: int, data: dict, seed: int, folder: Path) -> SAE:
+def train_and_save(architecture: str, d_sae: int, k: int, data: dict, seed: int, folder: Path, hook: str) -> SAE:
     torch.manual_seed(seed)
     sae_cls, cfg_cls = get_sae_training_class("topk_sparse" if architecture == "topk" else architecture)
-    sae = sae_cls(cfg_cls(d_in=data["train_x"].shape[1], d_sae=d_sae, k=k))
+    cfg = cfg_cls(d_in=data["train_x"].shape[1], d_sae=d_sae, k=k)
+    cfg.metadata.hook_name = hook  # where `evals.spliced_denoising` splices it
+    sae = sae_cls(cfg)
     init_from_rows(sae, data["train_x"][: RECIPE["init_rows"].default], RECIPE["b_dec_init"].default,
                    unit_decoder=RECIPE["unit_decoder_init"].default)  # fmt: skip
     lr = DEFAULT_LR[architecture]
@@ -129,7 +131,8 @@ def main() -> None:
                             continue
                         start = time.perf_counter()
                         with tempfile.TemporaryDirectory() as tmp:
-                            sae = train_and_save(arch, width * data["train_x"].shape[1], k, data, seed, Path(tmp))
+                            d_sae = width * data["train_x"].shape[1]
+                            sae = train_and_save(arch, d_sae, k, data, seed, Path(tmp), args.hook)
                         scores = score(sae, data["test_x"], data["test_t"])
                         denoising = spliced_denoising(sae, hooked, hp)
                         results[key] = {

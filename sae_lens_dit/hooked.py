@@ -330,6 +330,8 @@ class HookedDiT(HookedRootModule):
         restored on exit.
         """
         hook_names = [sae.cfg.metadata.hook_name for sae in saes]
+        if not all(isinstance(name, str) for name in hook_names):
+            raise ValueError(f"every SAE must name its hook in cfg.metadata.hook_name; got {hook_names}")
         self.check_hook_names(hook_names)
         previous = [sae.use_error_term for sae in saes]
         hooks = [(name, self._splice_hook(sae, use_error_term)) for name, sae in zip(hook_names, saes, strict=True)]
