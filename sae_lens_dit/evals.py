@@ -668,6 +668,10 @@ def evaluate(
         pipe = load_pipeline(model, device=cfg.device)
         hooked = HookedDiT(pipe.transformer)
         hooked.check_hook_names([s.cfg.metadata.hook_name for s in group])
+        for sae in group:  # the held-out evaluation runs DiTs, whose every hook is d_model wide
+            if sae.cfg.d_in != hooked.d_model:
+                raise ValueError(f"SAE {_sae_name(sae)} has d_in={sae.cfg.d_in} but {model!r}'s hooks are "
+                                 f"{hooked.d_model}-dimensional: it was not trained on this backbone")  # fmt: skip
         passes = {h: heldout_pass(pipe, hooked, h, held, cfg.edges, cfg.seed, cfg.batch_size)
                   for h in dict.fromkeys(s.cfg.metadata.hook_name for s in group)}  # fmt: skip
         labels = [int(c) for c in np.resize(np.unique(held.labels), cfg.num_samples)]

@@ -23,6 +23,7 @@ the same folder (`sae_lens_dit.distributed` runs this under `torchrun`).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -148,6 +149,11 @@ def _batch_seed(seed: int, index: int) -> int:
 def class_ids(pipe: Any, cfg: HarvestConfig) -> list[int]:
     """The conditions a harvest cycles through: prompt indices, its class ids, or the pipeline's label map."""
     if cfg.prompts is not None:
+        if "prompt" not in inspect.signature(pipe.__call__).parameters:
+            raise ValueError(
+                f"harvest.prompts: {type(pipe).__name__} is class-conditional and takes no prompt; set "
+                "class_labels (or leave both unset for every class)"
+            )
         return list(range(len(cfg.prompts)))
     if cfg.class_labels is not None:
         check_class_labels(pipe, cfg.class_labels, "harvest.class_labels")

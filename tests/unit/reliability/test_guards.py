@@ -120,3 +120,21 @@ def test_an_edit_that_matches_no_step_is_reported(digits, caplog):
         result = edit(pipe, hooked, [sae], spec, seed=0, class_labels=[3], num_inference_steps=2)
     assert not result.trace.records
     assert "edits[0] at blocks.1.hook_resid_post" in caplog.text and "changed nothing" in caplog.text
+
+
+def test_eval_of_an_sae_trained_for_another_width_is_one_line(tmp_path, capsys):
+    from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+
+    sae = TopKSAE(TopKSAEConfig(d_in=48, d_sae=96, k=4))  # the digits DiT is 96 wide
+    sae.cfg.metadata.model_name, sae.cfg.metadata.hook_name = "digits", HOOK
+    sae.save_model(str(tmp_path / "narrow"))
+    argv = ["eval", "--sae", str(tmp_path / "narrow"), "--output-dir", str(tmp_path / "ev"), "--num-samples", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "d_in=48" in err and "96-dimensional" in err and len(err.strip().splitlines()) == 1
+
+
+def test_prompts_for_a_class_conditional_backbone_are_refused(digits):
+    pipe, _ = digits
+    with pytest.raises(ValueError, match="class-conditional and takes no prompt"):
+        class_ids(pipe, HarvestConfig(hook_names=(HOOK,), prompts=("a red square",)))
