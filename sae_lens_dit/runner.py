@@ -322,18 +322,18 @@ class DiTSAETrainingRunner:
         return sae_cfg
 
     # -- data --------------------------------------------------------------------------------------
-    def _chunks(self) -> Iterator[ActivationChunk]:
-        """The harvest's chunks, pass after pass (training may want more rows than one harvest)."""
-        if self.cfg.data_mode == "cached":
-            cache = self._ensure_cache()
-            for _ in count():
+    def _chunks(self, passes: int | None = None) -> Iterator[ActivationChunk]:
+        """The harvest's chunks, pass after pass (training may want more rows than one harvest); `passes`
+        limits them (the data-dependent start reads at most one)."""
+        cache = self._ensure_cache() if self.cfg.data_mode == "cached" else None
+        for epoch in count() if passes is None else range(passes):
+            if cache is not None:
                 yield from read_cache(cache, self.dist.rank, self.dist.world_size)
-        else:
-            for epoch in count():
-                if epoch == 1:
-                    logger.warning("streaming harvest exhausted: sampling the same images again (epoch 2)")
-                yield from harvest_chunks(self.pipe, self.hooked, self.cfg.harvest, progress=self.dist.is_main,
-                                          rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
+                continue
+            if epoch == 1:
+                logger.warning("streaming harvest exhausted: sampling the same images again (epoch 2)")
+            yield from harvest_chunks(self.pipe, self.hooked, self.cfg.harvest, progress=self.dist.is_main,
+                                      rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
 
     def _ensure_cache(self) -> Path:
         """The run's activation cache, written (or completed) now by every rank; one made with other
@@ -408,7 +408,7 @@ class DiTSAETrainingRunner:
         torchrun every rank computes it from its own rows (the scale's norms averaged over ranks) and
         the trainer then copies rank 0's weights to all."""
         rows, n = [], 0
-        chunks = self._chunks()
+        chunks = self._chunks(passes=1)
         for chunk in chunks:
             rows.append(chunk.activations[self.cfg.hook_name].float())
             n += len(rows[-1])
