@@ -22,6 +22,8 @@ import time
 import torch
 from safetensors.torch import load_file
 
+from sae_lens_dit.evals import DENSE_THRESHOLD  # the package's one definition of a dense latent
+
 
 def train_plain_topk(
     train_x: torch.Tensor,
@@ -78,7 +80,7 @@ def train_plain_topk(
     return {
         "explained_variance": 1 - err / var,
         "dead_fraction": float((fired == 0).float().mean()),
-        "dense_fraction": float((rate > 0.1).float().mean()),
+        "dense_fraction": float((rate > DENSE_THRESHOLD).float().mean()),
         "l0": float(k),
     }
 

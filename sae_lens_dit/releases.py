@@ -57,8 +57,9 @@ _RELEASE_KEYS = {
     "status", "source", "model", "backbone", "adapter", "timestep_convention", "cfg_branch", "harvest",
     "saes", "links", "training_command", "publish_command",
 }  # fmt: skip
-_METRICS = ("variance_explained", "l0", "denoising_loss_recovered", "dead_fraction", "dense_fraction")
-_SAE_KEYS = {"id", "path", "hook", "architecture", *_METRICS}
+_METRICS = ("variance_explained", "l0", "denoising_loss_recovered")  # required (null until measured)
+_OPTIONAL_METRICS = ("dead_fraction", "dense_fraction")  # may be left out
+_SAE_KEYS = {"id", "path", "hook", "architecture", *_METRICS, *_OPTIONAL_METRICS}
 
 
 class ReleaseRegistryWarning(UserWarning):
@@ -187,9 +188,8 @@ def _parse_sae(data: Any, index: int, status: str) -> ReleaseSAE:
     if not isinstance(data, dict):
         raise _EntryError(f"saes[{index}]", f"expected a mapping, received {data!r}")
     _check_keys(data, _SAE_KEYS, where)
-    # the first three are required (null until measured); dead/dense fractions may be left out
-    metrics = {key: _get(data, key, (int, float), where, nullable=True) if key in data or i < 3 else None
-               for i, key in enumerate(_METRICS)}  # fmt: skip
+    metrics = {key: _get(data, key, (int, float), where, nullable=True)
+               for key in (*_METRICS, *(k for k in _OPTIONAL_METRICS if k in data))}  # fmt: skip
     if status == "published":
         for key in ("variance_explained", "l0"):
             if metrics[key] is None:
@@ -211,8 +211,8 @@ def _parse_sae(data: Any, index: int, status: str) -> ReleaseSAE:
         variance_explained=metrics["variance_explained"],
         l0=metrics["l0"],
         denoising_loss_recovered=metrics["denoising_loss_recovered"],
-        dead_fraction=metrics["dead_fraction"],
-        dense_fraction=metrics["dense_fraction"],
+        dead_fraction=metrics.get("dead_fraction"),
+        dense_fraction=metrics.get("dense_fraction"),
     )
 
 

@@ -155,6 +155,7 @@ MALFORMED = {  # release id -> (field named in the warning, how the entry is bro
     "tide-test/bad-path": ("saes[0].path", {"saes": [{**GOOD["saes"][0], "path": "blocks.9/tide"}]}),
     "tide-test/extra-field": ("colour", {"colour": "red"}),
     "tide-test/unmeasured": ("saes[0].variance_explained", {"saes": [{**GOOD["saes"][0], "variance_explained": None}]}),
+    "tide-test/bad-dead": ("saes[0].dead_fraction", {"saes": [{**GOOD["saes"][0], "dead_fraction": "low"}]}),
     "not-a-tide-id": ("id", {}),
 }
 
