@@ -143,6 +143,7 @@ class DiTSAERunnerConfig:
             "dead_feature_window",
             "feature_sampling_window",
             "wandb_log_frequency",
+            "init_rows",
         )
         at_least = {
             **dict.fromkeys(counts, 1),
@@ -161,8 +162,6 @@ class DiTSAERunnerConfig:
                 f"hook_name {self.hook_name!r} is not among harvest.hook_names {list(self.harvest.hook_names)}; "
                 "add it there"
             )
-        if self.init_rows < 1:
-            raise ValueError(f"DiTSAERunnerConfig.init_rows={self.init_rows}; expected at least 1 row")
         if self.training_tokens < self.batch_size:
             raise ValueError(f"training_tokens ({self.training_tokens}) < batch_size ({self.batch_size})")
 

@@ -165,3 +165,21 @@ def test_non_finite_trained_weights_are_never_saved(tiny_run_dict, monkeypatch):
     with pytest.raises(ValueError, match="non-finite weights .*W_dec"):
         runner.run()
     assert not (runner.output_dir / "sae_weights.safetensors").exists()
+
+
+@pytest.mark.parametrize("normalize", ["none", "expected_average_only_in"])
+def test_b_dec_starts_at_the_geometric_median_of_the_first_training_rows(tiny_run_dict, normalize):
+    from sae_lens_dit.harvest import harvest_chunks
+    from sae_lens_dit.saes.data_init import geometric_median
+
+    sae = {**tiny_run_dict["sae"], "normalize_activations": normalize}
+    runner = DiTSAETrainingRunner(DiTSAERunnerConfig.from_dict({**tiny_run_dict, "sae": sae, "init_rows": 500}))
+    factor = runner._init_from_data()
+    # independent reference: the same harvest's first 500 rows, the trainer's scale sqrt(d_in) / mean norm
+    rows = torch.cat([c.activations[runner.cfg.hook_name] for c in harvest_chunks(
+        runner.pipe, runner.hooked, runner.cfg.harvest, progress=False)]).float()[:500]  # fmt: skip
+    expected_factor = 96**0.5 / float(rows.norm(dim=-1).mean()) if normalize != "none" else None
+    assert factor == (pytest.approx(expected_factor, rel=1e-5) if expected_factor else None)
+    torch.testing.assert_close(runner.sae.b_dec.data, geometric_median(rows * (expected_factor or 1.0)),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    torch.testing.assert_close(runner.sae.W_dec.norm(dim=-1), torch.ones(192), rtol=0, atol=1e-5)
