@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 import sae_lens_dit  # noqa: F401  (registers tide, topk_sparse)
 from sae_lens_dit.backbones import load_pipeline
-from sae_lens_dit.evals import latent_usage, reconstruct
+from sae_lens_dit.evals import DENSE_THRESHOLD, latent_usage, reconstruct
 from sae_lens_dit.harvest import HarvestConfig, harvest_chunks
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.saes import feed_timesteps
@@ -143,7 +143,8 @@ def main() -> None:
         out_json.write_text(json.dumps(results, indent=1))
     lines = [f"# Training recipe sweep: {args.model}", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
              f"d_sae {D_SAE}, k {K}, {TOKENS:,} training rows in batches of {BATCH} (the runner's preset).", "",
-             "| hook | variant | seed | held-out explained variance | dead | dense (> 10% of rows) | seconds |",
+             "| hook | variant | seed | held-out explained variance | dead | "
+             f"dense (> {DENSE_THRESHOLD:.0%} of rows) | seconds |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, r in results.items():
         hook, name, seed = key.split(" | ")

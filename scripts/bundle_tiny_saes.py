@@ -23,6 +23,9 @@ FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_
 ROOT = Path(__file__).resolve().parents[1] / "pretrained" / "saes"
 
 
+from sae_lens_dit.evals import DENSE_THRESHOLD  # noqa: E402  (the one definition of a dense latent)
+
+
 def learning_rate(runner_cfg: dict, architecture: str) -> float:
     """The run's learning rate: its `lr`, or the architecture's default the runner used for None."""
     from sae_lens_dit.runner import DEFAULT_LR, FALLBACK_LR
@@ -103,7 +106,7 @@ def main() -> None:
     lines += [
         "",
         f"Dead: share of latents that never fire on the {rows:,} held-out rows (every timestep, both CFG branches);",
-        "dense: share firing on more than 10% of them.",
+        f"dense: share firing on more than {DENSE_THRESHOLD:.0%} of them.",
     ]
     lines += [
         "",
