@@ -17,10 +17,13 @@ touch keeps its activation bit for bit, and an edit costs one encode of the touc
 `add`) instead of two full SAE passes per call. `use_error_term=False` replaces every row with
 the SAE's reconstruction of its edited codes instead.
 
-Built on that: `edit` (re-generate one sample with and without a spec), `preview_latent` (one latent
-at one strength, for dashboards), latent selection from recorded rows (`selective_latents` and its
-class/factor, region and timestep-bucket forms), style/feature transfer from a reference image
-(`encode_reference`, `transfer_spec`) and concept suppression (`suppression_spec`).
+An edit can be gated per token (`gates.Gate`: where latents fire or a linear probe says the
+concept is, decided in each call from the unedited activation), given in units of each latent's
+typical active value (`unit: typical`), and `swap` a factor's value (clamp the targets, zero their
+competitors). Built on that: `edit` (re-generate one sample with and without a spec) and
+`preview_latent` (one latent, for dashboards). Choosing what to edit lives beside it: `selection`
+(selective latents), `gates`, `windows` (when an edit takes hold), `recipes` (transfer,
+suppression, swaps) and `concepts` (named, tuned specs such as hue=2).
 Timesteps follow the package convention: DDPM scale [0, 1000], 1000 = pure noise.
 """
 
@@ -43,22 +46,22 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from sae_lens_dit.call_context import COND, UNCOND
-from sae_lens_dit.evals import (
-    DEFAULT_BUCKET_EDGES,
-    latent_timestep_stats,
-    sample_images,
-    timestep_context,
-)
+from sae_lens_dit.evals import timestep_context
+from sae_lens_dit.gates import Gate, LinearProbe
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.recording import BRANCHES, Branch, StepTracker
 from sae_lens_dit.validation import load_sae_folder, read_config_file
 
 logger = logging.getLogger(__name__)
 
-Operation = Literal["add", "clamp", "scale", "zero"]
+Operation = Literal["add", "clamp", "scale", "zero", "swap"]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
 """add: code += value (the activation moves by value x the decoder direction); clamp: code = value;
-scale: code *= value; zero: code = 0."""
+scale: code *= value; zero: code = 0; swap: clamp the latents to value and zero the `competitors`."""
+Unit = Literal["raw", "typical"]
+UNITS: tuple[str, ...] = get_args(Unit)
+"""raw: values are code values; typical: values are multiples of each latent's typical active value
+(`LatentEdit.typical`, from `selection.LatentSelection.typical`)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -89,6 +92,14 @@ class LatentEdit:
     """Token positions (row-major over the token grid) to edit; None = everywhere."""
     branch: Branch = "both"
     """CFG branch(es) to edit: cond, uncond or both."""
+    gate: Gate | None = None
+    """Per-token gate decided in each call from the unedited activation (see gates.Gate); ANDed with box/mask/tokens."""
+    unit: Unit = "raw"
+    """raw: value is in code units; typical: value is a multiple of each latent's `typical` active value."""
+    typical: tuple[float, ...] | None = None
+    """Typical active value of each latent (needed with unit: typical; from a LatentSelection)."""
+    competitors: tuple[int, ...] = ()
+    """Latents zeroed by op swap (e.g. those selective for the other values of the factor)."""
 
     def __post_init__(self) -> None:
         where = f"edit at {self.hook!r}"
@@ -136,11 +147,40 @@ class LatentEdit:
             raise FileNotFoundError(f"{where}: mask image {self.mask} does not exist")
         if self.branch not in BRANCHES:
             raise ValueError(f"{where}: branch must be one of {list(BRANCHES)}, received {self.branch!r}")
+        if self.gate is not None and not isinstance(self.gate, Gate):  # a mapping, or refused saying what it needs
+            object.__setattr__(self, "gate", Gate.from_dict(self.gate))
+        if self.unit not in UNITS:
+            raise ValueError(f"{where}: unit must be one of {list(UNITS)}, received {self.unit!r}")
+        if self.typical is not None:
+            typical = tuple(self.typical)
+            if len(typical) != len(latents) or not all(_is_finite_number(v) and v >= 0 for v in typical):
+                raise ValueError(f"{where}: typical needs one non-negative number per latent ({len(latents)}), "
+                                 f"received {self.typical!r}")  # fmt: skip
+            object.__setattr__(self, "typical", tuple(float(v) for v in typical))
+        if self.unit == "typical" and self.typical is None and self.op not in ("scale", "zero"):
+            raise ValueError(f"{where}: unit typical needs `typical` (one value per latent, from a LatentSelection)")
+        competitors = tuple(self.competitors or ())
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in competitors):
+            raise ValueError(f"{where}: competitors must be latent indices, received {self.competitors!r}")
+        if set(competitors) & set(latents):
+            raise ValueError(f"{where}: latents {sorted(set(competitors) & set(latents))} are both targets and "
+                             f"competitors")  # fmt: skip
+        if competitors and self.op != "swap":
+            raise ValueError(f"{where}: competitors are only used by op swap, received op {self.op!r}")
+        object.__setattr__(self, "competitors", competitors)
 
     def values(self) -> Tensor:
-        """[latents] float64: the value of each latent."""
+        """[latents] float64: the code value (add, clamp, swap) or factor (scale) of each latent."""
         value = self.value if isinstance(self.value, tuple) else (self.value,) * len(self.latents)
-        return torch.tensor(value, dtype=torch.float64)
+        value = torch.tensor(value, dtype=torch.float64)
+        if self.unit == "typical" and self.op not in ("scale", "zero"):
+            value = value * torch.tensor(self.typical, dtype=torch.float64)
+        return value
+
+    @property
+    def columns(self) -> tuple[int, ...]:
+        """Every latent the edit reads or writes: its latents, then its competitors."""
+        return self.latents + self.competitors
 
 
 @dataclass(frozen=True)
@@ -179,21 +219,28 @@ class SteeringSpec:
     def hooks(self) -> list[str]:
         return list(dict.fromkeys(edit.hook for edit in self.edits))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "saes": [{k: v for k, v in asdict(s).items() if v is not None} for s in self.saes],
-            "edits": [_edit_dict(edit) for edit in self.edits],
-        }
+    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """Plain data; file paths (masks, gate probes) under `relative_to` are written relative to it."""
+        edits = [_edit_dict(edit) for edit in self.edits]
+        if relative_to is not None:
+            edits = [_map_paths(edit, lambda p: _relative(p, Path(relative_to))) for edit in edits]
+        return {"saes": [{k: v for k, v in asdict(s).items() if v is not None} for s in self.saes], "edits": edits}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SteeringSpec:
+    def from_dict(cls, data: Mapping[str, Any], base: str | Path | None = None) -> SteeringSpec:
+        """The spec of `to_dict`'s layout; relative file paths (masks, gate probes) are read against `base`."""
         _check_keys(data, {f.name for f in fields(cls)}, "steering spec")
         edits = []
         for i, edit in enumerate(data.get("edits") or []):
             _check_keys(edit, {f.name for f in fields(LatentEdit)}, f"edits[{i}]")
             if "hook" not in edit or "latents" not in edit:
                 raise ValueError(f"edits[{i}] needs at least `hook` and `latents`, received {dict(edit)}")
-            edits.append(LatentEdit(**{k: tuple(v) if isinstance(v, list) else v for k, v in edit.items()}))
+            if base is not None:
+                edit = _map_paths(edit, lambda p: p if Path(p).is_absolute() else str(Path(base) / p))
+            try:
+                edits.append(LatentEdit(**{k: tuple(v) if isinstance(v, list) else v for k, v in edit.items()}))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"edits[{i}]: {err}") from None
         sources = []
         for i, source in enumerate(data.get("saes") or []):
             _check_keys(source, {f.name for f in fields(SAESource)}, f"saes[{i}]")
@@ -203,7 +250,7 @@ class SteeringSpec:
     def save(self, path: str | Path) -> Path:
         """Write the spec as YAML (.yaml/.yml) or JSON (anything else)."""
         path = Path(path)
-        data = self.to_dict()
+        data = self.to_dict(relative_to=path.parent)
         path.write_text(yaml.safe_dump(data, sort_keys=False) if _is_yaml(path) else json.dumps(data, indent=1))
         return path
 
@@ -212,7 +259,7 @@ class SteeringSpec:
         path = Path(path)
         data = read_config_file(path, "steering spec")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data, base=path.parent)
         except (ValueError, TypeError) as err:
             raise ValueError(f"steering spec {path}: {err}") from None
 
@@ -220,12 +267,33 @@ class SteeringSpec:
         return [source.load(device) for source in self.saes]
 
 
+def _map_paths(edit: Mapping[str, Any], change: Any) -> dict[str, Any]:
+    """A copy of an edit's dict with `change` applied to its file paths (mask, gate probe)."""
+    out = dict(edit)
+    if isinstance(out.get("mask"), str):
+        out["mask"] = change(out["mask"])
+    gate = out.get("gate")
+    if isinstance(gate, Mapping) and isinstance(gate.get("probe"), str):
+        out["gate"] = {**gate, "probe": change(gate["probe"])}
+    return out
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return path
+
+
 def _edit_dict(edit: LatentEdit) -> dict[str, Any]:
     defaults = {f.name: f.default for f in fields(LatentEdit)}
     out = {}
-    for key, value in asdict(edit).items():
-        if key in ("hook", "latents") or value != defaults.get(key):
-            out[key] = list(value) if isinstance(value, tuple) else value
+    for f in fields(LatentEdit):
+        value = getattr(edit, f.name)
+        if f.name in ("hook", "latents") or value != defaults.get(f.name):
+            out[f.name] = (
+                value.to_dict() if isinstance(value, Gate) else list(value) if isinstance(value, tuple) else value
+            )
     return out
 
 
@@ -340,9 +408,18 @@ class _SAESteering:
                  steps: _StepCounter, trace: SteeringTrace):  # fmt: skip
         self.hooked, self.sae, self.edits, self.use_error_term = hooked, sae, edits, use_error_term
         self.steps, self.trace = steps, trace
-        self.columns = sorted({i for _, edit in edits for i in edit.latents})  # edited latents, ascending
+        self.columns = sorted({i for _, edit in edits for i in edit.columns})  # edited latents, ascending
         self._index = {latent: j for j, latent in enumerate(self.columns)}
         self._regions: dict[tuple[int, int], Tensor | None] = {}
+        self._probes = {e.gate.probe: LinearProbe.load(e.gate.probe) for _, e in edits if e.gate and e.gate.probe}
+        for _, edit in edits:
+            probe = self._probes.get(edit.gate.probe) if edit.gate is not None else None
+            if probe is not None and probe.hook and probe.hook != edit.hook:
+                raise ValueError(f"edit at {edit.hook}: its gate's probe {edit.gate.probe} was fitted on {probe.hook}; "
+                                 f"fit a probe on {edit.hook}")  # fmt: skip
+        self._needs_codes = not use_error_term or any(
+            edit.op != "add" or (edit.gate is not None and edit.gate.latents is not None) for _, edit in edits
+        )
 
     def _region(self, index: int, edit: LatentEdit, n_tokens: int) -> Tensor | None:
         key = (index, n_tokens)
@@ -383,10 +460,10 @@ class _SAESteering:
         idx = touched.nonzero().squeeze(1)  # [r] rows encoded
         sae, device = self.sae, self.sae.device
         x = activation[idx.to(activation.device)].to(device, self.sae.dtype)  # [r, tokens, d]
-        needs_codes = not self.use_error_term or any(edit.op != "add" for _, edit, _, _ in plans)
+        ctx = self.hooked.call_context
         codes = None
-        if needs_codes:
-            timestep = self.hooked.call_context.timestep
+        if self._needs_codes:
+            timestep = ctx.timestep
             with torch.no_grad(), timestep_context(sae, timestep[idx].to(device) if timestep is not None else None):
                 codes = sae.encode(x)  # [r, tokens, d_sae]
             old = codes[..., self.columns]
@@ -395,21 +472,27 @@ class _SAESteering:
         new = old.clone()
         position = torch.full((batch,), -1, dtype=torch.long)
         position[idx] = torch.arange(len(idx))
-        ctx = self.hooked.call_context
         for index, edit, rows, region in plans:
-            where = torch.zeros(len(idx), n_tokens, dtype=torch.bool)
-            where[position[rows]] = True if region is None else region
-            where = where[..., None].to(device)  # [r, tokens, 1]
+            where = torch.zeros(len(idx), n_tokens, dtype=torch.bool, device=device)
+            where[position[rows]] = True if region is None else region.to(device)
+            if edit.gate is not None:
+                where &= edit.gate.inside(x, codes, self._probes.get(edit.gate.probe)).to(device)
+            changed_tokens = int(where.sum())
+            where = where[..., None]  # [r, tokens, 1]
             cols = [self._index[i] for i in edit.latents]
             value = edit.values().to(device, sae.dtype)  # [latents]
             current = new[..., cols]
-            changed = {"add": current + value, "clamp": value.expand_as(current), "scale": current * value,
-                       "zero": torch.zeros_like(current)}[edit.op]  # fmt: skip
+            changed = {"add": current + value, "clamp": value.expand_as(current), "swap": value.expand_as(current),
+                       "scale": current * value, "zero": torch.zeros_like(current)}[edit.op]  # fmt: skip
             new[..., cols] = torch.where(where, changed, current)
+            if edit.competitors:
+                rivals = [self._index[i] for i in edit.competitors]
+                new[..., rivals] = torch.where(where, torch.zeros_like(new[..., rivals]), new[..., rivals])
             self.trace.records.append({
                 "edit": index, "hook": edit.hook, "step": self.steps.tracker.step, "run": self.steps.tracker.run,
                 "timestep": float(ctx.timestep[rows][0]) if ctx.timestep is not None else None,
                 "rows": int(rows.sum()), "tokens": n_tokens if region is None else int(region.sum()),
+                "edited_tokens": changed_tokens,
             })  # fmt: skip
         if not self.use_error_term:
             edited = codes.clone()
@@ -440,7 +523,8 @@ def _check_sae(sae: SAE, edits: list[tuple[int, LatentEdit]]) -> None:
             f"(sae.fold_activation_norm_scaling_factor) or use an SAE trained without it"
         )
     for index, edit in edits:
-        bad = [i for i in edit.latents if i >= sae.cfg.d_sae]
+        gated = list(edit.gate.latents) if edit.gate is not None and edit.gate.latents is not None else []
+        bad = [i for i in [*edit.columns, *gated] if i >= sae.cfg.d_sae]
         if bad:
             raise ValueError(f"edits[{index}] at {edit.hook}: latent index(es) {bad} out of range; the SAE there "
                              f"has d_sae={sae.cfg.d_sae} latents (0..{sae.cfg.d_sae - 1})")  # fmt: skip
@@ -564,193 +648,3 @@ def save_grid(path: str | Path, rows: Sequence[np.ndarray], min_size: int = 64) 
     grid = (np.concatenate(strips, axis=0) * 255).round().astype(np.uint8)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
     return Path(path)
-
-
-# ------------------------------------------------------------------------------------------------
-# Choosing latents from recorded rows (`rec.rows(hook)`).
-
-
-@dataclass(frozen=True)
-class LatentChoice:
-    """Latents ranked by a selectivity score (highest first) and the score of every latent."""
-
-    latents: list[int]
-    scores: Tensor  # [d_sae] float64
-
-
-def record_samples(
-    pipe: Any, hooked: HookedDiT, hook: str, class_labels: Sequence[int], seed: int, num_inference_steps: int = 50,
-    guidance_scale: float | None = None, batch_size: int = 100, tokens_per_image: int | None = None,
-    branch: Branch = "cond",
-) -> tuple[dict[str, Tensor], np.ndarray]:  # fmt: skip
-    """Sample `class_labels` (as `evals.sample_images` does) while recording `hook`: (rows, images).
-
-    Rows get an extra column `image`, the index into `class_labels` (and into the images) of their sample.
-    """
-    with hooked.record([hook], tokens_per_image=tokens_per_image, branch=branch, seed=seed) as rec:
-        images = sample_images(pipe, class_labels, seed, num_inference_steps, guidance_scale, batch_size)
-    rows = rec.rows(hook)
-    rows["image"] = rows["run"] * batch_size + rows["sample"]
-    return rows, images
-
-
-def selective_latents(
-    sae: SAE, rows: Mapping[str, Tensor], positive: Tensor, n: int, bucket: int | None = None,
-    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
-) -> LatentChoice:  # fmt: skip
-    """The `n` latents whose mean activation is highest on `positive` rows [R] relative to the others.
-
-    Score: mean over timestep buckets (`evals.latent_timestep_stats`) of (mean activation on the
-    positive rows - mean on the rest), so every stage of denoising counts alike; with `bucket`, that
-    bucket's difference only. Only latents with a positive score are returned.
-    """
-    positive = torch.as_tensor(positive, dtype=torch.bool)
-    if positive.all() or not positive.any():
-        raise ValueError(f"selective_latents needs positive and negative rows, received {int(positive.sum())} of "
-                         f"{len(positive)} positive")  # fmt: skip
-    x, t = rows["activation"], rows["timestep"]
-    pos = latent_timestep_stats(sae, x[positive], t[positive], edges)
-    neg = latent_timestep_stats(sae, x[~positive], t[~positive], edges)
-    diff = pos.mean_activation - neg.mean_activation  # [buckets, d_sae]
-    present = (pos.rows > 0) & (neg.rows > 0)
-    if bucket is not None:
-        present &= torch.arange(len(present)) == bucket
-    if not present.any():
-        raise ValueError(
-            f"no timestep bucket {'' if bucket is None else f'({bucket}) '}holds both positive and "
-            f"negative rows; rows per bucket: positive {pos.rows.tolist()}, negative {neg.rows.tolist()}"
-        )
-    return _ranked(diff[present].mean(0), n)
-
-
-def _ranked(scores: Tensor, n: int) -> LatentChoice:
-    return LatentChoice(list(_top_positive(scores, n)), scores)
-
-
-def latents_for_images(
-    sae: SAE, rows: Mapping[str, Tensor], positive_images: np.ndarray | Tensor, n: int, bucket: int | None = None,
-) -> LatentChoice:  # fmt: skip
-    """Latents selective for a set of images (a class: `labels == c`; a factor value:
-    `factors["colour"] == 2`), given as a bool per image of `record_samples` (rows' `image` column)."""
-    positive = torch.as_tensor(np.asarray(positive_images), dtype=torch.bool)[rows["image"]]
-    return selective_latents(sae, rows, positive, n, bucket)
-
-
-def latents_for_region(
-    sae: SAE, rows: Mapping[str, Tensor], n: int, box: Sequence[float] | None = None, mask: str | None = None,
-    hooked: HookedDiT | None = None,
-) -> LatentChoice:  # fmt: skip
-    """Latents selective for the tokens inside a box or mask image (see `region_mask`)."""
-    n_tokens = int(rows["token"].max()) + 1
-    region = region_mask(token_grid(n_tokens, hooked), box, mask)
-    if region is None:
-        raise ValueError("latents_for_region needs a box or a mask image")
-    return selective_latents(sae, rows, region[rows["token"]], n)
-
-
-def latents_for_bucket(
-    sae: SAE, rows: Mapping[str, Tensor], bucket: int, n: int, edges: Sequence[float] = DEFAULT_BUCKET_EDGES
-) -> LatentChoice:
-    """Latents that fire more in timestep bucket `bucket` ([edges[b], edges[b+1])) than in the rest."""
-    if not 0 <= bucket < len(edges) - 1:
-        raise ValueError(f"bucket must be in 0..{len(edges) - 2} for edges {list(edges)}, received {bucket}")
-    stats = latent_timestep_stats(sae, rows["activation"], rows["timestep"], edges)
-    others = [b for b in range(len(edges) - 1) if b != bucket and stats.rows[b] > 0]
-    if stats.rows[bucket] == 0 or not others:
-        raise ValueError(f"latents_for_bucket needs rows in bucket {bucket} and in another bucket; rows per bucket: "
-                         f"{stats.rows.tolist()}")  # fmt: skip
-    scores = stats.mean_activation[bucket] - stats.mean_activation[others].mean(0)
-    return _ranked(scores, n)
-
-
-# ------------------------------------------------------------------------------------------------
-# Style / feature transfer and concept suppression.
-
-
-@dataclass(frozen=True)
-class ReferenceLatents:
-    """SAE codes of one reference image noised to one timestep per bucket of `edges`."""
-
-    hook: str
-    edges: tuple[float, ...]
-    timesteps: Tensor  # [buckets] float32, where the reference was noised to (project convention)
-    codes: Tensor  # [buckets, tokens, d_sae]
-
-
-@torch.no_grad()
-def encode_reference(
-    pipe: Any, hooked: HookedDiT, sae: SAE, image: Tensor, seed: int = 0,
-    edges: Sequence[float] = DEFAULT_BUCKET_EDGES, **transformer_kwargs: Any,
-) -> ReferenceLatents:  # fmt: skip
-    """Noise `image` ([C, H, W] in the pipeline's pixel range [-1, 1]) with the scheduler's own `add_noise`
-    to the middle of each timestep bucket, run the transformer once on the batch (extra arguments, e.g.
-    class_labels=tensor, go to it) and read the SAE's codes at its hook."""
-    hook = sae.cfg.metadata.hook_name
-    x0 = image[None].to(pipe.device, pipe.transformer.dtype)
-    vae = getattr(pipe, "vae", None)
-    if vae is not None and hasattr(vae, "encode"):  # a latent-space pipeline: encode like its training data
-        x0 = vae.encode(x0).latent_dist.mean * vae.config.scaling_factor
-    mids = [(lo + hi) / 2.0 for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-    train_steps = pipe.scheduler.config.num_train_timesteps
-    raw = torch.tensor([min(round(m * train_steps / 1000.0), train_steps - 1) for m in mids], dtype=torch.long)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
-    noisy = pipe.scheduler.add_noise(x0.expand(len(raw), *x0.shape[1:]), noise.expand(len(raw), *x0.shape[1:]), raw)
-    kwargs = {k: v.expand(len(raw), *v.shape[1:]) if isinstance(v, Tensor) and v.shape[:1] == (1,) else v
-              for k, v in transformer_kwargs.items()}  # fmt: skip
-    with hooked.record([hook]) as rec:
-        hooked.transformer(noisy, timestep=raw.to(pipe.device), **kwargs)
-    acts, timesteps = rec[hook][0], rec.timesteps[0]  # [buckets, tokens, d], [buckets]
-    with timestep_context(sae, timesteps.to(sae.device)):
-        codes = sae.encode(acts.to(sae.device, sae.dtype))
-    return ReferenceLatents(hook, tuple(float(e) for e in edges), timesteps, codes.cpu())
-
-
-TransferMode = Literal["pooled", "per_token"]
-
-
-def transfer_spec(
-    reference: ReferenceLatents, n: int, mode: TransferMode = "pooled", baseline: Tensor | None = None,
-    op: Operation = "clamp", gain: float = 1.0, box: Sequence[float] | None = None, branch: Branch = "both",
-) -> SteeringSpec:  # fmt: skip
-    """Inject the reference's top `n` latents per timestep bucket into another generation, each limited
-    to that bucket's timestep window.
-
-    `pooled`: latents ranked by their mean code over the reference's tokens (minus `baseline`
-    [buckets, d_sae], e.g. `latent_timestep_stats(...).mean_activation` of ordinary samples with the
-    same edges, so latents every image uses are skipped), injected on every token (or `box`) at
-    `gain` x their mean code where they fire. `per_token`: each token's own top `n` latents (code minus
-    baseline), injected at that token at `gain` x its code there (one edit per bucket and token).
-    """
-    if mode not in get_args(TransferMode):
-        raise ValueError(f"mode must be one of {list(get_args(TransferMode))}, received {mode!r}")
-    codes = reference.codes.double()  # [buckets, tokens, d_sae]
-    base = baseline.double() if baseline is not None else torch.zeros(codes.shape[0], codes.shape[-1])
-    edits = []
-    for b, window in enumerate(zip(reference.edges[:-1], reference.edges[1:], strict=True)):
-        if mode == "pooled":
-            fires = codes[b] > 0
-            strength = codes[b].sum(0) / fires.sum(0).clamp_min(1)  # [d_sae] mean code where it fires
-            latents = _top_positive(codes[b].mean(0) - base[b], n)
-            if latents:
-                values = tuple(gain * float(strength[i]) for i in latents)
-                edits.append(LatentEdit(reference.hook, latents, op, values, timesteps=window,
-                                        box=tuple(box) if box is not None else None, branch=branch))  # fmt: skip
-            continue
-        for token, token_codes in enumerate(codes[b]):
-            latents = [i for i in _top_positive(token_codes - base[b], n) if token_codes[i] > 0]
-            if latents:
-                values = tuple(gain * float(token_codes[i]) for i in latents)
-                edits.append(LatentEdit(reference.hook, latents, op, values, timesteps=window, tokens=(token,),
-                                        branch=branch))  # fmt: skip
-    return SteeringSpec(tuple(edits))
-
-
-def _top_positive(scores: Tensor, n: int) -> tuple[int, ...]:
-    order = torch.argsort(scores, descending=True, stable=True)[:n]
-    return tuple(int(i) for i in order if scores[i] > 0)
-
-
-def suppression_spec(hook: str, latents: Sequence[int], branch: Branch = "both") -> SteeringSpec:
-    """Zero `latents` of the SAE at `hook` at every timestep, step and token (safe generation: pick them
-    with `latents_for_images` for the concept to remove)."""
-    return SteeringSpec((LatentEdit(hook, tuple(latents), "zero", branch=branch),))

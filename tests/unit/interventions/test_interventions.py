@@ -2,7 +2,9 @@
 encode/decode on a tiny random DiT (16 tokens of width 8) and tiny random SAEs.
 
 Tolerances: "exact" comparisons use torch.equal (the untouched rows/tokens must be bit-identical);
-hand computations of edited activations use atol 1e-5 (different float operation order).
+hand computations of edited activations use atol 1e-5 (different float operation order). The `pipe` fixture
+is conftest.py's; latent selection, gates and recipes have their own files (test_selection.py, test_gates.py,
+test_steering.py, test_recipes.py).
 """
 
 from __future__ import annotations
@@ -13,45 +15,17 @@ import re
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DiTTransformer2DModel
 from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT, TideSAE, TideSAEConfig
-from sae_lens_dit.backbones import NULL_CLASS, IdentityVAE, TinyDiTPipeline
+from sae_lens_dit.backbones import NULL_CLASS
 from sae_lens_dit.evals import timestep_context
-from sae_lens_dit.interventions import (
-    LatentEdit,
-    ReferenceLatents,
-    SAESource,
-    SteeringSpec,
-    encode_reference,
-    latents_for_bucket,
-    latents_for_images,
-    latents_for_region,
-    preview_latent,
-    region_mask,
-    selective_latents,
-    steer,
-    suppression_spec,
-    transfer_spec,
-)
+from sae_lens_dit.interventions import LatentEdit, SAESource, SteeringSpec, preview_latent, region_mask, steer
 
 HOOK = "blocks.0.hook_resid_post"
 D, D_SAE = 8, 32
-
-
-@pytest.fixture
-def pipe() -> TinyDiTPipeline:
-    transformer = DiTTransformer2DModel(
-        in_channels=4, out_channels=8, activation_fn="gelu-approximate", num_attention_heads=2, attention_head_dim=4,
-        attention_bias=True, num_layers=2, norm_type="ada_norm_zero", num_embeds_ada_norm=1000, patch_size=2,
-        sample_size=8,
-    ).eval()  # fmt: skip
-    pipe = TinyDiTPipeline(transformer=transformer, vae=IdentityVAE(), scheduler=DDIMScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def _randomise(sae: SAE) -> SAE:
@@ -290,74 +264,3 @@ def test_preview_latent_changes_only_with_strength(pipe):
     assert np.array_equal(result.before, again.before) and np.array_equal(again.after, again.before)
     assert not np.array_equal(result.after, result.before)
     assert result.trace.summary()[0]["calls"] == 3
-
-
-def _planted_rows(sae: SAE, n: int = 400) -> dict[str, Tensor]:
-    """Rows of 10 images x 16 tokens x 4 timesteps where latent 11's decoder direction is added to the images
-    0-4 (positive) and to tokens 0-3 of every image."""
-    generator = torch.Generator().manual_seed(1)
-    image = torch.arange(10).repeat_interleave(64)
-    token = torch.arange(16).repeat(40)
-    timestep = torch.tensor([100.0, 300.0, 700.0, 900.0]).repeat_interleave(16).repeat(10)
-    x = torch.randn(len(image), D, generator=generator) * 0.1
-    direction = sae.W_dec[11].detach() / sae.W_dec[11].detach().norm()
-    x += 3.0 * direction * ((image < 5) | (token < 4)).float()[:, None]
-    return {"activation": x, "timestep": timestep, "token": token, "image": image}
-
-
-def test_selective_latents_score_is_the_bucket_mean_difference():
-    sae = _standard()
-    with torch.no_grad():
-        sae.W_enc.copy_(sae.W_dec.T)
-        sae.b_enc.zero_()
-    rows = _planted_rows(sae)
-    choice = latents_for_images(sae, rows, np.arange(10) < 5, n=3)
-    with torch.no_grad():
-        codes = sae.encode(rows["activation"]).double()
-    positive = rows["image"] < 5
-    at = [rows["timestep"] == t for t in (100.0, 300.0, 700.0, 900.0)]
-    expected = torch.stack([codes[positive & m].mean(0) - codes[~positive & m].mean(0) for m in at]).mean(0)
-    torch.testing.assert_close(choice.scores, expected, atol=1e-6, rtol=0)
-    assert choice.latents[0] == int(torch.argmax(expected)) and len(choice.latents) <= 3
-    assert latents_for_region(sae, rows, n=1, box=(0.0, 0.0, 1.0, 0.25)).latents == [
-        int(torch.argmax(codes[rows["token"] < 4].mean(0) - codes[rows["token"] >= 4].mean(0)))
-    ]
-    bucket = latents_for_bucket(sae, rows, bucket=4, n=2, edges=(0, 200, 400, 600, 800, 1000))
-    per_bucket = torch.stack([codes[rows["timestep"] == t].mean(0) for t in (100.0, 300.0, 700.0, 900.0)])
-    torch.testing.assert_close(bucket.scores, per_bucket[3] - per_bucket[:3].mean(0), atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="positive and negative rows"):
-        selective_latents(sae, rows, torch.ones(len(positive), dtype=torch.bool), 2)
-
-
-def test_transfer_spec_picks_and_values_by_hand():
-    codes = torch.zeros(2, 4, 6)  # 2 buckets, 4 tokens, 6 latents
-    codes[0, :2, 1] = torch.tensor([2.0, 4.0])  # pooled mean 1.5; mean where it fires 3.0
-    codes[0, :, 2] = 1.0  # pooled mean 1.0 everywhere
-    codes[0, 3, 5] = 8.0  # pooled mean 2.0, one token
-    codes[1, 2, 0] = 1.0
-    reference = ReferenceLatents(HOOK, (0.0, 500.0, 1000.0), torch.tensor([250.0, 750.0]), codes)
-    spec = transfer_spec(reference, n=2, gain=2.0)
-    assert [(e.latents, e.value, e.timesteps) for e in spec.edits] == [
-        ((5, 1), (16.0, 6.0), (0.0, 500.0)), ((0,), (2.0,), (500.0, 1000.0))]  # fmt: skip
-    baseline = torch.zeros(2, 6)
-    baseline[0, 5] = 1.9
-    assert transfer_spec(reference, n=1, baseline=baseline).edits[0].latents == (1,)
-    per_token = transfer_spec(reference, n=1, mode="per_token", op="add")
-    first = {e.tokens: (e.latents, e.value) for e in per_token.edits if e.timesteps == (0.0, 500.0)}
-    assert first == {(0,): ((1,), (2.0,)), (1,): ((1,), (4.0,)), (2,): ((2,), (1.0,)), (3,): ((5,), (8.0,))}
-    assert suppression_spec(HOOK, [1, 2]).edits == (LatentEdit(HOOK, (1, 2), "zero"),)
-
-
-def test_encode_reference_reads_codes_at_bucket_middles(pipe):
-    sae, hooked = _tide(), HookedDiT(pipe.transformer)
-    image = torch.rand(4, 8, 8) * 2 - 1
-    ref = encode_reference(pipe, hooked, sae, image, seed=0, edges=(0, 500, 1000), class_labels=torch.tensor([2]))
-    torch.testing.assert_close(ref.timesteps, torch.tensor([250.0, 750.0]))
-    noise = torch.randn(image[None].shape, generator=torch.Generator().manual_seed(0))
-    noisy = pipe.scheduler.add_noise(image[None].expand(2, -1, -1, -1), noise.expand(2, -1, -1, -1),
-                                     torch.tensor([250, 750]))  # fmt: skip
-    _, cache = hooked.run_with_cache(noisy, timestep=torch.tensor([250, 750]), class_labels=torch.tensor([2, 2]),
-                                     names_filter=HOOK)  # fmt: skip
-    with torch.no_grad():
-        expected = sae.encode(cache[HOOK], timestep=torch.tensor([250.0, 750.0]))
-    torch.testing.assert_close(ref.codes, expected, atol=1e-5, rtol=0)

@@ -1,0 +1,62 @@
+"""Shared fixtures of the steering tests: a tiny random DiT pipeline (16 tokens of width 8 at
+blocks.0.hook_resid_post) and tiny random SAEs of every architecture that hook reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DiTTransformer2DModel
+from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+from sae_lens.saes.sae import SAEMetadata
+
+from sae_lens_dit import TideSAE, TideSAEConfig
+from sae_lens_dit.backbones import IdentityVAE, TinyDiTPipeline
+
+TINY_HOOK = "blocks.0.hook_resid_post"
+TINY_D, TINY_D_SAE = 8, 32
+
+
+@pytest.fixture
+def pipe() -> TinyDiTPipeline:
+    transformer = DiTTransformer2DModel(
+        in_channels=4, out_channels=8, activation_fn="gelu-approximate", num_attention_heads=2, attention_head_dim=4,
+        attention_bias=True, num_layers=2, norm_type="ada_norm_zero", num_embeds_ada_norm=1000, patch_size=2,
+        sample_size=8,
+    ).eval()  # fmt: skip
+    pipe = TinyDiTPipeline(transformer=transformer, vae=IdentityVAE(), scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _randomise(sae: SAE) -> SAE:
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.normal_(0, 0.5)
+    return sae
+
+
+def tiny_sae(kind: str = "topk", hook: str = TINY_HOOK) -> SAE:
+    """A random SAE reading `hook` (d_in 8, d_sae 32): topk (k 4, decoder-norm rescaling), standard (ReLU) or tide."""
+    metadata = SAEMetadata(hook_name=hook)
+    if kind == "topk":
+        cfg = TopKSAEConfig(d_in=TINY_D, d_sae=TINY_D_SAE, k=4, rescale_acts_by_decoder_norm=True, metadata=metadata)
+        return _randomise(TopKSAE(cfg))
+    if kind == "standard":
+        return _randomise(StandardSAE(StandardSAEConfig(d_in=TINY_D, d_sae=TINY_D_SAE, metadata=metadata)))
+    if kind == "tide":
+        cfg = TideSAEConfig(d_in=TINY_D, d_sae=TINY_D_SAE, k=4, rescale_acts_by_decoder_norm=True,
+                            apply_b_dec_to_input=True, normalize_activations="none", metadata=metadata)  # fmt: skip
+        sae = _randomise(TideSAE(cfg))
+        with torch.no_grad():  # keep the timestep terms O(1), so float32 hand computations stay within 1e-5
+            for parameter in sae.timestep_mlp.parameters():
+                parameter.mul_(0.1)
+        return sae
+    raise ValueError(f"unknown tiny SAE kind {kind!r}")
+
+
+@pytest.fixture
+def make_sae() -> Callable[..., SAE]:
+    """`make_sae(kind="topk", hook=...)`: a fresh random tiny SAE (see `tiny_sae`)."""
+    return tiny_sae
