@@ -123,8 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
                       "e.g. blocks.1.hook_resid_post")  # fmt: skip
     edit.add_argument("--spec", type=Path, help="Steering spec, YAML or JSON (SteeringSpec.to_dict layout)")
     edit.add_argument("--latent", nargs="+", type=int, help="Latent(s) to steer at --hook, instead of a spec")
+    edit.add_argument("--toward", nargs="+", metavar="CONCEPT",
+                      help="Named concept(s) of --release (or --concepts), e.g. hue=2, position=left, size=larger; "
+                           "a wrong name lists the available ones")  # fmt: skip
+    edit.add_argument("--concepts", type=Path, help="Concept folder for --toward (default: the release's own)")
+    edit.add_argument("--window", nargs="+", metavar="T",
+                      help="auto (the measured window of each concept; the default) or LOW HIGH timesteps "
+                           "(DDPM scale, 1000 = noise) for every edit")  # fmt: skip
     edit.add_argument("--op", default="add", choices=OPERATIONS, help="Operation for --latent")
-    edit.add_argument("--value", type=float, default=8.0, help="Strength (add), value (clamp) or factor (scale)")
+    edit.add_argument("--value", type=float,
+                      help="--latent: strength (add, default 8), value (clamp) or factor (scale); --toward: "
+                           "strength in units of each latent's typical value (default: the tuned one)")  # fmt: skip
     edit.add_argument("--class-labels", nargs="+", type=int, help="Class labels to sample (class-conditional DiTs)")
     edit.add_argument("--prompt", nargs="+", help="Prompt(s) to sample (text-conditioned pipelines)")
     edit.add_argument("--seed", type=int, default=0, help="Seed of the sample to re-generate")
@@ -329,6 +338,19 @@ def _dashboard(args: argparse.Namespace) -> None:
           f"open {build.index.resolve().as_uri()}")  # fmt: skip
 
 
+def _window_arg(values: list[str] | None) -> Any:
+    """--window: None/["auto"] -> "auto"; [LOW, HIGH] -> (low, high)."""
+    if not values or values == ["auto"]:
+        return "auto"
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--window takes auto or two timesteps LOW HIGH, received {' '.join(values)}") from None
+    if not 0.0 <= low <= high <= 1000.0:
+        raise ValueError(f"--window needs 0 <= LOW <= HIGH <= 1000 (DDPM scale), received {low} {high}")
+    return low, high
+
+
 def _edit(args: argparse.Namespace) -> None:
     from sae_lens import SAE
 
@@ -338,12 +360,26 @@ def _edit(args: argparse.Namespace) -> None:
     from sae_lens_dit.interventions import LatentEdit, SteeringSpec, edit, save_grid
     from sae_lens_dit.releases import get_release
 
-    if (args.spec is None) == (args.latent is None):
-        raise ValueError("give --spec FILE or --latent N [N ...] (with --hook), not both and not neither")
+    if sum(x is not None for x in (args.spec, args.latent, args.toward)) != 1:
+        raise ValueError("give one of --spec FILE, --latent N [N ...] (with --hook) or --toward CONCEPT")
     if args.latent is not None and not args.hook:
         raise ValueError("--latent needs --hook (the hook of the SAE whose latents to steer)")
-    spec = SteeringSpec.load(args.spec) if args.spec else SteeringSpec((LatentEdit(args.hook, tuple(args.latent),
-                                                                                   args.op, args.value),))  # fmt: skip
+    window = _window_arg(args.window)
+    if args.toward:
+        from sae_lens_dit.concepts import load_concept, release_concepts
+
+        if args.concepts is None and not args.release:
+            raise ValueError("--toward needs --release (whose concepts to use) or --concepts DIR")
+        folder = args.concepts if args.concepts is not None else release_concepts(args.release)
+        spec = SteeringSpec()
+        for name in args.toward:
+            spec = spec + load_concept(folder, name, args.value, window)
+    elif args.spec:
+        spec = SteeringSpec.load(args.spec)
+    else:
+        timesteps = None if window == "auto" else window
+        value = 8.0 if args.value is None else args.value
+        spec = SteeringSpec((LatentEdit(args.hook, tuple(args.latent), args.op, value, timesteps=timesteps),))
     if not spec.edits:
         raise ValueError(f"steering spec {args.spec} has no edits: list at least one under `edits`")
     if (args.output_dir / "edit.json").exists():
@@ -352,7 +388,7 @@ def _edit(args: argparse.Namespace) -> None:
     saes = spec.load_saes(args.device)
     if args.sae:
         saes += [load_sae_folder(folder, device=args.device) for folder in args.sae]
-    elif args.release:
+    elif args.release and not args.toward:  # a concept names its own SAEs
         release = get_release(args.release)
         hooks = [args.hook] if args.hook else spec.hooks
         ids = args.sae_id or [sae.id for sae in release.saes if sae.hook in hooks]
@@ -385,6 +421,7 @@ def _edit(args: argparse.Namespace) -> None:
               "saes": [{"hook": sae.cfg.metadata.hook_name, "architecture": sae.cfg.architecture(),
                         "d_sae": sae.cfg.d_sae} for sae in saes],
               "spec": spec.to_dict(), "use_error_term": not args.no_error_term, "edited": result.trace.summary(),
+              "windows": [list(e.timesteps) if e.timesteps else None for e in spec.edits],
               "mean_abs_pixel_change": change}  # fmt: skip
     (args.output_dir / "edit.json").write_text(json.dumps(report, indent=1))
     print(f"edited {len(result.after)} image(s), mean |pixel change| {change:.4f}; wrote before.png, after.png, "
