@@ -35,3 +35,35 @@ def test_edit_errors_are_clear(tmp_path, capsys):
     assert main([*BASE, "--latent", "1", "--output-dir", out]) == 2
     assert "--latent needs --hook" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _concepts(folder):
+    from sae_lens_dit.concepts import write_concepts
+    from sae_lens_dit.interventions import SAESource
+
+    spec = SteeringSpec(
+        (LatentEdit(HOOK, (5, 9), "clamp", 2.0, timesteps=(500.0, 1000.0), unit="typical", typical=(1.5, 0.5)),),
+        (SAESource(release="tide-dit-tiny/digits", sae_id=f"{HOOK}/tide"),),
+    )
+    write_concepts(folder, {"class=7": (spec, "toward a seven", {"window": [500, 1000]})})
+    return spec
+
+
+def test_edit_toward_a_named_concept_replays_its_spec_and_overrides(tmp_path, capsys):
+    spec = _concepts(tmp_path / "concepts")
+    args = [*BASE, "--toward", "class=7", "--concepts", str(tmp_path / "concepts"), "--seed", "2"]
+    assert main([*args, "--output-dir", str(tmp_path / "a")]) == 0
+    report = json.loads((tmp_path / "a" / "edit.json").read_text())
+    assert SteeringSpec.from_dict(report["spec"]).edits == spec.edits
+    assert report["windows"] == [[500.0, 1000.0]] and report["saes"][0]["hook"] == HOOK
+    assert main([*args, "--value", "3", "--window", "0", "400", "--output-dir", str(tmp_path / "b")]) == 0
+    edit = SteeringSpec.from_dict(json.loads((tmp_path / "b" / "edit.json").read_text())["spec"]).edits[0]
+    assert (edit.value, edit.timesteps, edit.typical) == (3.0, (0.0, 400.0), (1.5, 0.5))
+    capsys.readouterr()
+    assert main([*BASE, "--toward", "hue=9", "--concepts", str(tmp_path / "concepts"), "--output-dir",
+                 str(tmp_path / "c")]) == 2  # fmt: skip
+    assert "unknown concept 'hue=9'" in capsys.readouterr().err
+    assert main([*BASE, "--toward", "class=7", "--output-dir", str(tmp_path / "d")]) == 2
+    assert "ships no steering concepts" in capsys.readouterr().err
+    assert main([*args, "--window", "700", "100", "--output-dir", str(tmp_path / "e")]) == 2
+    assert "--window needs 0 <= LOW <= HIGH" in capsys.readouterr().err
