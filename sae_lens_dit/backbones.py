@@ -153,6 +153,17 @@ def measure_shape_factors(images: np.ndarray, threshold: float = 0.25) -> Measur
     return MeasuredFactors(hue=hue, size=np.sqrt(area) / 2.0, center=center, background=bg.mean(-1))
 
 
+def shape_tokens(images: np.ndarray, grid: tuple[int, int], threshold: float = 0.25) -> np.ndarray:
+    """[n, tokens] bool, row-major over the token grid: tokens whose patch is mostly foreground (far from the
+    border colour, as in `measure_shape_factors`) in shapes images [n, H, W, 3] in [0, 1]."""
+    n, h, w, _ = images.shape
+    border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
+    dist = np.abs(images - np.median(border, axis=1)[:, None, None]).max(-1)  # [n, H, W]
+    rows, cols = grid
+    patches = (dist > threshold / 2).reshape(n, rows, h // rows, cols, w // cols).mean((2, 4))
+    return (patches >= 0.5).reshape(n, rows * cols)
+
+
 def load_pipeline(model: str, device: str | torch.device = "cpu"):
     """A DiT pipeline from a bundled backbone name, a local diffusers folder or a Hub repo id.
 

@@ -1,0 +1,326 @@
+"""Steering concepts of the bundled shapes DiT (hue bin, position, size), learned and measured from samples.
+
+Why: the shapes backbone is where steering can be *scored*: every factor of a generated image
+(hue, centre, size, background, shape kind) is measured from its pixels (`backbones.measure_shape_factors`
+and the bundled shape classifier), so a recipe's success is a number, not a picture to squint at.
+This module turns the generic pieces (selection, gates, windows, recipes) into the shapes
+concepts a user can ask for by name (`sae-lens-dit edit --toward hue=2`):
+
+- hue=b: swap toward the latents most selective for hue bin b (on the shape's tokens, shape latents
+  avoided), gated by a linear probe for "this token is on the shape", in a measured window;
+- position=left|right: clamp the shape's latents in a box on that side and zero them on the far half,
+  at the noisy timesteps where the layout is decided, at several blocks;
+- size=larger|smaller: swap toward latents selective for large (small) shapes, gated, early window.
+
+Everything is chosen on tuning seeds (`record_shape_samples`); benchmarks evaluate on other seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sae_lens import SAE
+from torch import Tensor
+
+from sae_lens_dit.backbones import MeasuredFactors, measure_shape_factors, shape_tokens
+from sae_lens_dit.gates import Gate, fit_probe
+from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.interventions import LatentEdit, SteeringSpec, token_grid
+from sae_lens_dit.recipes import swap_spec
+from sae_lens_dit.selection import LatentSelection, record_samples, select_latents
+
+HUE_BINS = 6
+"""Hue is scored in six equal arcs of the colour wheel (chance 1/6)."""
+SIDES = ("left", "right")
+SIZES = ("larger", "smaller")
+GATE_THRESHOLD = 2.0
+"""Probe logit a token needs to count as on the shape (conservative: a leaky gate repaints the background)."""
+
+
+def hue_bin(hue: np.ndarray) -> np.ndarray:
+    return np.floor(np.asarray(hue) * HUE_BINS).astype(int) % HUE_BINS
+
+
+def sample_seeded(pipe: Any, labels: Sequence[int], seeds: Sequence[int], num_inference_steps: int = 20,
+                  **pipe_kwargs: Any) -> np.ndarray:  # fmt: skip
+    """`np` images [n, H, W, C]; sample i uses its own generator seeded with seeds[i], so any subset of
+    samples re-generates exactly (steering groups of samples one spec at a time relies on it)."""
+    generators = [torch.Generator(pipe.device).manual_seed(int(s)) for s in seeds]
+    return pipe(class_labels=[int(c) for c in labels], num_inference_steps=num_inference_steps, generator=generators,
+                output_type="np", **pipe_kwargs).images  # fmt: skip
+
+
+@dataclass
+class ShapeSamples:
+    """Recorded samples of the shapes DiT with their measured factors."""
+
+    labels: np.ndarray  # [n] asked shape kind
+    images: np.ndarray  # [n, H, W, 3]
+    factors: MeasuredFactors
+    on_shape: np.ndarray  # [n, tokens] bool: token mostly covered by the shape in the final image
+    rows: dict[str, dict[str, Tensor]]  # hook -> recorded rows (column `image`)
+
+    def on_shape_rows(self, hook: str) -> Tensor:
+        rows = self.rows[hook]
+        return torch.from_numpy(self.on_shape)[rows["image"], rows["token"]]
+
+
+def record_shape_samples(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], n: int = 192, seed: int = 1,
+                         num_inference_steps: int = 20) -> ShapeSamples:  # fmt: skip
+    """Sample `n` images (shape kinds in turn), recording `hooks` on the conditional branch, and measure them."""
+    labels = np.arange(n) % 4
+    rows, images = record_samples(pipe, hooked, list(hooks), labels.tolist(), seed=seed,
+                                  num_inference_steps=num_inference_steps, batch_size=96)  # fmt: skip
+    n_tokens = int(rows[hooks[0]]["token"].max()) + 1
+    on_shape = shape_tokens(images, token_grid(n_tokens, hooked))
+    return ShapeSamples(labels, images, measure_shape_factors(images), on_shape, rows)
+
+
+def fit_shape_probe(samples: ShapeSamples, hook: str, path: str | Path) -> Gate:
+    """Fit and save the "token is on the shape" probe at `hook`; the gate that uses it."""
+    fit_probe(samples.rows[hook], samples.on_shape_rows(hook), hook=hook).save(path)
+    return Gate(probe=str(path), threshold=GATE_THRESHOLD)
+
+
+def hue_selections(sae: SAE, samples: ShapeSamples, n: int = 8) -> dict[int, LatentSelection]:
+    """Per hue bin: latents selective for it on the shape's tokens, shape-kind latents avoided."""
+    hook, bins = sae.cfg.metadata.hook_name, hue_bin(samples.factors.hue)
+    gate = samples.on_shape_rows(hook)
+    present = [b for b in range(HUE_BINS) if (bins == b).any()]
+    return {b: select_latents(sae, samples.rows[hook], n, target_images=bins == b, gate=gate,
+                              avoid={"shape": samples.labels}) for b in present}  # fmt: skip
+
+
+def shape_selection(sae: SAE, samples: ShapeSamples, n: int = 8) -> LatentSelection:
+    """Latents of "the shape is here": on-shape tokens against background tokens of the same images."""
+    hook = sae.cfg.metadata.hook_name
+    return select_latents(sae, samples.rows[hook], n, target_rows=samples.on_shape_rows(hook),
+                          avoid={"shape": samples.labels})  # fmt: skip
+
+
+def size_selections(sae: SAE, samples: ShapeSamples, n: int = 8) -> dict[str, LatentSelection]:
+    """Latents selective for the largest third of shapes against the smallest third, and the reverse."""
+    hook, size = sae.cfg.metadata.hook_name, samples.factors.size
+    small, large = np.quantile(size, [1 / 3, 2 / 3])
+    gate = samples.on_shape_rows(hook)
+    pick = {"larger": (size > large, size < small), "smaller": (size < small, size > large)}
+    return {key: select_latents(sae, samples.rows[hook], n, target_images=t, rest_images=r, gate=gate,
+                                avoid={"shape": samples.labels}) for key, (t, r) in pick.items()}  # fmt: skip
+
+
+def hue_spec(selections: Mapping[int, LatentSelection], toward: int, value: float, window: tuple[float, float],
+             gate: Gate | None) -> SteeringSpec:  # fmt: skip
+    return swap_spec(selections, toward, value, gate=gate, window=window)
+
+
+def position_spec(shape: Mapping[str, LatentSelection], side: str, value: float, t_min: float,
+                  box_height: tuple[float, float] = (1 / 6, 5 / 6)) -> SteeringSpec:  # fmt: skip
+    """Draw the shape in the outer third of `side` (clamp its latents at `value` x typical in that box) and
+    remove it from the other half (zero them there), at t >= t_min, at every hook of `shape`."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, received {side!r}")
+    box = (0.0, box_height[0], 1 / 3, box_height[1]) if side == "left" else (2 / 3, box_height[0], 1.0, box_height[1])
+    far = (0.5, 0.0, 1.0, 1.0) if side == "left" else (0.0, 0.0, 0.5, 1.0)
+    edits = []
+    for hook, selection in shape.items():
+        window = (float(t_min), 1000.0)
+        edits.append(LatentEdit(hook, selection.latents, "clamp", float(value), timesteps=window, box=box,
+                                unit="typical", typical=selection.typical))  # fmt: skip
+        edits.append(LatentEdit(hook, selection.latents, "zero", timesteps=window, box=far))
+    return SteeringSpec(tuple(edits))
+
+
+def size_spec(selections: Mapping[str, Mapping[str, LatentSelection]], toward: str, value: float,
+              window: tuple[float, float], gates: Mapping[str, Gate | None]) -> SteeringSpec:  # fmt: skip
+    """Swap toward larger (smaller) shapes at every hook of `selections` ({hook: {"larger": .., "smaller": ..}})."""
+    edits: tuple[LatentEdit, ...] = ()
+    for hook, by_size in selections.items():
+        edits += swap_spec(by_size, toward, value, gate=gates.get(hook), window=window).edits
+    return SteeringSpec(edits)
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring steered samples against the same samples unsteered.
+
+
+def _border(images: np.ndarray) -> np.ndarray:
+    return np.median(np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], 1), 1)
+
+
+def score_hue(before: np.ndarray, after: np.ndarray, target: np.ndarray, classify: Any) -> dict[str, np.ndarray]:
+    """Per sample: took the target hue bin; kept its shape kind (classifier agrees with the unsteered sample);
+    background still background (border colour within 0.1 of the unsteered one in every channel)."""
+    return {
+        "target": hue_bin(measure_shape_factors(after).hue) == target,
+        "kept": classify(after) == classify(before),
+        "background": np.abs(_border(after) - _border(before)).max(-1) < 0.1,
+    }
+
+
+def score_position(before: np.ndarray, after: np.ndarray, side: np.ndarray, classify: Any) -> dict[str, np.ndarray]:
+    """Per sample: the shape's centre is in the outer third of its target side; shape kind kept; `fits`: the
+    unsteered shape is small enough to sit in that third whole (half-width below a third of the image, as
+    the training images' centres stay a half-width from the border)."""
+    x, width = measure_shape_factors(after).center[:, 0], after.shape[2]
+    fits = measure_shape_factors(before).size < width / 3
+    return {"target": np.where(side == "left", x < width / 3, x > 2 * width / 3),
+            "kept": classify(after) == classify(before), "fits": fits}  # fmt: skip
+
+
+def score_size(before: np.ndarray, after: np.ndarray, direction: np.ndarray, classify: Any) -> dict[str, np.ndarray]:
+    """Per sample: the shape's width (sqrt of its area) grew (shrank) by at least 1 pixel; shape kind kept."""
+    change = 2.0 * (measure_shape_factors(after).size - measure_shape_factors(before).size)
+    return {"target": np.where(direction == "larger", change >= 1.0, change <= -1.0),
+            "kept": classify(after) == classify(before), "width_change": change}  # fmt: skip
+
+
+def steer_groups(pipe: Any, hooked: HookedDiT, saes: Sequence[SAE], labels: np.ndarray, seeds: np.ndarray,
+                 group: np.ndarray, spec_for: Any, num_inference_steps: int = 20) -> np.ndarray:  # fmt: skip
+    """Images of every sample, each group of samples (equal `group` values) steered with `spec_for(value)`."""
+    from sae_lens_dit.interventions import steer
+
+    out = None
+    for value in dict.fromkeys(group.tolist()):
+        idx = np.flatnonzero(group == value)
+        with steer(hooked, saes, spec_for(value)):
+            images = sample_seeded(pipe, labels[idx], seeds[idx], num_inference_steps)
+        out = np.zeros((len(labels), *images.shape[1:]), images.dtype) if out is None else out
+        out[idx] = images
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Tuning on seeds kept apart, and the concept folder.
+
+
+def _choose(results: Sequence[tuple[Any, dict[str, float]]], kept: float = 0.85, background: float = 0.95) -> Any:
+    """The setting with the highest target rate among those keeping the rest (kept >= `kept`, background >=
+    `background`); when none does, the best product of the rates."""
+    ok = [(r["target"], s) for s, r in results if r["kept"] >= kept and r.get("background", 1.0) >= background]
+    if ok:
+        return max(ok, key=lambda x: x[0])[1]
+    return max(results, key=lambda sr: sr[1]["target"] * sr[1]["kept"] * sr[1].get("background", 1.0))[0]
+
+
+def _rates(scores: Mapping[str, np.ndarray]) -> dict[str, float]:
+    return {k: float(np.mean(v)) for k, v in scores.items() if v.dtype == bool}
+
+
+@dataclass
+class TuningSet:
+    """Samples the recipes are tuned on: asked labels, seeds, and the unsteered images."""
+
+    labels: np.ndarray
+    seeds: np.ndarray
+    before: np.ndarray
+
+
+def tune_shape_concepts(
+    pipe: Any, hooked: HookedDiT, saes: Mapping[str, SAE], samples: ShapeSamples, gates: Mapping[str, Gate],
+    tuning: TuningSet, classify: Any, hue_hook: str, steps: int = 20, log: Any = print,
+) -> dict[str, tuple[SteeringSpec, str, dict[str, Any]]]:  # fmt: skip
+    """Choose every concept's strength and window on `tuning` and return {name: (spec, description, measured)}."""
+    from sae_lens_dit.windows import commitment_curve, grow_window
+
+    saes_list = list(saes.values())
+    before, labels, seeds = tuning.before, tuning.labels, tuning.seeds
+    concepts: dict[str, tuple[SteeringSpec, str, dict[str, Any]]] = {}
+
+    hue = hue_selections(saes[hue_hook], samples)
+    target = (hue_bin(measure_shape_factors(before).hue) + 3) % HUE_BINS
+
+    def hue_rates(value: float, window: tuple[float, float]) -> dict[str, float]:
+        after = steer_groups(pipe, hooked, saes_list, labels, seeds, target,
+                             lambda b: hue_spec(hue, b, value, window, gates[hue_hook]), steps)  # fmt: skip
+        rates = _rates(score_hue(before, after, target, classify))
+        log(f"  hue value {value} window {window}: {rates}")
+        return rates
+
+    def success(window: tuple[float, float]) -> float:
+        r = hue_rates(4.0, window)
+        return r["target"] * r["kept"] * r["background"]
+
+    edges = tuple(float(t) for t in range(0, 1001, 100))
+    curve = commitment_curve(success, edges)
+    window, _ = grow_window(success, edges, curve)
+    tried = [(v, hue_rates(v, window)) for v in (3.0, 4.0, 5.0)]
+    value = _choose(tried)
+    measured = {"window": list(window), "value": value, "commitment_curve": curve, "commitment_edges": list(edges),
+                "tuning": dict(tried)[value]}  # fmt: skip
+    for b in hue:
+        concepts[f"hue={b}"] = (hue_spec(hue, b, value, window, gates[hue_hook]),
+                                f"recolour the shape to hue bin {b} of {HUE_BINS} (hue in [{b}/6, {b + 1}/6))",
+                                measured)  # fmt: skip
+
+    shape = {hook: shape_selection(sae, samples) for hook, sae in saes.items()}
+    side = np.where(measure_shape_factors(before).center[:, 0] >= before.shape[2] / 2, "left", "right")
+    tried = []
+    for value in (2.0, 4.0):
+        for t_min in (500.0, 600.0):
+            after = steer_groups(pipe, hooked, saes_list, labels, seeds, side,
+                                 lambda s, v=value, t=t_min: position_spec(shape, s, v, t), steps)  # fmt: skip
+            rates = _rates(score_position(before, after, side, classify))
+            log(f"  position value {value} t >= {t_min}: {rates}")
+            tried.append(((value, t_min), rates))
+    value, t_min = _choose(tried, kept=0.8)
+    measured = {"value": value, "t_min": t_min, "tuning": dict(tried)[(value, t_min)]}
+    for s in SIDES:
+        concepts[f"position={s}"] = (position_spec(shape, s, value, t_min), f"move the shape to the {s} third",
+                                     measured)  # fmt: skip
+
+    sizes = {hook: size_selections(sae, samples) for hook, sae in saes.items()}
+    direction = np.where(np.arange(len(labels)) % 2 == 0, "larger", "smaller")
+    tried = []
+    for value in (2.0, 4.0):
+        for window in ((400.0, 1000.0), (500.0, 1000.0), (600.0, 1000.0)):
+            after = steer_groups(pipe, hooked, saes_list, labels, seeds, direction,
+                                 lambda d, v=value, w=window: size_spec(sizes, d, v, w, gates), steps)  # fmt: skip
+            rates = _rates(score_size(before, after, direction, classify))
+            log(f"  size value {value} window {window}: {rates}")
+            tried.append(((value, window), rates))
+    value, window = _choose(tried, kept=0.8)
+    measured = {"value": value, "window": list(window), "tuning": dict(tried)[(value, window)]}
+    for d in SIZES:
+        concepts[f"size={d}"] = (size_spec(sizes, d, value, window, gates), f"make the shape {d}", measured)
+    return concepts
+
+
+def build_shape_concepts(
+    folder: str | Path, release: str, architecture: str = "tide",
+    hooks: Sequence[str] = ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post"),
+    hue_hook: str = "blocks.1.hook_resid_post", record_seed: int = 1, tuning_seed: int = 5000, n_tuning: int = 96,
+    steps: int = 20, log: Any = print,
+) -> Path:  # fmt: skip
+    """Learn and tune the shapes concepts of `release`'s `architecture` SAEs at `hooks` and write the concept
+    folder (`concepts.write_concepts` layout, probes under probes/). Returns the index path."""
+    from sae_lens_dit.backbones import load_tiny_classifier, load_tiny_dit
+    from sae_lens_dit.concepts import write_concepts
+    from sae_lens_dit.interventions import SAESource
+    from sae_lens_dit.output_dirs import check_claimable, claim
+
+    folder = Path(folder)
+    check_claimable(folder, "concepts")
+    pipe = load_tiny_dit("shapes")
+    hooked = HookedDiT(pipe.transformer)
+    classify = load_tiny_classifier("shapes").predict
+    sae_ids = {hook: f"{hook}/{architecture}" for hook in hooks}
+    saes = {hook: SAE.from_pretrained(release, sae_id) for hook, sae_id in sae_ids.items()}
+    log(f"recording {hooks} on 192 samples (seed {record_seed})")
+    samples = record_shape_samples(pipe, hooked, hooks, seed=record_seed, num_inference_steps=steps)
+    claim(folder, "concepts")
+    (folder / "probes").mkdir(exist_ok=True)
+    gates = {hook: fit_shape_probe(samples, hook, folder / "probes" / f"{hook}.safetensors") for hook in hooks}
+    labels = np.arange(n_tuning) % 4
+    seeds = np.arange(n_tuning) + tuning_seed
+    tuning = TuningSet(labels, seeds, sample_seeded(pipe, labels, seeds, steps))
+    concepts = tune_shape_concepts(pipe, hooked, saes, samples, gates, tuning, classify, hue_hook, steps, log)
+    out = {}
+    for name, (spec, description, measured) in concepts.items():
+        sources = tuple(SAESource(release=release, sae_id=sae_ids[hook]) for hook in spec.hooks)
+        out[name] = (SteeringSpec(spec.edits, sources), description, measured)
+    return write_concepts(folder, out)

@@ -1,0 +1,69 @@
+"""The scoring and sampling pieces of the shapes concepts, against images whose factors are known.
+
+References: `image_sets.make_shapes` draws images with known hue, centre and size; shape tokens are
+checked against a hand-drawn square; `sample_seeded` on a subset must reproduce the full batch's
+images bit for bit (torch.equal on the arrays), which the grouped steering of benchmarks relies on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sae_lens_dit.backbones import shape_tokens
+from sae_lens_dit.image_sets import make_shapes
+from sae_lens_dit.shape_concepts import _choose, hue_bin, sample_seeded, score_hue, score_position, score_size
+
+
+def _hwc(images: np.ndarray) -> np.ndarray:
+    return np.transpose(images, (0, 2, 3, 1)) / 2.0 + 0.5
+
+
+def test_shape_tokens_marks_patches_covered_by_the_shape():
+    image = np.full((1, 16, 16, 3), 0.1, np.float32)
+    image[0, 4:8, 10:14] = (0.9, 0.2, 0.1)  # 2x2-pixel patches: rows 2-3, columns 5-6 of an 8x8 grid
+    expected = np.zeros((8, 8), bool)
+    expected[2:4, 5:7] = True
+    np.testing.assert_array_equal(shape_tokens(image, (8, 8))[0], expected.reshape(-1))
+
+
+def test_scores_read_known_factors():
+    batch = make_shapes(24, seed=np.random.default_rng().integers(1 << 30))
+    before = _hwc(batch.images)
+    kinds = batch.shape
+
+    def classify(images):  # the true kind for the untouched images, another for anything changed
+        return np.where(np.abs(images - before).max((1, 2, 3)) == 0, kinds, -1)
+
+    rates = score_hue(before, before, hue_bin(batch.hue), classify)
+    assert rates["kept"].all() and rates["background"].all()
+    assert rates["target"].mean() >= 0.9  # measured hue bin = drawn hue bin, except on arc borders
+    recoloured = before.copy()
+    recoloured[..., :] = recoloured.mean(-1, keepdims=True)  # grey everything: border unchanged, hue lost
+    assert not score_hue(before, recoloured, hue_bin(batch.hue), classify)["kept"].any()
+    side = np.where(batch.center[:, 0] < 8, "left", "right")
+    placed = score_position(before, before, side, classify)
+    np.testing.assert_array_equal(placed["target"], np.where(side == "left", batch.center[:, 0] < 16 / 3,
+                                                             batch.center[:, 0] > 32 / 3))  # fmt: skip
+    shifted = np.roll(before, 2, axis=2)  # two pixels to the right: width unchanged
+    sized = score_size(before, shifted, np.array(["larger"] * 24), classify)
+    assert not sized["target"].any() and np.abs(sized["width_change"]).max() < 0.5
+
+
+def test_sample_seeded_reproduces_any_subset(pipe):
+    labels, seeds = np.arange(6) % 3, np.arange(6) + 11
+    full = sample_seeded(pipe, labels, seeds, num_inference_steps=2)
+    part = sample_seeded(pipe, labels[[4, 1]], seeds[[4, 1]], num_inference_steps=2)
+    np.testing.assert_array_equal(part, full[[4, 1]])
+
+
+@pytest.mark.parametrize(
+    ("results", "expected"),
+    [
+        ([("a", {"target": 0.9, "kept": 0.7}), ("b", {"target": 0.8, "kept": 0.9})], "b"),
+        ([("a", {"target": 0.9, "kept": 0.9, "background": 0.5}), ("b", {"target": 0.6, "kept": 0.9})], "b"),
+        ([("a", {"target": 0.9, "kept": 0.5}), ("b", {"target": 0.5, "kept": 0.6})], "a"),  # none keeps: best product
+    ],
+)
+def test_choose_prefers_the_strongest_setting_that_keeps_the_rest(results, expected):
+    assert _choose(results) == expected
