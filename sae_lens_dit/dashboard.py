@@ -91,9 +91,11 @@ class DashboardConfig:
     """Timestep bucket edges of the frequency and mean-activation plots (DDPM scale, 1000 = noise)."""
     steering: bool = True
     """Steering previews (before / after) when sae_lens_dit.interventions is installed."""
-    steering_strength: float = 1.0
-    """Previews add +/- this many times the latent's largest activation along its decoder direction, at every
-    token and step (at 1.0 a sparse latent of the bundled shapes SAEs moves pixels by 0.02-0.03 on average)."""
+    steering_strength: float = 4.0
+    """Steering previews clamp the latent at this many times its typical active value (the median of its non-zero
+    codes over the sampled tokens), on every token, inside the latent's own timestep window (the buckets around
+    its peak firing frequency that reach half of it); the second preview zeroes it there. At 4 the first previews of
+    the bundled shapes SAE at block 1 move pixels by 0.16 on average (benchmarks/results/previews.md)."""
     seed: int = 0
     """Seed of the sampled images."""
     batch_size: int = 32
@@ -109,6 +111,9 @@ class DashboardConfig:
             raise ValueError("DashboardConfig.max_latents and neighbours must not be negative")
         if len(self.edges) < 2 or list(self.edges) != sorted(self.edges):
             raise ValueError(f"DashboardConfig.edges must be at least two increasing timesteps, received {self.edges}")
+        if not 0 < self.steering_strength < float("inf"):
+            raise ValueError(f"DashboardConfig.steering_strength must be a positive multiple of the typical value, "
+                             f"received {self.steering_strength}")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,6 +277,8 @@ class LatentSummary:
     """Family -> [values, d_sae] mean activation over the images of each value (all steps and tokens)."""
     fired_share: dict[str, np.ndarray]
     """Family -> [values, d_sae] share of each value's images on which the latent fires at some step."""
+    typical: np.ndarray
+    """[d_sae] typical active value: the median of the latent's non-zero codes over all recorded tokens (0 if none)."""
 
 
 @torch.no_grad()
@@ -285,6 +292,7 @@ def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: 
     step_max = torch.zeros(steps, n_images, sae.cfg.d_sae)
     step_mean = torch.zeros_like(step_max)
     per_chunk = max(1, batch_rows // tokens)
+    active_ids, active_codes = [], []  # every non-zero code (latent id, value): one pass gives exact medians
     for s in range(steps):
         for i in range(0, n_images, per_chunk):
             chunk = x[s, i : i + per_chunk].to(sae.device, sae.dtype)
@@ -292,6 +300,9 @@ def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: 
             latents = reconstruct(sae, chunk.flatten(0, 1), t)[1].float().cpu().view(chunk.shape[0], tokens, -1)
             step_max[s, i : i + per_chunk] = latents.max(1).values
             step_mean[s, i : i + per_chunk] = latents.mean(1)
+            fires = latents != 0
+            active_ids.append(fires.nonzero()[:, 2].int())
+            active_codes.append(latents[fires])
     rows = stats.rows.double()
     density = (stats.frequency * rows[:, None]).sum(0) / rows.sum().clamp_min(1)
     image_mean = step_mean.mean(0).double().numpy()  # [images, d_sae]
@@ -303,8 +314,25 @@ def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: 
                                       else np.zeros(sae.cfg.d_sae) for v in range(n_values)])  # fmt: skip
         fired_share[family] = np.stack([fired[values == v].mean(0) if (values == v).any()
                                         else np.zeros(sae.cfg.d_sae) for v in range(n_values)])  # fmt: skip
+    typical = _medians(torch.cat(active_ids), torch.cat(active_codes), sae.cfg.d_sae)
     return LatentSummary(stats, stats.profile(), density.numpy(), step_max.amax((0, 1)).numpy(), step_max,
-                         breakdown, fired_share)  # fmt: skip
+                         breakdown, fired_share, typical)  # fmt: skip
+
+
+def _medians(ids: Tensor, values: Tensor, n: int) -> np.ndarray:
+    """[n] median of `values` grouped by `ids` (0..n-1), halfway between the middle two for even counts, as
+    `torch.quantile(group, 0.5)` (and `selection.typical_values`) gives; 0 for ids without values."""
+    values, order = values.double().sort(stable=True)
+    ids = ids[order].long()
+    ids, order = ids.sort(stable=True)
+    values = values[order]  # grouped by id, ascending within each group
+    counts = torch.bincount(ids, minlength=n)
+    if not len(values):
+        return np.zeros(n)
+    middle = (counts.cumsum(0) - counts) + (counts - 1).clamp_min(0) / 2.0  # fractional index of each median
+    last = len(values) - 1
+    low, high = values[middle.floor().long().clamp_max(last)], values[middle.ceil().long().clamp_max(last)]
+    return torch.where(counts > 0, (low + high) / 2, 0.0).numpy()
 
 
 def selectivity(breakdown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -535,43 +563,56 @@ def _latent_page(sae: Any, traj: Trajectories, summary: LatentSummary, latent: i
                  for family, means in summary.breakdown.items()}  # fmt: skip
     steer = None
     if steering is not None and row["peak"] is not None:
-        steer = steering(latent, int(traj.labels[strip_image]), float(summary.max_activation[latent]), files_, folder)
+        steer = steering(latent, int(traj.labels[strip_image]), summary, files_, folder)
     return html.latent_page(info, row, thumbs[: len(top_pairs)], thumbs[len(top_pairs) :], plots, breakdown,
                             [(j, cos, j in pages) for j, cos in neighbours], nav, steer)  # fmt: skip
 
 
+def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, float]:
+    """The latent's own timestep window: the contiguous buckets around its peak firing frequency that reach half
+    of it (`windows.auto_window` on the frequency profile). A bucket no denoising step fell in takes the lower
+    of its nearest sampled neighbours' frequencies, so it neither splits a window nor ends one early."""
+    from sae_lens_dit.windows import auto_window
+
+    frequency = stats.frequency[:, latent].double()
+    sampled = (stats.rows > 0).nonzero().squeeze(1)
+    curve = []
+    for b in range(len(frequency)):
+        if stats.rows[b] > 0:
+            curve.append(float(frequency[b]))
+            continue
+        near = [frequency[side].item() for side in (sampled[sampled < b][-1:], sampled[sampled > b][:1]) if len(side)]
+        curve.append(min(near, default=0.0))
+    return auto_window(curve, stats.edges)
+
+
 def _steering_previews(pipe: Any, hooked: HookedDiT, sae: Any, traj: Trajectories,
                        cfg: DashboardConfig) -> Callable[..., list[dict[str, Any]]] | None:  # fmt: skip
-    """A function (latent, class, max activation, files, folder) -> before / after thumbnails of one sample of
-    the class with the latent added at +/- `steering_strength` x its max activation over the whole run
-    (`interventions.preview_latent`), or None when `sae_lens_dit.interventions` is not installed."""
+    """A function (latent, class, summary, files, folder) -> before / after thumbnails of one sample of the class
+    with the latent clamped at `steering_strength` x its typical active value, then zeroed, on every token inside
+    its own timestep window (`preview_window`; `interventions.preview_latent`), or None when
+    `sae_lens_dit.interventions` is not installed."""
     try:
         from sae_lens_dit.interventions import preview_latent
     except ImportError:
         logger.info("sae_lens_dit.interventions is not installed: the dashboard has no steering previews")
         return None
     names = traj.factor_names["class"]
+    pipe_kwargs = {"num_inference_steps": cfg.num_inference_steps}
+    if cfg.guidance_scale is not None:
+        pipe_kwargs["guidance_scale"] = cfg.guidance_scale
 
-    def previews(latent: int, label: int, max_activation: float, files_: SiteFiles, folder: str) -> list[dict]:
+    def previews(latent: int, label: int, summary: LatentSummary, files_: SiteFiles, folder: str) -> list[dict]:
+        typical, window = float(summary.typical[latent]), preview_window(summary.stats, latent)
+        span = f"t {window[0]:g}-{window[1]:g}"
         out = []
-        for sign in (1.0, -1.0):
-            strength = sign * cfg.steering_strength * max_activation
-            result = preview_latent(
-                pipe,
-                sae,
-                latent,
-                strength,
-                seed=cfg.seed,
-                hooked=hooked,
-                class_labels=[label],
-                num_inference_steps=cfg.num_inference_steps,
-                **({} if cfg.guidance_scale is None else {"guidance_scale": cfg.guidance_scale}),
-            )
+        for op, caption in (("clamp", f"clamp {cfg.steering_strength:g}x typical ({typical:.3g}), {span}"),
+                            ("zero", f"zero, {span}")):  # fmt: skip
+            result = preview_latent(pipe, sae, latent, cfg.steering_strength, seed=cfg.seed, op=op, hooked=hooked,
+                                    typical=typical, window=window, class_labels=[label], **pipe_kwargs)  # fmt: skip
             thumbs = [{"src": "../../" + files_.image(render_thumbnail(_uint8(im[0]), cfg.thumb_size), f"{folder}/img"),
                        "size": cfg.thumb_size} for im in (result.before, result.after)]  # fmt: skip
-            out.append(
-                {"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, add {strength:+.3g} x decoder"}
-            )
+            out.append({"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, {caption}"})
         return out
 
     return previews

@@ -621,16 +621,20 @@ def edit(
 
 def preview_latent(
     pipe: Any, sae: SAE, latent: int, strength: float, seed: int = 0, op: Operation = "add",
-    hooked: HookedDiT | None = None, **pipe_kwargs: Any,
+    hooked: HookedDiT | None = None, *, typical: float | None = None, window: tuple[float, float] | None = None,
+    **pipe_kwargs: Any,
 ) -> EditResult:  # fmt: skip
-    """Before/after images of one latent steered at one strength over the whole run (for dashboards).
+    """Before/after images of one latent steered on every token and branch (for dashboards).
 
-    `op="add"` moves the activation by `strength` x the latent's decoder direction on every token,
-    step and branch; `clamp`/`scale` use `strength` as the value or factor. Pass the pipeline's call
-    arguments (class_labels=[3], num_inference_steps=..., ...).
+    `op="add"` moves the activation by `strength` x the latent's decoder direction; `clamp`/`scale` use
+    `strength` as the value or factor, `zero` ignores it. With `typical` (the latent's typical active value)
+    add and clamp values are `strength` x typical (`unit: typical`). `window` ([low, high] timesteps, DDPM
+    scale) limits the edit in time; None = the whole run. Pass the pipeline's call arguments
+    (class_labels=[3], num_inference_steps=..., ...).
     """
     hooked = hooked if hooked is not None else HookedDiT(pipe.transformer)
-    spec = SteeringSpec((LatentEdit(sae.cfg.metadata.hook_name, (latent,), op, strength),))
+    unit = {"unit": "typical", "typical": (typical,)} if typical is not None else {}
+    spec = SteeringSpec((LatentEdit(sae.cfg.metadata.hook_name, (latent,), op, strength, timesteps=window, **unit),))
     return edit(pipe, hooked, [sae], spec, seed, **pipe_kwargs)
 
 

@@ -23,11 +23,12 @@ from sae_lens_dit.dashboard import (
     DashboardConfig,
     build_dashboard,
     nearest_latents,
+    preview_window,
     render_thumbnail,
     selectivity,
     token_heatmap,
 )
-from sae_lens_dit.evals import latent_timestep_stats, sample_images
+from sae_lens_dit.evals import LatentTimestepStats, latent_timestep_stats, sample_images
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.output_dirs import MARKER
 
@@ -221,6 +222,71 @@ def test_steering_previews_come_from_interventions(built):
     sources = [s.split('"')[0] for s in steering.split('<img src="')[1:]]
     assert len(sources) == 4  # (before, +strength) and (before, -strength)
     assert sources[0] == sources[2] and sources[1] != sources[0] and sources[3] != sources[0]
+
+
+def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_frequency_window(sae, tmp_path,
+                                                                                           monkeypatch):  # fmt: skip
+    """The specs the previews run, against an independent pass over the same seeded images (every token of
+    every step encoded with sae.encode): clamp value = strength x torch.quantile(non-zero codes, 0.5); window =
+    the bucket edges around the peak firing frequency, every bucket inside at least half the peak, the ones
+    just outside below it; zero in the same window; on every token and branch."""
+    from sae_lens_dit import interventions
+
+    seen = []
+    real_edit = interventions.edit
+
+    def spy(pipe, hooked, saes, spec, seed, **kwargs):
+        seen.append(spec)
+        return real_edit(pipe, hooked, saes, spec, seed, **kwargs)
+
+    monkeypatch.setattr(interventions, "edit", spy)
+    edges = (0.0, 200.0, 400.0, 600.0, 800.0, 1000.0)  # DDIM 5 steps: t = 800, 600, 400, 200, 0, one per bucket
+    cfg = DashboardConfig(**{**TINY.__dict__, "num_inference_steps": 5, "edges": edges, "steering_strength": 3.0})
+    build = build_dashboard([sae], tmp_path / "site", cfg, progress=False)
+    pipe = load_tiny_dit("digits")
+    hooked = HookedDiT(pipe.transformer)
+    labels = [int(c) for c in np.resize(np.arange(10), cfg.num_images)]
+    with hooked.record([sae.cfg.metadata.hook_name], branch="cond") as rec:
+        sample_images(pipe, labels, cfg.seed, cfg.num_inference_steps, None, cfg.batch_size)
+    rows = rec.rows(sae.cfg.metadata.hook_name)
+    with torch.no_grad(), sae.at_timestep(rows["timestep"]):
+        codes = sae.encode(rows["activation"])
+    pages = sorted(int(p.stem) for p in (build.sites[SAE_ID] / "latents").glob("*.html"))
+    assert len(seen) == 2 * len(pages) > 0
+    for latent, (more, less) in zip(pages, zip(seen[::2], seen[1::2], strict=True), strict=True):
+        column = codes[:, latent]
+        typical = torch.quantile(column[column != 0].double(), 0.5)
+        t = rows["timestep"]  # at most 800: no row sits on the closed end of the last bucket
+        frequency = [float((column[(t >= lo) & (t < hi)] != 0).double().mean())
+                     for lo, hi in zip(edges[:-1], edges[1:], strict=True)]  # fmt: skip
+        (clamp,), (zero,) = more.edits, less.edits
+        assert (clamp.latents, clamp.op, zero.latents, zero.op) == ((latent,), "clamp", (latent,), "zero")
+        torch.testing.assert_close(clamp.values(), 3.0 * typical[None], rtol=1e-5, atol=0)
+        assert clamp.timesteps == zero.timesteps and clamp.timesteps[0] in edges and clamp.timesteps[1] in edges
+        inside = [b for b in range(5) if clamp.timesteps[0] <= edges[b] < clamp.timesteps[1]]
+        peak = max(frequency)
+        assert frequency.index(peak) in inside and all(frequency[b] >= peak / 2 for b in inside)
+        assert all(frequency[b] < peak / 2 for b in (inside[0] - 1, inside[-1] + 1) if 0 <= b < 5)
+        for e in (clamp, zero):
+            assert (e.box, e.mask, e.tokens, e.gate, e.steps, e.branch) == (None, None, None, None, None, "both")
+        page = (build.sites[SAE_ID] / "latents" / f"{latent}.html").read_text()
+        span = f"t {clamp.timesteps[0]:g}-{clamp.timesteps[1]:g}"
+        assert f"clamp 3x typical ({float(typical):.3g}), {span}" in page and f"zero, {span}" in page
+
+
+def test_preview_window_bridges_buckets_no_step_fell_in():
+    """Hand-made per-bucket stats: buckets 1 and 3 reach half of the peak (bucket 3), bucket 2 had no rows."""
+    frequency = torch.zeros(6, 2)
+    frequency[:, 1] = torch.tensor([0.1, 0.3, 0.0, 0.5, 0.2, 0.0])
+    rows = torch.tensor([10, 10, 0, 10, 10, 0])
+    stats = LatentTimestepStats(tuple(range(0, 700, 100)), rows, frequency, frequency)
+    assert preview_window(stats, 1) == (100.0, 400.0)
+    frequency[:, 1] = torch.tensor([0.1, 0.3, 0.0, 0.5, 0.4, 0.0])  # bucket 5 (empty) extends the window's end
+    assert preview_window(stats, 1) == (100.0, 600.0)
+    frequency[:, 1] = torch.tensor([0.1, 0.2, 0.0, 0.5, 0.1, 0.0])  # 0.2 < 0.25: the empty bucket does not join
+    assert preview_window(stats, 1) == (300.0, 400.0)
+    with pytest.raises(ValueError, match="no bucket has a positive value"):
+        preview_window(stats, 0)
 
 
 def test_without_interventions_pages_have_no_steering(sae, tmp_path, monkeypatch):
