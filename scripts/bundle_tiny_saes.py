@@ -4,12 +4,20 @@
         --hook blocks.1.hook_resid_post blocks.3.hook_resid_post --output-dir /tmp/rel/<name>
     python scripts/bundle_tiny_saes.py --name <name> --runs /tmp/rel/<name> --command "<the train command>"
 
-(`--runs` and `--command` take several, when architectures were trained by separate commands.)
+(`--runs` and `--command` take several, when architectures were trained by separate commands. A `--runs`
+folder is either a train command's `--output-dir` with one `<architecture>-<hook>/` per SAE, or one SAE's
+run folder itself, e.g. a `sae-lens-dit train --config` rerun that replaces one of them.)
+
+Harvests may differ in the hooks they record, nothing else: harvests of the same settings sample the same
+images, timesteps and tokens whatever hooks they record (a batch's seed is a function of the harvest seed
+and batch index), so every SAE of a release is trained on rows of the same sampling runs. Settings in which
+one SAE's run differs from the others (seed, d_sae, batch size, ...) are listed per SAE in the card.
 
 Each `<runs>/<architecture>-<hook>/` becomes `<hook>/<architecture>/` with SAELens's files
 (`cfg.json`, `sae_weights.safetensors`, `sparsity.safetensors`, `runner_cfg.json`) and the
 runner's `eval.json`. The script writes the folder's README.md (command, settings, held-out metrics
-per timestep bucket) and prints the `saes:` lines of its `releases.yaml` entry.
+per timestep bucket, size on disk; `--note` adds paragraphs) and prints the `saes:` lines of its
+`releases.yaml` entry.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_cfg.json", "eval.json")
@@ -33,6 +42,31 @@ def learning_rate(runner_cfg: dict, architecture: str) -> float:
     return runner_cfg["lr"] if runner_cfg["lr"] is not None else DEFAULT_LR.get(architecture, FALLBACK_LR)
 
 
+def run_folders(runs: list[Path]) -> list[Path]:
+    """Each `--runs` folder: itself if it is one SAE's run (holds `eval.json`), else its SAE run subfolders."""
+    found = []
+    for runs_dir in runs:
+        if (runs_dir / "eval.json").is_file():
+            found.append(runs_dir)
+        else:
+            found += [p for p in runs_dir.iterdir() if (p / "eval.json").is_file()]
+    return found
+
+
+def block(hook: str) -> tuple[int, str]:
+    """Sort key of a hook name: its block index, then the name (blocks.10 after blocks.9)."""
+    parts = hook.split(".")
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1, hook)
+
+
+def settings(runner_cfg: dict, cfg: dict) -> dict:
+    """The training settings the card names, of one run."""
+    return {"d_sae": cfg["d_sae"], "k": cfg.get("k"), "seed": runner_cfg["seed"], "batch": runner_cfg["batch_size"],
+            "training rows": runner_cfg["training_tokens"], "lr": runner_cfg["lr"],
+            "dead window": runner_cfg["dead_feature_window"], "b_dec": runner_cfg["b_dec_init"],
+            "unit decoder": runner_cfg["unit_decoder_init"]}  # fmt: skip
+
+
 def mean_l0(report: dict) -> float:
     return sum(b["l0"] * b["rows"] for b in report["buckets"]) / sum(b["rows"] for b in report["buckets"])
 
@@ -42,19 +76,31 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="Bundled backbone name (digits, shapes)")
     parser.add_argument("--runs", required=True, type=Path, nargs="+", help="The train commands' --output-dir(s)")
     parser.add_argument("--command", required=True, nargs="+", help="The exact train command(s), for the card")
+    parser.add_argument("--note", nargs="*", default=[], help="Paragraph(s) for the end of the card")
     args = parser.parse_args()
     out = ROOT / f"tide-dit-tiny-{args.name}"
     saes = []
-    for run in sorted(p for runs in args.runs for p in runs.iterdir() if (p / "eval.json").is_file()):
+    for run in run_folders(args.runs):
         cfg, report = json.loads((run / "cfg.json").read_text()), json.loads((run / "eval.json").read_text())
         sae_id = f"{cfg['metadata']['hook_name']}/{cfg['architecture']}"
+        if any(sae_id == other for other, _, _ in saes):
+            raise SystemExit(f"two runs of {sae_id} among --runs; name only the one to bundle")
         (out / sae_id).mkdir(parents=True, exist_ok=True)
         for name in FILES:
             shutil.copy2(run / name, out / sae_id / name)
         saes.append((sae_id, cfg, report))
-    harvest, runner = saes[0][1]["metadata"]["harvest"], json.loads((out / saes[0][0] / "runner_cfg.json").read_text())
+    saes.sort(key=lambda s: (s[1]["architecture"], block(s[1]["metadata"]["hook_name"])))
+    harvests = [{**cfg["metadata"]["harvest"], "hook_names": None} for _, cfg, _ in saes]
+    if any(h != harvests[0] for h in harvests):
+        raise SystemExit("the runs' harvests differ in more than the hooks they record; bundle them separately")
+    harvest = saes[0][1]["metadata"]["harvest"]
+    runners = {sae_id: json.loads((out / sae_id / "runner_cfg.json").read_text()) for sae_id, _, _ in saes}
+    per_sae = {sae_id: settings(runners[sae_id], cfg) for sae_id, cfg, _ in saes}
+    common = {key: Counter(s[key] for s in per_sae.values()).most_common(1)[0][0] for key in per_sae[saes[0][0]]}
+    (eval_images,) = {r["eval_images"] for r in runners.values()}  # one held-out set size for the whole table
     lrs = {cfg["architecture"]: json.loads((out / sae_id / "runner_cfg.json").read_text()) for sae_id, cfg, _ in saes}
     guidance = json.loads((ROOT.parent / f"tiny-dit-{args.name}" / "sampling.json").read_text())["guidance_scale"]
+    hook_sets = {tuple(cfg["metadata"]["harvest"]["hook_names"]) for _, cfg, _ in saes}
     lines = [
         f"# tide-dit-tiny/{args.name}",
         "",
@@ -75,22 +121,38 @@ def main() -> None:
         "",
         "## How they were made",
         "",
-        f"Harvest, the same for every SAE: {harvest['num_images']} images, {harvest['num_inference_steps']} DDIM "
-        f"steps, CFG branch {harvest['branch']}, the pipeline's default guidance ({guidance}), 1/16 of the tokens "
-        f"per image and step, seed "
-        f"{harvest['seed']}; then {runner['training_tokens']:,} training rows per SAE (d_sae {saes[0][1]['d_sae']}, "
-        f"k {saes[0][1]['k']}, batch {runner['batch_size']}, Adam at each architecture's learning rate "
+        f"Harvest settings, the same for every SAE: {harvest['num_images']} images, "
+        f"{harvest['num_inference_steps']} DDIM steps, CFG branch {harvest['branch']}, the pipeline's default "
+        f"guidance ({guidance}), 1/16 of the tokens per image and step, seed "
+        f"{harvest['seed']}; then {common['training rows']:,} training rows per SAE (d_sae {common['d_sae']}, "
+        f"k {common['k']}, batch {common['batch']}, Adam at each architecture's learning rate "
         f"({', '.join(f'{a} {learning_rate(c, a)}' for a, c in lrs.items())}), the runner's recipe: b_dec "
-        f"{runner['b_dec_init']}, unit-norm decoder start {runner['unit_decoder_init']}, dead window "
-        f"{runner['dead_feature_window']} steps), on CPU:",
+        f"{common['b_dec']}, unit-norm decoder start {common['unit decoder']}, dead window "
+        f"{common['dead window']} steps, seed {common['seed']}), on CPU:",
         "",
         "```",
         *args.command,
         f"python scripts/bundle_tiny_saes.py --name {args.name} --runs {' '.join(map(str, args.runs))} "
-        "--command '<the commands above>'",
+        "--command '<the commands above>'" + (" --note '<the notes at the end>'" if args.note else ""),
         "```",
+    ]
+    if len(hook_sets) > 1 or any(per_sae[i] != common for i in per_sae):
+        lines += [
+            "",
+            "Harvests of these settings sample the same images, timesteps and tokens whatever hooks they record (a",
+            "batch's seed depends on the harvest seed and batch index only), so the harvests above differ only in",
+            "their columns. Per SAE, the hooks its harvest recorded and where its run differs from the settings above:",
+            "",
+            "| sae id | harvest records | differs from the settings above |",
+            "|---|---|---|",
+        ]
+        for sae_id, cfg, _ in saes:
+            hooks = ", ".join(f"`{h}`" for h in cfg["metadata"]["harvest"]["hook_names"])
+            own = ", ".join(f"{key} {value}" for key, value in per_sae[sae_id].items() if value != common[key])
+            lines.append(f"| `{sae_id}` | {hooks} | {own or '-'} |")
+    lines += [
         "",
-        f"## Held-out reconstruction ({runner['eval_images']} new images): explained variance by timestep bucket",
+        f"## Held-out reconstruction ({eval_images} new images): explained variance by timestep bucket",
         "",
         "| sae id | mean | "
         + " | ".join(f"t {b['t_low']:.0f}-{b['t_high']:.0f}" for b in saes[0][2]["buckets"])
@@ -113,6 +175,18 @@ def main() -> None:
         "Denoising loss recovered (spliced in, no error term, against mean-ablation; 128 held-out images noised into",
         "each timestep bucket, both CFG branches) is in `eval_protocol.md`, made by `sae-lens-dit eval --release",
         "<release> --num-samples 0 --no-factors`; its mean per SAE is `denoising_loss_recovered` in `releases.yaml`.",
+    ]
+    sizes = {sae_id: sum(f.stat().st_size for f in (out / sae_id).iterdir() if f.is_file()) for sae_id, _, _ in saes}
+    kinds = Counter((cfg["architecture"], cfg["d_sae"], round(sizes[sae_id] / 1e6, 1)) for sae_id, cfg, _ in saes)
+    lines += [
+        "",
+        "## Size",
+        "",
+        f"The {len(saes)} SAEs' files take {sum(sizes.values()) / 1e6:.1f} MB: "
+        + ", ".join(f"{n} x {arch} d_sae {d} ({mb} MB each)" for (arch, d, mb), n in sorted(kinds.items()))
+        + ".",
+        *(["", "## Notes"] if args.note else []),
+        *(line for note in args.note for line in ("", note)),
         "",
     ]
     (out / "README.md").write_text("\n".join(lines))

@@ -95,7 +95,7 @@ def test_installed_wheel_loads_the_bundled_releases_offline(installed_wheel, tmp
     assert report["releases"] == {rid: [s["id"] for s in entry["saes"]] for rid, entry in shipped.items()}
     bundled = {(rid, s["id"], entry["source"]["bundled"] + "/" + s["path"]) for rid, entry in shipped.items()
                if "bundled" in entry["source"] for s in entry["saes"]}  # fmt: skip
-    assert {f"{rid}|{sid}" for rid, sid, _ in bundled} == set(outputs) and len(outputs) == 8
+    assert {f"{rid}|{sid}" for rid, sid, _ in bundled} == set(outputs) and len(outputs) == 13
     for release, sae_id, folder in bundled:  # the checkout's files, read by SAELens's own disk loader
         want = reconstruct(SAE.load_from_disk(str(pretrained_dir() / folder)), X, T)
         for got, expected in zip(outputs[f"{release}|{sae_id}"], want, strict=True):

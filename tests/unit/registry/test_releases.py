@@ -68,7 +68,13 @@ def test_bundled_entries_agree_with_their_files(release_id, sae_id):
     report = json.loads((folder / "eval.json").read_text())
     assert (cfg["architecture"], cfg["metadata"]["hook_name"]) == (sae.architecture, sae.hook)
     assert cfg["metadata"]["model_name"] == SHIPPED[release_id]["model"]
-    assert cfg["metadata"]["harvest"] == SHIPPED[release_id]["harvest"]
+    # one harvest's settings per release (hook_names: the release's hooks); an SAE may come from a harvest of those
+    # settings recording other hooks (the same images, timesteps and tokens: a batch's seed is the seed's and index's)
+    harvest, shipped = cfg["metadata"]["harvest"], SHIPPED[release_id]["harvest"]
+    assert {**harvest, "hook_names": None} == {**shipped, "hook_names": None}
+    assert sae.hook in harvest["hook_names"]
+    hooks = {s.hook for s in get_release(release_id).saes}
+    assert set(shipped["hook_names"]) == hooks and len(shipped["hook_names"]) == len(hooks)
     assert sae.variance_explained == pytest.approx(report["mean_explained_variance"], abs=5e-5)
     rows = sum(b["rows"] for b in report["buckets"])
     assert sae.l0 == pytest.approx(sum(b["l0"] * b["rows"] for b in report["buckets"]) / rows, abs=5e-3)
