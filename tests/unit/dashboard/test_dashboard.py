@@ -63,6 +63,19 @@ class _Rows(HTMLParser):
             self.rows[-1]["cells"].append(attrs["data-value"])
 
 
+def _independent_codes(sae, cfg: DashboardConfig):
+    """(rows, codes): the dashboard's seeded images sampled again, every token of every step recorded with
+    HookedDiT.record and encoded with sae.encode, independently of the dashboard's own pass."""
+    pipe = load_tiny_dit("digits")
+    hooked = HookedDiT(pipe.transformer)
+    labels = [int(c) for c in np.resize(np.arange(10), cfg.num_images)]
+    with hooked.record([sae.cfg.metadata.hook_name], branch="cond") as rec:
+        sample_images(pipe, labels, cfg.seed, cfg.num_inference_steps, None, cfg.batch_size)
+    rows = rec.rows(sae.cfg.metadata.hook_name)
+    with torch.no_grad(), sae.at_timestep(rows["timestep"]):
+        return rows, sae.encode(rows["activation"])
+
+
 def test_token_heatmap_matches_the_patch_layout_of_a_real_dit():
     """Perturb one input patch of a DiT; the only token that changes at hook_resid_pre of block 0 (patch
     embedding + position) must be the one token_heatmap paints over exactly that patch's pixels."""
@@ -135,14 +148,8 @@ def test_index_lists_every_latent_with_hand_counted_density_and_evals_profile(sa
     parser.feed((site / "index.html").read_text())
     assert [int(r["cells"][0]) for r in parser.rows] == list(range(sae.cfg.d_sae))
     # Independent pass: the same seeded images, every token of every step, encoded with sae.encode.
-    pipe = load_tiny_dit("digits")
-    hooked = HookedDiT(pipe.transformer)
-    labels = [int(c) for c in np.resize(np.arange(10), TINY.num_images)]
-    with hooked.record([sae.cfg.metadata.hook_name], branch="cond") as rec:
-        sample_images(pipe, labels, TINY.seed, TINY.num_inference_steps, None, TINY.batch_size)
-    rows = rec.rows(sae.cfg.metadata.hook_name)
-    with torch.no_grad(), sae.at_timestep(rows["timestep"]):
-        fires = sae.encode(rows["activation"]) != 0
+    rows, codes = _independent_codes(sae, TINY)
+    fires = codes != 0
     density = fires.double().mean(0).numpy()
     np.testing.assert_allclose([float(r["cells"][2]) for r in parser.rows], density, rtol=1e-5, atol=1e-9)
     profile = latent_timestep_stats(sae, rows["activation"], rows["timestep"], TINY.edges).profile()
@@ -243,14 +250,7 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
     edges = (0.0, 200.0, 400.0, 600.0, 800.0, 1000.0)  # DDIM 5 steps: t = 800, 600, 400, 200, 0, one per bucket
     cfg = DashboardConfig(**{**TINY.__dict__, "num_inference_steps": 5, "edges": edges, "steering_strength": 3.0})
     build = build_dashboard([sae], tmp_path / "site", cfg, progress=False)
-    pipe = load_tiny_dit("digits")
-    hooked = HookedDiT(pipe.transformer)
-    labels = [int(c) for c in np.resize(np.arange(10), cfg.num_images)]
-    with hooked.record([sae.cfg.metadata.hook_name], branch="cond") as rec:
-        sample_images(pipe, labels, cfg.seed, cfg.num_inference_steps, None, cfg.batch_size)
-    rows = rec.rows(sae.cfg.metadata.hook_name)
-    with torch.no_grad(), sae.at_timestep(rows["timestep"]):
-        codes = sae.encode(rows["activation"])
+    rows, codes = _independent_codes(sae, cfg)
     pages = sorted(int(p.stem) for p in (build.sites[SAE_ID] / "latents").glob("*.html"))
     assert len(seen) == 2 * len(pages) > 0
     for latent, (more, less) in zip(pages, zip(seen[::2], seen[1::2], strict=True), strict=True):

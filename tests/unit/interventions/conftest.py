@@ -60,3 +60,23 @@ def tiny_sae(kind: str = "topk", hook: str = TINY_HOOK) -> SAE:
 def make_sae() -> Callable[..., SAE]:
     """`make_sae(kind="topk", hook=...)`: a fresh random tiny SAE (see `tiny_sae`)."""
     return tiny_sae
+
+
+def capture_block0(transformer, inputs: dict) -> torch.Tensor:
+    """Output of transformer block 0 for `transformer(**inputs)`, as a plain torch forward hook registered last
+    (so after any steering hook) sees it: the independent reference of the steering tests."""
+    store: list[torch.Tensor] = []
+    handle = transformer.transformer_blocks[0].register_forward_hook(
+        lambda _m, _a, out: store.append(out.detach().clone())
+    )
+    try:
+        with torch.no_grad():
+            transformer(**inputs)
+    finally:
+        handle.remove()
+    return store[-1]
+
+
+@pytest.fixture
+def block0_output() -> Callable[..., torch.Tensor]:
+    return capture_block0

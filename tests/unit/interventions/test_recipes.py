@@ -95,30 +95,18 @@ def test_swap_spec_clamps_the_target_and_zeroes_the_other_values_latents():
         swap_spec(selections, "pink")
 
 
-def test_swap_spec_steers_by_hand(pipe, make_sae):
+def test_swap_spec_steers_by_hand(block0_output, pipe, make_sae):
     sae, hooked = make_sae("standard"), HookedDiT(pipe.transformer)
     generator = torch.Generator().manual_seed(6)
     inputs = {"hidden_states": torch.randn(3, 4, 8, 8, generator=generator),
               "timestep": torch.tensor([50.0, 620.0, 980.0]), "class_labels": torch.tensor([1, 2, 3])}  # fmt: skip
-    store: list[Tensor] = []
-    block = pipe.transformer.transformer_blocks[0]
-
-    def run() -> Tensor:
-        handle = block.register_forward_hook(lambda _m, _a, out: store.append(out.detach().clone()))
-        try:
-            with torch.no_grad():
-                pipe.transformer(**inputs)
-        finally:
-            handle.remove()
-        return store[-1]
-
-    x = run()
+    x = block0_output(pipe.transformer, inputs)
     with torch.no_grad():
         codes = sae.encode(x)
     threshold = float(codes[..., 11].median())
     spec = swap_spec(_selections(), "red", 1.5, gate=Gate(latents=(11,), threshold=threshold))  # window (400, 800)
     with steer(hooked, [sae], spec):
-        got = run()
+        got = block0_output(pipe.transformer, inputs)
     inside = torch.zeros(3, 16, dtype=torch.bool)
     inside[1] = codes[1, :, 11] > threshold  # only row 1 (t = 620) is in the window
     assert 0 < int(inside.sum()) < 16 and (codes[1][inside[1]][:, [5, 6]] > 0).any()

@@ -39,26 +39,15 @@ def _inputs(seed: int) -> dict[str, Tensor]:
             "timestep": torch.tensor([50.0, 620.0, 980.0]), "class_labels": torch.tensor([1, 2, 3])}  # fmt: skip
 
 
-def _block_output(pipe, hooked: HookedDiT, inputs: dict[str, Tensor], sae: SAE | None = None,
+def _block_output(capture, pipe, hooked: HookedDiT, inputs: dict[str, Tensor], sae: SAE | None = None,
                   spec: SteeringSpec | None = None) -> tuple[Tensor, list]:  # fmt: skip
-    """Output of transformer block 0 as a plain torch forward hook sees it (registered last, so after steering)."""
-    store: list[Tensor] = []
-
-    def run() -> None:
-        block = pipe.transformer.transformer_blocks[0]
-        handle = block.register_forward_hook(lambda _m, _a, out: store.append(out.detach().clone()))
-        try:
-            with torch.no_grad():
-                pipe.transformer(**inputs)
-        finally:
-            handle.remove()
-
+    """Output of transformer block 0 as a plain torch forward hook sees it (`capture`, the conftest's
+    block0_output), unsteered or with `spec` applied."""
     if spec is None:
-        run()
-        return store[0], []
+        return capture(pipe.transformer, inputs), []
     with steer(hooked, [sae], spec) as trace:
-        run()
-    return store[0], trace.records
+        out = capture(pipe.transformer, inputs)
+    return out, trace.records
 
 
 def _encode(sae: SAE, x: Tensor, t: Tensor) -> Tensor:
@@ -89,11 +78,11 @@ def _apply(codes: Tensor, op: str, latents: list[int], values: Tensor, competito
 @pytest.mark.parametrize("gate_by", ["latents", "probe"])
 @pytest.mark.parametrize("op", ["add", "clamp"])
 @pytest.mark.parametrize("invert", [False, True], ids=["inside", "inverted"])
-def test_gated_edit_touches_only_the_gated_tokens(pipe, make_sae, tmp_path, kind, gate_by, op, invert):
+def test_gated_edit_touches_only_the_gated_tokens(block0_output, pipe, make_sae, tmp_path, kind, gate_by, op, invert):
     sae, hooked = make_sae(kind), HookedDiT(pipe.transformer)
     inputs = _inputs(seed=7)
     t = inputs["timestep"]
-    x, _ = _block_output(pipe, hooked, inputs)
+    x, _ = _block_output(block0_output, pipe, hooked, inputs)
     codes = _encode(sae, x, t)
     if gate_by == "latents":
         latents = [int(i) for i in (codes > 0).sum((0, 1)).argsort(descending=True)[:2]]  # two that fire here
@@ -108,7 +97,7 @@ def test_gated_edit_touches_only_the_gated_tokens(pipe, make_sae, tmp_path, kind
     inside = (score > threshold) != invert
     assert 0 < int(inside.sum()) < inside.numel()
     edit = LatentEdit(HOOK, (3, 17, 30), op, (2.5, -1.0, 0.7), gate=gate)
-    got, records = _block_output(pipe, hooked, inputs, sae, SteeringSpec((edit,)))
+    got, records = _block_output(block0_output, pipe, hooked, inputs, sae, SteeringSpec((edit,)))
 
     assert torch.equal(got[~inside], x[~inside])
     expected = _hand(sae, x, t, _apply(codes, op, [3, 17, 30], torch.tensor([2.5, -1.0, 0.7])), codes, inside)
@@ -117,18 +106,18 @@ def test_gated_edit_touches_only_the_gated_tokens(pipe, make_sae, tmp_path, kind
     assert [r["edited_tokens"] for r in records] == [int(inside.sum())]
 
 
-def test_gate_reads_the_unedited_activation_when_edits_chain(pipe, make_sae):
+def test_gate_reads_the_unedited_activation_when_edits_chain(block0_output, pipe, make_sae):
     sae, hooked = make_sae("standard"), HookedDiT(pipe.transformer)
     inputs = _inputs(seed=8)
     t = inputs["timestep"]
-    x, _ = _block_output(pipe, hooked, inputs)
+    x, _ = _block_output(block0_output, pipe, hooked, inputs)
     codes = _encode(sae, x, t)
     threshold = float(codes[..., 6].median())
     inside = codes[..., 6] > threshold
     assert 0 < int(inside.sum()) < inside.numel()
     first = LatentEdit(HOOK, (6,), "zero")  # switches the gate latent off everywhere before the gated edit runs
     second = LatentEdit(HOOK, (3,), "add", 2.0, gate=Gate(latents=(6,), threshold=threshold))
-    got, _ = _block_output(pipe, hooked, inputs, sae, SteeringSpec((first, second)))
+    got, _ = _block_output(block0_output, pipe, hooked, inputs, sae, SteeringSpec((first, second)))
     edited = codes.clone()
     edited[..., 6] = 0.0
     edited[..., 3] += 2.0 * inside
@@ -136,11 +125,11 @@ def test_gate_reads_the_unedited_activation_when_edits_chain(pipe, make_sae):
 
 
 @pytest.mark.parametrize("gated", [False, True])
-def test_swap_clamps_targets_and_zeroes_competitors(pipe, make_sae, gated):
+def test_swap_clamps_targets_and_zeroes_competitors(block0_output, pipe, make_sae, gated):
     sae, hooked = make_sae("standard"), HookedDiT(pipe.transformer)
     inputs = _inputs(seed=9)
     t = inputs["timestep"]
-    x, _ = _block_output(pipe, hooked, inputs)
+    x, _ = _block_output(block0_output, pipe, hooked, inputs)
     codes = _encode(sae, x, t)
     competitors = [5, 9, 30]
     assert (codes[..., competitors] > 0).any(-1).float().mean() > 0.5  # zeroing them changes most tokens
@@ -149,7 +138,7 @@ def test_swap_clamps_targets_and_zeroes_competitors(pipe, make_sae, gated):
         threshold = float(codes[..., 11].median())
         gate, inside = Gate(latents=(11,), threshold=threshold), codes[..., 11] > threshold
     edit = LatentEdit(HOOK, (3, 17), "swap", (2.0, 1.5), competitors=tuple(competitors), gate=gate)
-    got, _ = _block_output(pipe, hooked, inputs, sae, SteeringSpec((edit,)))
+    got, _ = _block_output(block0_output, pipe, hooked, inputs, sae, SteeringSpec((edit,)))
     edited = _apply(codes, "swap", [3, 17], torch.tensor([2.0, 1.5]), competitors)
     torch.testing.assert_close(got, _hand(sae, x, t, edited, codes, inside), atol=1e-5, rtol=0)
     assert torch.equal(got[~inside], x[~inside])
@@ -157,18 +146,18 @@ def test_swap_clamps_targets_and_zeroes_competitors(pipe, make_sae, gated):
 
 
 @pytest.mark.parametrize("op", ["add", "clamp", "swap", "scale"])
-def test_typical_unit_multiplies_values_by_typical(pipe, make_sae, op):
+def test_typical_unit_multiplies_values_by_typical(block0_output, pipe, make_sae, op):
     sae, hooked = make_sae("tide"), HookedDiT(pipe.transformer)
     inputs = _inputs(seed=10)
     t = inputs["timestep"]
-    x, _ = _block_output(pipe, hooked, inputs)
+    x, _ = _block_output(block0_output, pipe, hooked, inputs)
     codes = _encode(sae, x, t)
     competitors = (8,) if op == "swap" else ()
     edit = LatentEdit(HOOK, (3, 17), op, (1.5, 2.0), unit="typical", typical=(0.8, 3.0), competitors=competitors)
     raw = [1.5 * 0.8, 2.0 * 3.0] if op != "scale" else [1.5, 2.0]  # scale: a plain factor
     assert edit.values().tolist() == raw
     raw = torch.tensor(raw)
-    got, _ = _block_output(pipe, hooked, inputs, sae, SteeringSpec((edit,)))
+    got, _ = _block_output(block0_output, pipe, hooked, inputs, sae, SteeringSpec((edit,)))
     edited = _apply(codes, op, [3, 17], raw, competitors)
     torch.testing.assert_close(got, _hand(sae, x, t, edited, codes, torch.ones(3, 16, dtype=torch.bool)), atol=1e-5,
                                rtol=0)  # fmt: skip
@@ -225,7 +214,7 @@ def test_bad_gated_specs_say_what_is_wrong(tmp_path, changes, message):
         SteeringSpec.from_dict({"edits": [{"hook": HOOK, "latents": [1], "op": "add", "value": 1.0, **changes}]})
 
 
-def test_steer_refuses_a_probe_of_another_hook_and_out_of_range_latents(pipe, make_sae, tmp_path):
+def test_steer_refuses_a_probe_of_another_hook_and_out_of_range_latents(block0_output, pipe, make_sae, tmp_path):
     sae, hooked = make_sae("topk"), HookedDiT(pipe.transformer)
     other = LinearProbe("blocks.1.hook_resid_post", torch.zeros(D), 0.0).save(tmp_path / "other.safetensors")
     cases = [
