@@ -248,7 +248,7 @@ def tune_shape_concepts(
     edges = tuple(float(t) for t in range(0, 1001, 100))
     curve = commitment_curve(success, edges)
     window, _ = grow_window(success, edges, curve)
-    tried = [(v, hue_rates(v, window)) for v in (3.0, 4.0, 5.0)]
+    tried = [(v, hue_rates(v, window)) for v in (3.0, 3.5, 4.0, 5.0)]
     value = _choose(tried)
     measured = {"window": list(window), "value": value, "commitment_curve": curve, "commitment_edges": list(edges),
                 "tuning": dict(tried)[value]}  # fmt: skip

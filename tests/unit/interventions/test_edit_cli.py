@@ -67,3 +67,32 @@ def test_edit_toward_a_named_concept_replays_its_spec_and_overrides(tmp_path, ca
     assert "ships no steering concepts" in capsys.readouterr().err
     assert main([*args, "--window", "700", "100", "--output-dir", str(tmp_path / "e")]) == 2
     assert "--window needs 0 <= LOW <= HIGH" in capsys.readouterr().err
+
+
+def test_bundled_shapes_concepts_load_and_name_what_the_release_has(tmp_path):
+    from sae_lens_dit.concepts import list_concepts, load_concept, release_concepts
+    from sae_lens_dit.gates import LinearProbe
+    from sae_lens_dit.releases import get_release
+
+    folder = release_concepts("tide-dit-tiny/shapes")
+    index = list_concepts(folder)
+    assert {f"hue={b}" for b in range(6)} | {"position=left", "position=right", "size=larger", "size=smaller"} <= set(
+        index
+    )
+    hooks = {sae.id: sae.hook for sae in get_release("tide-dit-tiny/shapes").saes}
+    for name, entry in index.items():
+        spec = load_concept(folder, name)
+        assert {s.sae_id for s in spec.saes} <= set(hooks) and spec.edits, name
+        for edit in spec.edits:
+            if edit.gate is not None:
+                assert LinearProbe.load(edit.gate.probe).hook == edit.hook
+            if edit.unit == "typical" and edit.op != "zero":
+                assert len(edit.typical) == len(edit.latents) and min(edit.typical) > 0
+        if name.startswith("hue="):
+            assert [list(e.timesteps) for e in spec.edits] == [entry["measured"]["window"]]
+    out = tmp_path / "hue"
+    args = ["edit", "--release", "tide-dit-tiny/shapes", "--toward", "hue=2", "--class-labels", "0", "1",
+            "--num-inference-steps", "3", "--output-dir", str(out)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((out / "edit.json").read_text())
+    assert report["windows"] == [index["hue=2"]["measured"]["window"]]
