@@ -104,11 +104,15 @@ def encode_reference(
 
 
 def match_reference(
-    reference: ReferenceLatents, selections: Mapping[Hashable, LatentSelection], tokens: Tensor | None = None
+    reference: ReferenceLatents,
+    selections: Mapping[Hashable, LatentSelection],
+    tokens: Tensor | None = None,
+    in_window: bool = True,
 ) -> tuple[Hashable, dict[Hashable, float]]:
     """Which value's selection fires most on the reference: per value, the mean over its latents of
     (the reference's mean code on `tokens` (all if None) / the latent's typical value), over the buckets
-    overlapping the selection's window. Returns (best value, every value's score)."""
+    overlapping the selection's window (`in_window`) or over every bucket, as `select_latents` scores
+    them. Returns (best value, every value's score)."""
     codes = reference.codes.double()
     if tokens is not None:
         codes = codes[:, tokens]
@@ -117,7 +121,7 @@ def match_reference(
     for key, selection in selections.items():
         if selection.hook != reference.hook or not selection.latents:
             continue
-        window = resolve_window(selection, "auto")
+        window = resolve_window(selection, "auto") if in_window else (-float("inf"), float("inf"))
         use = (low_edges < window[1]) & (high_edges > window[0])  # buckets overlapping the window
         typical = torch.tensor(selection.typical, dtype=torch.float64).clamp_min(1e-6)
         scores[key] = float((codes[use][..., list(selection.latents)].mean((0, 1)) / typical).mean())
