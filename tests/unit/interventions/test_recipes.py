@@ -171,6 +171,9 @@ def test_match_reference_normalises_by_typical_within_each_window():
     expected = _hand_match(planted, windows, tokens)
     assert best == "gold" and all(abs(scores[k] - v) < 1e-9 for k, v in expected.items())
     assert match_reference(planted, selections)[0] == "blue"  # over all tokens blue still wins
+    everywhere = {key: (0.0, 1000.0) for key in windows}  # in_window=False: every bucket, as selection scores
+    _, scores = match_reference(reference, selections, in_window=False)
+    assert all(abs(scores[k] - v) < 1e-9 for k, v in _hand_match(reference, everywhere).items())
 
     with pytest.raises(ValueError, match=re.escape(f"no selection with latents reads {HOOK}")):
         match_reference(reference, {"deep": selections["deep"], "none": selections["none"]})
