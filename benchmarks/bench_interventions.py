@@ -45,7 +45,7 @@ from sae_lens_dit.backbones import load_tiny_classifier, measure_shape_factors, 
 from sae_lens_dit.concepts import list_concepts, load_concept
 from sae_lens_dit.gates import LinearProbe
 from sae_lens_dit.image_sets import make_shapes
-from sae_lens_dit.interventions import LatentEdit, SteeringSpec, steer
+from sae_lens_dit.interventions import LatentEdit, SteeringSpec, steer, token_grid
 from sae_lens_dit.recipes import encode_reference, match_reference, swap_spec
 from sae_lens_dit.resources import pretrained_dir
 from sae_lens_dit.selection import LatentSelection, record_samples, select_latents
@@ -141,7 +141,8 @@ def transfer(s: Shapes, folder: Path, sae: SAE) -> dict:
         b: _selection_of(next(e for e in _spec(folder, f"hue={b}").edits if e.op == "swap")) for b in range(HUE_BINS)
     }
     # read each reference on its own shape's tokens (from its pixels), as the selections were made on them
-    on_shape = torch.from_numpy(shape_tokens(np.transpose(refs.images, (0, 2, 3, 1)) / 2 + 0.5, (8, 8)))
+    pixels = np.transpose(refs.images, (0, 2, 3, 1)) / 2 + 0.5
+    on_shape = torch.from_numpy(shape_tokens(pixels, token_grid(64, s.hooked)))
     matched = []
     for i in range(N_EVAL):
         codes = encode_reference(s.pipe, s.hooked, sae, torch.from_numpy(refs.images[i]), seed=i,

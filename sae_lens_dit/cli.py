@@ -346,8 +346,10 @@ def _window_arg(values: list[str] | None) -> Any:
         low, high = (float(v) for v in values)
     except ValueError:
         raise ValueError(f"--window takes auto or two timesteps LOW HIGH, received {' '.join(values)}") from None
-    if not 0.0 <= low <= high <= 1000.0:
-        raise ValueError(f"--window needs 0 <= LOW <= HIGH <= 1000 (DDPM scale), received {low} {high}")
+    from sae_lens_dit.saes.timestep_mlp import TIMESTEP_MAX
+
+    if not 0.0 <= low <= high <= TIMESTEP_MAX:
+        raise ValueError(f"--window needs 0 <= LOW <= HIGH <= {TIMESTEP_MAX:g} (DDPM scale), received {low} {high}")
     return low, high
 
 

@@ -33,6 +33,7 @@ from torch import Tensor
 from sae_lens_dit.evals import DEFAULT_BUCKET_EDGES, bucket_masks, sample_images, timestep_context
 from sae_lens_dit.hooked import HookedDiT
 from sae_lens_dit.recording import Branch
+from sae_lens_dit.saes.timestep_mlp import TIMESTEP_MAX
 
 Method = Literal["mean_diff", "auroc"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -137,7 +138,7 @@ def record_noised(
     sliced with it). Columns as `Recording.rows` plus `image` (index into `images`)."""
     mids = [(lo + hi) / 2.0 for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     train_steps = pipe.scheduler.config.num_train_timesteps
-    raw = torch.tensor([min(round(m * train_steps / 1000.0), train_steps - 1) for m in mids], dtype=torch.long)
+    raw = torch.tensor([min(round(m * train_steps / TIMESTEP_MAX), train_steps - 1) for m in mids], dtype=torch.long)
     vae = getattr(pipe, "vae", None)
     generator = torch.Generator().manual_seed(seed)
     parts: list[dict[str, Tensor]] = []

@@ -30,12 +30,12 @@ from torch import Tensor
 from sae_lens_dit.backbones import MeasuredFactors, measure_shape_factors, shape_tokens
 from sae_lens_dit.gates import Gate, fit_probe
 from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.image_sets import HUE_BINS  # hue is scored in HUE_BINS equal arcs (chance 1 / HUE_BINS)
 from sae_lens_dit.interventions import LatentEdit, SteeringSpec, token_grid
 from sae_lens_dit.recipes import swap_spec
+from sae_lens_dit.saes.timestep_mlp import TIMESTEP_MAX
 from sae_lens_dit.selection import LatentSelection, record_samples, select_latents
 
-HUE_BINS = 6
-"""Hue is scored in six equal arcs of the colour wheel (chance 1/6)."""
 SIDES = ("left", "right")
 SIZES = ("larger", "smaller")
 GATE_THRESHOLD = 2.0
@@ -128,7 +128,7 @@ def position_spec(shape: Mapping[str, LatentSelection], side: str, value: float,
     far = (0.5, 0.0, 1.0, 1.0) if side == "left" else (0.0, 0.0, 0.5, 1.0)
     edits = []
     for hook, selection in shape.items():
-        window = (float(t_min), 1000.0)
+        window = (float(t_min), TIMESTEP_MAX)
         edits.append(LatentEdit(hook, selection.latents, "clamp", float(value), timesteps=window, box=box,
                                 unit="typical", typical=selection.typical))  # fmt: skip
         edits.append(LatentEdit(hook, selection.latents, "zero", timesteps=window, box=far))
@@ -245,7 +245,7 @@ def tune_shape_concepts(
         r = hue_rates(4.0, window)
         return r["target"] * r["kept"] * r["background"]
 
-    edges = tuple(float(t) for t in range(0, 1001, 100))
+    edges = tuple(float(t) for t in range(0, int(TIMESTEP_MAX) + 1, 100))
     curve = commitment_curve(success, edges)
     window, _ = grow_window(success, edges, curve)
     tried = [(v, hue_rates(v, window)) for v in (3.0, 3.5, 4.0, 5.0)]
@@ -253,9 +253,9 @@ def tune_shape_concepts(
     measured = {"window": list(window), "value": value, "commitment_curve": curve, "commitment_edges": list(edges),
                 "tuning": dict(tried)[value]}  # fmt: skip
     for b in hue:
+        arc = f"hue in [{b}/{HUE_BINS}, {b + 1}/{HUE_BINS})"
         concepts[f"hue={b}"] = (hue_spec(hue, b, value, window, gates[hue_hook]),
-                                f"recolour the shape to hue bin {b} of {HUE_BINS} (hue in [{b}/6, {b + 1}/6))",
-                                measured)  # fmt: skip
+                                f"recolour the shape to hue bin {b} of {HUE_BINS} ({arc})", measured)  # fmt: skip
 
     shape = {hook: shape_selection(sae, samples) for hook, sae in saes.items()}
     side = np.where(measure_shape_factors(before).center[:, 0] >= before.shape[2] / 2, "left", "right")
@@ -277,7 +277,7 @@ def tune_shape_concepts(
     direction = np.where(np.arange(len(labels)) % 2 == 0, "larger", "smaller")
     tried = []
     for value in (2.0, 4.0):
-        for window in ((400.0, 1000.0), (500.0, 1000.0), (600.0, 1000.0)):
+        for window in ((400.0, TIMESTEP_MAX), (500.0, TIMESTEP_MAX), (600.0, TIMESTEP_MAX)):
             after = steer_groups(pipe, hooked, saes_list, labels, seeds, direction,
                                  lambda d, v=value, w=window: size_spec(sizes, d, v, w, gates), steps)  # fmt: skip
             rates = _rates(score_size(before, after, direction, classify))
