@@ -37,13 +37,13 @@ from sae_lens.config import SAETrainerConfig  # noqa: E402
 from sae_lens.registry import get_sae_training_class  # noqa: E402
 
 import sae_lens_dit  # noqa: E402, F401
-from sae_lens_dit.backbones import load_pipeline  # noqa: E402
-from sae_lens_dit.evals import heldout_pass, reconstruct, spliced_denoising  # noqa: E402
-from sae_lens_dit.hooked import HookedDiT  # noqa: E402
-from sae_lens_dit.image_sets import training_split  # noqa: E402
-from sae_lens_dit.runner import DEFAULT_LR, DiTSAERunnerConfig  # noqa: E402
+from sae_lens_dit.analysis.evals import heldout_pass, reconstruct, spliced_denoising  # noqa: E402
+from sae_lens_dit.hooking.hooked import HookedDiT  # noqa: E402
 from sae_lens_dit.saes import feed_timesteps  # noqa: E402
 from sae_lens_dit.saes.data_init import init_from_rows  # noqa: E402
+from sae_lens_dit.toy.backbones import load_pipeline  # noqa: E402
+from sae_lens_dit.toy.image_sets import training_split  # noqa: E402
+from sae_lens_dit.training.runner import DEFAULT_LR, DiTSAERunnerConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ARCHITECTURES = ("tide", "topk", "batchtopk")

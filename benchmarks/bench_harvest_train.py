@@ -24,11 +24,11 @@ from sae_lens import SAETrainer
 from sae_lens.registry import get_sae_training_class
 
 import sae_lens_dit  # noqa: F401  (registers "tide")
-from sae_lens_dit.backbones import load_tiny_dit
-from sae_lens_dit.harvest import HarvestConfig, ShuffleBuffer, harvest_chunks
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.runner import preset_config
+from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.saes import feed_timesteps
+from sae_lens_dit.toy.backbones import load_tiny_dit
+from sae_lens_dit.training.harvest import HarvestConfig, ShuffleBuffer, harvest_chunks
+from sae_lens_dit.training.runner import preset_config
 
 HOOK = "blocks.2.hook_resid_post"
 

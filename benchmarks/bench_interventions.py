@@ -4,7 +4,8 @@ suppression (digits); TIDE vs TopK on the same recipe; the cost of a gated, wind
 Run: OMP_NUM_THREADS=1 python benchmarks/bench_interventions.py   (about 30 minutes on one core)
 Writes benchmarks/results/interventions.json and .md. DDIM 20 steps, default guidance.
 
-Protocol. The shapes concepts (`sae_lens_dit.shape_concepts`) choose latents and fit their gate probes
+Protocol. The shapes concepts (`sae_lens_dit.analysis.interventions.shape_concepts`) choose latents and fit
+their gate probes
 on samples of seed 1 and choose strengths and windows on seeds 5000-5095; every number here is on
 seeds 9000-9095 (96 samples per condition), which nothing was chosen on. The TIDE concepts are the
 bundled ones (pretrained/saes/tide-dit-tiny-shapes/concepts, built by scripts/build_concepts.py);
@@ -41,15 +42,12 @@ from sae_lens import SAE
 
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
 from sae_lens_dit import HookedDiT, load_tiny_dit
-from sae_lens_dit.backbones import load_tiny_classifier, measure_shape_factors, shape_tokens
-from sae_lens_dit.concepts import list_concepts, load_concept
-from sae_lens_dit.gates import LinearProbe
-from sae_lens_dit.image_sets import make_shapes
-from sae_lens_dit.interventions import LatentEdit, SteeringSpec, steer, token_grid
-from sae_lens_dit.recipes import encode_reference, match_reference, swap_spec
-from sae_lens_dit.resources import pretrained_dir
-from sae_lens_dit.selection import LatentSelection, record_samples, select_latents
-from sae_lens_dit.shape_concepts import (
+from sae_lens_dit.analysis.interventions.concepts import list_concepts, load_concept
+from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer, token_grid
+from sae_lens_dit.analysis.interventions.gates import LinearProbe
+from sae_lens_dit.analysis.interventions.recipes import encode_reference, match_reference, swap_spec
+from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
+from sae_lens_dit.analysis.interventions.shape_concepts import (
     HUE_BINS,
     build_shape_concepts,
     hue_bin,
@@ -60,6 +58,9 @@ from sae_lens_dit.shape_concepts import (
     score_size,
     steer_groups,
 )
+from sae_lens_dit.resources import pretrained_dir
+from sae_lens_dit.toy.backbones import load_tiny_classifier, measure_shape_factors, shape_tokens
+from sae_lens_dit.toy.image_sets import make_shapes
 
 STEPS = 20
 N_EVAL, EVAL_SEED, TUNING_SEED = 96, 9000, 5000

@@ -29,12 +29,12 @@ from sae_lens.registry import get_sae_training_class
 from safetensors.torch import load_file, save_file
 
 import sae_lens_dit  # noqa: F401  (registers tide, topk_sparse)
-from sae_lens_dit.backbones import load_pipeline
-from sae_lens_dit.evals import DENSE_THRESHOLD, latent_usage, reconstruct
-from sae_lens_dit.harvest import HarvestConfig, harvest_chunks
-from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.analysis.evals import DENSE_THRESHOLD, latent_usage, reconstruct
+from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.saes import feed_timesteps
 from sae_lens_dit.saes.data_init import init_from_rows
+from sae_lens_dit.toy.backbones import load_pipeline
+from sae_lens_dit.training.harvest import HarvestConfig, harvest_chunks
 
 RESULTS = Path(__file__).parent / "results"
 D_SAE, K, TOKENS, BATCH = 1536, 16, 2_000_000, 4096

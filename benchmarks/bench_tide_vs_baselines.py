@@ -3,7 +3,7 @@
 Every SAE has the same dictionary size (16 x 96) and the same training tokens from one cached
 harvest per backbone; TopK-family SAEs have k = 16 and the standard SAE's L1 coefficient is
 searched (seed 0) for the L0 nearest 16. Each architecture is trained with several seeds at an
-early and a late block, then scored with `sae_lens_dit.evals.evaluate` (held-out images noised
+early and a late block, then scored with `sae_lens_dit.analysis.evals.evaluate` (held-out images noised
 into every timestep bucket; spliced generation; factor AUROCs; probes).
 
     python benchmarks/bench_tide_vs_baselines.py [--seeds 0 1 2] [--tokens 600000] [--work /tmp/tide-bench]
@@ -26,9 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sae_lens import SAE  # noqa: E402
 
 import sae_lens_dit  # noqa: E402, F401  (registers "tide")
-from sae_lens_dit.evals import EvalConfig, evaluate, summarize_factors  # noqa: E402
-from sae_lens_dit.harvest import read_cache  # noqa: E402
-from sae_lens_dit.runner import DiTSAERunnerConfig, DiTSAETrainingRunner, preset_config  # noqa: E402
+from sae_lens_dit.analysis.evals import EvalConfig, evaluate, summarize_factors  # noqa: E402
+from sae_lens_dit.training.harvest import read_cache  # noqa: E402
+from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner, preset_config  # noqa: E402
 
 BACKBONES = ("digits", "shapes")
 HOOKS = ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post")

@@ -22,7 +22,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from sae_lens_dit.evals import DENSE_THRESHOLD  # the package's one definition of a dense latent
+from sae_lens_dit.analysis.evals import DENSE_THRESHOLD  # the package's one definition of a dense latent
 
 
 def train_plain_topk(

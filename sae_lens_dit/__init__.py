@@ -4,15 +4,17 @@ Importing the package registers the `tide` architecture and the releases of `pre
 SAELens (idempotent), so `SAE.from_pretrained` and SAELens's trainer see them.
 """
 
-from sae_lens_dit.adapters import AdapterSpec
-from sae_lens_dit.backbones import load_tiny_dit
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.recording import Recording
-from sae_lens_dit.registry import register_tide_architecture
-from sae_lens_dit.releases import list_releases, register_releases
-from sae_lens_dit.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
+from sae_lens_dit import _moved
+from sae_lens_dit.hooking.adapters import AdapterSpec
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.hooking.recording import Recording
+from sae_lens_dit.hub.releases import list_releases, register_releases
 from sae_lens_dit.saes import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
+from sae_lens_dit.saes.registration import register_tide_architecture
+from sae_lens_dit.toy.backbones import load_tiny_dit
+from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 
+_moved.install()
 register_tide_architecture()
 register_releases()
 

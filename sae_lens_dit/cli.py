@@ -19,13 +19,10 @@ import yaml
 from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
 from simple_parsing.docstring import get_attribute_docstring
 
-from sae_lens_dit.dashboard import DashboardConfig
-from sae_lens_dit.evals import EvalConfig
-from sae_lens_dit.harvest import HarvestConfig
-from sae_lens_dit.interventions import OPERATIONS
-from sae_lens_dit.output_dirs import check_claimable, claim
-from sae_lens_dit.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
-from sae_lens_dit.validation import (
+from sae_lens_dit.analysis.dashboard.build import DashboardConfig
+from sae_lens_dit.analysis.evals import EvalConfig
+from sae_lens_dit.analysis.interventions.editing import OPERATIONS
+from sae_lens_dit.guards.config import (
     ConfigError,
     check_device,
     check_mapping,
@@ -35,6 +32,9 @@ from sae_lens_dit.validation import (
     load_sae_folder,
     read_config_file,
 )
+from sae_lens_dit.guards.output_dirs import check_claimable, claim
+from sae_lens_dit.training.harvest import HarvestConfig
+from sae_lens_dit.training.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
 
 logger = logging.getLogger("sae_lens_dit")
 
@@ -244,7 +244,7 @@ def _field_names(cls: type) -> set[str]:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from sae_lens_dit.distributed import shutdown
+    from sae_lens_dit.training.distributed import shutdown
 
     configs = configs_from_args(args)
     for cfg in configs:
@@ -261,9 +261,9 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _harvest(args: argparse.Namespace) -> None:
-    from sae_lens_dit.backbones import load_pipeline
-    from sae_lens_dit.distributed import harvest_to_cache, init_from_env, shutdown
-    from sae_lens_dit.hooked import HookedDiT
+    from sae_lens_dit.hooking.hooked import HookedDiT
+    from sae_lens_dit.toy.backbones import load_pipeline
+    from sae_lens_dit.training.distributed import harvest_to_cache, init_from_env, shutdown
 
     args.config = None
     cfg = configs_from_args(args)[0]
@@ -297,7 +297,7 @@ def load_saes(args: argparse.Namespace) -> list:
     """The SAEs named by `add_sae_source`'s flags, loaded through SAELens."""
     from sae_lens import SAE
 
-    from sae_lens_dit.releases import get_release
+    from sae_lens_dit.hub.releases import get_release
 
     if args.sae:
         return [load_sae_folder(folder) for folder in args.sae]
@@ -306,7 +306,7 @@ def load_saes(args: argparse.Namespace) -> list:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from sae_lens_dit.evals import evaluate, format_report, plot_reports
+    from sae_lens_dit.analysis.evals import evaluate, format_report, plot_reports
 
     cfg = EvalConfig(num_images=args.num_images, num_samples=args.num_samples, guidance_scale=args.guidance_scale,
                      num_inference_steps=args.num_inference_steps, fid_features=args.fid_features,
@@ -323,8 +323,8 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _dashboard(args: argparse.Namespace) -> None:
-    from sae_lens_dit.dashboard import build_dashboard
-    from sae_lens_dit.releases import get_release
+    from sae_lens_dit.analysis.dashboard.build import build_dashboard
+    from sae_lens_dit.hub.releases import get_release
 
     if args.release:
         get_release(args.release)  # an unknown release lists the known ones
@@ -356,11 +356,11 @@ def _window_arg(values: list[str] | None) -> Any:
 def _edit(args: argparse.Namespace) -> None:
     from sae_lens import SAE
 
-    from sae_lens_dit.backbones import load_pipeline
-    from sae_lens_dit.guards import check_class_labels
-    from sae_lens_dit.hooked import HookedDiT
-    from sae_lens_dit.interventions import LatentEdit, SteeringSpec, edit, save_grid
-    from sae_lens_dit.releases import get_release
+    from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, edit, save_grid
+    from sae_lens_dit.guards.data import check_class_labels
+    from sae_lens_dit.hooking.hooked import HookedDiT
+    from sae_lens_dit.hub.releases import get_release
+    from sae_lens_dit.toy.backbones import load_pipeline
 
     if sum(x is not None for x in (args.spec, args.latent, args.toward)) != 1:
         raise ValueError("give one of --spec FILE, --latent N [N ...] (with --hook) or --toward CONCEPT")
@@ -368,7 +368,7 @@ def _edit(args: argparse.Namespace) -> None:
         raise ValueError("--latent needs --hook (the hook of the SAE whose latents to steer)")
     window = _window_arg(args.window)
     if args.toward:
-        from sae_lens_dit.concepts import load_concept, release_concepts
+        from sae_lens_dit.analysis.interventions.concepts import load_concept, release_concepts
 
         if args.concepts is None and not args.release:
             raise ValueError("--toward needs --release (whose concepts to use) or --concepts DIR")
@@ -431,7 +431,7 @@ def _edit(args: argparse.Namespace) -> None:
 
 
 def _releases(args: argparse.Namespace) -> None:
-    from sae_lens_dit.releases import get_release, list_releases
+    from sae_lens_dit.hub.releases import get_release, list_releases
 
     if args.release:
         release = get_release(args.release)
@@ -453,7 +453,7 @@ def _releases(args: argparse.Namespace) -> None:
 
 
 def _publish(args: argparse.Namespace) -> None:
-    from sae_lens_dit.publish import ENTRY_FILENAME, publish
+    from sae_lens_dit.hub.publish import ENTRY_FILENAME, publish
 
     out, revision = publish(args.sae, args.repo_id, args.output_dir, release_id=args.release, dry_run=args.dry_run)
     if revision is None:

@@ -14,7 +14,7 @@ import argparse
 import time
 
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
-from sae_lens_dit.shape_concepts import build_shape_concepts
+from sae_lens_dit.analysis.interventions.shape_concepts import build_shape_concepts
 
 
 def main() -> None:

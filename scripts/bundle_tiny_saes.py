@@ -32,12 +32,12 @@ FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_
 ROOT = Path(__file__).resolve().parents[1] / "pretrained" / "saes"
 
 
-from sae_lens_dit.evals import DENSE_THRESHOLD  # noqa: E402  (the one definition of a dense latent)
+from sae_lens_dit.analysis.evals import DENSE_THRESHOLD  # noqa: E402  (the one definition of a dense latent)
 
 
 def learning_rate(runner_cfg: dict, architecture: str) -> float:
     """The run's learning rate: its `lr`, or the architecture's default the runner used for None."""
-    from sae_lens_dit.runner import DEFAULT_LR, FALLBACK_LR
+    from sae_lens_dit.training.runner import DEFAULT_LR, FALLBACK_LR
 
     return runner_cfg["lr"] if runner_cfg["lr"] is not None else DEFAULT_LR.get(architecture, FALLBACK_LR)
 

@@ -30,14 +30,14 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
 from diffusers.training_utils import EMAModel
 from PIL import Image
 
-from sae_lens_dit.backbones import (
+from sae_lens_dit.toy.backbones import (
     NULL_CLASS,
     IdentityVAE,
     TinyClassifier,
     TinyDiTPipeline,
     measure_shape_factors,
 )
-from sae_lens_dit.image_sets import DIGIT_LABELS, SHAPE_KINDS, ShapesSpec, make_shapes, training_split
+from sae_lens_dit.toy.image_sets import DIGIT_LABELS, SHAPE_KINDS, ShapesSpec, make_shapes, training_split
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDANCE_GRID = (1.0, 1.5, 2.0, 3.0, 4.0)
@@ -214,7 +214,7 @@ def write_model_card(folder: Path, metrics: dict, config: dict, label_names: lis
     data = (
         "sklearn's `load_digits`: 1,797 real 8x8 handwritten digits (180 held out), scaled to [-1, 1]."
         if name == "digits"
-        else "`sae_lens_dit.image_sets.make_shapes(20000, seed=0)` (held out: 1,000 with seed 1): 16x16 RGB, "
+        else "`sae_lens_dit.toy.image_sets.make_shapes(20000, seed=0)` (held out: 1,000 with seed 1): 16x16 RGB, "
         f"shapes {', '.join(label_names)}; ranges in `ShapesSpec` ({json.dumps(metrics.get('shapes_spec'))})."
     )
     factors = ""

@@ -20,14 +20,20 @@ from sae_lens.registry import get_sae_training_class
 from sae_lens.saes.sae import TrainStepInput
 from safetensors.torch import load_file, save_file
 
-from sae_lens_dit import harvest
-from sae_lens_dit.backbones import load_tiny_dit
 from sae_lens_dit.cli import main
-from sae_lens_dit.distributed import DistributedSAETrainer, all_reduce_gradients, init_from_env, shutdown
-from sae_lens_dit.harvest import HarvestConfig, check_cache_complete, read_cache, read_cache_config, write_cache
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
+from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.saes import feed_timesteps
+from sae_lens_dit.toy.backbones import load_tiny_dit
+from sae_lens_dit.training import harvest
+from sae_lens_dit.training.distributed import DistributedSAETrainer, all_reduce_gradients, init_from_env, shutdown
+from sae_lens_dit.training.harvest import (
+    HarvestConfig,
+    check_cache_complete,
+    read_cache,
+    read_cache_config,
+    write_cache,
+)
+from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 
 BIN = Path(sys.executable).parent
 HARVEST_ARGS = ["harvest", "--hook", "blocks.1.hook_resid_post", "--num-inference-steps", "4",

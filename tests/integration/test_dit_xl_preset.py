@@ -11,7 +11,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 from sae_lens import SAE
 
-from sae_lens_dit.runner import PRESETS, DiTSAETrainingRunner, preset_config
+from sae_lens_dit.training.runner import PRESETS, DiTSAETrainingRunner, preset_config
 
 
 def _dit_xl_layout(num_layers: int) -> DiTTransformer2DModel:

@@ -8,9 +8,7 @@ import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
-from sae_lens_dit.backbones import load_tiny_classifier, load_tiny_dit
-from sae_lens_dit.cli import main
-from sae_lens_dit.evals import (
+from sae_lens_dit.analysis.evals import (
     BRANCH_NAMES,
     heldout_pass,
     heldout_reconstruction,
@@ -19,8 +17,10 @@ from sae_lens_dit.evals import (
     spliced_denoising,
     spliced_generation,
 )
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.image_sets import training_split
+from sae_lens_dit.cli import main
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.toy.backbones import load_tiny_classifier, load_tiny_dit
+from sae_lens_dit.toy.image_sets import training_split
 
 HOOK = "blocks.1.hook_resid_post"
 

@@ -11,9 +11,9 @@ import datasets
 import pytest
 import torch
 
-from sae_lens_dit.backbones import load_tiny_dit
-from sae_lens_dit.harvest import HarvestConfig, harvest_chunks, read_cache, write_cache
-from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.toy.backbones import load_tiny_dit
+from sae_lens_dit.training.harvest import HarvestConfig, harvest_chunks, read_cache, write_cache
 
 from .conftest import TINY_HARVEST
 
@@ -63,9 +63,9 @@ def test_other_settings_in_the_same_folder_are_refused(digits, tmp_path):
 
 _HARVEST_SCRIPT = """
 import sys
-from sae_lens_dit.backbones import load_tiny_dit
-from sae_lens_dit.harvest import HarvestConfig, write_cache
-from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.toy.backbones import load_tiny_dit
+from sae_lens_dit.training.harvest import HarvestConfig, write_cache
+from sae_lens_dit.hooking.hooked import HookedDiT
 pipe = load_tiny_dit("digits")
 cfg = HarvestConfig(hook_names=("blocks.1.hook_resid_post",), num_images=120, images_per_batch=4,
                     num_inference_steps=8, branch="both")

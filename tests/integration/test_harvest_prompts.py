@@ -12,8 +12,8 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-from sae_lens_dit.harvest import HarvestConfig, harvest_chunks
-from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.training.harvest import HarvestConfig, harvest_chunks
 
 PROMPTS = ("a red square", "a blue circle", "a green cross")
 

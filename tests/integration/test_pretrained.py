@@ -16,10 +16,10 @@ import yaml
 from huggingface_hub import constants
 from sae_lens import SAE
 
+from sae_lens_dit.analysis.evals import reconstruct
 from sae_lens_dit.cli import main
-from sae_lens_dit.evals import reconstruct
 from sae_lens_dit.resources import pretrained_dir
-from sae_lens_dit.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
+from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 X = torch.randn(40, 96, generator=torch.Generator().manual_seed(2))
@@ -52,7 +52,7 @@ import torch
 import sae_lens_dit
 from sae_lens import SAE
 from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-from sae_lens_dit.evals import reconstruct
+from sae_lens_dit.analysis.evals import reconstruct
 x, t = torch.load(sys.argv[1])
 outputs = {}
 for release, sae_ids in sae_lens_dit.list_releases().items():

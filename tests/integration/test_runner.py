@@ -13,8 +13,8 @@ import torch
 from sae_lens import SAE
 from safetensors.torch import load_file
 
-from sae_lens_dit.evals import reconstruct
-from sae_lens_dit.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
+from sae_lens_dit.analysis.evals import reconstruct
+from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:
@@ -69,7 +69,7 @@ def test_streaming_and_cached_modes_train_identical_weights(tiny_run_dict, tmp_p
 
 _RUN_SCRIPT = """
 import json, sys
-from sae_lens_dit.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
+from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 DiTSAETrainingRunner(DiTSAERunnerConfig.from_dict(json.loads(sys.argv[1]))).run()
 """
 
@@ -151,7 +151,7 @@ def test_output_dir_with_a_different_run_is_never_overwritten(tiny_run_dict):
 
 
 def test_non_finite_trained_weights_are_never_saved(tiny_run_dict, monkeypatch):
-    import sae_lens_dit.runner as runner_module
+    import sae_lens_dit.training.runner as runner_module
 
     class Diverging(runner_module.SAETrainer):  # a run that ends with a NaN in the decoder, as a diverged one would
         def fit(self):
@@ -169,8 +169,8 @@ def test_non_finite_trained_weights_are_never_saved(tiny_run_dict, monkeypatch):
 
 @pytest.mark.parametrize("normalize", ["none", "expected_average_only_in"])
 def test_b_dec_starts_at_the_geometric_median_of_the_first_training_rows(tiny_run_dict, normalize):
-    from sae_lens_dit.harvest import harvest_chunks
     from sae_lens_dit.saes.data_init import geometric_median
+    from sae_lens_dit.training.harvest import harvest_chunks
 
     sae = {**tiny_run_dict["sae"], "normalize_activations": normalize}
     runner = DiTSAETrainingRunner(DiTSAERunnerConfig.from_dict({**tiny_run_dict, "sae": sae, "init_rows": 500}))

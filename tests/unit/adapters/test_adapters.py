@@ -9,7 +9,7 @@ import pytest
 import yaml
 from diffusers import DiTTransformer2DModel
 
-from sae_lens_dit.adapters import AdapterSpecError, adapter_for, load_spec, shipped_specs
+from sae_lens_dit.hooking.adapters import AdapterSpecError, adapter_for, load_spec, shipped_specs
 from sae_lens_dit.resources import adapters_dir
 
 EXPECTED = {

@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
 from sae_lens_dit import HookedDiT, load_tiny_dit
-from sae_lens_dit.backbones import (
+from sae_lens_dit.toy.backbones import (
     NULL_CLASS,
     TINY_DIT_NAMES,
     load_pipeline,
@@ -16,7 +16,7 @@ from sae_lens_dit.backbones import (
     measure_shape_factors,
     tiny_dit_dir,
 )
-from sae_lens_dit.image_sets import SHAPE_KINDS, make_shapes
+from sae_lens_dit.toy.image_sets import SHAPE_KINDS, make_shapes
 
 
 @pytest.mark.parametrize("name", TINY_DIT_NAMES)
@@ -64,7 +64,7 @@ def test_default_guidance_runs_cfg_and_record_sees_both_branches():
 
 
 def test_bundled_digits_classifier_reads_real_digits():
-    from sae_lens_dit.image_sets import load_digit_images
+    from sae_lens_dit.toy.image_sets import load_digit_images
 
     x, y = load_digit_images()
     assert (load_tiny_classifier("digits").predict(torch.from_numpy(x)) == y).mean() > 0.95

@@ -7,7 +7,7 @@ import yaml
 from sae_lens import SAE
 
 from sae_lens_dit.cli import build_parser, configs_from_args, main
-from sae_lens_dit.runner import PRESETS
+from sae_lens_dit.training.runner import PRESETS
 
 
 def _configs(*argv):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -16,9 +15,7 @@ from diffusers import DiTTransformer2DModel
 from sae_lens import SAE
 
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
-from sae_lens_dit.backbones import load_tiny_dit
-from sae_lens_dit.cli import main
-from sae_lens_dit.dashboard import (
+from sae_lens_dit.analysis.dashboard.build import (
     MANIFEST,
     DashboardConfig,
     build_dashboard,
@@ -28,9 +25,11 @@ from sae_lens_dit.dashboard import (
     selectivity,
     token_heatmap,
 )
-from sae_lens_dit.evals import LatentTimestepStats, latent_timestep_stats, sample_images
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.output_dirs import MARKER
+from sae_lens_dit.analysis.evals import LatentTimestepStats, latent_timestep_stats, sample_images
+from sae_lens_dit.cli import main
+from sae_lens_dit.guards.output_dirs import MARKER
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.toy.backbones import load_tiny_dit
 
 RELEASE, SAE_ID = "tide-dit-tiny/digits", "blocks.1.hook_resid_post/tide"
 TINY = DashboardConfig(num_images=6, num_inference_steps=4, max_latents=3, top_images=3, strip_steps=3,
@@ -166,7 +165,7 @@ def test_latent_page_images_exist_and_last_step_prediction_is_the_sample(sae, bu
     assert len(sources) >= 2 and all((site / "latents" / s).resolve().is_file() for s in sources)
     assert page.count('<svg class="plot"') == 2 and "activations" not in page
     # DDIM's last clean-image prediction is the sample itself, so the captured predictions follow the run.
-    from sae_lens_dit.dashboard import sample_trajectories
+    from sae_lens_dit.analysis.dashboard.build import sample_trajectories
 
     pipe = load_tiny_dit("digits")
     traj = sample_trajectories(pipe, HookedDiT(pipe.transformer), [SAE_ID.split("/")[0]], "digits", TINY)
@@ -222,7 +221,6 @@ def test_cli_refuses_unknown_release_and_empty_image_set(tmp_path, capsys):
 
 
 def test_steering_previews_come_from_interventions(built):
-    pytest.importorskip("sae_lens_dit.interventions", reason="steering previews need sae_lens_dit.interventions")
     out, build = built
     page = next((build.sites[SAE_ID] / "latents").glob("*.html")).read_text()
     steering = page.split("<h2>Steering previews</h2>")[1]
@@ -237,7 +235,7 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
     every step encoded with sae.encode): clamp value = strength x torch.quantile(non-zero codes, 0.5); window =
     the bucket edges around the peak firing frequency, every bucket inside at least half the peak, the ones
     just outside below it; zero in the same window; on every token and branch."""
-    from sae_lens_dit import interventions
+    from sae_lens_dit.analysis.interventions import editing as interventions
 
     seen = []
     real_edit = interventions.edit
@@ -287,10 +285,3 @@ def test_preview_window_bridges_buckets_no_step_fell_in():
     assert preview_window(stats, 1) == (300.0, 400.0)
     with pytest.raises(ValueError, match="no bucket has a positive value"):
         preview_window(stats, 0)
-
-
-def test_without_interventions_pages_have_no_steering(sae, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "sae_lens_dit.interventions", None)  # import raises ImportError
-    build = build_dashboard([sae], tmp_path / "site", TINY, progress=False)
-    pages = list((build.sites[SAE_ID] / "latents").glob("*.html"))
-    assert pages and not any("Steering previews" in p.read_text() for p in pages)

@@ -7,7 +7,7 @@ from sae_lens import StandardSAE, StandardSAEConfig
 from scipy import linalg
 from sklearn.metrics import roc_auc_score
 
-from sae_lens_dit.evals import (
+from sae_lens_dit.analysis.evals import (
     EARLY_T,
     LATE_T,
     auroc,

@@ -2,7 +2,7 @@
 
 import torch
 
-from sae_lens_dit.harvest import ActivationChunk, ShuffleBuffer
+from sae_lens_dit.training.harvest import ActivationChunk, ShuffleBuffer
 
 
 def _chunks(n_chunks: int, rows: int, d: int = 3):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.adapters import adapter_for
+from sae_lens_dit.hooking.adapters import adapter_for
 
 
 def _block_streams(backbone: Any, output: Any) -> tuple[Tensor, Tensor | None]:

@@ -9,7 +9,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.adapters import AdapterSpecError
+from sae_lens_dit.hooking.adapters import AdapterSpecError
 
 
 class Boom(RuntimeError):

@@ -12,7 +12,7 @@ from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
 from sae_lens_dit import TideSAE, TideSAEConfig
-from sae_lens_dit.backbones import IdentityVAE, TinyDiTPipeline
+from sae_lens_dit.toy.backbones import IdentityVAE, TinyDiTPipeline
 
 TINY_HOOK = "blocks.0.hook_resid_post"
 TINY_D, TINY_D_SAE = 8, 32

@@ -7,8 +7,8 @@ import json
 import numpy as np
 from PIL import Image
 
+from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec
 from sae_lens_dit.cli import main
-from sae_lens_dit.interventions import LatentEdit, SteeringSpec
 
 BASE = ["edit", "--release", "tide-dit-tiny/digits", "--class-labels", "1", "7", "--num-inference-steps", "2"]
 HOOK = "blocks.3.hook_resid_post"
@@ -38,8 +38,8 @@ def test_edit_errors_are_clear(tmp_path, capsys):
 
 
 def _concepts(folder):
-    from sae_lens_dit.concepts import write_concepts
-    from sae_lens_dit.interventions import SAESource
+    from sae_lens_dit.analysis.interventions.concepts import write_concepts
+    from sae_lens_dit.analysis.interventions.editing import SAESource
 
     spec = SteeringSpec(
         (LatentEdit(HOOK, (5, 9), "clamp", 2.0, timesteps=(500.0, 1000.0), unit="typical", typical=(1.5, 0.5)),),
@@ -70,9 +70,9 @@ def test_edit_toward_a_named_concept_replays_its_spec_and_overrides(tmp_path, ca
 
 
 def test_bundled_shapes_concepts_load_and_name_what_the_release_has(tmp_path):
-    from sae_lens_dit.concepts import list_concepts, load_concept, release_concepts
-    from sae_lens_dit.gates import LinearProbe
-    from sae_lens_dit.releases import get_release
+    from sae_lens_dit.analysis.interventions.concepts import list_concepts, load_concept, release_concepts
+    from sae_lens_dit.analysis.interventions.gates import LinearProbe
+    from sae_lens_dit.hub.releases import get_release
 
     folder = release_concepts("tide-dit-tiny/shapes")
     index = list_concepts(folder)

@@ -1,4 +1,4 @@
-"""`sae_lens_dit.gates`: Gate validation and per-token decisions, LinearProbe files, fit_probe.
+"""`sae_lens_dit.analysis.interventions.gates`: Gate validation and per-token decisions, LinearProbe files, fit_probe.
 
 What is checked against what:
 - `fit_probe` on fresh planted rows (two shifted Gaussian classes, 30% positive, every input dimension on its
@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
-from sae_lens_dit.gates import Gate, LinearProbe, fit_probe
+from sae_lens_dit.analysis.interventions.gates import Gate, LinearProbe, fit_probe
 
 HOOK = "blocks.0.hook_resid_post"
 D = 8

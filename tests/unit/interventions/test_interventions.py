@@ -20,9 +20,16 @@ from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT, TideSAE, TideSAEConfig
-from sae_lens_dit.backbones import NULL_CLASS
-from sae_lens_dit.evals import timestep_context
-from sae_lens_dit.interventions import LatentEdit, SAESource, SteeringSpec, preview_latent, region_mask, steer
+from sae_lens_dit.analysis.evals import timestep_context
+from sae_lens_dit.analysis.interventions.editing import (
+    LatentEdit,
+    SAESource,
+    SteeringSpec,
+    preview_latent,
+    region_mask,
+    steer,
+)
+from sae_lens_dit.toy.backbones import NULL_CLASS
 
 HOOK = "blocks.0.hook_resid_post"
 D, D_SAE = 8, 32

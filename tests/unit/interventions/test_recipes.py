@@ -1,4 +1,5 @@
-"""`sae_lens_dit.recipes`: edits built from latent selections, reference matching, transfer and suppression.
+"""`sae_lens_dit.analysis.interventions.recipes`: edits built from latent selections, reference matching,
+transfer and suppression.
 
 What is checked against what:
 - `selection_edit` / `swap_spec` / `suppression_spec` against `LatentEdit`s written out by hand (equality):
@@ -24,10 +25,10 @@ import torch
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.evals import timestep_context
-from sae_lens_dit.gates import Gate
-from sae_lens_dit.interventions import LatentEdit, SteeringSpec, steer
-from sae_lens_dit.recipes import (
+from sae_lens_dit.analysis.evals import timestep_context
+from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer
+from sae_lens_dit.analysis.interventions.gates import Gate
+from sae_lens_dit.analysis.interventions.recipes import (
     ReferenceLatents,
     encode_reference,
     match_reference,
@@ -36,7 +37,7 @@ from sae_lens_dit.recipes import (
     swap_spec,
     transfer_spec,
 )
-from sae_lens_dit.selection import LatentSelection
+from sae_lens_dit.analysis.interventions.selection import LatentSelection
 
 HOOK = "blocks.0.hook_resid_post"
 OTHER = "blocks.1.hook_resid_post"

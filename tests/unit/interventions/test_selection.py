@@ -1,4 +1,4 @@
-"""`sae_lens_dit.selection` against independent hand computations.
+"""`sae_lens_dit.analysis.interventions.selection` against independent hand computations.
 
 What is checked against what:
 - `select_latents` scores (every latent's `all_scores`, the chosen latents, their `score`, `bucket_score` and
@@ -32,8 +32,8 @@ from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT, TideSAE
-from sae_lens_dit.interventions import region_mask
-from sae_lens_dit.selection import (
+from sae_lens_dit.analysis.interventions.editing import region_mask
+from sae_lens_dit.analysis.interventions.selection import (
     LatentSelection,
     encode_rows,
     latents_for_bucket,
@@ -41,7 +41,7 @@ from sae_lens_dit.selection import (
     record_samples,
     select_latents,
 )
-from sae_lens_dit.windows import resolve_window
+from sae_lens_dit.analysis.interventions.windows import resolve_window
 
 HOOK = "blocks.0.hook_resid_post"
 D, D_SAE = 8, 32

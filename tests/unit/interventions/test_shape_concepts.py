@@ -10,9 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sae_lens_dit.backbones import shape_tokens
-from sae_lens_dit.image_sets import make_shapes
-from sae_lens_dit.shape_concepts import _choose, hue_bin, sample_seeded, score_hue, score_position, score_size
+from sae_lens_dit.analysis.interventions.shape_concepts import (
+    _choose,
+    hue_bin,
+    sample_seeded,
+    score_hue,
+    score_position,
+    score_size,
+)
+from sae_lens_dit.toy.backbones import shape_tokens
+from sae_lens_dit.toy.image_sets import make_shapes
 
 
 def _hwc(images: np.ndarray) -> np.ndarray:

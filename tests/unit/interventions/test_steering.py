@@ -25,9 +25,9 @@ from sae_lens import SAE
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.evals import timestep_context
-from sae_lens_dit.gates import Gate, LinearProbe
-from sae_lens_dit.interventions import LatentEdit, SteeringSpec, steer
+from sae_lens_dit.analysis.evals import timestep_context
+from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer
+from sae_lens_dit.analysis.interventions.gates import Gate, LinearProbe
 
 HOOK = "blocks.0.hook_resid_post"
 D = 8

@@ -1,4 +1,4 @@
-"""`sae_lens_dit.windows` on hand-made curves and selections.
+"""`sae_lens_dit.analysis.interventions.windows` on hand-made curves and selections.
 
 What is checked against what: `auto_window` / `profile_window` against windows worked out by hand (peak,
 fraction, contiguity, nan as "not in the window") and, on fresh random curves, against a brute-force
@@ -17,8 +17,14 @@ import re
 import numpy as np
 import pytest
 
-from sae_lens_dit.selection import LatentSelection
-from sae_lens_dit.windows import auto_window, commitment_curve, grow_window, profile_window, resolve_window
+from sae_lens_dit.analysis.interventions.selection import LatentSelection
+from sae_lens_dit.analysis.interventions.windows import (
+    auto_window,
+    commitment_curve,
+    grow_window,
+    profile_window,
+    resolve_window,
+)
 
 EDGES = (0.0, 200.0, 400.0, 600.0, 800.0, 1000.0)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from sae_lens_dit.evals import reconstruct
-from sae_lens_dit.releases import register_releases
+from sae_lens_dit.analysis.evals import reconstruct
+from sae_lens_dit.hub.releases import register_releases
 
 ROWS = torch.randn(48, 96, generator=torch.Generator().manual_seed(1))
 TIMESTEPS = torch.linspace(0, 999, 48)

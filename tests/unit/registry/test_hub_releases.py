@@ -12,7 +12,7 @@ from sae_lens import SAE
 from sae_lens.loading.pretrained_sae_loaders import load_sae_config_from_huggingface
 from safetensors.torch import load_file, save_file
 
-from sae_lens_dit.releases import ReleaseNotCachedError, register_releases
+from sae_lens_dit.hub.releases import ReleaseNotCachedError, register_releases
 from sae_lens_dit.resources import pretrained_dir
 
 from .conftest import assert_same_outputs, put_in_hub_cache

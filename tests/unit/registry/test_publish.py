@@ -15,9 +15,9 @@ from huggingface_hub import HfApi
 from sae_lens.training import upload_saes_to_huggingface as sae_lens_upload
 
 from sae_lens_dit.cli import main
-from sae_lens_dit.releases import parse_release
+from sae_lens_dit.hub.releases import parse_release
 from sae_lens_dit.resources import pretrained_dir
-from sae_lens_dit.runner import preset_config
+from sae_lens_dit.training.runner import preset_config
 
 BUNDLED = pretrained_dir() / "saes" / "tide-dit-tiny-digits"
 SAE_FILES = {"cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_cfg.json"}

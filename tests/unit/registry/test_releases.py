@@ -16,8 +16,7 @@ from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_direc
 
 import sae_lens_dit
 from sae_lens_dit.cli import build_parser, configs_from_args
-from sae_lens_dit.harvest import HarvestConfig
-from sae_lens_dit.releases import (
+from sae_lens_dit.hub.releases import (
     LOADER_PREFIX,
     ReleaseNotPublishedError,
     ReleaseRegistryWarning,
@@ -25,7 +24,8 @@ from sae_lens_dit.releases import (
     register_releases,
 )
 from sae_lens_dit.resources import pretrained_dir
-from sae_lens_dit.runner import PRESETS
+from sae_lens_dit.training.harvest import HarvestConfig
+from sae_lens_dit.training.runner import PRESETS
 
 from .conftest import assert_same_outputs
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sae_lens_dit.cli as cli
-from sae_lens_dit.interventions import SteeringSpec
+from sae_lens_dit.analysis.interventions.editing import SteeringSpec
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 VALID = {"model": "digits", "hook_name": "blocks.1.hook_resid_post",
@@ -80,9 +80,9 @@ def bad_configs(draw):
 def _all_fields(section: str) -> set[str]:
     from dataclasses import fields
 
-    from sae_lens_dit.harvest import HarvestConfig
-    from sae_lens_dit.runner import DiTSAERunnerConfig
     from sae_lens_dit.saes import TideTrainingSAEConfig
+    from sae_lens_dit.training.harvest import HarvestConfig
+    from sae_lens_dit.training.runner import DiTSAERunnerConfig
 
     cls = {"": DiTSAERunnerConfig, "sae": TideTrainingSAEConfig, "harvest": HarvestConfig}[section]
     return {f.name for f in fields(cls)}

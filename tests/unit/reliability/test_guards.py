@@ -11,12 +11,12 @@ import torch
 from sae_lens import SAE
 
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
-from sae_lens_dit.backbones import load_tiny_dit
+from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, edit
 from sae_lens_dit.cli import main
-from sae_lens_dit.harvest import ActivationChunk, HarvestConfig, class_ids, harvest_chunks
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.interventions import LatentEdit, SteeringSpec, edit
-from sae_lens_dit.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.toy.backbones import load_tiny_dit
+from sae_lens_dit.training.harvest import ActivationChunk, HarvestConfig, class_ids, harvest_chunks
+from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 
 RELEASE, SAE_ID, HOOK = "tide-dit-tiny/digits", "blocks.1.hook_resid_post/tide", "blocks.1.hook_resid_post"
 
@@ -116,7 +116,7 @@ def test_an_edit_that_matches_no_step_is_reported(digits, caplog):
     pipe, hooked = digits
     sae = SAE.from_pretrained(RELEASE, SAE_ID)
     spec = SteeringSpec((LatentEdit(HOOK, (1,), "add", 4.0, steps=(40,)),))
-    with caplog.at_level(logging.WARNING, logger="sae_lens_dit.interventions"):
+    with caplog.at_level(logging.WARNING, logger="sae_lens_dit.analysis.interventions.editing"):
         result = edit(pipe, hooked, [sae], spec, seed=0, class_labels=[3], num_inference_steps=2)
     assert not result.trace.records
     assert "edits[0] at blocks.1.hook_resid_post" in caplog.text and "changed nothing" in caplog.text

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from sae_lens_dit.backbones import load_tiny_dit
 from sae_lens_dit.cli import main
-from sae_lens_dit.harvest import HarvestConfig, check_cache_complete, read_cache, write_cache
-from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.toy.backbones import load_tiny_dit
+from sae_lens_dit.training.harvest import HarvestConfig, check_cache_complete, read_cache, write_cache
 
 HOOK = "blocks.1.hook_resid_post"
 CFG = HarvestConfig(hook_names=(HOOK,), num_images=4, images_per_batch=2, num_inference_steps=2)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from sae_lens_dit.output_dirs import MARKER, ForeignFolderError, check_claimable, claim, confined, owner
+from sae_lens_dit.guards.output_dirs import MARKER, ForeignFolderError, check_claimable, claim, confined, owner
 
 # -- the marker ------------------------------------------------------------------------------------
 

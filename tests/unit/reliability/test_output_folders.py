@@ -15,8 +15,8 @@ import pytest
 from sae_lens import SAE
 
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
+from sae_lens_dit.analysis.dashboard.build import MANIFEST, DashboardConfig, build_dashboard
 from sae_lens_dit.cli import main
-from sae_lens_dit.dashboard import MANIFEST, DashboardConfig, build_dashboard
 
 RELEASE, SAE_ID = "tide-dit-tiny/digits", "blocks.1.hook_resid_post/tide"
 TINY = DashboardConfig(num_images=4, num_inference_steps=3, max_latents=3, top_images=2, strip_steps=2,
@@ -84,7 +84,7 @@ def test_dashboard_that_failed_midway_is_rebuilt_to_the_same_site(sae, tmp_path,
     clean = tmp_path / "clean"
     build_dashboard([sae], clean, TINY, progress=False)
     broken = tmp_path / "broken"
-    from sae_lens_dit import dashboard
+    from sae_lens_dit.analysis.dashboard import build as dashboard
 
     real, calls = dashboard._latent_page, []
 
@@ -107,7 +107,7 @@ _KILLED_BUILD = """
 import os, pathlib, signal, sys
 import sae_lens_dit
 from sae_lens import SAE
-from sae_lens_dit.dashboard import DashboardConfig, build_dashboard
+from sae_lens_dit.analysis.dashboard.build import DashboardConfig, build_dashboard
 cfg = DashboardConfig(**{cfg})
 real, count = pathlib.Path.write_bytes, [0]
 def write_bytes(self, data):  # kill -9 in the middle of the Nth file the build writes

@@ -5,7 +5,7 @@ tests/integration/test_runner.py)."""
 import pytest
 import torch
 
-from sae_lens_dit.runner import check_trainer_state
+from sae_lens_dit.training.runner import check_trainer_state
 
 
 class NotATensor:

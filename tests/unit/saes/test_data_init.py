@@ -7,7 +7,7 @@ from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEC
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from scipy.optimize import minimize
 
-from sae_lens_dit.evals import DENSE_THRESHOLD, latent_usage
+from sae_lens_dit.analysis.evals import DENSE_THRESHOLD, latent_usage
 from sae_lens_dit.saes import TideTrainingSAE, TideTrainingSAEConfig
 from sae_lens_dit.saes.data_init import geometric_median, init_from_rows
 

@@ -10,7 +10,7 @@ from sae_lens.loading.pretrained_sae_loaders import NAMED_PRETRAINED_SAE_LOADERS
 from sae_lens.saes.temporal_sae import TemporalSAE
 
 import sae_lens_dit
-import sae_lens_dit.registry as registry
+import sae_lens_dit.saes.registration as registry
 import sae_lens_dit.saes.tide_sae as tide_module
 from sae_lens_dit import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
 from sae_lens_dit.saes.loading import validated_huggingface_loader

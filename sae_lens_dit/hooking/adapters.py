@@ -4,7 +4,7 @@ Why data and not code: every family differs only in a handful of facts (where th
 are, which output element carries image tokens, where the raw timestep enters and in what
 units, how classifier-free guidance lays out the batch). Writing those facts down once, and
 validating them on load, keeps hooking code generic and makes a new backbone mostly a new file
-in `adapters/`. The specs know nothing about hooks; `sae_lens_dit.hooked` reads them.
+in `adapters/`. The specs know nothing about hooks; `sae_lens_dit.hooking.hooked` reads them.
 
 >>> spec = load_spec(adapters_dir() / "dit.yaml")
 >>> spec.name, spec.stacks[0].prefix, spec.stacks[0].module

@@ -25,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sae_lens_dit.interventions import SteeringSpec
-from sae_lens_dit.windows import WindowArg
+from sae_lens_dit.analysis.interventions.editing import SteeringSpec
+from sae_lens_dit.analysis.interventions.windows import WindowArg
 
 INDEX = "index.json"
 CONCEPTS_DIR = "concepts"
@@ -85,7 +85,7 @@ def load_concept(folder: str | Path, name: str, value: float | None = None, wind
 
 def release_concepts(release_id: str) -> Path:
     """The concept folder of a bundled release (raises, naming the release, when it has none)."""
-    from sae_lens_dit.releases import get_release
+    from sae_lens_dit.hub.releases import get_release
     from sae_lens_dit.resources import pretrained_dir
 
     release = get_release(release_id)

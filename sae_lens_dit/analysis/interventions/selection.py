@@ -30,9 +30,9 @@ import torch
 from sae_lens import SAE
 from torch import Tensor
 
-from sae_lens_dit.evals import DEFAULT_BUCKET_EDGES, bucket_masks, sample_images, timestep_context
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.recording import Branch
+from sae_lens_dit.analysis.evals import DEFAULT_BUCKET_EDGES, bucket_masks, sample_images, timestep_context
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.hooking.recording import Branch
 from sae_lens_dit.saes.timestep_mlp import TIMESTEP_MAX
 
 Method = Literal["mean_diff", "auroc"]
@@ -94,7 +94,7 @@ class LatentSelection:
 
     @classmethod
     def load(cls, path: str | Path) -> LatentSelection:
-        from sae_lens_dit.validation import read_config_file
+        from sae_lens_dit.guards.config import read_config_file
 
         try:
             return cls.from_dict(read_config_file(Path(path), "latent selection"))

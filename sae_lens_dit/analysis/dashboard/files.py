@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path, PurePosixPath
 
-from sae_lens_dit.output_dirs import check_claimable, claim, confined
+from sae_lens_dit.guards.output_dirs import check_claimable, claim, confined
 
 MANIFEST = "manifest.json"
 """Lists every file a build wrote (path -> sha256); only these are ever replaced or removed."""

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from sae_lens_dit.selection import LatentSelection
+from sae_lens_dit.analysis.interventions.selection import LatentSelection
 
 Window = tuple[float, float]
 WindowArg = Window | Literal["auto"] | None

@@ -38,11 +38,11 @@ from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup, get_
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from safetensors import safe_open
 
-from sae_lens_dit.adapters import shipped_specs
-from sae_lens_dit.harvest import Branch
+from sae_lens_dit.hooking.adapters import shipped_specs
 from sae_lens_dit.resources import pretrained_dir
 from sae_lens_dit.saes.loading import SAEFilesError, validated_disk_loader, validated_huggingface_loader
 from sae_lens_dit.saes.tide_sae import TIMESTEP_CONVENTION
+from sae_lens_dit.training.harvest import Branch
 
 RELEASES_FILENAME = "releases.yaml"
 LOADER_PREFIX = "sae_lens_dit:"

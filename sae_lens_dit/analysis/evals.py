@@ -24,8 +24,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.image_sets import LabelledImages
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.toy.image_sets import LabelledImages
 
 DEFAULT_BUCKET_EDGES: tuple[float, ...] = (0.0, 200.0, 400.0, 600.0, 800.0, 1000.0)
 DENSE_THRESHOLD = 0.1
@@ -649,8 +649,8 @@ def evaluate(
     held-out pass and clean samples. `images` overrides the held-out images (needed for backbones
     that are not bundled).
     """
-    from sae_lens_dit.backbones import TINY_DIT_NAMES, load_pipeline, load_tiny_classifier
-    from sae_lens_dit.image_sets import training_split
+    from sae_lens_dit.toy.backbones import TINY_DIT_NAMES, load_pipeline, load_tiny_classifier
+    from sae_lens_dit.toy.image_sets import training_split
 
     cfg = cfg or EvalConfig()
     reports: list[dict[str, Any]] = []

@@ -52,10 +52,10 @@ from torch.utils.hooks import RemovableHandle
 from transformer_lens.hook_points import HookPoint, NamesFilter
 from transformer_lens.HookedRootModule import HookedRootModule
 
-from sae_lens_dit.adapters import AdapterSpec, AdapterSpecError, StackSpec, adapter_for
-from sae_lens_dit.call_context import CallContext, CallReader
-from sae_lens_dit.hook_sites import ArgSlot, BlockInputSite, BlockOutputSite, DiTHookPoint, Site, SubmoduleSite
-from sae_lens_dit.recording import Branch, Recorder, Recording
+from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError, StackSpec, adapter_for
+from sae_lens_dit.hooking.call_context import CallContext, CallReader
+from sae_lens_dit.hooking.hook_sites import ArgSlot, BlockInputSite, BlockOutputSite, DiTHookPoint, Site, SubmoduleSite
+from sae_lens_dit.hooking.recording import Branch, Recorder, Recording
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sae_lens_dit.adapters import AdapterSpec, AdapterSpecError
+from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError
 
 COND, UNCOND = 0, 1
 

@@ -18,7 +18,7 @@ their hooks (e.g. `blocks.2.hook_resid_post`).
 Data parallelism needs nothing more: rank `r` of `n` takes the batches whose index is `r` modulo
 `n` (`rank`/`world_size` arguments), so the union of the ranks' rows is, by construction, exactly
 the rows of a single-process harvest with the same seed, and every rank writes its own shards into
-the same folder (`sae_lens_dit.distributed` runs this under `torchrun`).
+the same folder (`sae_lens_dit.training.distributed` runs this under `torchrun`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from sae_lens_dit.guards import check_class_labels, check_finite
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.output_dirs import claim
-from sae_lens_dit.validation import check_keys, check_ranges, check_types
+from sae_lens_dit.guards.config import check_keys, check_ranges, check_types
+from sae_lens_dit.guards.data import check_class_labels, check_finite
+from sae_lens_dit.guards.output_dirs import claim
+from sae_lens_dit.hooking.hooked import HookedDiT
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""HTML of the feature dashboards (`sae_lens_dit.dashboard`): pure functions from plain data to pages.
+"""HTML of the feature dashboards (`sae_lens_dit.analysis.dashboard.build`): pure functions from plain data to pages.
 
 Pages link each other and `assets/` by relative paths, so the site works from file:// and from any
 static server. Tables are rendered here, in full, so the index reads without JavaScript;
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from sae_lens_dit.evals import DENSE_THRESHOLD
+from sae_lens_dit.analysis.evals import DENSE_THRESHOLD
 
 PLOT_SIZE = (360, 170)
 PLOT_MARGIN = (48, 12, 14, 34)  # left, right, top, bottom

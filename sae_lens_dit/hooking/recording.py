@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from sae_lens_dit.adapters import CfgSpec
-from sae_lens_dit.call_context import COND, UNCOND, CallContext
+from sae_lens_dit.hooking.adapters import CfgSpec
+from sae_lens_dit.hooking.call_context import COND, UNCOND, CallContext
 
 Branch = Literal["cond", "uncond", "both"]
 BRANCHES: tuple[str, ...] = get_args(Branch)

@@ -26,10 +26,10 @@ from huggingface_hub import HfApi
 from sae_lens.constants import RUNNER_CFG_FILENAME, SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
 from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingface
 
-from sae_lens_dit.registry import ARCHITECTURE
-from sae_lens_dit.releases import RELEASE_ID, parse_release
-from sae_lens_dit.runner import EVAL_FILENAME
+from sae_lens_dit.hub.releases import RELEASE_ID, parse_release
 from sae_lens_dit.saes.loading import validated_disk_loader
+from sae_lens_dit.saes.registration import ARCHITECTURE
+from sae_lens_dit.training.runner import EVAL_FILENAME
 
 PUBLISHED_FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME, RUNNER_CFG_FILENAME)
 """The files SAELens's `upload_saes_to_huggingface` uploads per SAE."""

@@ -12,7 +12,7 @@ settings), `sae_weights.safetensors`, `sparsity.safetensors`, `runner_cfg.json`,
 `checkpoints/<samples>/` and a run started again with the same config resumes from the newest.
 
 Under `torchrun` / `accelerate launch` the same runner trains with data parallelism
-(`sae_lens_dit.distributed`): every rank harvests (or reads) its share of the harvest batches and
+(`sae_lens_dit.training.distributed`): every rank harvests (or reads) its share of the harvest batches and
 feeds `batch_size / world_size` rows per step to a `DistributedSAETrainer`, so `batch_size` and
 `training_tokens` keep their single-process meaning; rank 0 alone evaluates, saves and logs to wandb.
 """
@@ -38,11 +38,23 @@ from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME, TRAINER_S
 from sae_lens.registry import get_sae_training_class
 from safetensors.torch import save_file
 
-from sae_lens_dit.backbones import load_pipeline
-from sae_lens_dit.distributed import DistributedSAETrainer, harvest_to_cache, init_from_env
-from sae_lens_dit.evals import BucketMetrics, LatentUsage, format_bucket_table, latent_usage, reconstruction_by_bucket
-from sae_lens_dit.guards import finite_batches
-from sae_lens_dit.harvest import (
+from sae_lens_dit.analysis.evals import (
+    BucketMetrics,
+    LatentUsage,
+    format_bucket_table,
+    latent_usage,
+    reconstruction_by_bucket,
+)
+from sae_lens_dit.guards.config import ConfigError, check_keys, check_ranges, check_types, training_sae_config
+from sae_lens_dit.guards.data import finite_batches
+from sae_lens_dit.guards.output_dirs import check_claimable, claim
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.saes import feed_timesteps
+from sae_lens_dit.saes.data_init import BDecInit, init_from_rows
+from sae_lens_dit.saes.tide_sae import TIMESTEP_CONVENTION
+from sae_lens_dit.toy.backbones import load_pipeline
+from sae_lens_dit.training.distributed import DistributedSAETrainer, harvest_to_cache, init_from_env
+from sae_lens_dit.training.harvest import (
     ActivationChunk,
     HarvestConfig,
     ShuffleBuffer,
@@ -51,12 +63,6 @@ from sae_lens_dit.harvest import (
     read_cache,
     resolve_keep_timesteps,
 )
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.output_dirs import check_claimable, claim
-from sae_lens_dit.saes import feed_timesteps
-from sae_lens_dit.saes.data_init import BDecInit, init_from_rows
-from sae_lens_dit.saes.tide_sae import TIMESTEP_CONVENTION
-from sae_lens_dit.validation import ConfigError, check_keys, check_ranges, check_types, training_sae_config
 
 logger = logging.getLogger(__name__)
 

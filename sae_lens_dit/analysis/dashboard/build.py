@@ -37,9 +37,9 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sae_lens_dit import dashboard_html as html
-from sae_lens_dit.dashboard_files import MANIFEST, SiteFiles  # noqa: F401  (MANIFEST is re-exported)
-from sae_lens_dit.evals import (
+from sae_lens_dit.analysis.dashboard import html
+from sae_lens_dit.analysis.dashboard.files import MANIFEST, SiteFiles  # noqa: F401  (MANIFEST is re-exported)
+from sae_lens_dit.analysis.evals import (
     DENSE_THRESHOLD,
     LatentTimestepStats,
     bucket_masks,
@@ -47,12 +47,12 @@ from sae_lens_dit.evals import (
     reconstruct,
     sample_images,
 )
-from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT
 
 logger = logging.getLogger(__name__)
 
 ASSETS = ("style.css", "site.js")
-"""Static files shipped in `sae_lens_dit/dashboard_assets/`, copied to `<output>/assets/`."""
+"""Static files shipped in `sae_lens_dit/analysis/dashboard/assets/`, copied to `<output>/assets/`."""
 OVERLAY_RGB = np.array([255.0, 48.0, 0.0])
 OVERLAY_ALPHA = 0.75
 """Heatmap colour and its opacity where the latent reaches its maximum over the sampled set."""
@@ -90,7 +90,7 @@ class DashboardConfig:
     edges: tuple[float, ...] = tuple(float(t) for t in range(0, 1001, 100))
     """Timestep bucket edges of the frequency and mean-activation plots (DDPM scale, 1000 = noise)."""
     steering: bool = True
-    """Steering previews (before / after) when sae_lens_dit.interventions is installed."""
+    """Steering previews (before / after) when sae_lens_dit.analysis.interventions.editing is installed."""
     steering_strength: float = 4.0
     """Steering previews clamp the latent at this many times its typical active value (the median of its non-zero
     codes over the sampled tokens), on every token, inside the latent's own timestep window (the buckets around
@@ -202,8 +202,8 @@ def _measured_factors(model: str, images: np.ndarray) -> dict[str, np.ndarray]:
     """Shape factors measured from the samples of the shapes backbone; nothing for other backbones."""
     if model.removeprefix("tiny-dit-") != "shapes":
         return {}
-    from sae_lens_dit.backbones import measure_shape_factors
-    from sae_lens_dit.image_sets import shape_factor_values
+    from sae_lens_dit.toy.backbones import measure_shape_factors
+    from sae_lens_dit.toy.image_sets import shape_factor_values
 
     measured = measure_shape_factors(images)
     return shape_factor_values(measured.hue, measured.size, measured.center)
@@ -439,7 +439,7 @@ def build_dashboard(saes: Sequence[Any], output_dir: str | Path, cfg: DashboardC
     SAEs name their backbone (`cfg.metadata.model_name`) and hook; SAEs of one backbone share one
     sampling run. Returns where the site is and how many files were written, reused and removed.
     """
-    from sae_lens_dit.backbones import load_pipeline
+    from sae_lens_dit.toy.backbones import load_pipeline
 
     cfg = cfg or DashboardConfig()
     if not saes:
@@ -461,7 +461,7 @@ def build_dashboard(saes: Sequence[Any], output_dir: str | Path, cfg: DashboardC
             _check_sae(sae, hooked, model)
         backbones[model] = pipe, hooked
     for asset in ASSETS:
-        files_.write(f"assets/{asset}", files("sae_lens_dit").joinpath("dashboard_assets", asset).read_bytes())
+        files_.write(f"assets/{asset}", files("sae_lens_dit.analysis.dashboard").joinpath("assets", asset).read_bytes())
     sites: dict[str, Path] = {}
     entries: list[dict[str, Any]] = []
     for model, group in by_model.items():
@@ -572,7 +572,7 @@ def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, floa
     """The latent's own timestep window: the contiguous buckets around its peak firing frequency that reach half
     of it (`windows.auto_window` on the frequency profile). A bucket no denoising step fell in takes the lower
     of its nearest sampled neighbours' frequencies, so it neither splits a window nor ends one early."""
-    from sae_lens_dit.windows import auto_window
+    from sae_lens_dit.analysis.interventions.windows import auto_window
 
     frequency = stats.frequency[:, latent].double()
     sampled = (stats.rows > 0).nonzero().squeeze(1)
@@ -587,16 +587,12 @@ def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, floa
 
 
 def _steering_previews(pipe: Any, hooked: HookedDiT, sae: Any, traj: Trajectories,
-                       cfg: DashboardConfig) -> Callable[..., list[dict[str, Any]]] | None:  # fmt: skip
+                       cfg: DashboardConfig) -> Callable[..., list[dict[str, Any]]]:  # fmt: skip
     """A function (latent, class, summary, files, folder) -> before / after thumbnails of one sample of the class
     with the latent clamped at `steering_strength` x its typical active value, then zeroed, on every token inside
-    its own timestep window (`preview_window`; `interventions.preview_latent`), or None when
-    `sae_lens_dit.interventions` is not installed."""
-    try:
-        from sae_lens_dit.interventions import preview_latent
-    except ImportError:
-        logger.info("sae_lens_dit.interventions is not installed: the dashboard has no steering previews")
-        return None
+    its own timestep window (`preview_window`; `interventions.preview_latent`)."""
+    from sae_lens_dit.analysis.interventions.editing import preview_latent
+
     names = traj.factor_names["class"]
     pipe_kwargs = {"num_inference_steps": cfg.num_inference_steps}
     if cfg.guidance_scale is not None:

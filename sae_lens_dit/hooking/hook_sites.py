@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformer_lens.hook_points import HookPoint
 
-from sae_lens_dit.adapters import SubmoduleSpec
+from sae_lens_dit.hooking.adapters import SubmoduleSpec
 
 
 class DiTHookPoint(HookPoint):

@@ -38,8 +38,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from sae_lens_dit.harvest import HarvestConfig, check_cache_complete, write_cache
-from sae_lens_dit.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.training.harvest import HarvestConfig, check_cache_complete, write_cache
 
 logger = logging.getLogger(__name__)
 

@@ -45,12 +45,12 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from sae_lens_dit.call_context import COND, UNCOND
-from sae_lens_dit.evals import timestep_context
-from sae_lens_dit.gates import Gate, LinearProbe
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.recording import BRANCHES, Branch, StepTracker
-from sae_lens_dit.validation import load_sae_folder, read_config_file
+from sae_lens_dit.analysis.evals import timestep_context
+from sae_lens_dit.analysis.interventions.gates import Gate, LinearProbe
+from sae_lens_dit.guards.config import load_sae_folder, read_config_file
+from sae_lens_dit.hooking.call_context import COND, UNCOND
+from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.hooking.recording import BRANCHES, Branch, StepTracker
 
 logger = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ import torch
 from sae_lens import SAE
 from torch import Tensor
 
-from sae_lens_dit.backbones import MeasuredFactors, measure_shape_factors, shape_tokens
-from sae_lens_dit.gates import Gate, fit_probe
-from sae_lens_dit.hooked import HookedDiT
-from sae_lens_dit.image_sets import HUE_BINS  # hue is scored in HUE_BINS equal arcs (chance 1 / HUE_BINS)
-from sae_lens_dit.interventions import LatentEdit, SteeringSpec, token_grid
-from sae_lens_dit.recipes import swap_spec
+from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, token_grid
+from sae_lens_dit.analysis.interventions.gates import Gate, fit_probe
+from sae_lens_dit.analysis.interventions.recipes import swap_spec
+from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
+from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.saes.timestep_mlp import TIMESTEP_MAX
-from sae_lens_dit.selection import LatentSelection, record_samples, select_latents
+from sae_lens_dit.toy.backbones import MeasuredFactors, measure_shape_factors, shape_tokens
+from sae_lens_dit.toy.image_sets import HUE_BINS  # hue is scored in HUE_BINS equal arcs (chance 1 / HUE_BINS)
 
 SIDES = ("left", "right")
 SIZES = ("larger", "smaller")
@@ -182,7 +182,7 @@ def score_size(before: np.ndarray, after: np.ndarray, direction: np.ndarray, cla
 def steer_groups(pipe: Any, hooked: HookedDiT, saes: Sequence[SAE], labels: np.ndarray, seeds: np.ndarray,
                  group: np.ndarray, spec_for: Any, num_inference_steps: int = 20) -> np.ndarray:  # fmt: skip
     """Images of every sample, each group of samples (equal `group` values) steered with `spec_for(value)`."""
-    from sae_lens_dit.interventions import steer
+    from sae_lens_dit.analysis.interventions.editing import steer
 
     out = None
     for value in dict.fromkeys(group.tolist()):
@@ -225,7 +225,7 @@ def tune_shape_concepts(
     tuning: TuningSet, classify: Any, hue_hook: str, steps: int = 20, log: Any = print,
 ) -> dict[str, tuple[SteeringSpec, str, dict[str, Any]]]:  # fmt: skip
     """Choose every concept's strength and window on `tuning` and return {name: (spec, description, measured)}."""
-    from sae_lens_dit.windows import commitment_curve, grow_window
+    from sae_lens_dit.analysis.interventions.windows import commitment_curve, grow_window
 
     saes_list = list(saes.values())
     before, labels, seeds = tuning.before, tuning.labels, tuning.seeds
@@ -298,10 +298,10 @@ def build_shape_concepts(
 ) -> Path:  # fmt: skip
     """Learn and tune the shapes concepts of `release`'s `architecture` SAEs at `hooks` and write the concept
     folder (`concepts.write_concepts` layout, probes under probes/). Returns the index path."""
-    from sae_lens_dit.backbones import load_tiny_classifier, load_tiny_dit
-    from sae_lens_dit.concepts import write_concepts
-    from sae_lens_dit.interventions import SAESource
-    from sae_lens_dit.output_dirs import check_claimable, claim
+    from sae_lens_dit.analysis.interventions.concepts import write_concepts
+    from sae_lens_dit.analysis.interventions.editing import SAESource
+    from sae_lens_dit.guards.output_dirs import check_claimable, claim
+    from sae_lens_dit.toy.backbones import load_tiny_classifier, load_tiny_dit
 
     folder = Path(folder)
     check_claimable(folder, "concepts")

@@ -1,0 +1,2 @@
+"""Analysis of trained dictionaries: the evaluation protocol, interventions (editing and steering) and
+the static dashboards."""
