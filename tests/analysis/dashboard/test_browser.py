@@ -19,7 +19,7 @@ import pytest
 from sae_lens_dit.cli import main
 
 RELEASE, SAE_ID = "tide-dit-tiny/shapes", "blocks.3.hook_resid_post/tide"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "dashboard"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1200,1500")  # fmt: skip

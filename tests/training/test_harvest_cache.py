@@ -15,8 +15,6 @@ from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_tiny_dit
 from sae_lens_dit.training.harvest import HarvestConfig, harvest_chunks, read_cache, write_cache
 
-from .conftest import TINY_HARVEST
-
 
 @pytest.fixture(scope="module")
 def digits():
@@ -24,9 +22,9 @@ def digits():
     return pipe, HookedDiT(pipe.transformer)
 
 
-def test_cache_equals_streaming_and_loads_with_datasets(digits, tmp_path):
+def test_cache_equals_streaming_and_loads_with_datasets(digits, tmp_path, tiny_harvest):
     pipe, hooked = digits
-    cfg = HarvestConfig.from_dict({**TINY_HARVEST, "hook_names": ["blocks.0.hook_resid_post", "blocks.3.mlp.hook_out"]})
+    cfg = HarvestConfig.from_dict({**tiny_harvest, "hook_names": ["blocks.0.hook_resid_post", "blocks.3.mlp.hook_out"]})
     write_cache(pipe, hooked, cfg, tmp_path / "cache", model="digits")
     cached = list(read_cache(tmp_path / "cache"))
     streamed = list(harvest_chunks(pipe, hooked, cfg, progress=False))
@@ -51,13 +49,13 @@ def test_cache_equals_streaming_and_loads_with_datasets(digits, tmp_path):
     assert rows == cfg.num_images * 4 * 2 * 4
 
 
-def test_other_settings_in_the_same_folder_are_refused(digits, tmp_path):
+def test_other_settings_in_the_same_folder_are_refused(digits, tmp_path, tiny_harvest):
     pipe, hooked = digits
-    cfg = HarvestConfig.from_dict({**TINY_HARVEST, "num_images": 8})
+    cfg = HarvestConfig.from_dict({**tiny_harvest, "num_images": 8})
     write_cache(pipe, hooked, cfg, tmp_path / "c")
     before = sorted(p.name for p in (tmp_path / "c").iterdir())
     with pytest.raises(ValueError, match="other settings"):
-        write_cache(pipe, hooked, HarvestConfig.from_dict({**TINY_HARVEST, "num_images": 8, "seed": 5}), tmp_path / "c")
+        write_cache(pipe, hooked, HarvestConfig.from_dict({**tiny_harvest, "num_images": 8, "seed": 5}), tmp_path / "c")
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == before
 
 
