@@ -56,16 +56,28 @@ def train_and_save(architecture: str, d_sae: int, k: int, data: dict, seed: int,
     cfg = cfg_cls(d_in=data["train_x"].shape[1], d_sae=d_sae, k=k)
     cfg.metadata.hook_name = hook  # where `evals.spliced_denoising` splices it
     sae = sae_cls(cfg)
-    init_from_rows(sae, data["train_x"][: RECIPE["init_rows"].default], RECIPE["b_dec_init"].default,
-                   unit_decoder=RECIPE["unit_decoder_init"].default)  # fmt: skip
+    init_from_rows(
+        sae,
+        data["train_x"][: RECIPE["init_rows"].default],
+        RECIPE["b_dec_init"].default,
+        unit_decoder=RECIPE["unit_decoder_init"].default,
+    )
     lr = DEFAULT_LR[architecture]
     steps = TOKENS // BATCH
     trainer_cfg = SAETrainerConfig(
-        total_training_samples=steps * BATCH, train_batch_size_samples=BATCH, lr=lr, lr_end=lr / 10,
-        lr_warm_up_steps=0, lr_decay_steps=0, device="cpu", dead_feature_window=RECIPE["dead_feature_window"].default,
-        feature_sampling_window=500, n_checkpoints=0, checkpoint_path=str(folder / "checkpoints"),
+        total_training_samples=steps * BATCH,
+        train_batch_size_samples=BATCH,
+        lr=lr,
+        lr_end=lr / 10,
+        lr_warm_up_steps=0,
+        lr_decay_steps=0,
+        device="cpu",
+        dead_feature_window=RECIPE["dead_feature_window"].default,
+        feature_sampling_window=500,
+        n_checkpoints=0,
+        checkpoint_path=str(folder / "checkpoints"),
         logger=LoggingConfig(log_to_wandb=False),
-    )  # fmt: skip
+    )
     provider = feed_timesteps(batches(data["train_x"], data["train_t"], seed), sae)
     trained = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider).fit()
     trained.save_inference_model(str(folder))
@@ -74,8 +86,9 @@ def train_and_save(architecture: str, d_sae: int, k: int, data: dict, seed: int,
 
 @torch.no_grad()
 def measured_l0(sae, x: torch.Tensor, t: torch.Tensor) -> float:
-    return float(sum((reconstruct(sae, x[i : i + 8192], t[i : i + 8192])[1] != 0).sum() for i in range(0, len(x), 8192))
-                 / len(x))  # fmt: skip
+    return float(
+        sum((reconstruct(sae, x[i : i + 8192], t[i : i + 8192])[1] != 0).sum() for i in range(0, len(x), 8192)) / len(x)
+    )
 
 
 def plot(results: dict, path: Path) -> None:
@@ -136,11 +149,17 @@ def main() -> None:
                         scores = score(sae, data["test_x"], data["test_t"])
                         denoising = spliced_denoising(sae, hooked, hp)
                         results[key] = {
-                            "model": model, "hook": args.hook, "architecture": arch, "width": width, "k": k,
-                            "seed": seed, **scores, "l0": measured_l0(sae, data["test_x"], data["test_t"]),
+                            "model": model,
+                            "hook": args.hook,
+                            "architecture": arch,
+                            "width": width,
+                            "k": k,
+                            "seed": seed,
+                            **scores,
+                            "l0": measured_l0(sae, data["test_x"], data["test_t"]),
                             "denoising_loss_recovered": statistics.mean(d["recovered_vs_mean"] for d in denoising),
                             "seconds": round(time.perf_counter() - start, 1),
-                        }  # fmt: skip
+                        }
                         print(key, json.dumps(results[key]), flush=True)
                         out_json.write_text(json.dumps(results, indent=1))
     write_report(results)
@@ -150,17 +169,27 @@ def write_report(results: dict) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in results.values():
         groups.setdefault((r["model"], r["hook"], r["width"], r["k"], r["architecture"]), []).append(r)
-    lines = ["# Frontier: TIDE, TopK and BatchTopK against L0", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             "Mean over seeds (n = seeds run). EV: held-out explained variance; DLR: denoising loss recovered vs "
-             "mean-ablation.", "",
-             "| model | hook | width | k | architecture | n | L0 | EV | DLR | dead | dense |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# Frontier: TIDE, TopK and BatchTopK against L0",
+        "",
+        __doc__.split("\n\n")[1].replace("\n", " "),
+        "",
+        "Mean over seeds (n = seeds run). EV: held-out explained variance; DLR: denoising loss recovered vs "
+        "mean-ablation.",
+        "",
+        "| model | hook | width | k | architecture | n | L0 | EV | DLR | dead | dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (model, hook, width, k, arch), rs in sorted(groups.items()):
-        m = {key: statistics.mean(r[key] for r in rs) for key in
-             ("l0", "explained_variance", "denoising_loss_recovered", "dead_fraction", "dense_fraction")}  # fmt: skip
-        lines.append(f"| {model} | {hook} | {width}x | {k} | {arch} | {len(rs)} | {m['l0']:.1f} | "
-                     f"{m['explained_variance']:.4f} | {m['denoising_loss_recovered']:.4f} | "
-                     f"{m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} |")  # fmt: skip
+        m = {
+            key: statistics.mean(r[key] for r in rs)
+            for key in ("l0", "explained_variance", "denoising_loss_recovered", "dead_fraction", "dense_fraction")
+        }
+        lines.append(
+            f"| {model} | {hook} | {width}x | {k} | {arch} | {len(rs)} | {m['l0']:.1f} | "
+            f"{m['explained_variance']:.4f} | {m['denoising_loss_recovered']:.4f} | "
+            f"{m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} |"
+        )
     (RESULTS / "frontier.md").write_text("\n".join(lines) + "\n\n![frontier](frontier.png)\n")
     plot(results, RESULTS / "frontier.png")
     print("\n".join(lines))

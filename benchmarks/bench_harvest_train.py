@@ -40,8 +40,12 @@ def time_harvest(repeats: int) -> tuple[list[float], list[float], int]:
     plain, recorded, rows = [], [], 0
     for _ in range(repeats):
         start = time.perf_counter()
-        pipe(class_labels=[i % 10 for i in range(32)], num_inference_steps=50, output_type="np",
-             generator=torch.Generator().manual_seed(0))  # fmt: skip
+        pipe(
+            class_labels=[i % 10 for i in range(32)],
+            num_inference_steps=50,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        )
         plain.append(time.perf_counter() - start)
         start = time.perf_counter()
         rows = sum(c.num_rows for c in harvest_chunks(pipe, hooked, cfg, progress=False))
@@ -60,10 +64,14 @@ def time_training(repeats: int, steps: int, batch: int) -> dict[str, list[float]
         for architecture in out:
             sae_cfg = get_sae_training_class(architecture)[1](d_in=base.d_in, d_sae=base.d_sae, k=base.k)
             sae = get_sae_training_class(architecture)[0](sae_cfg)
-            runner_cfg = replace(preset_config("dit-tiny-digits", wandb_mode="disabled"), batch_size=batch,
-                                 training_tokens=batch * len(pairs))  # fmt: skip
-            trainer = SAETrainer(cfg=runner_cfg.trainer_config(), sae=sae,
-                                 data_provider=feed_timesteps(iter(pairs), sae))  # fmt: skip
+            runner_cfg = replace(
+                preset_config("dit-tiny-digits", wandb_mode="disabled"),
+                batch_size=batch,
+                training_tokens=batch * len(pairs),
+            )
+            trainer = SAETrainer(
+                cfg=runner_cfg.trainer_config(), sae=sae, data_provider=feed_timesteps(iter(pairs), sae)
+            )
             start = time.perf_counter()
             trainer.fit()
             out[architecture].append(time.perf_counter() - start)

@@ -146,8 +146,14 @@ def transfer(s: Shapes, folder: Path, sae: SAE) -> dict:
     on_shape = torch.from_numpy(shape_tokens(pixels, token_grid(64, s.hooked)))
     matched = []
     for i in range(N_EVAL):
-        codes = encode_reference(s.pipe, s.hooked, sae, torch.from_numpy(refs.images[i]), seed=i,
-                                 class_labels=torch.tensor([int(refs.shape[i])]))  # fmt: skip
+        codes = encode_reference(
+            s.pipe,
+            s.hooked,
+            sae,
+            torch.from_numpy(refs.images[i]),
+            seed=i,
+            class_labels=torch.tensor([int(refs.shape[i])]),
+        )
         matched.append(match_reference(codes, selections, tokens=on_shape[i], in_window=False)[0])
     matched = np.array(matched)
     after = s.steered([sae], matched, lambda b: _spec(folder, f"hue={b}"))
@@ -327,15 +333,26 @@ PARTS = ("tide", "topk", "digits")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concepts", type=Path, default=BUNDLED_CONCEPTS, help="TIDE concept folder")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                        help="What to measure; parts not run keep their results from the existing JSON")  # fmt: skip
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="What to measure; parts not run keep their results from the existing JSON",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     start = time.time()
     path = OUT / "interventions.json"
-    report: dict = {"protocol": {"eval_seeds": [EVAL_SEED, EVAL_SEED + N_EVAL - 1],
-                                        "tuning_seeds": [TUNING_SEED, TUNING_SEED + N_EVAL - 1], "record_seed": 1,
-                                        "steps": STEPS, "samples_per_condition": N_EVAL}}  # fmt: skip
+    report: dict = {
+        "protocol": {
+            "eval_seeds": [EVAL_SEED, EVAL_SEED + N_EVAL - 1],
+            "tuning_seeds": [TUNING_SEED, TUNING_SEED + N_EVAL - 1],
+            "record_seed": 1,
+            "steps": STEPS,
+            "samples_per_condition": N_EVAL,
+        }
+    }
     seconds = {}
     s = Shapes() if {"tide", "topk"} & set(args.parts) else None
     if "tide" in args.parts:
@@ -362,8 +379,10 @@ def main() -> None:
     seconds = {**old.get("seconds_per_part", {}), **seconds}
     report = {**old, **report}
     if "dictionary_comparison_tide" in report and "dictionary_comparison_topk" in report:
-        report["dictionary_comparison"] = {"tide": report["dictionary_comparison_tide"],
-                                           "topk": report["dictionary_comparison_topk"]}  # fmt: skip
+        report["dictionary_comparison"] = {
+            "tide": report["dictionary_comparison_tide"],
+            "topk": report["dictionary_comparison_topk"],
+        }
     report["seconds_per_part"] = seconds
     report["seconds"] = round(time.time() - start, 1)
     OUT.mkdir(exist_ok=True)
@@ -380,20 +399,41 @@ def tide_report(s: Shapes, folder: Path) -> dict:
     measured = list_concepts(folder)
     h, p, z, t = tide["hue"], tide["position"], tide["size"], tide["transfer"]
     return {
-        "hue": {"target_rate": h["target"], "kept_rate": h["kept"], "background_rate": h["background"],
-                "control_rate": controls["control"]["target"], "baseline_rate": controls["baseline"]["target"],
-                "unsteered_rate": h["unsteered_target"], "control": controls["control"],
-                "baseline": controls["baseline"], "window": measured["hue=0"]["measured"]["window"],
-                "value": measured["hue=0"]["measured"]["value"],
-                "commitment_curve": measured["hue=0"]["measured"]["commitment_curve"]},
-        "position": {"target_rate": p["target"], "kept_rate": p["kept"], "fitting": p["fitting"],
-                     "not_fitting": p["not_fitting"], "recipe": measured["position=left"]["measured"]},
-        "size": {"target_rate": z["target"], "kept_rate": z["kept"], "mean_width_change": z["mean_width_change"],
-                 "recipe": measured["size=larger"]["measured"]},
-        "transfer": {"target_rate": t["target"], "kept_rate": t["kept"], "background_rate": t["background"],
-                     "match_rate": t["match_rate"], "unsteered_rate": t["unsteered_target"]},
+        "hue": {
+            "target_rate": h["target"],
+            "kept_rate": h["kept"],
+            "background_rate": h["background"],
+            "control_rate": controls["control"]["target"],
+            "baseline_rate": controls["baseline"]["target"],
+            "unsteered_rate": h["unsteered_target"],
+            "control": controls["control"],
+            "baseline": controls["baseline"],
+            "window": measured["hue=0"]["measured"]["window"],
+            "value": measured["hue=0"]["measured"]["value"],
+            "commitment_curve": measured["hue=0"]["measured"]["commitment_curve"],
+        },
+        "position": {
+            "target_rate": p["target"],
+            "kept_rate": p["kept"],
+            "fitting": p["fitting"],
+            "not_fitting": p["not_fitting"],
+            "recipe": measured["position=left"]["measured"],
+        },
+        "size": {
+            "target_rate": z["target"],
+            "kept_rate": z["kept"],
+            "mean_width_change": z["mean_width_change"],
+            "recipe": measured["size=larger"]["measured"],
+        },
+        "transfer": {
+            "target_rate": t["target"],
+            "kept_rate": t["kept"],
+            "background_rate": t["background"],
+            "match_rate": t["match_rate"],
+            "unsteered_rate": t["unsteered_target"],
+        },
         "dictionary_comparison_tide": tide,
-    }  # fmt: skip
+    }
 
 
 def write_markdown(r: dict) -> None:

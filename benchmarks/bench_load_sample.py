@@ -50,8 +50,13 @@ def run_child(backbone: str, batch: int, threads: int) -> dict[str, float]:
     """Phase seconds of one fresh process, plus its wall clock from spawn to exit."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD.format(backbone=backbone, batch=batch, threads=threads)],
-                         env=env, check=True, capture_output=True, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD.format(backbone=backbone, batch=batch, threads=threads)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     phases = json.loads(out.strip().splitlines()[-1])
     return {**phases, "process wall clock": time.perf_counter() - start}
 

@@ -56,8 +56,14 @@ def measure(setup: dict, latents: list[int], seeds: int, strengths: list[float])
         label = int(traj.labels[int(summary.image_step_max[in_peak, :, latent].max(0).values.argmax())])
         typical, window = float(summary.typical[latent]), preview_window(summary.stats, latent)
         top = float(summary.max_activation[latent])
-        row = {"latent": latent, "density": float(summary.density[latent]), "max": top, "typical": typical,
-               "window": window, "label": traj.factor_names["class"][label]}  # fmt: skip
+        row = {
+            "latent": latent,
+            "density": float(summary.density[latent]),
+            "max": top,
+            "typical": typical,
+            "window": window,
+            "label": traj.factor_names["class"][label],
+        }
         recipe_args = {  # name -> (strength, op, preview_latent options)
             "old +": (top, "add", {}),
             "old -": (-top, "add", {}),
@@ -89,8 +95,10 @@ def tables(title: str, results: dict, per_latent: list[dict]) -> list[str]:
     ]
     for name, r in results.items():
         values = np.asarray(r["change"])
-        lines.append(f"| {name} | {values.mean():.4f} | {np.median(values):.4f} | {(values > VISIBLE).mean():.2f} | "
-                     f"{np.mean(r['kept']):.2f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {values.mean():.4f} | {np.median(values):.4f} | {(values > VISIBLE).mean():.2f} | "
+            f"{np.mean(r['kept']):.2f} |"
+        )
     lines += [
         "",
         "Per latent (mean \\|pixel change\\| over seeds):",
@@ -99,9 +107,12 @@ def tables(title: str, results: dict, per_latent: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|" + "---|" * len(recipes),
     ]
     for row in per_latent:
-        lines.append(f"| {row['latent']} | {row['density']:.3f} | {row['max']:.3g} | {row['typical']:.3g} | "
-                     f"{row['window'][0]:g}-{row['window'][1]:g} | {row['label']} | "
-                     + " | ".join(f"{np.mean(row[n]):.3f}" for n in recipes) + " |")  # fmt: skip
+        lines.append(
+            f"| {row['latent']} | {row['density']:.3f} | {row['max']:.3g} | {row['typical']:.3g} | "
+            f"{row['window'][0]:g}-{row['window'][1]:g} | {row['label']} | "
+            + " | ".join(f"{np.mean(row[n]):.3f}" for n in recipes)
+            + " |"
+        )
     return [*lines, ""]
 
 
@@ -120,8 +131,15 @@ def main() -> None:
     hooked = HookedDiT(pipe.transformer)
     traj = sample_trajectories(pipe, hooked, [sae.cfg.metadata.hook_name], "shapes", cfg)
     summary = summarize(sae, traj, cfg.edges)
-    setup = {"pipe": pipe, "sae": sae, "hooked": hooked, "traj": traj, "summary": summary, "cfg": cfg,
-             "classify": load_tiny_classifier("shapes").predict}  # fmt: skip
+    setup = {
+        "pipe": pipe,
+        "sae": sae,
+        "hooked": hooked,
+        "traj": traj,
+        "summary": summary,
+        "cfg": cfg,
+        "classify": load_tiny_classifier("shapes").predict,
+    }
     density = summary.density
     sparse = np.nonzero((density > 0) & (density <= DENSE_THRESHOLD))[0]
     sets = {

@@ -48,13 +48,17 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "topk recipe (+ window 20)": ("topk_sparse", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 4e-4}),
     "topk recipe lr 1e-3": ("topk_sparse", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 1e-3}),
     "tide sae_lens defaults": ("tide", {"b_dec": "zeros", "unit": False, "window": 200, "lr": 4e-4, "aux": 1.0}),
-    "tide recipe lr 4e-4 aux 1": ("tide", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 4e-4,
-                                           "aux": 1.0}),
-    "tide recipe lr 1e-3 aux 1": ("tide", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 1e-3,
-                                           "aux": 1.0}),
+    "tide recipe lr 4e-4 aux 1": (
+        "tide",
+        {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 4e-4, "aux": 1.0},
+    ),
+    "tide recipe lr 1e-3 aux 1": (
+        "tide",
+        {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 1e-3, "aux": 1.0},
+    ),
     "tide recipe (lr 1e-3 aux 1/32)": ("tide", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 1e-3}),
     "batchtopk recipe lr 4e-4": ("batchtopk", {"b_dec": "geometric_median", "unit": True, "window": 20, "lr": 4e-4}),
-}  # fmt: skip
+}
 
 
 def rows(model: str, hook: str, work: Path) -> dict[str, torch.Tensor]:
@@ -91,11 +95,19 @@ def train_variant(architecture: str, recipe: dict, data: dict[str, torch.Tensor]
     init_from_rows(sae, data["train_x"][:65536], recipe["b_dec"], unit_decoder=recipe["unit"])
     steps = TOKENS // BATCH
     trainer_cfg = SAETrainerConfig(
-        total_training_samples=steps * BATCH, train_batch_size_samples=BATCH, lr=recipe["lr"],
-        lr_end=recipe["lr"] / 10, lr_warm_up_steps=0, lr_decay_steps=0, device="cpu",
-        dead_feature_window=recipe["window"], feature_sampling_window=500, n_checkpoints=0,
-        checkpoint_path="/tmp/unused", logger=LoggingConfig(log_to_wandb=False),
-    )  # fmt: skip
+        total_training_samples=steps * BATCH,
+        train_batch_size_samples=BATCH,
+        lr=recipe["lr"],
+        lr_end=recipe["lr"] / 10,
+        lr_warm_up_steps=0,
+        lr_decay_steps=0,
+        device="cpu",
+        dead_feature_window=recipe["window"],
+        feature_sampling_window=500,
+        n_checkpoints=0,
+        checkpoint_path="/tmp/unused",
+        logger=LoggingConfig(log_to_wandb=False),
+    )
     start = time.perf_counter()
     provider = feed_timesteps(batches(data["train_x"], data["train_t"], seed), sae)
     sae = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider).fit()
@@ -109,8 +121,11 @@ def score(sae, x: torch.Tensor, t: torch.Tensor) -> dict:
     for i in range(0, len(x), 8192):
         err += float((reconstruct(sae, x[i : i + 8192], t[i : i + 8192])[0] - x[i : i + 8192]).pow(2).sum())
     usage = latent_usage(sae, x, t)
-    return {"explained_variance": 1 - err / float((x - x.mean(0)).pow(2).sum()),
-            "dead_fraction": usage.dead_fraction, "dense_fraction": usage.dense_fraction}  # fmt: skip
+    return {
+        "explained_variance": 1 - err / float((x - x.mean(0)).pow(2).sum()),
+        "dead_fraction": usage.dead_fraction,
+        "dense_fraction": usage.dense_fraction,
+    }
 
 
 def main() -> None:
@@ -133,23 +148,36 @@ def main() -> None:
         if name == "plain torch topk":
             start = time.perf_counter()
             res = train_plain_topk(data["train_x"], data["test_x"], K, D_SAE, steps=3000, seed=args.seed)
-            results[key] = {**res, "seconds": round(time.perf_counter() - start, 1), "steps": 3000,
-                            "architecture": "plain torch", "recipe": "DESIGN.md reference, batch 1024"}  # fmt: skip
+            results[key] = {
+                **res,
+                "seconds": round(time.perf_counter() - start, 1),
+                "steps": 3000,
+                "architecture": "plain torch",
+                "recipe": "DESIGN.md reference, batch 1024",
+            }
         else:
             architecture, recipe = VARIANTS[name]
             res = train_variant(architecture, recipe, data, args.seed)
             results[key] = {**res, "architecture": architecture, "recipe": recipe}
         print(key, json.dumps(results[key]), flush=True)
         out_json.write_text(json.dumps(results, indent=1))
-    lines = [f"# Training recipe sweep: {args.model}", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             f"d_sae {D_SAE}, k {K}, {TOKENS:,} training rows in batches of {BATCH} (the runner's preset).", "",
-             "| hook | variant | seed | held-out explained variance | dead | "
-             f"dense (> {DENSE_THRESHOLD:.0%} of rows) | seconds |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Training recipe sweep: {args.model}",
+        "",
+        __doc__.split("\n\n")[1].replace("\n", " "),
+        "",
+        f"d_sae {D_SAE}, k {K}, {TOKENS:,} training rows in batches of {BATCH} (the runner's preset).",
+        "",
+        "| hook | variant | seed | held-out explained variance | dead | "
+        f"dense (> {DENSE_THRESHOLD:.0%} of rows) | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, r in results.items():
         hook, name, seed = key.split(" | ")
-        lines.append(f"| {hook} | {name} | {seed.removeprefix('seed ')} | {r['explained_variance']:.4f} | "
-                     f"{r['dead_fraction']:.3f} | {r['dense_fraction']:.3f} | {r['seconds']} |")  # fmt: skip
+        lines.append(
+            f"| {hook} | {name} | {seed.removeprefix('seed ')} | {r['explained_variance']:.4f} | "
+            f"{r['dead_fraction']:.3f} | {r['dense_fraction']:.3f} | {r['seconds']} |"
+        )
     (RESULTS / f"recipe_sweep_{args.model}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

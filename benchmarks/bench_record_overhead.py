@@ -64,9 +64,16 @@ def sample(pipe: DiTPipeline, steps: int) -> tuple[float, float]:
 def hook_cost_per_call(calls: int = 400) -> float:
     """CPU seconds the record hooks add per transformer call (tiny model, same hook and k)."""
     model = DiTTransformer2DModel(
-        sample_size=8, patch_size=2, in_channels=4, out_channels=8, num_layers=5, num_attention_heads=1,
-        attention_head_dim=8, num_embeds_ada_norm=1000, norm_type="ada_norm_zero",
-    ).eval()  # fmt: skip
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        out_channels=8,
+        num_layers=5,
+        num_attention_heads=1,
+        attention_head_dim=8,
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_zero",
+    ).eval()
     hooked = HookedDiT(model)
     x, labels = torch.randn(2, 4, 8, 8).repeat(2, 1, 1, 1), torch.tensor([1, 2, 1000, 1000])
 

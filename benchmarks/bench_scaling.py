@@ -77,8 +77,13 @@ def measure_tiny(repeats: int) -> list[tuple[str, float, float, float]]:
     """(job, median seconds, rows per second, bytes per row on disk); jobs interleaved, after a warm-up."""
     pipe = load_tiny_dit("digits")
     hooked = HookedDiT(pipe.transformer)
-    cfg = HarvestConfig(hook_names=("blocks.2.hook_resid_post",), num_images=32, images_per_batch=32,
-                        num_inference_steps=STEPS, branch="both")  # fmt: skip
+    cfg = HarvestConfig(
+        hook_names=("blocks.2.hook_resid_post",),
+        num_images=32,
+        images_per_batch=32,
+        num_inference_steps=STEPS,
+        branch="both",
+    )
     rows: dict[str, tuple[int, float]] = {}
 
     def plain(_: str) -> None:
@@ -94,9 +99,11 @@ def measure_tiny(repeats: int) -> list[tuple[str, float, float, float]]:
             n = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
             rows[storage] = (n, sum(s.stat().st_size for s in shards) / n)
 
-    jobs = {"plain sampling (no hooks, nothing written)": (plain, ""),
-            "write_cache, float32 storage": (harvest, "float32"),
-            "write_cache, float16 storage": (harvest, "float16")}  # fmt: skip
+    jobs = {
+        "plain sampling (no hooks, nothing written)": (plain, ""),
+        "write_cache, float32 storage": (harvest, "float32"),
+        "write_cache, float16 storage": (harvest, "float16"),
+    }
     plain("")  # warm-up
     times: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(repeats):
@@ -118,15 +125,27 @@ def build(f: Family) -> tuple[torch.nn.Module, dict, dict[str, list[torch.nn.Mod
     b = f.branches
     if f.name in ("dit", "pixart"):  # same latent grid and blocks; they differ in how they are conditioned
         side = int(f.image_tokens**0.5) * 2
-        grid = dict(num_attention_heads=heads, attention_head_dim=72, in_channels=4, out_channels=8,
-                    num_layers=1, sample_size=side, patch_size=2)  # fmt: skip
+        grid = dict(
+            num_attention_heads=heads,
+            attention_head_dim=72,
+            in_channels=4,
+            out_channels=8,
+            num_layers=1,
+            sample_size=side,
+            patch_size=2,
+        )
         inputs = {"hidden_states": torch.randn(b, 4, side, side), "timestep": torch.full((b,), 500)}
         if f.name == "dit":
             model = DiTTransformer2DModel(**grid, num_embeds_ada_norm=1000)
             inputs["class_labels"] = torch.tensor([1, 1000][:b])
         else:
-            model = PixArtTransformer2DModel(**grid, cross_attention_dim=d, caption_channels=None,
-                                             norm_type="ada_norm_single", use_additional_conditions=False)  # fmt: skip
+            model = PixArtTransformer2DModel(
+                **grid,
+                cross_attention_dim=d,
+                caption_channels=None,
+                norm_type="ada_norm_single",
+                use_additional_conditions=False,
+            )
             inputs["encoder_hidden_states"] = torch.randn(b, f.text_tokens, d)
             inputs["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
         return model, inputs, {"block": list(model.transformer_blocks)}

@@ -49,13 +49,21 @@ def train(backbone: str, hook: str, sae: dict, seed: int, args: argparse.Namespa
     if (out / "cfg.json").exists():
         return out
     cfg = preset_config(f"dit-tiny-{backbone}")
-    cfg = DiTSAERunnerConfig.from_dict({
-        **cfg.to_dict(), "hook_name": hook, "seed": seed, "training_tokens": tokens, "output_dir": str(out),
-        "batch_size": args.batch_size, **({"lr": lr} if lr else {}),
-        "cache_dir": str(work / backbone / "activations"), "wandb_mode": "disabled",
-        "harvest": {**cfg.to_dict()["harvest"], "hook_names": list(HOOKS)},
-        "sae": {"architecture": sae["architecture"], "d_in": 96, "d_sae": D_SAE, **sae},
-    })  # fmt: skip
+    cfg = DiTSAERunnerConfig.from_dict(
+        {
+            **cfg.to_dict(),
+            "hook_name": hook,
+            "seed": seed,
+            "training_tokens": tokens,
+            "output_dir": str(out),
+            "batch_size": args.batch_size,
+            **({"lr": lr} if lr else {}),
+            "cache_dir": str(work / backbone / "activations"),
+            "wandb_mode": "disabled",
+            "harvest": {**cfg.to_dict()["harvest"], "hook_names": list(HOOKS)},
+            "sae": {"architecture": sae["architecture"], "d_in": 96, "d_sae": D_SAE, **sae},
+        }
+    )
     DiTSAETrainingRunner(cfg).run()
     return out
 
@@ -73,8 +81,14 @@ def standard_coefficient(backbone: str, hook: str, args: argparse.Namespace) -> 
     tried: list[dict] = []
     coefficient = L1_START
     for _ in range(L1_TRIES):
-        folder = train(backbone, hook, {"architecture": "standard", "l1_coefficient": coefficient}, 0, args,
-                       f"standard-lr{STANDARD_LR:g}-l1_{coefficient:.3g}")  # fmt: skip
+        folder = train(
+            backbone,
+            hook,
+            {"architecture": "standard", "l1_coefficient": coefficient},
+            0,
+            args,
+            f"standard-lr{STANDARD_LR:g}-l1_{coefficient:.3g}",
+        )
         tried.append({"l1_coefficient": coefficient, "l0": l0_of(folder)})
         if abs(tried[-1]["l0"] - K) <= L1_TOLERANCE * K:
             break
@@ -94,8 +108,11 @@ def mean_offset(cache: Path, hook: str, standard: Path) -> dict[str, float]:
     chunk = next(iter(read_cache(cache)))
     x = chunk.activations[hook].float()
     b_dec = SAE.load_from_disk(str(standard)).b_dec.detach()
-    return {"mean_norm": float(x.mean(0).norm()), "row_norm": float(x.norm(dim=-1).mean()),
-            "standard_b_dec_to_mean": float((b_dec - x.mean(0)).norm())}  # fmt: skip
+    return {
+        "mean_norm": float(x.mean(0).norm()),
+        "row_norm": float(x.norm(dim=-1).mean()),
+        "standard_b_dec_to_mean": float((b_dec - x.mean(0)).norm()),
+    }
 
 
 def cond(rows: list[dict], key: str) -> list[float]:
@@ -110,8 +127,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tokens", type=int, default=600_000)
-    parser.add_argument("--batch-size", type=int, default=1024, help="SAE training batch (BatchTopK's threshold "
-                        "is an EMA with rate 0.01: give it several hundred steps)")  # fmt: skip
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1024,
+        help="SAE training batch (BatchTopK's threshold is an EMA with rate 0.01: give it several hundred steps)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/tide-bench"))
     parser.add_argument("--num-images", type=int, default=128)
     parser.add_argument("--num-samples", type=int, default=100)
@@ -123,26 +144,43 @@ def main() -> None:
         for hook in HOOKS:
             cell = f"{backbone} {hook}"
             coefficient, search = standard_coefficient(backbone, hook, args)
-            specs = {"tide": {"architecture": "tide", "k": K}, "topk": {"architecture": "topk", "k": K},
-                     "batchtopk": {"architecture": "batchtopk", "k": K},
-                     "standard": {"architecture": "standard", "l1_coefficient": coefficient}}  # fmt: skip
+            specs = {
+                "tide": {"architecture": "tide", "k": K},
+                "topk": {"architecture": "topk", "k": K},
+                "batchtopk": {"architecture": "batchtopk", "k": K},
+                "standard": {"architecture": "standard", "l1_coefficient": coefficient},
+            }
             folders = {
-                (arch, seed): train(backbone, hook, spec, seed, args,
-                                    f"standard-lr{STANDARD_LR:g}-l1_{coefficient:.3g}" if arch == "standard" else arch)
-                for arch, spec in specs.items() for seed in args.seeds
-            }  # fmt: skip
+                (arch, seed): train(
+                    backbone,
+                    hook,
+                    spec,
+                    seed,
+                    args,
+                    f"standard-lr{STANDARD_LR:g}-l1_{coefficient:.3g}" if arch == "standard" else arch,
+                )
+                for arch, spec in specs.items()
+                for seed in args.seeds
+            }
             # each SAE's report is kept in its folder; the evaluation is seeded, so SAEs scored in separate calls
             # see the same held-out noise and the same clean samples
             todo = [folder for folder in folders.values() if not (folder / "bench_eval.json").exists()]
             if todo:
-                reports = evaluate([SAE.load_from_disk(str(f)) for f in todo],
-                                   EvalConfig(num_images=args.num_images, num_samples=args.num_samples))  # fmt: skip
+                reports = evaluate(
+                    [SAE.load_from_disk(str(f)) for f in todo],
+                    EvalConfig(num_images=args.num_images, num_samples=args.num_samples),
+                )
                 for folder, report in zip(todo, reports, strict=True):
                     report.pop("latent_stats")
                     (folder / "bench_eval.json").write_text(json.dumps(report))
             reports = [json.loads((folder / "bench_eval.json").read_text()) for folder in folders.values()]
-            results[cell] = {"standard_l1_search": search, "runs": {}, "mean_offset": mean_offset(
-                args.work / backbone / "activations", hook, folders[("standard", args.seeds[0])])}  # fmt: skip
+            results[cell] = {
+                "standard_l1_search": search,
+                "runs": {},
+                "mean_offset": mean_offset(
+                    args.work / backbone / "activations", hook, folders[("standard", args.seeds[0])]
+                ),
+            }
             for (arch, seed), report in zip(folders, reports, strict=True):
                 results[cell]["runs"].setdefault(arch, []).append({"seed": seed, **report})
             print(f"done {cell}", flush=True)
@@ -151,40 +189,59 @@ def main() -> None:
     for cell in results.values():  # the committed JSON keeps per-family factor summaries, not every value's scores
         for runs in cell["runs"].values():
             for run in runs:
-                run["interpretability"] = [{"t_low": b["t_low"], "t_high": b["t_high"],
-                                            "factors": summarize_factors(b), "probe_accuracy": b["probe_accuracy"]}
-                                           for b in run.get("interpretability", [])]  # fmt: skip
+                run["interpretability"] = [
+                    {
+                        "t_low": b["t_low"],
+                        "t_high": b["t_high"],
+                        "factors": summarize_factors(b),
+                        "probe_accuracy": b["probe_accuracy"],
+                    }
+                    for b in run.get("interpretability", [])
+                ]
     (RESULTS / "tide_vs_baselines.json").write_text(json.dumps(results))
 
 
 def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
-    lines = ["# TIDE vs TopK vs BatchTopK vs standard (ReLU + L1)", "",
-             f"Reproduce: `python benchmarks/bench_tide_vs_baselines.py --seeds {' '.join(map(str, args.seeds))} "
-             f"--tokens {args.tokens} --batch-size {args.batch_size}`. Dictionary {D_SAE} (16 x 96), k {K} "
-             f"(standard: L1 searched for held-out L0 near {K}), "
-             f"{args.tokens:,} training tokens from one cached harvest per backbone (640 images x 50 DDIM steps, "
-             f"both CFG branches), seeds {args.seeds}. Held-out: {args.num_images} images of the backbone's held-out "
-             "split noised into each bucket (cond branch shown); spliced generation: "
-             f"{args.num_samples} samples, SAE in the loop without error term. Mean ± sd over seeds.", ""]  # fmt: skip
+    lines = [
+        "# TIDE vs TopK vs BatchTopK vs standard (ReLU + L1)",
+        "",
+        f"Reproduce: `python benchmarks/bench_tide_vs_baselines.py --seeds {' '.join(map(str, args.seeds))} "
+        f"--tokens {args.tokens} --batch-size {args.batch_size}`. Dictionary {D_SAE} (16 x 96), k {K} "
+        f"(standard: L1 searched for held-out L0 near {K}), "
+        f"{args.tokens:,} training tokens from one cached harvest per backbone (640 images x 50 DDIM steps, "
+        f"both CFG branches), seeds {args.seeds}. Held-out: {args.num_images} images of the backbone's held-out "
+        "split noised into each bucket (cond branch shown); spliced generation: "
+        f"{args.num_samples} samples, SAE in the loop without error term. Mean ± sd over seeds.",
+        "",
+    ]
     verdicts = []
     fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.2), dpi=100, squeeze=False)
     for ax, (cell, cell_results) in zip(axes[0], results.items(), strict=True):
         runs = cell_results["runs"]
-        buckets = [f"{r['t_low']:.0f}-{r['t_high']:.0f}" for r in runs["tide"][0]["reconstruction"]
-                   if r["branch"] == "cond"]  # fmt: skip
-        lines += [f"## {cell}", "", "Explained variance per timestep bucket:", "",
-                  "| architecture | L0 | " + " | ".join(buckets) + " |",
-                  "|---|---|" + "---|" * len(buckets)]  # fmt: skip
+        buckets = [
+            f"{r['t_low']:.0f}-{r['t_high']:.0f}" for r in runs["tide"][0]["reconstruction"] if r["branch"] == "cond"
+        ]
+        lines += [
+            f"## {cell}",
+            "",
+            "Explained variance per timestep bucket:",
+            "",
+            "| architecture | L0 | " + " | ".join(buckets) + " |",
+            "|---|---|" + "---|" * len(buckets),
+        ]
         ev = {arch: [cond(r["reconstruction"], "explained_variance") for r in rs] for arch, rs in runs.items()}
         for arch, rs in runs.items():
             l0 = statistics.mean(statistics.mean(cond(r["reconstruction"], "l0")) for r in rs)
             cols = [mean_sd([seed_ev[b] for seed_ev in ev[arch]]) for b in range(len(buckets))]
             lines.append(f"| {arch} | {l0:.1f} | " + " | ".join(cols) + " |")
             mids = [(r["t_low"] + r["t_high"]) / 2 for r in rs[0]["reconstruction"] if r["branch"] == "cond"]
-            ax.plot(mids, [statistics.mean(s[b] for s in ev[arch]) for b in range(len(buckets))], marker="o",
-                    label=arch)  # fmt: skip
-        wins = [statistics.mean(s[b] for s in ev["tide"]) > statistics.mean(s[b] for s in ev["topk"])
-                for b in range(len(buckets))]  # fmt: skip
+            ax.plot(
+                mids, [statistics.mean(s[b] for s in ev[arch]) for b in range(len(buckets))], marker="o", label=arch
+            )
+        wins = [
+            statistics.mean(s[b] for s in ev["tide"]) > statistics.mean(s[b] for s in ev["topk"])
+            for b in range(len(buckets))
+        ]
         verdicts.append(f"- {cell}: TIDE above TopK in {sum(wins)}/{len(wins)} buckets")
         low = min(min(statistics.mean(s[b] for s in ev[a]) for b in range(len(buckets))) for a in ev)
         ax.set_ylim(max(low, 0.0) - 0.05, 1.0)  # values below zero: see the table
@@ -194,50 +251,79 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
         ax.invert_xaxis()
         ax.legend(fontsize=7)
 
-        lines += ["", "Denoising loss recovered (vs mean ablation) per bucket:", "",
-                  "| architecture | " + " | ".join(buckets) + " |", "|---|" + "---|" * len(buckets)]  # fmt: skip
+        lines += [
+            "",
+            "Denoising loss recovered (vs mean ablation) per bucket:",
+            "",
+            "| architecture | " + " | ".join(buckets) + " |",
+            "|---|" + "---|" * len(buckets),
+        ]
         for arch, rs in runs.items():
             rec = [cond(r["denoising"], "recovered_vs_mean") for r in rs]
             lines.append(f"| {arch} | " + " | ".join(mean_sd([s[b] for s in rec]) for b in range(len(buckets))) + " |")
         if "generation" in runs["tide"][0]:
-            lines += ["", "Spliced generation:", "", "| architecture | pixel MSE | classifier agreement | "
-                      "on-class | Frechet distance (floor) |", "|---|---|---|---|---|"]  # fmt: skip
+            lines += [
+                "",
+                "Spliced generation:",
+                "",
+                "| architecture | pixel MSE | classifier agreement | on-class | Frechet distance (floor) |",
+                "|---|---|---|---|---|",
+            ]
             for arch, rs in runs.items():
                 g = [r["generation"] for r in rs]
-                lines.append(f"| {arch} | {mean_sd([x['pixel_mse'] for x in g])} | "
-                             f"{mean_sd([x['classifier_agreement'] for x in g])} | "
-                             f"{mean_sd([x['on_class_spliced'] for x in g])} | "
-                             f"{mean_sd([x['frechet_distance'] for x in g])} "
-                             f"({g[0]['frechet_floor']:.3f}) |")  # fmt: skip
+                lines.append(
+                    f"| {arch} | {mean_sd([x['pixel_mse'] for x in g])} | "
+                    f"{mean_sd([x['classifier_agreement'] for x in g])} | "
+                    f"{mean_sd([x['on_class_spliced'] for x in g])} | "
+                    f"{mean_sd([x['frechet_distance'] for x in g])} "
+                    f"({g[0]['frechet_floor']:.3f}) |"
+                )
         if "interpretability" in runs["tide"][0]:
             families = list(summarize_factors(runs["tide"][0]["interpretability"][0]))
-            lines += ["", "Best single-feature AUROC per factor family (mean over values and buckets), class probe:",
-                      "", "| architecture | " + " | ".join(families) + " | probe |",
-                      "|---|" + "---|" * (len(families) + 1)]  # fmt: skip
+            lines += [
+                "",
+                "Best single-feature AUROC per factor family (mean over values and buckets), class probe:",
+                "",
+                "| architecture | " + " | ".join(families) + " | probe |",
+                "|---|" + "---|" * (len(families) + 1),
+            ]
             kinds = [(arch, "sae") for arch in runs] + [("tide", "neurons"), ("tide", "rotation")]
             for arch, kind in kinds:
                 per_seed = [[summarize_factors(b) for b in r["interpretability"]] for r in runs[arch]]
-                cols = [mean_sd([statistics.mean(b[f][f"{kind}_best_auroc"] for b in s) for s in per_seed])
-                        for f in families]  # fmt: skip
+                cols = [
+                    mean_sd([statistics.mean(b[f][f"{kind}_best_auroc"] for b in s) for s in per_seed])
+                    for f in families
+                ]
                 probe_key = "sae" if kind == "sae" else "neurons"
-                probe = mean_sd([statistics.mean(b["probe_accuracy"][probe_key] for b in r["interpretability"])
-                                 for r in runs[arch]])  # fmt: skip
+                probe = mean_sd(
+                    [statistics.mean(b["probe_accuracy"][probe_key] for b in r["interpretability"]) for r in runs[arch]]
+                )
                 label = arch if kind == "sae" else f"raw {kind}"
                 lines.append(f"| {label} | " + " | ".join(cols) + f" | {probe if kind != 'rotation' else '-'} |")
         search = ", ".join(f"{s['l1_coefficient']:g} -> L0 {s['l0']:.1f}" for s in cell_results["standard_l1_search"])
         offset = cell_results["mean_offset"]
-        lines += ["", f"Standard SAE L1 search (seed 0): {search}. The activations' mean vector has norm "
-                  f"{offset['mean_norm']:.2f} against a mean row norm of {offset['row_norm']:.2f}; the standard "
-                  f"SAE's b_dec ends {offset['standard_b_dec_to_mean']:.2f} from it.", ""]  # fmt: skip
+        lines += [
+            "",
+            f"Standard SAE L1 search (seed 0): {search}. The activations' mean vector has norm "
+            f"{offset['mean_norm']:.2f} against a mean row norm of {offset['row_norm']:.2f}; the standard "
+            f"SAE's b_dec ends {offset['standard_b_dec_to_mean']:.2f} from it.",
+            "",
+        ]
     fig.tight_layout()
     fig.savefig(RESULTS / "tide_vs_baselines_ev.png")
-    lines[4:4] = ["## Does TIDE beat TopK in every timestep bucket? (explained variance, mean over seeds)", "",
-                  *verdicts, "", "![explained variance against timestep](tide_vs_baselines_ev.png)", "",
-                  f"The standard (ReLU + L1) SAE trains at lr {STANDARD_LR:g} (the others at the preset's 4e-4): at "
-                  "4e-4 it stays far from converged in this budget. DiT residual activations are mostly their mean "
-                  "(each cell's last line) and SAELens 6.54 starts b_dec at zero, so the L1 SAE first pays its "
-                  "penalty to carry the mean in latents; TopK-family SAEs carry it in a few always-on latents.",
-                  ""]  # fmt: skip
+    lines[4:4] = [
+        "## Does TIDE beat TopK in every timestep bucket? (explained variance, mean over seeds)",
+        "",
+        *verdicts,
+        "",
+        "![explained variance against timestep](tide_vs_baselines_ev.png)",
+        "",
+        f"The standard (ReLU + L1) SAE trains at lr {STANDARD_LR:g} (the others at the preset's 4e-4): at "
+        "4e-4 it stays far from converged in this budget. DiT residual activations are mostly their mean "
+        "(each cell's last line) and SAELens 6.54 starts b_dec at zero, so the L1 SAE first pays its "
+        "penalty to carry the mean in latents; TopK-family SAEs carry it in a few always-on latents.",
+        "",
+    ]
     lines += ["## Performance ratios from the other benchmarks (each measured against its baseline in its own run)", ""]
     for name in OTHER_BENCHMARKS:
         path = RESULTS / name

@@ -22,6 +22,14 @@ from simple_parsing.docstring import get_attribute_docstring
 from sae_lens_dit.analysis.dashboard.build import DashboardConfig
 from sae_lens_dit.analysis.evals import EvalConfig
 from sae_lens_dit.analysis.interventions.editing import OPERATIONS
+from sae_lens_dit.conventions import (
+    DEFAULT_HOOK,
+    EVAL_JSON,
+    EVAL_MD,
+    RELEASE_ENTRY_FILENAME,
+    TIDE_ARCHITECTURE,
+    TIMESTEP_MAX,
+)
 from sae_lens_dit.guards.config import (
     ConfigError,
     check_device,
@@ -48,7 +56,7 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help=_help(DiTSAERunnerConfig, "output_dir"))
     parser.add_argument("--seed", type=int, help=_help(DiTSAERunnerConfig, "seed"))
     parser.add_argument("--model", help=_help(DiTSAERunnerConfig, "model"))
-    parser.add_argument("--hook", nargs="+", help="Hook point(s), e.g. blocks.2.hook_resid_post")
+    parser.add_argument("--hook", nargs="+", help=f"Hook point(s), e.g. {DEFAULT_HOOK}")
     parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="Starting configuration")
     parser.add_argument("--num-images", type=int, help="Images to sample for the harvest")
     parser.add_argument("--num-inference-steps", type=int, help="Denoising steps per image")
@@ -56,8 +64,9 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sae-lens-dit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="sae-lens-dit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level; show an error's traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -71,41 +80,67 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--training-tokens", type=int, help=_help(DiTSAERunnerConfig, "training_tokens"))
     train.add_argument("--data-mode", choices=("streaming", "cached"), help=_help(DiTSAERunnerConfig, "data_mode"))
     train.add_argument("--cache-dir", help=_help(DiTSAERunnerConfig, "cache_dir"))
-    train.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
-                       help=_help(DiTSAERunnerConfig, "wandb_mode"))  # fmt: skip
+    train.add_argument(
+        "--wandb-mode", choices=("offline", "online", "disabled"), help=_help(DiTSAERunnerConfig, "wandb_mode")
+    )
     train.add_argument("--overwrite", action="store_true", help="Replace an output folder that holds a different run")
 
-    harvest = sub.add_parser("harvest", help="Write an activation cache (parquet shards readable by datasets); "
-                             "under `torchrun --nproc_per_node N` every rank writes its share")  # fmt: skip
+    harvest = sub.add_parser(
+        "harvest",
+        help="Write an activation cache (parquet shards readable by datasets); "
+        "under `torchrun --nproc_per_node N` every rank writes its share",
+    )
     _add_shared(harvest)
     harvest.add_argument("--images-per-batch", type=int, help=_help(HarvestConfig, "images_per_batch"))
     harvest.set_defaults(run=_harvest)
 
-    evaluate = sub.add_parser("eval", help="The evaluation protocol: per-timestep reconstruction, spliced generation, "
-                              "ground-truth factors, probes; JSON, markdown and PNG plots")  # fmt: skip
+    evaluate = sub.add_parser(
+        "eval",
+        help="The evaluation protocol: per-timestep reconstruction, spliced generation, "
+        "ground-truth factors, probes; JSON, markdown and PNG plots",
+    )
     add_sae_source(evaluate)
     evaluate.add_argument("--output-dir", required=True, type=Path, help="Folder for eval.json, eval.md and plots")
     evaluate.add_argument("--seed", type=int, default=0, help=_help(EvalConfig, "seed"))
     evaluate.add_argument("--device", default="cpu", help=_help(EvalConfig, "device"))
     evaluate.add_argument("--num-images", type=int, default=EvalConfig.num_images, help=_help(EvalConfig, "num_images"))
-    evaluate.add_argument("--num-samples", type=int, default=EvalConfig.num_samples,
-                          help=_help(EvalConfig, "num_samples"))  # fmt: skip
-    evaluate.add_argument("--num-inference-steps", type=int, default=EvalConfig.num_inference_steps,
-                          help=_help(EvalConfig, "num_inference_steps"))  # fmt: skip
+    evaluate.add_argument(
+        "--num-samples", type=int, default=EvalConfig.num_samples, help=_help(EvalConfig, "num_samples")
+    )
+    evaluate.add_argument(
+        "--num-inference-steps",
+        type=int,
+        default=EvalConfig.num_inference_steps,
+        help=_help(EvalConfig, "num_inference_steps"),
+    )
     evaluate.add_argument("--guidance-scale", type=float, help=_help(EvalConfig, "guidance_scale"))
-    evaluate.add_argument("--fid-features", help=_help(EvalConfig, "fid_features") + " Loading it runs the file's "
-                          "code, like any TorchScript or pickle: pass only files you trust.")  # fmt: skip
+    evaluate.add_argument(
+        "--fid-features",
+        help=_help(EvalConfig, "fid_features") + " Loading it runs the file's "
+        "code, like any TorchScript or pickle: pass only files you trust.",
+    )
     evaluate.add_argument("--no-factors", action="store_true", help="Skip factor AUROCs and probes")
     evaluate.set_defaults(run=_eval)
 
-    dashboard = sub.add_parser("dashboard", help="A static HTML site per SAE: every latent against the timestep, "
-                               "top images with token heatmaps, class and factor breakdowns")  # fmt: skip
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="A static HTML site per SAE: every latent against the timestep, "
+        "top images with token heatmaps, class and factor breakdowns",
+    )
     add_sae_source(dashboard)
-    dashboard.add_argument("--output-dir", required=True, type=Path,
-                           help="Folder of the site: new, empty, or an earlier dashboard to update")  # fmt: skip
+    dashboard.add_argument(
+        "--output-dir",
+        required=True,
+        type=Path,
+        help="Folder of the site: new, empty, or an earlier dashboard to update",
+    )
     for name in ("num_images", "num_inference_steps", "max_latents", "top_images", "strip_steps", "thumb_size"):
-        dashboard.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(DashboardConfig, name),
-                               help=_help(DashboardConfig, name))  # fmt: skip
+        dashboard.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=getattr(DashboardConfig, name),
+            help=_help(DashboardConfig, name),
+        )
     dashboard.add_argument("--latents", nargs="+", type=int, help=_help(DashboardConfig, "latents"))
     dashboard.add_argument("--guidance-scale", type=float, help=_help(DashboardConfig, "guidance_scale"))
     dashboard.add_argument("--seed", type=int, default=0, help=_help(DashboardConfig, "seed"))
@@ -113,32 +148,51 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--no-steering", action="store_true", help="Skip the steering previews")
     dashboard.set_defaults(run=_dashboard)
 
-    edit = sub.add_parser("edit", help="Re-generate samples with SAE latents steered (a spec, or --latent); "
-                          "before/after PNG grids and a JSON of what was edited")  # fmt: skip
+    edit = sub.add_parser(
+        "edit",
+        help="Re-generate samples with SAE latents steered (a spec, or --latent); "
+        "before/after PNG grids and a JSON of what was edited",
+    )
     edit.add_argument("--release", help="Release id of the SAE(s) (sae-lens-dit releases lists them)")
-    edit.add_argument("--sae-id", nargs="+", help="SAE id(s) within --release; default: the TIDE SAE at --hook "
-                      "or at each of the spec's hooks")  # fmt: skip
+    edit.add_argument(
+        "--sae-id",
+        nargs="+",
+        help="SAE id(s) within --release; default: the TIDE SAE at --hook or at each of the spec's hooks",
+    )
     edit.add_argument("--sae", nargs="+", type=Path, help="SAE folder(s) in SAELens's layout, instead of --release")
-    edit.add_argument("--hook", help="Hook of the SAE for --latent (and to pick --release's SAE), "
-                      "e.g. blocks.1.hook_resid_post")  # fmt: skip
+    edit.add_argument(
+        "--hook", help="Hook of the SAE for --latent (and to pick --release's SAE), e.g. blocks.1.hook_resid_post"
+    )
     edit.add_argument("--spec", type=Path, help="Steering spec, YAML or JSON (SteeringSpec.to_dict layout)")
     edit.add_argument("--latent", nargs="+", type=int, help="Latent(s) to steer at --hook, instead of a spec")
-    edit.add_argument("--toward", nargs="+", metavar="CONCEPT",
-                      help="Named concept(s) of --release (or --concepts), e.g. hue=2, position=left, size=larger; "
-                           "a wrong name lists the available ones")  # fmt: skip
+    edit.add_argument(
+        "--toward",
+        nargs="+",
+        metavar="CONCEPT",
+        help="Named concept(s) of --release (or --concepts), e.g. hue=2, position=left, size=larger; "
+        "a wrong name lists the available ones",
+    )
     edit.add_argument("--concepts", type=Path, help="Concept folder for --toward (default: the release's own)")
-    edit.add_argument("--window", nargs="+", metavar="T",
-                      help="auto (the measured window of each concept; the default) or LOW HIGH timesteps "
-                           "(DDPM scale, 1000 = noise) for every edit")  # fmt: skip
+    edit.add_argument(
+        "--window",
+        nargs="+",
+        metavar="T",
+        help="auto (the measured window of each concept; the default) or LOW HIGH timesteps "
+        "(DDPM scale, 1000 = noise) for every edit",
+    )
     edit.add_argument("--op", default="add", choices=OPERATIONS, help="Operation for --latent")
-    edit.add_argument("--value", type=float,
-                      help="--latent: strength (add, default 8), value (clamp) or factor (scale); --toward: "
-                           "strength in units of each latent's typical value (default: the tuned one)")  # fmt: skip
+    edit.add_argument(
+        "--value",
+        type=float,
+        help="--latent: strength (add, default 8), value (clamp) or factor (scale); --toward: "
+        "strength in units of each latent's typical value (default: the tuned one)",
+    )
     edit.add_argument("--class-labels", nargs="+", type=int, help="Class labels to sample (class-conditional DiTs)")
     edit.add_argument("--prompt", nargs="+", help="Prompt(s) to sample (text-conditioned pipelines)")
     edit.add_argument("--seed", type=int, default=0, help="Seed of the sample to re-generate")
-    edit.add_argument("--output-dir", required=True, type=Path,
-                      help="New folder for before.png, after.png, edit.png and edit.json")  # fmt: skip
+    edit.add_argument(
+        "--output-dir", required=True, type=Path, help="New folder for before.png, after.png, edit.png and edit.json"
+    )
     edit.add_argument("--model", help="Backbone (default: the release's model, else the SAE's model_name)")
     edit.add_argument("--num-inference-steps", type=int, default=50, help="Denoising steps")
     edit.add_argument("--guidance-scale", type=float, help="CFG scale (default: the pipeline's)")
@@ -180,8 +234,9 @@ def _sae_fields(architecture: Any) -> set[str]:
     if not isinstance(architecture, str) or architecture not in SAE_TRAINING_CLASS_REGISTRY:
         known = sorted(SAE_TRAINING_CLASS_REGISTRY)
         suggestion = closest(str(architecture), known)
-        raise ConfigError(f"architecture {architecture!r} is not a registered training architecture{suggestion}; "
-                          f"registered: {known}")  # fmt: skip
+        raise ConfigError(
+            f"architecture {architecture!r} is not a registered training architecture{suggestion}; registered: {known}"
+        )
     return _field_names(get_sae_training_class(architecture)[1])
 
 
@@ -193,7 +248,7 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
     for flag, key in (("num_images", "num_images"), ("num_inference_steps", "num_inference_steps")):
         if getattr(args, flag) is not None:
             harvest[key] = getattr(args, flag)
-    hooks = args.hook or [base.get("hook_name", "blocks.2.hook_resid_post")]
+    hooks = args.hook or [base.get("hook_name", DEFAULT_HOOK)]
     harvest["hook_names"] = list(dict.fromkeys([*harvest.get("hook_names", []), *hooks])) if not args.hook else hooks
     for flag in ("output_dir", "seed", "model", "device"):
         if getattr(args, flag) is not None:
@@ -206,7 +261,7 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
     for flag in ("k", "d_sae"):
         if getattr(args, flag, None) is not None:
             sae[flag] = getattr(args, flag)
-    own = sae.get("architecture", "tide")
+    own = sae.get("architecture", TIDE_ARCHITECTURE)
     architectures = getattr(args, "architecture", None) or [own]
     several = len(architectures) * len(hooks) > 1
     if several:  # one harvest on disk, read by every SAE
@@ -232,9 +287,12 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
 def _check_shape(base: dict[str, Any], source: str) -> None:
     """The parts of a config this module reads before `DiTSAERunnerConfig.from_dict` checks the rest."""
     harvest = check_mapping(base.get("harvest", {}), f"{source}: harvest")
-    for where, data, key, hint in (("config", base, "hook_name", str), ("config", base, "output_dir", str),
-                                   ("config", base, "cache_dir", str | None),
-                                   ("harvest", harvest, "hook_names", list[str])):  # fmt: skip
+    for where, data, key, hint in (
+        ("config", base, "hook_name", str),
+        ("config", base, "output_dir", str),
+        ("config", base, "cache_dir", str | None),
+        ("harvest", harvest, "hook_names", list[str]),
+    ):
         if key in data and not conforms(data[key], hint):
             raise ConfigError(f"{source}: {where}.{key}: expected {describe(hint)}, received {data[key]!r:.80}")
 
@@ -254,7 +312,7 @@ def _train(args: argparse.Namespace) -> None:
             runner = DiTSAETrainingRunner(cfg, overwrite=args.overwrite)
             runner.run()
             if runner.dist.is_main:
-                print((Path(cfg.output_dir) / "eval.md").read_text())
+                print((Path(cfg.output_dir) / EVAL_MD).read_text())
                 print(f"saved {cfg.sae.architecture()} SAE to {cfg.output_dir}")
     finally:
         shutdown()
@@ -281,8 +339,10 @@ def _harvest(args: argparse.Namespace) -> None:
         shutdown()
     if ctx.is_main:
         ranks = f" from {ctx.world_size} processes" if ctx.enabled else ""
-        print(f"wrote {harvest_cfg.num_batches} shards{ranks} to {out}; "
-              f"read them with datasets.load_dataset({str(out)!r})")  # fmt: skip
+        print(
+            f"wrote {harvest_cfg.num_batches} shards{ranks} to {out}; "
+            f"read them with datasets.load_dataset({str(out)!r})"
+        )
 
 
 def add_sae_source(parser: argparse.ArgumentParser) -> None:
@@ -308,15 +368,22 @@ def load_saes(args: argparse.Namespace) -> list:
 def _eval(args: argparse.Namespace) -> None:
     from sae_lens_dit.analysis.evals import evaluate, format_report, plot_reports
 
-    cfg = EvalConfig(num_images=args.num_images, num_samples=args.num_samples, guidance_scale=args.guidance_scale,
-                     num_inference_steps=args.num_inference_steps, fid_features=args.fid_features,
-                     factors=not args.no_factors, seed=args.seed, device=args.device)  # fmt: skip
+    cfg = EvalConfig(
+        num_images=args.num_images,
+        num_samples=args.num_samples,
+        guidance_scale=args.guidance_scale,
+        num_inference_steps=args.num_inference_steps,
+        fid_features=args.fid_features,
+        factors=not args.no_factors,
+        seed=args.seed,
+        device=args.device,
+    )
     check_claimable(args.output_dir, "eval")
     reports = evaluate(load_saes(args), cfg)
     claim(args.output_dir, "eval")
-    (args.output_dir / "eval.json").write_text(json.dumps({"config": asdict(cfg), "reports": reports}, indent=1))
+    (args.output_dir / EVAL_JSON).write_text(json.dumps({"config": asdict(cfg), "reports": reports}, indent=1))
     text = "\n\n".join(format_report(r) for r in reports)
-    (args.output_dir / "eval.md").write_text(text + "\n")
+    (args.output_dir / EVAL_MD).write_text(text + "\n")
     plots = plot_reports(reports, args.output_dir)
     print(text)
     print(f"\nwrote {args.output_dir / 'eval.json'}, eval.md and {len(plots)} plots")
@@ -328,14 +395,24 @@ def _dashboard(args: argparse.Namespace) -> None:
 
     if args.release:
         get_release(args.release)  # an unknown release lists the known ones
-    cfg = DashboardConfig(num_images=args.num_images, num_inference_steps=args.num_inference_steps,
-                          max_latents=args.max_latents, top_images=args.top_images, strip_steps=args.strip_steps,
-                          thumb_size=args.thumb_size, latents=tuple(args.latents) if args.latents else None,
-                          guidance_scale=args.guidance_scale, seed=args.seed, device=args.device,
-                          steering=not args.no_steering)  # fmt: skip
+    cfg = DashboardConfig(
+        num_images=args.num_images,
+        num_inference_steps=args.num_inference_steps,
+        max_latents=args.max_latents,
+        top_images=args.top_images,
+        strip_steps=args.strip_steps,
+        thumb_size=args.thumb_size,
+        latents=tuple(args.latents) if args.latents else None,
+        guidance_scale=args.guidance_scale,
+        seed=args.seed,
+        device=args.device,
+        steering=not args.no_steering,
+    )
     build = build_dashboard(load_saes(args), args.output_dir, cfg)
-    print(f"dashboard: {build.written} files written, {build.reused} unchanged, {build.removed} removed; "
-          f"open {build.index.resolve().as_uri()}")  # fmt: skip
+    print(
+        f"dashboard: {build.written} files written, {build.reused} unchanged, {build.removed} removed; "
+        f"open {build.index.resolve().as_uri()}"
+    )
 
 
 def _window_arg(values: list[str] | None) -> Any:
@@ -346,7 +423,6 @@ def _window_arg(values: list[str] | None) -> Any:
         low, high = (float(v) for v in values)
     except ValueError:
         raise ValueError(f"--window takes auto or two timesteps LOW HIGH, received {' '.join(values)}") from None
-    from sae_lens_dit.saes.timestep_mlp import TIMESTEP_MAX
 
     if not 0.0 <= low <= high <= TIMESTEP_MAX:
         raise ValueError(f"--window needs 0 <= LOW <= HIGH <= {TIMESTEP_MAX:g} (DDPM scale), received {low} {high}")
@@ -395,10 +471,14 @@ def _edit(args: argparse.Namespace) -> None:
         hooks = [args.hook] if args.hook else spec.hooks
         ids = args.sae_id or [sae.id for sae in release.saes if sae.hook in hooks]
         if not args.sae_id and len(ids) > len(hooks):  # several architectures at one hook: prefer TIDE
-            ids = [sae.id for sae in release.saes if sae.hook in hooks and sae.architecture == "tide"] or ids[:1]
+            ids = [
+                sae.id for sae in release.saes if sae.hook in hooks and sae.architecture == TIDE_ARCHITECTURE
+            ] or ids[:1]
         if not ids:
-            raise ValueError(f"release {args.release!r} has no SAE at {hooks}; its SAEs read "
-                             f"{sorted({sae.hook for sae in release.saes})}")  # fmt: skip
+            raise ValueError(
+                f"release {args.release!r} has no SAE at {hooks}; its SAEs read "
+                f"{sorted({sae.hook for sae in release.saes})}"
+            )
         saes += [SAE.from_pretrained(args.release, sae_id, device=args.device) for sae_id in ids]
     if not saes:
         raise ValueError("no SAE to steer: give --release (with --hook or --sae-id), --sae, or `saes` in the spec")
@@ -412,22 +492,33 @@ def _edit(args: argparse.Namespace) -> None:
     else:
         kwargs["class_labels"] = args.class_labels or [0]
         check_class_labels(pipe, kwargs["class_labels"], "--class-labels")
-    result = edit(pipe, HookedDiT(pipe.transformer), saes, spec, args.seed,
-                  use_error_term=not args.no_error_term, **kwargs)  # fmt: skip
+    result = edit(
+        pipe, HookedDiT(pipe.transformer), saes, spec, args.seed, use_error_term=not args.no_error_term, **kwargs
+    )
     claim(args.output_dir, "edit")
     save_grid(args.output_dir / "before.png", [result.before])
     save_grid(args.output_dir / "after.png", [result.after])
     save_grid(args.output_dir / "edit.png", [result.before, result.after])
     change = float(abs(result.after.astype("float64") - result.before).mean())
-    report = {"model": model, "seed": args.seed, "call": {k: v for k, v in kwargs.items()},
-              "saes": [{"hook": sae.cfg.metadata.hook_name, "architecture": sae.cfg.architecture(),
-                        "d_sae": sae.cfg.d_sae} for sae in saes],
-              "spec": spec.to_dict(), "use_error_term": not args.no_error_term, "edited": result.trace.summary(),
-              "windows": [list(e.timesteps) if e.timesteps else None for e in spec.edits],
-              "mean_abs_pixel_change": change}  # fmt: skip
+    report = {
+        "model": model,
+        "seed": args.seed,
+        "call": {k: v for k, v in kwargs.items()},
+        "saes": [
+            {"hook": sae.cfg.metadata.hook_name, "architecture": sae.cfg.architecture(), "d_sae": sae.cfg.d_sae}
+            for sae in saes
+        ],
+        "spec": spec.to_dict(),
+        "use_error_term": not args.no_error_term,
+        "edited": result.trace.summary(),
+        "windows": [list(e.timesteps) if e.timesteps else None for e in spec.edits],
+        "mean_abs_pixel_change": change,
+    }
     (args.output_dir / "edit.json").write_text(json.dumps(report, indent=1))
-    print(f"edited {len(result.after)} image(s), mean |pixel change| {change:.4f}; wrote before.png, after.png, "
-          f"edit.png (top: before, bottom: after) and edit.json to {args.output_dir}")  # fmt: skip
+    print(
+        f"edited {len(result.after)} image(s), mean |pixel change| {change:.4f}; wrote before.png, after.png, "
+        f"edit.png (top: before, bottom: after) and edit.json to {args.output_dir}"
+    )
 
 
 def _releases(args: argparse.Namespace) -> None:
@@ -453,15 +544,15 @@ def _releases(args: argparse.Namespace) -> None:
 
 
 def _publish(args: argparse.Namespace) -> None:
-    from sae_lens_dit.hub.publish import ENTRY_FILENAME, publish
+    from sae_lens_dit.hub.publish import publish
 
     out, revision = publish(args.sae, args.repo_id, args.output_dir, release_id=args.release, dry_run=args.dry_run)
     if revision is None:
         print(f"wrote {out} (dry run: nothing uploaded); its files are exactly what would go to {args.repo_id}")
     else:
         print(f"published {out} to https://huggingface.co/{args.repo_id} at commit {revision}")
-    print(f"releases.yaml entry to add (also in {out / ENTRY_FILENAME}):\n")
-    print((out / ENTRY_FILENAME).read_text())
+    print(f"releases.yaml entry to add (also in {out / RELEASE_ENTRY_FILENAME}):\n")
+    print((out / RELEASE_ENTRY_FILENAME).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,10 +61,17 @@ def block(hook: str) -> tuple[int, str]:
 
 def settings(runner_cfg: dict, cfg: dict) -> dict:
     """The training settings the card names, of one run."""
-    return {"d_sae": cfg["d_sae"], "k": cfg.get("k"), "seed": runner_cfg["seed"], "batch": runner_cfg["batch_size"],
-            "training rows": runner_cfg["training_tokens"], "lr": runner_cfg["lr"],
-            "dead window": runner_cfg["dead_feature_window"], "b_dec": runner_cfg["b_dec_init"],
-            "unit decoder": runner_cfg["unit_decoder_init"]}  # fmt: skip
+    return {
+        "d_sae": cfg["d_sae"],
+        "k": cfg.get("k"),
+        "seed": runner_cfg["seed"],
+        "batch": runner_cfg["batch_size"],
+        "training rows": runner_cfg["training_tokens"],
+        "lr": runner_cfg["lr"],
+        "dead window": runner_cfg["dead_feature_window"],
+        "b_dec": runner_cfg["b_dec_init"],
+        "unit decoder": runner_cfg["unit_decoder_init"],
+    }
 
 
 def mean_l0(report: dict) -> float:
@@ -162,8 +169,10 @@ def main() -> None:
     for sae_id, _, report in saes:
         buckets = " | ".join(f"{b['explained_variance']:.4f}" for b in report["buckets"])
         usage = report["latent_usage"]
-        lines.append(f"| `{sae_id}` | {report['mean_explained_variance']:.4f} | {buckets} | {mean_l0(report):.1f} | "
-                     f"{usage['dead_fraction']:.3f} | {usage['dense_fraction']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| `{sae_id}` | {report['mean_explained_variance']:.4f} | {buckets} | {mean_l0(report):.1f} | "
+            f"{usage['dead_fraction']:.3f} | {usage['dense_fraction']:.3f} |"
+        )
     rows = saes[0][2]["latent_usage"]["rows"]
     lines += [
         "",
@@ -192,11 +201,13 @@ def main() -> None:
     (out / "README.md").write_text("\n".join(lines))
     for sae_id, cfg, report in saes:
         hook = cfg["metadata"]["hook_name"]
-        print(f"    - {{id: {sae_id}, path: {sae_id}, hook: {hook},\n       architecture: {cfg['architecture']}, "
-              f"variance_explained: {report['mean_explained_variance']:.4f}, l0: {mean_l0(report):.1f}, "
-              f"dead_fraction: {report['latent_usage']['dead_fraction']:.4f}, "
-              f"dense_fraction: {report['latent_usage']['dense_fraction']:.4f}, "
-              "denoising_loss_recovered: null}  # then: sae-lens-dit eval (see the card)")  # fmt: skip
+        print(
+            f"    - {{id: {sae_id}, path: {sae_id}, hook: {hook},\n       architecture: {cfg['architecture']}, "
+            f"variance_explained: {report['mean_explained_variance']:.4f}, l0: {mean_l0(report):.1f}, "
+            f"dead_fraction: {report['latent_usage']['dead_fraction']:.4f}, "
+            f"dense_fraction: {report['latent_usage']['dense_fraction']:.4f}, "
+            "denoising_loss_recovered: null}  # then: sae-lens-dit eval (see the card)"
+        )
 
 
 if __name__ == "__main__":

@@ -61,11 +61,20 @@ def dataset(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 def dit_config(name: str, num_layers: int = DEFAULT_LAYERS) -> dict:
     channels, size, patch = (1, 8, 1) if name == "digits" else (3, 16, 2)
     return dict(
-        in_channels=channels, out_channels=channels, sample_size=size, patch_size=patch,
-        num_layers=num_layers, num_attention_heads=4, attention_head_dim=24, attention_bias=True,
-        activation_fn="gelu-approximate", norm_type="ada_norm_zero", norm_elementwise_affine=False,
-        num_embeds_ada_norm=NULL_CLASS, dropout=0.0,
-    )  # fmt: skip
+        in_channels=channels,
+        out_channels=channels,
+        sample_size=size,
+        patch_size=patch,
+        num_layers=num_layers,
+        num_attention_heads=4,
+        attention_head_dim=24,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        norm_type="ada_norm_zero",
+        norm_elementwise_affine=False,
+        num_embeds_ada_norm=NULL_CLASS,
+        dropout=0.0,
+    )
 
 
 def train_classifier(x, y, hx, hy, num_classes: int, seed: int) -> tuple[TinyClassifier, float]:
@@ -86,9 +95,18 @@ def train_classifier(x, y, hx, hy, num_classes: int, seed: int) -> tuple[TinyCla
 
 
 def train_dit(
-    x, y, name: str, steps: int, seed: int, batch: int, lr: float, init_from: Path | None = None,
-    decay: bool = False, min_snr_gamma: float | None = None, num_layers: int = DEFAULT_LAYERS,
-):  # fmt: skip
+    x,
+    y,
+    name: str,
+    steps: int,
+    seed: int,
+    batch: int,
+    lr: float,
+    init_from: Path | None = None,
+    decay: bool = False,
+    min_snr_gamma: float | None = None,
+    num_layers: int = DEFAULT_LAYERS,
+):
     """EMA weights after `steps` AdamW steps; `decay` anneals the lr to 0 on a cosine after warm-up,
     `min_snr_gamma` weights each timestep's loss by min(SNR, gamma) / SNR (Min-SNR, Hang et al.
     2023), which moves the gradient towards the noisy steps where the shape is decided."""
@@ -166,8 +184,9 @@ def denoising_loss_per_bucket(model, sched, hx, hy, seed: int) -> dict[str, floa
 def sample(pipe, num_classes: int, guidance: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     labels = np.repeat(np.arange(num_classes), SAMPLES_PER_CLASS)
     gen = torch.Generator().manual_seed(seed)
-    images = pipe(class_labels=labels.tolist(), guidance_scale=guidance, generator=gen,
-                  num_inference_steps=50, output_type="np").images  # fmt: skip
+    images = pipe(
+        class_labels=labels.tolist(), guidance_scale=guidance, generator=gen, num_inference_steps=50, output_type="np"
+    ).images
     return images, labels
 
 
@@ -186,12 +205,20 @@ def shapes_factor_report(images: np.ndarray, seed: int) -> dict:
     report = {}
     for key in ("size", "background"):
         a, b = getattr(got, key), getattr(ref, key)
-        report[key] = {"samples_mean": float(a.mean()), "samples_std": float(a.std()),
-                       "data_mean": float(b.mean()), "data_std": float(b.std())}  # fmt: skip
+        report[key] = {
+            "samples_mean": float(a.mean()),
+            "samples_std": float(a.std()),
+            "data_mean": float(b.mean()),
+            "data_std": float(b.std()),
+        }
     for axis, label in enumerate(("x", "y")):
         a, b = got.center[:, axis], ref.center[:, axis]
-        report[f"center_{label}"] = {"samples_mean": float(a.mean()), "samples_std": float(a.std()),
-                                     "data_mean": float(b.mean()), "data_std": float(b.std())}  # fmt: skip
+        report[f"center_{label}"] = {
+            "samples_mean": float(a.mean()),
+            "samples_std": float(a.std()),
+            "data_mean": float(b.mean()),
+            "data_std": float(b.std()),
+        }
     hist = lambda h: np.histogram(h, bins=6, range=(0, 1))[0] / len(h)  # noqa: E731
     report["hue_hist_6_bins"] = {"samples": hist(got.hue).round(3).tolist(), "data": hist(ref.hue).round(3).tolist()}
     return report
@@ -287,9 +314,13 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--lr-decay", action="store_true", help="Cosine-anneal the lr to 0 after the warm-up")
     p.add_argument("--min-snr-gamma", type=float, default=None, help="Min-SNR loss weighting (e.g. 5)")
-    p.add_argument("--num-layers", type=int, default=None,
-                   help=f"DiT depth (default: --init-from's, else {DEFAULT_LAYERS}); above --init-from's, new blocks "
-                   "start as identities")  # fmt: skip
+    p.add_argument(
+        "--num-layers",
+        type=int,
+        default=None,
+        help=f"DiT depth (default: --init-from's, else {DEFAULT_LAYERS}); above --init-from's, new blocks "
+        "start as identities",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output-dir", type=Path, default=None)
@@ -327,16 +358,25 @@ def main() -> None:
     )
     history = json.loads((args.init_from / "metrics.json").read_text())["history"] if args.init_from else []
     if args.steps:
-        history.append({"steps": args.steps, "lr": args.lr, "batch": args.batch, "lr_decay": args.lr_decay,
-                        "min_snr_gamma": args.min_snr_gamma, "num_layers": args.num_layers,
-                        "train_seconds": round(train_s)})  # fmt: skip
+        history.append(
+            {
+                "steps": args.steps,
+                "lr": args.lr,
+                "batch": args.batch,
+                "lr_decay": args.lr_decay,
+                "min_snr_gamma": args.min_snr_gamma,
+                "num_layers": args.num_layers,
+                "train_seconds": round(train_s),
+            }
+        )
     model.save_pretrained(tmp / "transformer")
     clf.save_pretrained(tmp / "classifier")
     sampler = DDIMScheduler.from_config(noise_sched.config, clip_sample=True)
     sampler.save_pretrained(tmp / "scheduler")
 
-    pipe = TinyDiTPipeline(transformer=model, vae=IdentityVAE(), scheduler=sampler,
-                           id2label=dict(enumerate(label_names)))  # fmt: skip
+    pipe = TinyDiTPipeline(
+        transformer=model, vae=IdentityVAE(), scheduler=sampler, id2label=dict(enumerate(label_names))
+    )
     pipe.set_progress_bar_config(disable=True)
     accuracy, saved = {}, {}
     for g in GUIDANCE_GRID:
@@ -347,19 +387,26 @@ def main() -> None:
     top = max(accuracy.values())
     best = max(g for g in GUIDANCE_GRID if accuracy[g] >= top - GUIDANCE_TOLERANCE)
     grid_png(saved[best], labels, len(label_names), tmp / "samples.png")
-    fresh = {str(seed): float((clf.predict(images) == labels).mean())
-             for seed in CHECK_SEEDS for images, labels in [sample(pipe, len(label_names), best, seed)]}  # fmt: skip
+    fresh = {
+        str(seed): float((clf.predict(images) == labels).mean())
+        for seed in CHECK_SEEDS
+        for images, labels in [sample(pipe, len(label_names), best, seed)]
+    }
     print(f"guidance {best} on fresh seeds: {fresh}", flush=True)
     metrics = {
-        "name": args.name, "seed": args.seed, "threads": args.threads, "history": history,
-        "steps": sum(h["steps"] for h in history), "train_seconds": sum(h["train_seconds"] for h in history),
+        "name": args.name,
+        "seed": args.seed,
+        "threads": args.threads,
+        "history": history,
+        "steps": sum(h["steps"] for h in history),
+        "train_seconds": sum(h["train_seconds"] for h in history),
         "parameters": sum(p.numel() for p in model.parameters()),
         "classifier_heldout_accuracy": clf_acc,
         "sample_accuracy_by_guidance": {str(g): a for g, a in accuracy.items()},
         "guidance_scale": best,
         "sample_accuracy_fresh_seeds": fresh,
         "heldout_denoising_loss_by_t": denoising_loss_per_bucket(model, noise_sched, hx, hy, args.seed),
-    }  # fmt: skip
+    }
     if args.name == "shapes":
         metrics["factors_at_default_guidance"] = shapes_factor_report(saved[best], seed=99)
         metrics["shapes_spec"] = ShapesSpec().__dict__

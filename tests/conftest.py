@@ -17,6 +17,7 @@ torch.set_num_threads(1)
 def _seed_everything():
     torch.manual_seed(0)
 
+
 TINY_HARVEST = {
     "hook_names": ["blocks.1.hook_resid_post"],
     "num_images": 24,

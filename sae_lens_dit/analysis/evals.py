@@ -15,33 +15,33 @@ drawn with and without the SAE in the loop measure generation drift (`spliced_ge
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from sae_lens_dit.conventions import (
+    DEFAULT_BUCKET_EDGES,
+    PROFILES,
+    TIMESTEP_MAX,
+    TimestepProfile,
+    sae_display_name,
+    timestep_scope,
+)
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.image_sets import LabelledImages
 
-DEFAULT_BUCKET_EDGES: tuple[float, ...] = (0.0, 200.0, 400.0, 600.0, 800.0, 1000.0)
 DENSE_THRESHOLD = 0.1
 """A latent firing on more than this fraction of a bucket's tokens counts as dense."""
-
-
-def timestep_context(sae: torch.nn.Module, timestep: torch.Tensor) -> contextlib.AbstractContextManager:
-    """`sae.at_timestep(t)` for timestep-aware SAEs, a no-op for SAELens's plain architectures."""
-    at_timestep = getattr(sae, "at_timestep", None)
-    return at_timestep(timestep) if at_timestep is not None else contextlib.nullcontext()
 
 
 @torch.no_grad()
 def reconstruct(sae, x: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstruction [rows, d_in], latent activations [rows, d_sae]) of rows `x` at `timestep` [rows]."""
-    with timestep_context(sae, timestep):
+    with timestep_scope(sae, timestep):
         feature_acts = sae.encode(x)
         return sae.decode(feature_acts), feature_acts
 
@@ -182,7 +182,6 @@ def bucket_masks(timestep: torch.Tensor, edges: Sequence[float] = DEFAULT_BUCKET
     ]
 
 
-TimestepProfile = Literal["early", "late", "persistent", "dead"]
 EARLY_T = 600.0
 """Buckets starting at or above this timestep are "early" in denoising (mostly noise)."""
 LATE_T = 400.0
@@ -214,8 +213,15 @@ class LatentTimestepStats:
         late = rates[highs <= LATE_T].sum(0) / total.clamp_min(1e-12)
         out: list[TimestepProfile] = []
         for tot, e, la in zip(total.tolist(), early.tolist(), late.tolist(), strict=True):
-            out.append("dead" if tot == 0 else "early" if e >= PROFILE_SHARE else "late" if la >= PROFILE_SHARE
-                       else "persistent")  # fmt: skip
+            out.append(
+                "dead"
+                if tot == 0
+                else "early"
+                if e >= PROFILE_SHARE
+                else "late"
+                if la >= PROFILE_SHARE
+                else "persistent"
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -335,7 +341,7 @@ def heldout_pass(
         )
     noisy, noise, timestep, labels, bucket, branch, index = [], [], [], [], [], [], []
     for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-        t = torch.randint(int(lo), max(int(hi), int(lo) + 1), (n,), generator=gen).clamp_max(999)
+        t = torch.randint(int(lo), max(int(hi), int(lo) + 1), (n,), generator=gen).clamp_max(int(TIMESTEP_MAX) - 1)
         eps = torch.randn(x0.shape, generator=gen)
         xt = pipe.scheduler.add_noise(x0, eps, t)
         for br in range(len(BRANCH_NAMES)):
@@ -344,15 +350,26 @@ def heldout_pass(
             bucket.append(torch.full((n,), b)), branch.append(torch.full((n,), br)), index.append(torch.arange(n))
     device, dtype = hooked.transformer.device, hooked.transformer.dtype
     hp = HeldoutPass(
-        hook_name, tuple(float(e) for e in edges), images,
-        torch.cat(noisy).to(device, dtype), torch.cat(noise).to(device), torch.cat(timestep).to(device),
-        torch.cat(labels).to(device), torch.cat(bucket), torch.cat(branch), torch.cat(index),
-        torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0),
-    )  # fmt: skip
+        hook_name,
+        tuple(float(e) for e in edges),
+        images,
+        torch.cat(noisy).to(device, dtype),
+        torch.cat(noise).to(device),
+        torch.cat(timestep).to(device),
+        torch.cat(labels).to(device),
+        torch.cat(bucket),
+        torch.cat(branch),
+        torch.cat(index),
+        torch.empty(0),
+        torch.empty(0),
+        torch.empty(0),
+        torch.empty(0),
+    )
     rows = torch.arange(len(hp.timestep))
     captured: list[torch.Tensor] = []
-    hp.loss_clean = _losses_with(hooked, hp, rows, [(hook_name, lambda a, hook: captured.append(a.float().cpu()))],
-                                 batch_size)  # fmt: skip
+    hp.loss_clean = _losses_with(
+        hooked, hp, rows, [(hook_name, lambda a, hook: captured.append(a.float().cpu()))], batch_size
+    )
     hp.activation = torch.cat(captured)
     hp.loss_zero = _losses_with(hooked, hp, rows, [(hook_name, lambda a, hook: torch.zeros_like(a))], batch_size)
     hp.loss_mean = torch.empty_like(hp.loss_clean)
@@ -378,11 +395,19 @@ def spliced_denoising(sae, hooked: HookedDiT, hp: HeldoutPass, batch_size: int =
     out = []
     for b, br, mask in hp.groups():
         clean, zero, mean, spl = (float(v[mask].mean()) for v in (hp.loss_clean, hp.loss_zero, hp.loss_mean, spliced))
-        out.append({
-            "t_low": hp.edges[b], "t_high": hp.edges[b + 1], "branch": BRANCH_NAMES[br],
-            "loss_clean": clean, "loss_spliced": spl, "loss_zero_ablated": zero, "loss_mean_ablated": mean,
-            "recovered_vs_zero": _recovered(zero, spl, clean), "recovered_vs_mean": _recovered(mean, spl, clean),
-        })  # fmt: skip
+        out.append(
+            {
+                "t_low": hp.edges[b],
+                "t_high": hp.edges[b + 1],
+                "branch": BRANCH_NAMES[br],
+                "loss_clean": clean,
+                "loss_spliced": spl,
+                "loss_zero_ablated": zero,
+                "loss_mean_ablated": mean,
+                "recovered_vs_zero": _recovered(zero, spl, clean),
+                "recovered_vs_mean": _recovered(mean, spl, clean),
+            }
+        )
     return out
 
 
@@ -404,15 +429,28 @@ def heldout_reconstruction(sae, hp: HeldoutPass) -> list[dict[str, Any]]:
 # Spliced generation: samples of the same seeds with and without the SAE in the loop.
 
 
-def sample_images(pipe, labels: Sequence[int], seed: int, num_inference_steps: int = 50,
-                  guidance_scale: float | None = None, batch_size: int = 100) -> np.ndarray:  # fmt: skip
+def sample_images(
+    pipe,
+    labels: Sequence[int],
+    seed: int,
+    num_inference_steps: int = 50,
+    guidance_scale: float | None = None,
+    batch_size: int = 100,
+) -> np.ndarray:
     """Pipeline `np` output [n, H, W, C] in [0, 1]; image i always gets the noise of (seed, i // batch_size)."""
     parts = []
     for i in range(0, len(labels), batch_size):
         gen = torch.Generator().manual_seed(seed * 100_003 + i)
         kwargs = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
-        parts.append(pipe(class_labels=list(labels[i : i + batch_size]), num_inference_steps=num_inference_steps,
-                          generator=gen, output_type="np", **kwargs).images)  # fmt: skip
+        parts.append(
+            pipe(
+                class_labels=list(labels[i : i + batch_size]),
+                num_inference_steps=num_inference_steps,
+                generator=gen,
+                output_type="np",
+                **kwargs,
+            ).images
+        )
     return np.concatenate(parts)
 
 
@@ -465,10 +503,18 @@ class GenerationDrift:
 
 @torch.no_grad()
 def spliced_generation(
-    sae, pipe, hooked: HookedDiT, labels: Sequence[int], clean: np.ndarray, reference: np.ndarray,
-    classifier, features: FeatureFn | None = None, seed: int = 0, num_inference_steps: int = 50,
+    sae,
+    pipe,
+    hooked: HookedDiT,
+    labels: Sequence[int],
+    clean: np.ndarray,
+    reference: np.ndarray,
+    classifier,
+    features: FeatureFn | None = None,
+    seed: int = 0,
+    num_inference_steps: int = 50,
     guidance_scale: float | None = None,
-) -> GenerationDrift:  # fmt: skip
+) -> GenerationDrift:
     """Sample `labels` with `sae` spliced in and compare with `clean` (same seed) and `reference` (another seed)."""
     with hooked.saes([sae], use_error_term=False):
         spliced = sample_images(pipe, labels, seed, num_inference_steps, guidance_scale)
@@ -522,8 +568,11 @@ def factor_value_scores(
     combined = np.cumsum(z * best_sign[order], axis=1)
     reach = np.nonzero(auroc(combined, positive) >= AUROC_TARGET)[0]
     best = int(order[0]) if ids is None else int(ids[order[0]])
-    return {"best_auroc": float(oriented[order[0]]), "best_feature": best,
-            "features_to_target": int(reach[0]) + 1 if len(reach) else None}  # fmt: skip
+    return {
+        "best_auroc": float(oriented[order[0]]),
+        "best_feature": best,
+        "features_to_target": int(reach[0]) + 1 if len(reach) else None,
+    }
 
 
 def factor_scores(
@@ -582,13 +631,20 @@ def interpretability_by_bucket(sae, hp: HeldoutPass, seed: int = 0) -> list[dict
         alive = np.nonzero(pooled["sae"].std(0) > 0)[0]  # latents silent on every image score 0.5: skip them
         factors = {k: v[images] for k, v in hp.images.factors.items()}
         labels = hp.images.labels[images]
-        out.append({
-            "t_low": hp.edges[b], "t_high": hp.edges[b + 1],
-            "factors": {kind: factor_scores(f[:, alive], factors, alive) if kind == "sae" else factor_scores(f, factors)
-                        for kind, f in pooled.items()},
-            "probe_accuracy": {"sae": probe_accuracy(pooled["sae"][:, alive], labels, seed),
-                               "neurons": probe_accuracy(pooled["neurons"], labels, seed)},
-        })  # fmt: skip
+        out.append(
+            {
+                "t_low": hp.edges[b],
+                "t_high": hp.edges[b + 1],
+                "factors": {
+                    kind: factor_scores(f[:, alive], factors, alive) if kind == "sae" else factor_scores(f, factors)
+                    for kind, f in pooled.items()
+                },
+                "probe_accuracy": {
+                    "sae": probe_accuracy(pooled["sae"][:, alive], labels, seed),
+                    "neurons": probe_accuracy(pooled["neurons"], labels, seed),
+                },
+            }
+        )
     return out
 
 
@@ -635,11 +691,6 @@ class EvalConfig:
     """Device of the backbone and SAEs."""
 
 
-def _sae_name(sae) -> str:
-    meta = sae.cfg.metadata
-    return f"{meta.hook_name}/{sae.cfg.architecture()}"
-
-
 def evaluate(
     saes: Sequence, cfg: EvalConfig | None = None, images: LabelledImages | None = None
 ) -> list[dict[str, Any]]:
@@ -658,7 +709,7 @@ def evaluate(
     for sae in saes:
         model = getattr(sae.cfg.metadata, "model_name", None)
         if not model or not sae.cfg.metadata.hook_name:
-            raise ValueError(f"SAE {_sae_name(sae)} does not name its model and hook in cfg.metadata; set them")
+            raise ValueError(f"SAE {sae_display_name(sae)} does not name its model and hook in cfg.metadata; set them")
         by_model.setdefault(model, []).append(sae)
     for model, group in by_model.items():
         name = model.removeprefix("tiny-dit-")
@@ -670,10 +721,14 @@ def evaluate(
         hooked.check_hook_names([s.cfg.metadata.hook_name for s in group])
         for sae in group:  # the held-out evaluation runs DiTs, whose every hook is d_model wide
             if sae.cfg.d_in != hooked.d_model:
-                raise ValueError(f"SAE {_sae_name(sae)} has d_in={sae.cfg.d_in} but {model!r}'s hooks are "
-                                 f"{hooked.d_model}-dimensional: it was not trained on this backbone")  # fmt: skip
-        passes = {h: heldout_pass(pipe, hooked, h, held, cfg.edges, cfg.seed, cfg.batch_size)
-                  for h in dict.fromkeys(s.cfg.metadata.hook_name for s in group)}  # fmt: skip
+                raise ValueError(
+                    f"SAE {sae_display_name(sae)} has d_in={sae.cfg.d_in} but {model!r}'s hooks are "
+                    f"{hooked.d_model}-dimensional: it was not trained on this backbone"
+                )
+        passes = {
+            h: heldout_pass(pipe, hooked, h, held, cfg.edges, cfg.seed, cfg.batch_size)
+            for h in dict.fromkeys(s.cfg.metadata.hook_name for s in group)
+        }
         labels = [int(c) for c in np.resize(np.unique(held.labels), cfg.num_samples)]
         if cfg.num_samples:
             classifier = load_tiny_classifier(name) if name in TINY_DIT_NAMES else None
@@ -688,26 +743,44 @@ def evaluate(
             hp = passes[sae.cfg.metadata.hook_name]
             cond = hp.branch == 0
             rows = hp.activation[cond].flatten(0, 1)
-            stats = latent_timestep_stats(sae, rows.to(sae.device, sae.dtype),
-                                          hp.timestep[cond].cpu().repeat_interleave(hp.activation.shape[1]).float(),
-                                          cfg.edges)  # fmt: skip
+            stats = latent_timestep_stats(
+                sae,
+                rows.to(sae.device, sae.dtype),
+                hp.timestep[cond].cpu().repeat_interleave(hp.activation.shape[1]).float(),
+                cfg.edges,
+            )
             report: dict[str, Any] = {
-                "sae": _sae_name(sae), "model": model, "hook": sae.cfg.metadata.hook_name,
-                "architecture": sae.cfg.architecture(), "d_sae": sae.cfg.d_sae,
-                "heldout_images": len(held), "seed": cfg.seed,
+                "sae": sae_display_name(sae),
+                "model": model,
+                "hook": sae.cfg.metadata.hook_name,
+                "architecture": sae.cfg.architecture(),
+                "d_sae": sae.cfg.d_sae,
+                "heldout_images": len(held),
+                "seed": cfg.seed,
                 "reconstruction": heldout_reconstruction(sae, hp),
                 "denoising": spliced_denoising(sae, hooked, hp, cfg.batch_size),
-                "timestep_profile": {p: stats.profile().count(p) for p in ("early", "late", "persistent", "dead")},
-                "latent_usage": latent_usage(sae, hp.activation.flatten(0, 1).to(sae.device, sae.dtype),
-                                             hp.timestep.cpu().repeat_interleave(hp.activation.shape[1]).float()
-                                             ).to_dict(),
+                "timestep_profile": {p: stats.profile().count(p) for p in PROFILES},
+                "latent_usage": latent_usage(
+                    sae,
+                    hp.activation.flatten(0, 1).to(sae.device, sae.dtype),
+                    hp.timestep.cpu().repeat_interleave(hp.activation.shape[1]).float(),
+                ).to_dict(),
                 "latent_stats": stats.to_dict(),
-            }  # fmt: skip
+            }
             if cfg.num_samples:
                 report["generation"] = spliced_generation(
-                    sae, pipe, hooked, labels, clean, reference, classifier, features, cfg.seed,
-                    cfg.num_inference_steps, cfg.guidance_scale,
-                ).to_dict()  # fmt: skip
+                    sae,
+                    pipe,
+                    hooked,
+                    labels,
+                    clean,
+                    reference,
+                    classifier,
+                    features,
+                    cfg.seed,
+                    cfg.num_inference_steps,
+                    cfg.guidance_scale,
+                ).to_dict()
             if cfg.factors:
                 report["interpretability"] = interpretability_by_bucket(sae, hp, cfg.seed)
             reports.append(report)
@@ -720,9 +793,13 @@ def _bucket_label(row: dict[str, Any]) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     """Markdown (and terminal) tables of one `evaluate` report."""
-    lines = [f"### {report['sae']} on {report['model']} ({report['heldout_images']} held-out images)", "",
-             "| t bucket | branch | explained var | cosine | L0 | dead | dense | loss recovered (zero) | "
-             "loss recovered (mean) |", "|" + "---|" * 9]  # fmt: skip
+    lines = [
+        f"### {report['sae']} on {report['model']} ({report['heldout_images']} held-out images)",
+        "",
+        "| t bucket | branch | explained var | cosine | L0 | dead | dense | loss recovered (zero) | "
+        "loss recovered (mean) |",
+        "|" + "---|" * 9,
+    ]
     for rec, den in zip(report["reconstruction"], report["denoising"], strict=True):
         lines.append(
             f"| {_bucket_label(rec)} | {rec['branch']} | {rec['explained_variance']:.4f} | {rec['cosine']:.4f} | "
@@ -733,8 +810,10 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["", "Latent timestep profiles: " + ", ".join(f"{k} {v}" for k, v in profile.items())]
     if "latent_usage" in report:
         u = report["latent_usage"]
-        lines.append(f"Latents over every held-out row (all buckets, both CFG branches): "
-                     f"{LatentUsage(u['rows'], u['d_sae'], u['dead'], u['dense']).summary()}")  # fmt: skip
+        lines.append(
+            f"Latents over every held-out row (all buckets, both CFG branches): "
+            f"{LatentUsage(u['rows'], u['d_sae'], u['dead'], u['dense']).summary()}"
+        )
     if "generation" in report:
         g = report["generation"]
         lines.append(
@@ -743,8 +822,12 @@ def format_report(report: dict[str, Any]) -> str:
             f"Frechet distance {g['frechet_distance']:.3f} (noise floor {g['frechet_floor']:.3f})"
         )
     if "interpretability" in report:
-        lines += ["", "| t bucket | factor | best AUROC: SAE | neurons | rotation | latents to 0.9: SAE | neurons | "
-                  "rotation | class probe: SAE | neurons |", "|" + "---|" * 10]  # fmt: skip
+        lines += [
+            "",
+            "| t bucket | factor | best AUROC: SAE | neurons | rotation | latents to 0.9: SAE | neurons | "
+            "rotation | class probe: SAE | neurons |",
+            "|" + "---|" * 10,
+        ]
         for bucket in report["interpretability"]:
             probe = bucket["probe_accuracy"]
             for family, s in summarize_factors(bucket).items():

@@ -23,6 +23,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from sae_lens_dit.conventions import SAE_CONFIG_FILENAME, TIDE_ARCHITECTURE
+
 
 class ConfigError(ValueError):
     """A config (file, dict, flag or object) that cannot describe a valid run."""
@@ -211,7 +213,7 @@ def load_sae_folder(folder: str | Path, device: str = "cpu") -> Any:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"SAE folder {folder} does not exist")
-    if not (folder / "cfg.json").is_file():
+    if not (folder / SAE_CONFIG_FILENAME).is_file():
         raise FileNotFoundError(f"not an SAE folder (no cfg.json): {folder}")
     return SAE.load_from_disk(str(folder), device=device, converter=validated_disk_loader)
 
@@ -225,7 +227,7 @@ def training_sae_config(data: Any, where: str = "sae") -> Any:
     from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY, get_sae_training_class
 
     data = check_mapping(data, where)
-    architecture = data.get("architecture", "tide")
+    architecture = data.get("architecture", TIDE_ARCHITECTURE)
     if not isinstance(architecture, str) or architecture not in SAE_TRAINING_CLASS_REGISTRY:
         known = sorted(SAE_TRAINING_CLASS_REGISTRY)
         suggestion = closest(str(architecture), known)

@@ -22,14 +22,13 @@ from typing import Any, Literal, get_args
 import yaml
 from torch import nn
 
+from sae_lens_dit.conventions import CfgOrder
 from sae_lens_dit.resources import adapters_dir
 
 logger = logging.getLogger(__name__)
 
 CfgDetect = Literal["class_label", "equal_halves", "none"]
 """How uncond rows are found: by a null class label, by identical batch halves, or never."""
-CfgOrder = Literal["cond_first", "uncond_first"]
-"""Which half of a CFG-doubled batch comes first."""
 Layout = Literal["tokens", "channels_first"]
 """Submodule output layout: [batch, tokens, d] or [batch, d, height, width]."""
 TokenSpan = Literal["all", "image_tail"]

@@ -21,9 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sae_lens_dit.conventions import COND, UNCOND, CfgOrder, branch_order  # noqa: F401 (COND, UNCOND re-exported)
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError
-
-COND, UNCOND = 0, 1
 
 
 @dataclass(frozen=True)
@@ -92,12 +91,11 @@ class CallReader:
         return t.expand(batch).clone() if t.numel() == 1 else t
 
 
-def _doubled_layout(batch: int, order: str) -> Tensor | None:
+def _doubled_layout(batch: int, order: CfgOrder) -> Tensor | None:
     """Branch labels of a CFG-doubled batch in the given order; None for an odd batch."""
     if batch % 2:
         return None
-    first, second = (COND, UNCOND) if order == "cond_first" else (UNCOND, COND)
-    return torch.tensor([first, second]).repeat_interleave(batch // 2)
+    return torch.tensor(branch_order(order)).repeat_interleave(batch // 2)
 
 
 def _config_value(spec: AdapterSpec, transformer: nn.Module, key: str | None) -> Any:

@@ -52,10 +52,11 @@ from torch.utils.hooks import RemovableHandle
 from transformer_lens.hook_points import HookPoint, NamesFilter
 from transformer_lens.HookedRootModule import HookedRootModule
 
+from sae_lens_dit.conventions import Branch, TimestepConditioned, timestep_scope
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError, StackSpec, adapter_for
 from sae_lens_dit.hooking.call_context import CallContext, CallReader
 from sae_lens_dit.hooking.hook_sites import ArgSlot, BlockInputSite, BlockOutputSite, DiTHookPoint, Site, SubmoduleSite
-from sae_lens_dit.hooking.recording import Branch, Recorder, Recording
+from sae_lens_dit.hooking.recording import Recorder, Recording
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +326,8 @@ class HookedDiT(HookedRootModule):
         With `use_error_term`, the output is `x + (sae(x) - sae_clean(x))`, where the clean pass runs
         with the SAE's own hook points bypassed: exactly `x` until a hook on the SAE (e.g. on
         `hook_sae_acts_post`) edits something, and the edit's effect otherwise; gradients flow through
-        the SAE as in SAELens's error-term mode. SAEs with an `at_timestep(t)` context manager (TIDE)
+        the SAE as in SAELens's error-term mode. Timestep-conditioned SAEs (TIDE;
+        `conventions.TimestepConditioned`)
         get the current call's timestep per batch row, [batch]. Each SAE's `use_error_term` is
         restored on exit.
         """
@@ -366,15 +368,15 @@ class HookedDiT(HookedRootModule):
         return splice
 
     def _timestep_scope(self, sae: SAE, activation: Tensor) -> Any:
-        if not hasattr(sae, "at_timestep"):
+        if not isinstance(sae, TimestepConditioned):
             return nullcontext()
         timestep = self.call_context.timestep
         if timestep is None:
             raise ValueError(
-                f"SAE at {sae.cfg.metadata.hook_name} needs a timestep (it has at_timestep) but the transformer "
-                f"was called without one; pass `timestep` to the transformer"
+                f"SAE at {sae.cfg.metadata.hook_name} needs a timestep (it is timestep-conditioned) but the "
+                f"transformer was called without one; pass `timestep` to the transformer"
             )
-        return sae.at_timestep(timestep.to(activation.device))  # [batch]
+        return timestep_scope(sae, timestep.to(activation.device))  # [batch]
 
 
 def _submodule(block: nn.Module, path: str, spec: AdapterSpec) -> nn.Module | None:

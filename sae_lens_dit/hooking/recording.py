@@ -18,17 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
+from sae_lens_dit.conventions import BRANCHES, Branch, branch_label, branch_order  # noqa: F401 (BRANCHES re-exported)
 from sae_lens_dit.hooking.adapters import CfgSpec
-from sae_lens_dit.hooking.call_context import COND, UNCOND, CallContext
+from sae_lens_dit.hooking.call_context import CallContext
 
-Branch = Literal["cond", "uncond", "both"]
-BRANCHES: tuple[str, ...] = get_args(Branch)
 TIMESTEP_ATOL = 0.5
 """A row is kept by a `timesteps` filter when its timestep is within this of a listed value."""
 ROW_COLUMNS = ("activation", "timestep", "step", "branch", "sample", "token", "run")
@@ -229,7 +227,7 @@ class Recorder:
         branch = self._branch_of_call(ctx)
         keep = torch.ones(len(branch), dtype=torch.bool)
         if self._branch != "both":
-            keep &= branch == (COND if self._branch == "cond" else UNCOND)
+            keep &= branch == branch_label(self._branch)
         if self._keep_t is not None:
             keep &= ((ctx.timestep[:, None] - self._keep_t[None]).abs() <= TIMESTEP_ATOL).any(dim=1)
         if not keep.any():
@@ -268,7 +266,7 @@ class Recorder:
         """[batch] branch labels; with separate CFG calls (Flux true CFG) the call order decides."""
         if not self._cfg.separate_calls or self._tracker.call_in_step > 1:
             return ctx.branch
-        first, second = (COND, UNCOND) if self._cfg.order == "cond_first" else (UNCOND, COND)
+        first, second = branch_order(self._cfg.order)
         return torch.full_like(ctx.branch, second if self._tracker.call_in_step else first)
 
     def _positions(self, plan: _CallPlan, activation: Tensor) -> tuple[Tensor, Tensor, Tensor]:

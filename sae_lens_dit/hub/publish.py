@@ -26,15 +26,12 @@ from huggingface_hub import HfApi
 from sae_lens.constants import RUNNER_CFG_FILENAME, SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
 from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingface
 
+from sae_lens_dit.conventions import CARD_FILENAME, EVAL_JSON, RELEASE_ENTRY_FILENAME, TIDE_ARCHITECTURE
 from sae_lens_dit.hub.releases import RELEASE_ID, parse_release
 from sae_lens_dit.saes.loading import validated_disk_loader
-from sae_lens_dit.saes.registration import ARCHITECTURE
-from sae_lens_dit.training.runner import EVAL_FILENAME
 
 PUBLISHED_FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME, RUNNER_CFG_FILENAME)
 """The files SAELens's `upload_saes_to_huggingface` uploads per SAE."""
-CARD_FILENAME = "README.md"
-ENTRY_FILENAME = "release.yaml"
 SHARED_METADATA = ("model_name", "model_class_name", "adapter", "timestep_convention", "harvest")
 """cfg.json metadata that every SAE of one release must share."""
 
@@ -67,14 +64,14 @@ def read_runner_output(folder: str | Path) -> RunnerOutput:
     validated_disk_loader(folder)
     cfg = json.loads((folder / SAE_CFG_FILENAME).read_text())
     missing = [key for key in ("hook_name", *SHARED_METADATA) if key not in (cfg.get("metadata") or {})]
-    if not (folder / EVAL_FILENAME).is_file():
-        missing.append(EVAL_FILENAME)
+    if not (folder / EVAL_JSON).is_file():
+        missing.append(EVAL_JSON)
     if missing:
         raise ValueError(
             f"{folder}: lacks {missing}; publish folders written by DiTSAETrainingRunner (sae-lens-dit train), "
-            f"which records the metadata in cfg.json and the held-out metrics in {EVAL_FILENAME}"
+            f"which records the metadata in cfg.json and the held-out metrics in {EVAL_JSON}"
         )
-    return RunnerOutput(folder, cfg, json.loads((folder / EVAL_FILENAME).read_text()))
+    return RunnerOutput(folder, cfg, json.loads((folder / EVAL_JSON).read_text()))
 
 
 def default_release_id(model_name: str, repo_id: str) -> str:
@@ -113,7 +110,7 @@ def write_card_and_entry(
     entry = release_entry(runs, repo_id, release_id, revision, out)
     parse_release(release_id, entry, out)  # an entry the registry would refuse is a bug here, not later
     entry_text = yaml.safe_dump({release_id: entry}, sort_keys=False, width=1000)
-    (out / ENTRY_FILENAME).write_text(entry_text)
+    (out / RELEASE_ENTRY_FILENAME).write_text(entry_text)
     (out / CARD_FILENAME).write_text(model_card(runs, repo_id, release_id, entry_text))
     return entry
 
@@ -139,9 +136,19 @@ def release_entry(
     """The `releases.yaml` entry for the folder."""
     meta = runs[0].metadata
     publish_command = shlex.join(
-        ["sae-lens-dit", "publish", "--sae", *(str(r.folder) for r in runs), "--repo-id", repo_id,
-         "--release", release_id, "--output-dir", str(output_dir)]
-    )  # fmt: skip
+        [
+            "sae-lens-dit",
+            "publish",
+            "--sae",
+            *(str(r.folder) for r in runs),
+            "--repo-id",
+            repo_id,
+            "--release",
+            release_id,
+            "--output-dir",
+            str(output_dir),
+        ]
+    )
     return {
         "status": "published" if revision else "not yet published",
         "source": {"hub": {"repo_id": repo_id, "revision": revision}},
@@ -197,12 +204,18 @@ def model_card(runs: list[RunnerOutput], repo_id: str, release_id: str, entry_te
     ]
     for run in runs:
         ev, l0, cfg = run.eval["mean_explained_variance"], run.mean_l0(), run.cfg
-        lines.append(f"| `{run.sae_id}` | `{run.metadata['hook_name']}` | {cfg['architecture']} | {cfg['d_in']} | "
-                     f"{cfg['d_sae']} | {cfg.get('k', '-')} | {ev:.4f} | {l0:.2f} |")  # fmt: skip
+        lines.append(
+            f"| `{run.sae_id}` | `{run.metadata['hook_name']}` | {cfg['architecture']} | {cfg['d_in']} | "
+            f"{cfg['d_sae']} | {cfg.get('k', '-')} | {ev:.4f} | {l0:.2f} |"
+        )
     lines += ["", "Held-out reconstruction per timestep bucket (new seeds, same harvest settings):", ""]
     for run in runs:
-        lines += [f"### {run.sae_id}", "", "| t bucket | rows | explained variance | MSE | cosine | L0 |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"### {run.sae_id}",
+            "",
+            "| t bucket | rows | explained variance | MSE | cosine | L0 |",
+            "|---|---|---|---|---|---|",
+        ]
         lines += [
             f"| {b['t_low']:.0f}-{b['t_high']:.0f} | {b['rows']} | {b['explained_variance']:.4f} | {b['mse']:.3e} "
             f"| {b['cosine']:.4f} | {b['l0']:.1f} |"
@@ -237,7 +250,7 @@ def model_card(runs: list[RunnerOutput], repo_id: str, release_id: str, entry_te
 
 
 def _usage(architecture: str) -> list[str]:
-    if architecture == ARCHITECTURE:
+    if architecture == TIDE_ARCHITECTURE:
         return [
             "z = sae.encode(x, timestep=t)  # x: [rows, d_in] activations, t: [rows] in the convention above",
             "with sae.at_timestep(t):  # for code that calls sae(x)",
@@ -269,12 +282,20 @@ def publish(
     if dry_run:
         return out, None
     runs = [read_runner_output(folder) for folder in sae_dirs]
-    release_id = next(iter(yaml.safe_load((out / ENTRY_FILENAME).read_text())))
-    upload_saes_to_huggingface({run.sae_id: out / run.sae_id for run in runs}, hf_repo_id=repo_id,
-                               show_progress=False, add_default_readme=False)  # fmt: skip
+    release_id = next(iter(yaml.safe_load((out / RELEASE_ENTRY_FILENAME).read_text())))
+    upload_saes_to_huggingface(
+        {run.sae_id: out / run.sae_id for run in runs},
+        hf_repo_id=repo_id,
+        show_progress=False,
+        add_default_readme=False,
+    )
     api = HfApi()
     revision = api.repo_info(repo_id).sha
     write_card_and_entry(runs, repo_id, release_id, revision, out)
-    api.upload_file(path_or_fileobj=str(out / CARD_FILENAME), path_in_repo=CARD_FILENAME, repo_id=repo_id,
-                    commit_message=f"Model card for {release_id}")  # fmt: skip
+    api.upload_file(
+        path_or_fileobj=str(out / CARD_FILENAME),
+        path_in_repo=CARD_FILENAME,
+        repo_id=repo_id,
+        commit_message=f"Model card for {release_id}",
+    )
     return out, revision

@@ -38,13 +38,11 @@ from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup, get_
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from safetensors import safe_open
 
+from sae_lens_dit.conventions import RELEASES_FILENAME, TIMESTEP_CONVENTION, Branch
 from sae_lens_dit.hooking.adapters import shipped_specs
 from sae_lens_dit.resources import pretrained_dir
 from sae_lens_dit.saes.loading import SAEFilesError, validated_disk_loader, validated_huggingface_loader
-from sae_lens_dit.saes.tide_sae import TIMESTEP_CONVENTION
-from sae_lens_dit.training.harvest import Branch
 
-RELEASES_FILENAME = "releases.yaml"
 LOADER_PREFIX = "sae_lens_dit:"
 """A release's loader is registered in SAELens as `sae_lens_dit:<release id>`."""
 
@@ -54,9 +52,19 @@ RELEASE_ID = re.compile(r"^tide-[a-z0-9]+(-[a-z0-9]+)*/[A-Za-z0-9][A-Za-z0-9._-]
 HOOK_NAME = re.compile(r"^(blocks|single_blocks)\.\d+\.([a-z_]+\.)?hook_[a-z_]+$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _RELEASE_KEYS = {
-    "status", "source", "model", "backbone", "adapter", "timestep_convention", "cfg_branch", "harvest",
-    "saes", "links", "training_command", "publish_command",
-}  # fmt: skip
+    "status",
+    "source",
+    "model",
+    "backbone",
+    "adapter",
+    "timestep_convention",
+    "cfg_branch",
+    "harvest",
+    "saes",
+    "links",
+    "training_command",
+    "publish_command",
+}
 _METRICS = ("variance_explained", "l0", "denoising_loss_recovered")  # required (null until measured)
 _OPTIONAL_METRICS = ("dead_fraction", "dense_fraction")  # may be left out
 _SAE_KEYS = {"id", "path", "hook", "architecture", *_METRICS, *_OPTIONAL_METRICS}
@@ -188,8 +196,10 @@ def _parse_sae(data: Any, index: int, status: str) -> ReleaseSAE:
     if not isinstance(data, dict):
         raise _EntryError(f"saes[{index}]", f"expected a mapping, received {data!r}")
     _check_keys(data, _SAE_KEYS, where)
-    metrics = {key: _get(data, key, (int, float), where, nullable=True)
-               for key in (*_METRICS, *(k for k in _OPTIONAL_METRICS if k in data))}  # fmt: skip
+    metrics = {
+        key: _get(data, key, (int, float), where, nullable=True)
+        for key in (*_METRICS, *(k for k in _OPTIONAL_METRICS if k in data))
+    }
     if status == "published":
         for key in ("variance_explained", "l0"):
             if metrics[key] is None:
@@ -350,12 +360,17 @@ class ReleaseLoader:
         """SAELens's `PretrainedSaeConfigHuggingfaceLoader` for the release (cfg.json only)."""
         expected = self.release.sae_by_path(folder_name)
         if self.release.bundled is not None:
-            return get_sae_lens_config_from_disk(pretrained_dir() / self.release.bundled / folder_name, device,
-                                                 cfg_overrides)  # fmt: skip
+            return get_sae_lens_config_from_disk(
+                pretrained_dir() / self.release.bundled / folder_name, device, cfg_overrides
+            )
         self._check_published(expected)
         try:
-            path = hf_hub_download(repo_id, f"{folder_name}/{SAE_CFG_FILENAME}", revision=self.release.revision,
-                                   force_download=force_download)  # fmt: skip
+            path = hf_hub_download(
+                repo_id,
+                f"{folder_name}/{SAE_CFG_FILENAME}",
+                revision=self.release.revision,
+                force_download=force_download,
+            )
         except LocalEntryNotFoundError as error:
             raise self._not_cached(folder_name) from error
         return get_sae_lens_config_from_disk(Path(path).parent, device, cfg_overrides)

@@ -19,13 +19,13 @@ from sae_lens.loading.pretrained_sae_loaders import (
 )
 from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
+from sae_lens_dit.conventions import TIDE_ARCHITECTURE
 from sae_lens_dit.saes.loading import validated_huggingface_loader
 from sae_lens_dit.saes.sparse_topk import SPARSE_ARCHITECTURE, SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig
 from sae_lens_dit.saes.tide_sae import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE = "tide"
 """SAELens architecture name of TIDE SAEs (the `architecture` field of their cfg.json)."""
 
 LOADER = "sae_lens_dit"
@@ -34,12 +34,16 @@ LOADER = "sae_lens_dit"
 
 
 def register_tide_architecture() -> None:
-    """Register TideSAE / TideTrainingSAE under `ARCHITECTURE`, the sparse-step TopK training SAE
+    """Register TideSAE / TideTrainingSAE under `TIDE_ARCHITECTURE`, the sparse-step TopK training SAE
     under `SPARSE_ARCHITECTURE` (training only: it saves as SAELens `topk`) and the validating
     loader under `LOADER` with SAELens; idempotent."""
-    _register(SAE_CLASS_REGISTRY, register_sae_class, ARCHITECTURE, TideSAE, TideSAEConfig)
+    _register(SAE_CLASS_REGISTRY, register_sae_class, TIDE_ARCHITECTURE, TideSAE, TideSAEConfig)
     _register(
-        SAE_TRAINING_CLASS_REGISTRY, register_sae_training_class, ARCHITECTURE, TideTrainingSAE, TideTrainingSAEConfig
+        SAE_TRAINING_CLASS_REGISTRY,
+        register_sae_training_class,
+        TIDE_ARCHITECTURE,
+        TideTrainingSAE,
+        TideTrainingSAEConfig,
     )
     _register(
         SAE_TRAINING_CLASS_REGISTRY,

@@ -24,6 +24,7 @@ from sae_lens.config import SAETrainerConfig
 from sae_lens.saes.sae import SAE, TrainingSAE
 from sae_lens.training.sae_trainer import SAETrainer
 
+from sae_lens_dit.conventions import TIMESTEP_MAX
 from sae_lens_dit.saes.tide_sae import TideSAE, TideTrainingSAE, feed_timesteps
 
 
@@ -55,7 +56,7 @@ class SyntheticTimestepData:
         return cls(
             atoms=atoms / atoms.norm(dim=-1, keepdim=True),
             offset_directions=directions / directions.norm(dim=-1, keepdim=True),
-            timesteps=torch.linspace(0.0, 999.0, n_timesteps),
+            timesteps=torch.linspace(0.0, TIMESTEP_MAX - 1, n_timesteps),
             active_per_row=active_per_row,
             offset_norm=offset_norm,
             noise_std=noise_std,
@@ -63,11 +64,11 @@ class SyntheticTimestepData:
 
     def gain(self, t: torch.Tensor) -> torch.Tensor:
         """[n] -> [n, 1]."""
-        return (0.5 + t / 1000.0)[:, None]
+        return (0.5 + t / TIMESTEP_MAX)[:, None]
 
     def offset(self, t: torch.Tensor) -> torch.Tensor:
         """[n] -> [n, d_in]."""
-        angle = math.pi * t / 1000.0
+        angle = math.pi * t / TIMESTEP_MAX
         return self.offset_norm * (
             torch.cos(angle)[:, None] * self.offset_directions[0]
             + torch.sin(angle)[:, None] * self.offset_directions[1]

@@ -64,12 +64,12 @@ from sae_lens.saes.topk_sae import (
 from torch import nn
 from typing_extensions import override
 
+from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIMESTEP_CONVENTION, TIMESTEP_MAX  # noqa: F401 (re-exported)
 from sae_lens_dit.saes.loading import check_state_dict
 from sae_lens_dit.saes.sparse_topk import SparseDecodeFields, SparseTopKTraining
 from sae_lens_dit.saes.timestep_mlp import (
     NO_TERMS,
     TERMS,
-    TIMESTEP_MAX,
     TimestepLike,
     TimestepMLP,
     TimestepTerms,
@@ -77,9 +77,6 @@ from sae_lens_dit.saes.timestep_mlp import (
 )
 
 logger = logging.getLogger(__name__)
-
-TIMESTEP_CONVENTION = "DDPM training scale: float t in [0, 1000], 1000 = pure noise"
-"""The timestep convention of TIDE SAEs and HookedDiT, as recorded in SAE metadata."""
 
 _TERMS_TAG = "_tide_timestep_terms"  # attribute `encode` sets on the codes it returns
 
@@ -161,7 +158,7 @@ class TideSAEConfig(TopKSAEConfig, TideFields):
     @override
     @classmethod
     def architecture(cls) -> str:
-        return "tide"
+        return TIDE_ARCHITECTURE
 
 
 @dataclass(kw_only=True)
@@ -202,7 +199,7 @@ class TideTrainingSAEConfig(TopKTrainingSAEConfig, TideFields, SparseDecodeField
     @override
     @classmethod
     def architecture(cls) -> str:
-        return "tide"
+        return TIDE_ARCHITECTURE
 
 
 def _missing_timestep(method: str) -> ValueError:

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 
-TIMESTEP_MAX = 1000.0
-"""Largest timestep on the DDPM training scale (pure noise)."""
+from sae_lens_dit.conventions import TIMESTEP_MAX
 
 TimestepLike = float | int | torch.Tensor
 

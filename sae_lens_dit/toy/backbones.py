@@ -73,11 +73,16 @@ class TinyClassifier(ModelMixin, ConfigMixin):
     def __init__(self, in_channels: int = 1, image_size: int = 8, num_classes: int = 10, width: int = 32):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, 64), nn.GELU(),
-        )  # fmt: skip
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Flatten(),
+            nn.Linear(2 * width * (image_size // 4) ** 2, 64),
+            nn.GELU(),
+        )
         self.head = nn.Linear(64, num_classes)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -209,8 +209,9 @@ class DistributedSAETrainer(SAETrainer):
         return log
 
     @override
-    def save_checkpoint(self, checkpoint_name: str, base_path: Path | str | None = None,
-                        wandb_aliases: list[str] | None = None) -> None:  # fmt: skip
+    def save_checkpoint(
+        self, checkpoint_name: str, base_path: Path | str | None = None, wandb_aliases: list[str] | None = None
+    ) -> None:
         """Rank 0 writes the checkpoint (every rank holds the same weights and statistics)."""
         if self.rank == 0:
             super().save_checkpoint(checkpoint_name, base_path=base_path, wandb_aliases=wandb_aliases)

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from sae_lens_dit.conventions import DEFAULT_HOOK, HARVEST_CONFIG_FILENAME, Branch
 from sae_lens_dit.guards.config import check_keys, check_ranges, check_types
 from sae_lens_dit.guards.data import check_class_labels, check_finite
 from sae_lens_dit.guards.output_dirs import claim
@@ -46,9 +47,7 @@ from sae_lens_dit.hooking.hooked import HookedDiT
 logger = logging.getLogger(__name__)
 
 StorageDtype = Literal["float32", "float16"]
-Branch = Literal["both", "cond", "uncond"]
 METADATA_COLUMNS = ("timestep", "step", "branch", "sample", "token", "label")
-CONFIG_FILENAME = "harvest_config.json"
 CARD_TAG = "# DiT activations harvested by sae-lens-dit"
 """The dataset card's title: a README.md without it is the user's and is never replaced."""
 
@@ -57,7 +56,7 @@ CARD_TAG = "# DiT activations harvested by sae-lens-dit"
 class HarvestConfig:
     """What to sample and which activations to keep."""
 
-    hook_names: tuple[str, ...] = ("blocks.2.hook_resid_post",)
+    hook_names: tuple[str, ...] = (DEFAULT_HOOK,)
     """Hook points to record (names from `HookedDiT.hook_names`)."""
     class_labels: tuple[int, ...] | None = None
     """Class ids to sample, cycled over the images; None = every class of the model's label map."""
@@ -304,8 +303,8 @@ def write_cache(
     `world_size` > 1 this process writes only rank `rank`'s shards (see the module docstring); the
     ranks may run at once on one shared folder.
     """
-    out = claim(output_dir, "harvest", legacy=(CONFIG_FILENAME,))
-    cfg_path = out / CONFIG_FILENAME
+    out = claim(output_dir, "harvest", legacy=(HARVEST_CONFIG_FILENAME,))
+    cfg_path = out / HARVEST_CONFIG_FILENAME
     record = json.loads(json.dumps({"harvest": cfg.to_dict(), "model": model}))  # tuples as JSON reads them back
     if cfg_path.exists():
         existing = json.loads(cfg_path.read_text())
@@ -377,10 +376,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def read_cache_config(cache_dir: str | Path) -> tuple[HarvestConfig, str]:
     """(harvest settings, model) of a cache folder written by `write_cache`."""
-    path = Path(cache_dir) / CONFIG_FILENAME
+    path = Path(cache_dir) / HARVEST_CONFIG_FILENAME
     if not path.exists():
         raise FileNotFoundError(
-            f"{cache_dir} is not an activation cache (no {CONFIG_FILENAME}); run `sae-lens-dit harvest` first"
+            f"{cache_dir} is not an activation cache (no {HARVEST_CONFIG_FILENAME}); run `sae-lens-dit harvest` first"
         )
     record = json.loads(path.read_text())
     return HarvestConfig.from_dict(record["harvest"]), record.get("model", "")

@@ -45,13 +45,20 @@ from sae_lens_dit.analysis.evals import (
     latent_usage,
     reconstruction_by_bucket,
 )
+from sae_lens_dit.conventions import (
+    DATA_STATE_FILENAME,
+    DEFAULT_HOOK,
+    EVAL_JSON,
+    EVAL_MD,
+    TIDE_ARCHITECTURE,
+    TIMESTEP_CONVENTION,
+)
 from sae_lens_dit.guards.config import ConfigError, check_keys, check_ranges, check_types, training_sae_config
 from sae_lens_dit.guards.data import finite_batches
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.saes import feed_timesteps
 from sae_lens_dit.saes.data_init import BDecInit, init_from_rows
-from sae_lens_dit.saes.tide_sae import TIMESTEP_CONVENTION
 from sae_lens_dit.toy.backbones import load_pipeline
 from sae_lens_dit.training.distributed import DistributedSAETrainer, harvest_to_cache, init_from_env
 from sae_lens_dit.training.harvest import (
@@ -68,12 +75,16 @@ logger = logging.getLogger(__name__)
 
 DataMode = Literal["streaming", "cached"]
 WandbMode = Literal["offline", "online", "disabled"]
-DATA_STATE_FILENAME = "data_state.json"
-EVAL_FILENAME = "eval.json"
 
 
 FALLBACK_LR = 4e-4
-DEFAULT_LR: dict[str, float] = {"tide": 1e-3, "topk": 4e-4, "topk_sparse": 4e-4, "batchtopk": 4e-4, "standard": 4e-3}
+DEFAULT_LR: dict[str, float] = {
+    TIDE_ARCHITECTURE: 1e-3,
+    "topk": 4e-4,
+    "topk_sparse": 4e-4,
+    "batchtopk": 4e-4,
+    "standard": 4e-3,
+}
 """Learning rate per training architecture when `lr` is None, from the recipe sweep (d_sae 1536, k 16,
 2M rows in batches of 4096 on the bundled backbones: `benchmarks/results/recipe_sweep_*.md`); others 4e-4."""
 
@@ -86,7 +97,7 @@ class DiTSAERunnerConfig:
     """The SAE to train: a config of any registered SAELens training architecture (d_in must match the hook)."""
     model: str = "digits"
     """Bundled backbone name (digits, shapes), a local diffusers pipeline folder, or a Hub repo id."""
-    hook_name: str = "blocks.2.hook_resid_post"
+    hook_name: str = DEFAULT_HOOK
     """Hook point whose activations the SAE reconstructs."""
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
     """Training activations: what to sample and what to keep (its hook_names must include hook_name)."""
@@ -337,8 +348,14 @@ class DiTSAETrainingRunner:
                 continue
             if epoch == 1:
                 logger.warning("streaming harvest exhausted: sampling the same images again (epoch 2)")
-            yield from harvest_chunks(self.pipe, self.hooked, self.cfg.harvest, progress=self.dist.is_main,
-                                      rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
+            yield from harvest_chunks(
+                self.pipe,
+                self.hooked,
+                self.cfg.harvest,
+                progress=self.dist.is_main,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+            )
 
     def _ensure_cache(self) -> Path:
         """The run's activation cache, written (or completed) now by every rank; one made with other
@@ -357,8 +374,12 @@ class DiTSAETrainingRunner:
     def _heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Held-out rows: the same harvest settings with a different seed and `eval_images` images."""
         h = self.cfg.harvest
-        eval_cfg = replace(h, seed=h.seed + 1_000_003, num_images=self.cfg.eval_images,
-                           images_per_batch=min(h.images_per_batch, self.cfg.eval_images))  # fmt: skip
+        eval_cfg = replace(
+            h,
+            seed=h.seed + 1_000_003,
+            num_images=self.cfg.eval_images,
+            images_per_batch=min(h.images_per_batch, self.cfg.eval_images),
+        )
         chunks = list(harvest_chunks(self.pipe, self.hooked, eval_cfg, progress=False))
         x = torch.cat([c.activations[self.cfg.hook_name] for c in chunks]).float()
         return x.to(self.device), torch.cat([c.timestep for c in chunks]).to(self.device)
@@ -373,8 +394,13 @@ class DiTSAETrainingRunner:
         trainer_cfg = replace(self.cfg.trainer_config(), device=self.device)
         if trainer_cfg.logger.log_to_wandb:
             os.environ.setdefault("WANDB_SILENT", "true")
-            wandb.init(project=self.cfg.wandb_project, config=self.cfg.to_dict(), dir=str(self.output_dir),
-                       mode=self.cfg.wandb_mode if main else "disabled", name=self.output_dir.name)  # fmt: skip
+            wandb.init(
+                project=self.cfg.wandb_project,
+                config=self.cfg.to_dict(),
+                dir=str(self.output_dir),
+                mode=self.cfg.wandb_mode if main else "disabled",
+                name=self.output_dir.name,
+            )
         try:
             resume_from = self._latest_checkpoint()
             skip = json.loads((resume_from / DATA_STATE_FILENAME).read_text())["batches"] if resume_from else 0
@@ -475,22 +501,27 @@ class DiTSAETrainingRunner:
             "latent_usage": self.usage.to_dict() if self.usage else None,
             "init": self.init_report,
         }
-        (out / EVAL_FILENAME).write_text(json.dumps(report, indent=2))
+        (out / EVAL_JSON).write_text(json.dumps(report, indent=2))
         title = f"{self.cfg.sae.architecture()} on {self.cfg.model} {self.cfg.hook_name} (held-out)"
         table = format_bucket_table(self.eval_metrics, title)
         if self.usage:
             branch = self.cfg.harvest.branch
             table += f"\n\nLatents: {self.usage.summary()} (held-out, every timestep, CFG branch: {branch})"
-        (out / "eval.md").write_text(table + "\n")
+        (out / EVAL_MD).write_text(table + "\n")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "dit-tiny-digits": {
         "model": "digits",
-        "hook_name": "blocks.2.hook_resid_post",
-        "sae": {"architecture": "tide", "d_in": 96, "d_sae": 1536, "k": 16},
-        "harvest": {"hook_names": ["blocks.2.hook_resid_post"], "num_images": 640, "images_per_batch": 32,
-                    "num_inference_steps": 50, "branch": "both"},
+        "hook_name": DEFAULT_HOOK,
+        "sae": {"architecture": TIDE_ARCHITECTURE, "d_in": 96, "d_sae": 1536, "k": 16},
+        "harvest": {
+            "hook_names": [DEFAULT_HOOK],
+            "num_images": 640,
+            "images_per_batch": 32,
+            "num_inference_steps": 50,
+            "branch": "both",
+        },
         "eval_images": 256,  # 102,400 held-out rows (both branches): dead latents counted on >= 100k rows
         "training_tokens": 2_000_000,
         "data_mode": "cached",  # harvest once (sampling dominates on CPU), train several passes
@@ -502,9 +533,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dit-xl-2-256": {
         "model": "facebook/DiT-XL-2-256",
         "hook_name": "blocks.13.hook_resid_post",
-        "sae": {"architecture": "tide", "d_in": 1152, "d_sae": 18432, "k": 64},
-        "harvest": {"hook_names": ["blocks.13.hook_resid_post"], "num_images": 50_000, "images_per_batch": 64,
-                    "num_inference_steps": 50, "guidance_scale": 4.0, "branch": "both", "storage_dtype": "float16"},
+        "sae": {"architecture": TIDE_ARCHITECTURE, "d_in": 1152, "d_sae": 18432, "k": 64},
+        "harvest": {
+            "hook_names": ["blocks.13.hook_resid_post"],
+            "num_images": 50_000,
+            "images_per_batch": 64,
+            "num_inference_steps": 50,
+            "guidance_scale": 4.0,
+            "branch": "both",
+            "storage_dtype": "float16",
+        },
         "training_tokens": 200_000_000,
         "batch_size": 4096,
         "dead_feature_window": 1000,  # 4M rows, as the 10M-token window of Gao et al. 2024 at this scale
@@ -512,7 +550,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "device": "cuda",
         "output_dir": "runs/tide-dit-xl-2-256",
     },
-}  # fmt: skip
+}
 PRESETS["dit-tiny-shapes"] = {**PRESETS["dit-tiny-digits"], "model": "shapes", "output_dir": "runs/tide-shapes"}
 DEFAULT_PRESET = "dit-tiny-digits"
 

@@ -25,16 +25,34 @@ def test_no_arguments_is_the_default_preset():
 
 
 def test_flags_override_the_preset():
-    (cfg,) = _configs("--preset", "dit-tiny-shapes", "--k", "4", "--seed", "7", "--output-dir", "x",
-                      "--hook", "blocks.3.hook_resid_post")  # fmt: skip
+    (cfg,) = _configs(
+        "--preset",
+        "dit-tiny-shapes",
+        "--k",
+        "4",
+        "--seed",
+        "7",
+        "--output-dir",
+        "x",
+        "--hook",
+        "blocks.3.hook_resid_post",
+    )
     assert (cfg.model, cfg.sae.k, cfg.seed, cfg.output_dir) == ("shapes", 4, 7, "x")
     assert cfg.hook_name == "blocks.3.hook_resid_post"
     assert cfg.harvest.hook_names == ("blocks.3.hook_resid_post",)
 
 
 def test_several_architectures_and_hooks_share_one_cached_harvest():
-    cfgs = _configs("--architecture", "tide", "standard", "--hook", "blocks.0.hook_resid_post",
-                    "blocks.3.hook_resid_post", "--output-dir", "out")  # fmt: skip
+    cfgs = _configs(
+        "--architecture",
+        "tide",
+        "standard",
+        "--hook",
+        "blocks.0.hook_resid_post",
+        "blocks.3.hook_resid_post",
+        "--output-dir",
+        "out",
+    )
     assert [(c.sae.architecture(), c.hook_name) for c in cfgs] == [
         ("tide", "blocks.0.hook_resid_post"),
         ("tide", "blocks.3.hook_resid_post"),
@@ -53,11 +71,19 @@ def test_train_from_a_config_file_end_to_end(tmp_path, capsys):
         "model": "digits",
         "hook_name": "blocks.1.hook_resid_post",
         "sae": {"architecture": "tide", "d_in": 96, "d_sae": 192, "k": 8},
-        "harvest": {"hook_names": ["blocks.1.hook_resid_post"], "num_images": 16, "images_per_batch": 8,
-                    "num_inference_steps": 4},
-        "eval_images": 8, "training_tokens": 64 * 10, "batch_size": 64, "shuffle_buffer": 256,
-        "wandb_mode": "disabled", "output_dir": str(tmp_path / "run"),
-    }  # fmt: skip
+        "harvest": {
+            "hook_names": ["blocks.1.hook_resid_post"],
+            "num_images": 16,
+            "images_per_batch": 8,
+            "num_inference_steps": 4,
+        },
+        "eval_images": 8,
+        "training_tokens": 64 * 10,
+        "batch_size": 64,
+        "shuffle_buffer": 256,
+        "wandb_mode": "disabled",
+        "output_dir": str(tmp_path / "run"),
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["train", "--config", str(path)]) == 0

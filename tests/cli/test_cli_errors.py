@@ -8,10 +8,19 @@ import yaml
 
 from sae_lens_dit.cli import build_parser, configs_from_args, main
 
-VALID = {"model": "digits", "hook_name": "blocks.1.hook_resid_post",
-         "sae": {"architecture": "tide", "d_in": 96, "d_sae": 192, "k": 8},
-         "harvest": {"hook_names": ["blocks.1.hook_resid_post"], "num_images": 4, "images_per_batch": 2,
-                     "num_inference_steps": 2}, "training_tokens": 128, "batch_size": 64}  # fmt: skip
+VALID = {
+    "model": "digits",
+    "hook_name": "blocks.1.hook_resid_post",
+    "sae": {"architecture": "tide", "d_in": 96, "d_sae": 192, "k": 8},
+    "harvest": {
+        "hook_names": ["blocks.1.hook_resid_post"],
+        "num_images": 4,
+        "images_per_batch": 2,
+        "num_inference_steps": 2,
+    },
+    "training_tokens": 128,
+    "batch_size": 64,
+}
 
 
 def _one_line_error(capsys, *fragments: str) -> str:

@@ -17,10 +17,19 @@ import sae_lens_dit.cli as cli
 from sae_lens_dit.analysis.interventions.editing import SteeringSpec
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-VALID = {"model": "digits", "hook_name": "blocks.1.hook_resid_post",
-         "sae": {"architecture": "tide", "d_in": 96, "d_sae": 192, "k": 8},
-         "harvest": {"hook_names": ["blocks.1.hook_resid_post"], "num_images": 4, "images_per_batch": 2,
-                     "num_inference_steps": 2}, "training_tokens": 128, "batch_size": 64}  # fmt: skip
+VALID = {
+    "model": "digits",
+    "hook_name": "blocks.1.hook_resid_post",
+    "sae": {"architecture": "tide", "d_in": 96, "d_sae": 192, "k": 8},
+    "harvest": {
+        "hook_names": ["blocks.1.hook_resid_post"],
+        "num_images": 4,
+        "images_per_batch": 2,
+        "num_inference_steps": 2,
+    },
+    "training_tokens": 128,
+    "batch_size": 64,
+}
 INTS = {
     "": ["training_tokens", "batch_size", "shuffle_buffer", "eval_images", "seed", "n_checkpoints"],
     "sae": ["d_in", "d_sae", "k"],
@@ -41,10 +50,16 @@ KEYS = {
 }
 
 names = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
-not_int = st.one_of(st.text(max_size=8), st.booleans(), st.floats().filter(lambda f: f != int(f) if f == f and abs(f)
-                    != float("inf") else True), st.lists(st.integers(), max_size=2), st.none())  # fmt: skip
-not_float = st.one_of(st.text(max_size=8), st.booleans(), st.sampled_from([float("nan"), float("inf")]),
-                      st.lists(st.floats(), max_size=2))  # fmt: skip
+not_int = st.one_of(
+    st.text(max_size=8),
+    st.booleans(),
+    st.floats().filter(lambda f: f != int(f) if f == f and abs(f) != float("inf") else True),
+    st.lists(st.integers(), max_size=2),
+    st.none(),
+)
+not_float = st.one_of(
+    st.text(max_size=8), st.booleans(), st.sampled_from([float("nan"), float("inf")]), st.lists(st.floats(), max_size=2)
+)
 not_str = st.one_of(st.integers(), st.booleans(), st.floats(allow_nan=False), st.lists(st.text(), min_size=1))
 
 
@@ -65,12 +80,27 @@ def bad_configs(draw):
         section = draw(st.sampled_from(["", "sae", "harvest"]))
         key = draw(names.filter(lambda k, s=section: k not in KEYS[s] and k not in _all_fields(s)))
         return _set(data, section, key, draw(st.integers()))
-    table, values = {"int": (INTS, not_int), "count": (COUNTS, st.integers(max_value=0)), "float": (FLOATS, not_float),
-                     "str": (STRINGS, not_str), "choice": (CHOICES, st.text(max_size=10))}[kind]  # fmt: skip
+    table, values = {
+        "int": (INTS, not_int),
+        "count": (COUNTS, st.integers(max_value=0)),
+        "float": (FLOATS, not_float),
+        "str": (STRINGS, not_str),
+        "choice": (CHOICES, st.text(max_size=10)),
+    }[kind]
     section, key = draw(_field(table))
     value = draw(values)
-    if kind == "choice" and value in ("streaming", "cached", "offline", "online", "disabled", "both", "cond",
-                                      "uncond", "float32", "float16"):  # fmt: skip
+    if kind == "choice" and value in (
+        "streaming",
+        "cached",
+        "offline",
+        "online",
+        "disabled",
+        "both",
+        "cond",
+        "uncond",
+        "float32",
+        "float16",
+    ):
         value += "x"
     if kind == "int" and section == "" and key == "n_checkpoints" and value is None:
         value = "none"
@@ -125,20 +155,50 @@ def test_arbitrary_text_as_a_config_or_spec_is_a_one_line_error(text, capsys, mo
 
 
 bad_edit_fields = st.one_of(
-    st.fixed_dictionaries({"latents": st.one_of(st.just([]), st.lists(st.integers(max_value=-1), min_size=1),
-                                                st.text(max_size=4), st.lists(st.text(), min_size=1))}),
+    st.fixed_dictionaries(
+        {
+            "latents": st.one_of(
+                st.just([]),
+                st.lists(st.integers(max_value=-1), min_size=1),
+                st.text(max_size=4),
+                st.lists(st.text(), min_size=1),
+            )
+        }
+    ),
     st.fixed_dictionaries({"op": st.text(max_size=6).filter(lambda o: o not in ("add", "clamp", "scale", "zero"))}),
-    st.fixed_dictionaries({"value": st.one_of(not_float.filter(lambda v: not isinstance(v, list)),
-                                              st.lists(st.floats(), min_size=3, max_size=3))}),
-    st.fixed_dictionaries({"timesteps": st.one_of(st.lists(st.floats(0, 1000), min_size=3, max_size=3),
-                                                  st.just([900.0, 100.0]), st.just(["a", "b"]))}),
-    st.fixed_dictionaries({"steps": st.one_of(st.just([]), st.lists(st.integers(max_value=-1), min_size=1),
-                                              st.lists(st.text(min_size=1), min_size=1))}),
+    st.fixed_dictionaries(
+        {
+            "value": st.one_of(
+                not_float.filter(lambda v: not isinstance(v, list)), st.lists(st.floats(), min_size=3, max_size=3)
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "timesteps": st.one_of(
+                st.lists(st.floats(0, 1000), min_size=3, max_size=3), st.just([900.0, 100.0]), st.just(["a", "b"])
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "steps": st.one_of(
+                st.just([]), st.lists(st.integers(max_value=-1), min_size=1), st.lists(st.text(min_size=1), min_size=1)
+            )
+        }
+    ),
     st.fixed_dictionaries({"box": st.lists(st.floats(-1, 2), max_size=5)}),
     st.fixed_dictionaries({"branch": st.text(max_size=6).filter(lambda b: b not in ("both", "cond", "uncond"))}),
-    st.dictionaries(names.filter(lambda k: k not in ("hook", "latents", "op", "value", "timesteps", "steps", "box",
-                                                     "mask", "tokens", "branch")), st.integers(), min_size=1),
-)  # fmt: skip
+    st.dictionaries(
+        names.filter(
+            lambda k: (
+                k not in ("hook", "latents", "op", "value", "timesteps", "steps", "box", "mask", "tokens", "branch")
+            )
+        ),
+        st.integers(),
+        min_size=1,
+    ),
+)
 
 
 @SETTINGS
@@ -168,9 +228,15 @@ json_values = st.recursive(
 
 @pytest.mark.parametrize("command", ["eval", "dashboard"])
 @SETTINGS
-@given(cfg=st.one_of(json_values, st.fixed_dictionaries({"architecture": st.sampled_from(["tide", "topk"]),
-                                                           "d_in": json_values, "d_sae": json_values})),
-       weights=st.one_of(st.none(), st.binary(max_size=64)))  # fmt: skip
+@given(
+    cfg=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {"architecture": st.sampled_from(["tide", "topk"]), "d_in": json_values, "d_sae": json_values}
+        ),
+    ),
+    weights=st.one_of(st.none(), st.binary(max_size=64)),
+)
 def test_generated_bad_sae_folders_are_one_line_errors(command, cfg, weights, capsys):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "sae"

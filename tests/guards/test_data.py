@@ -39,19 +39,28 @@ def nan_sae_dir(tmp_path_factory):
 
 def test_harvest_stops_at_non_finite_activations_naming_batch_and_cause(digits):
     pipe, hooked = digits
-    cfg = HarvestConfig(hook_names=(HOOK,), num_images=2, images_per_batch=2, num_inference_steps=2,
-                        guidance_scale=1e30)  # fmt: skip
+    cfg = HarvestConfig(
+        hook_names=(HOOK,), num_images=2, images_per_batch=2, num_inference_steps=2, guidance_scale=1e30
+    )
     with pytest.raises(ValueError, match=r"harvest batch 0 .*NaN or inf.*guidance_scale=1e\+30"):
         list(harvest_chunks(pipe, hooked, cfg, progress=False))
 
 
 def test_training_stops_at_a_non_finite_batch(tmp_path, monkeypatch):
-    cfg = DiTSAERunnerConfig.from_dict({
-        "model": "digits", "hook_name": HOOK, "sae": {"architecture": "tide", "d_in": 96, "d_sae": 192, "k": 8},
-        "harvest": {"hook_names": [HOOK], "num_images": 4, "images_per_batch": 2, "num_inference_steps": 2},
-        "training_tokens": 64, "batch_size": 32, "shuffle_buffer": 64, "eval_images": 2,
-        "wandb_mode": "disabled", "output_dir": str(tmp_path / "run"),
-    })  # fmt: skip
+    cfg = DiTSAERunnerConfig.from_dict(
+        {
+            "model": "digits",
+            "hook_name": HOOK,
+            "sae": {"architecture": "tide", "d_in": 96, "d_sae": 192, "k": 8},
+            "harvest": {"hook_names": [HOOK], "num_images": 4, "images_per_batch": 2, "num_inference_steps": 2},
+            "training_tokens": 64,
+            "batch_size": 32,
+            "shuffle_buffer": 64,
+            "eval_images": 2,
+            "wandb_mode": "disabled",
+            "output_dir": str(tmp_path / "run"),
+        }
+    )
     runner = DiTSAETrainingRunner(cfg)
     x = torch.randn(64, 96)
     x[7, 3] = float("inf")
@@ -66,8 +75,21 @@ def test_class_labels_the_backbone_was_not_trained_on_are_refused(digits, tmp_pa
     pipe, _ = digits
     with pytest.raises(ValueError, match=r"\[42\] not classes this backbone was trained on"):
         class_ids(pipe, HarvestConfig(class_labels=(3, 42)))
-    argv = ["edit", "--release", RELEASE, "--hook", HOOK, "--latent", "3", "--class-labels", "42",
-            "--num-inference-steps", "2", "--output-dir", str(tmp_path / "e")]  # fmt: skip
+    argv = [
+        "edit",
+        "--release",
+        RELEASE,
+        "--hook",
+        HOOK,
+        "--latent",
+        "3",
+        "--class-labels",
+        "42",
+        "--num-inference-steps",
+        "2",
+        "--output-dir",
+        str(tmp_path / "e"),
+    ]
     assert main(argv) == 2
     assert "[42] not classes" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
@@ -77,17 +99,29 @@ def test_nan_strengths_are_refused(tmp_path, capsys):
     for value in (math.nan, math.inf, (1.0, math.nan)):
         with pytest.raises(ValueError, match="finite number"):
             LatentEdit(HOOK, (1, 2), "add", value)
-    argv = ["edit", "--release", RELEASE, "--hook", HOOK, "--latent", "3", "--value", "nan",
-            "--output-dir", str(tmp_path / "e")]  # fmt: skip
+    argv = [
+        "edit",
+        "--release",
+        RELEASE,
+        "--hook",
+        HOOK,
+        "--latent",
+        "3",
+        "--value",
+        "nan",
+        "--output-dir",
+        str(tmp_path / "e"),
+    ]
     assert main(argv) == 2
     assert "finite number" in capsys.readouterr().err
 
 
 def test_every_sae_folder_goes_through_the_validating_loader(nan_sae_dir, tmp_path, capsys):
-    for argv in (["eval", "--sae", str(nan_sae_dir), "--output-dir", str(tmp_path / "ev")],
-                 ["dashboard", "--sae", str(nan_sae_dir), "--output-dir", str(tmp_path / "db")],
-                 ["edit", "--sae", str(nan_sae_dir), "--hook", HOOK, "--latent", "1",
-                  "--output-dir", str(tmp_path / "ed")]):  # fmt: skip
+    for argv in (
+        ["eval", "--sae", str(nan_sae_dir), "--output-dir", str(tmp_path / "ev")],
+        ["dashboard", "--sae", str(nan_sae_dir), "--output-dir", str(tmp_path / "db")],
+        ["edit", "--sae", str(nan_sae_dir), "--hook", HOOK, "--latent", "1", "--output-dir", str(tmp_path / "ed")],
+    ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert "NaN or inf in ['W_dec']" in err and len(err.strip().splitlines()) == 1

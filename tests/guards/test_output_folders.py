@@ -19,8 +19,17 @@ from sae_lens_dit.analysis.dashboard.build import MANIFEST, DashboardConfig, bui
 from sae_lens_dit.cli import main
 
 RELEASE, SAE_ID = "tide-dit-tiny/digits", "blocks.1.hook_resid_post/tide"
-TINY = DashboardConfig(num_images=4, num_inference_steps=3, max_latents=3, top_images=2, strip_steps=2,
-                       thumb_size=24, batch_size=4, edges=(0.0, 500.0, 1000.0), steering=False)  # fmt: skip
+TINY = DashboardConfig(
+    num_images=4,
+    num_inference_steps=3,
+    max_latents=3,
+    top_images=2,
+    strip_steps=2,
+    thumb_size=24,
+    batch_size=4,
+    edges=(0.0, 500.0, 1000.0),
+    steering=False,
+)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -50,8 +59,19 @@ def test_harvest_never_overwrites_the_users_readme(tmp_path, capsys):
     out = tmp_path / "data"
     out.mkdir()
     (out / "README.md").write_text("# my notes\n")
-    argv = ["harvest", "--output-dir", str(out), "--num-images", "2", "--num-inference-steps", "2",
-            "--images-per-batch", "2", "--hook", "blocks.1.hook_resid_post"]  # fmt: skip
+    argv = [
+        "harvest",
+        "--output-dir",
+        str(out),
+        "--num-images",
+        "2",
+        "--num-inference-steps",
+        "2",
+        "--images-per-batch",
+        "2",
+        "--hook",
+        "blocks.1.hook_resid_post",
+    ]
     assert main(argv) == 2
     assert "did not write (README.md)" in capsys.readouterr().err
     assert _snapshot(out) == {"README.md": b"# my notes\n"}

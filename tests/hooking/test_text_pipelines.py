@@ -22,14 +22,29 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
     core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>", model_max_length=16)  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        model_max_length=16,
+    )
 
 
 def _clip() -> CLIPTextModelWithProjection:
-    config = CLIPTextConfig(vocab_size=len(WORDS) + 4, hidden_size=32, intermediate_size=37, projection_dim=32,
-                            num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=16,
-                            bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    config = CLIPTextConfig(
+        vocab_size=len(WORDS) + 4,
+        hidden_size=32,
+        intermediate_size=37,
+        projection_dim=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return CLIPTextModelWithProjection(config).eval()
 
 
@@ -37,25 +52,57 @@ def _clip() -> CLIPTextModelWithProjection:
 def sd3():
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(
-        sample_size=32, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=4,
-        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
-    ).eval()  # fmt: skip
-    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
-                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.0609, scaling_factor=1.5035)  # fmt: skip
+        sample_size=32,
+        patch_size=1,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=4,
+    ).eval()
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),
-        text_encoder=_clip(), tokenizer=_tokenizer(), text_encoder_2=_clip(), tokenizer_2=_tokenizer(),
-        text_encoder_3=None, tokenizer_3=None,
-    )  # fmt: skip
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=_clip(),
+        tokenizer=_tokenizer(),
+        text_encoder_2=_clip(),
+        tokenizer_2=_tokenizer(),
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def _sample(pipe, **kwargs) -> np.ndarray:
-    return pipe(prompt=["a red square", "a blue circle"], num_inference_steps=3, height=32, width=32,
-                guidance_scale=5.0, max_sequence_length=16, generator=torch.Generator().manual_seed(3),
-                output_type="np", **kwargs).images  # fmt: skip
+    return pipe(
+        prompt=["a red square", "a blue circle"],
+        num_inference_steps=3,
+        height=32,
+        width=32,
+        guidance_scale=5.0,
+        max_sequence_length=16,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+        **kwargs,
+    ).images
 
 
 def test_sd3_pipeline_is_unchanged_by_an_idle_hooked_model_and_records_both_streams(sd3):

@@ -71,11 +71,15 @@ def installed_wheel(tmp_path_factory) -> Path:
     """The built wheel installed (not editable) into a folder of its own."""
     tmp = tmp_path_factory.mktemp("wheel")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(REPO_ROOT)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(REPO_ROOT)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (tmp / "dist").glob("sae_lens_dit-*.whl")
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp / "site"), str(wheel)], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(tmp / "site"), str(wheel)], check=True, capture_output=True
+    )
     return tmp / "site"
 
 
@@ -93,8 +97,12 @@ def test_installed_wheel_loads_the_bundled_releases_offline(installed_wheel, tmp
     assert Path(report["file"]).resolve().is_relative_to(installed_wheel.resolve())
     shipped = yaml.safe_load((pretrained_dir() / "releases.yaml").read_text())
     assert report["releases"] == {rid: [s["id"] for s in entry["saes"]] for rid, entry in shipped.items()}
-    bundled = {(rid, s["id"], entry["source"]["bundled"] + "/" + s["path"]) for rid, entry in shipped.items()
-               if "bundled" in entry["source"] for s in entry["saes"]}  # fmt: skip
+    bundled = {
+        (rid, s["id"], entry["source"]["bundled"] + "/" + s["path"])
+        for rid, entry in shipped.items()
+        if "bundled" in entry["source"]
+        for s in entry["saes"]
+    }
     assert {f"{rid}|{sid}" for rid, sid, _ in bundled} == set(outputs) and len(outputs) == 13
     for release, sae_id, folder in bundled:  # the checkout's files, read by SAELens's own disk loader
         want = reconstruct(SAE.load_from_disk(str(pretrained_dir() / folder)), X, T)

@@ -140,11 +140,18 @@ GOOD = {
     "cfg_branch": "both",
     "harvest": HarvestConfig().to_dict(),
     "saes": [
-        {"id": "a", "path": "blocks.1.hook_resid_post/tide", "hook": "blocks.1.hook_resid_post",
-         "architecture": "tide", "variance_explained": 0.9, "l0": 16, "denoising_loss_recovered": None}
+        {
+            "id": "a",
+            "path": "blocks.1.hook_resid_post/tide",
+            "hook": "blocks.1.hook_resid_post",
+            "architecture": "tide",
+            "variance_explained": 0.9,
+            "l0": 16,
+            "denoising_loss_recovered": None,
+        }
     ],
     "training_command": "sae-lens-dit train",
-}  # fmt: skip
+}
 MALFORMED = {  # release id -> (field named in the warning, how the entry is broken)
     "tide-test/bad-status": ("status", {"status": "done"}),
     "tide-test/bad-branch": ("cfg_branch", {"cfg_branch": "positive"}),

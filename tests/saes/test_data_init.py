@@ -23,8 +23,12 @@ def _rows(seed: int, n: int = 400, d: int = 6) -> torch.Tensor:
 def test_geometric_median_minimises_summed_distance_like_scipy(seed):
     rows = _rows(seed)
     x = rows.double().numpy()
-    reference = minimize(lambda m: np.linalg.norm(x - m, axis=1).sum(), x.mean(0), method="Nelder-Mead",
-                         options={"xatol": 1e-9, "fatol": 1e-9, "maxiter": 40000, "maxfev": 40000}).x  # fmt: skip
+    reference = minimize(
+        lambda m: np.linalg.norm(x - m, axis=1).sum(),
+        x.mean(0),
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-9, "maxiter": 40000, "maxfev": 40000},
+    ).x
     ours = geometric_median(rows.double()).numpy()
     cost = lambda m: np.linalg.norm(x - m, axis=1).sum()  # noqa: E731
     assert cost(ours) <= cost(reference) + 1e-6  # at least as good as the generic optimiser

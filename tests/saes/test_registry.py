@@ -13,6 +13,7 @@ import sae_lens_dit
 import sae_lens_dit.saes.registration as registry
 import sae_lens_dit.saes.tide_sae as tide_module
 from sae_lens_dit import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
+from sae_lens_dit.conventions import TIDE_ARCHITECTURE
 from sae_lens_dit.saes.loading import validated_huggingface_loader
 
 
@@ -31,7 +32,7 @@ def restore_registries():
 
 
 def test_import_registers_tide_and_keeps_temporal() -> None:
-    assert registry.ARCHITECTURE == "tide"
+    assert TIDE_ARCHITECTURE == "tide"
     assert sae_lens_registry.get_sae_class("tide") == (TideSAE, TideSAEConfig)
     assert sae_lens_registry.get_sae_training_class("tide") == (TideTrainingSAE, TideTrainingSAEConfig)
     assert sae_lens_registry.get_sae_class("temporal")[0] is TemporalSAE

@@ -43,8 +43,9 @@ def test_pipeline_samples_like_dit_pipeline(name):
     images = pipe(class_labels=[0, 1], num_inference_steps=3, generator=gen, output_type="np").images
     assert images.shape == (2, size, size, channels)
     assert images.min() >= 0.0 and images.max() <= 1.0
-    again = pipe(class_labels=[0, 1], num_inference_steps=3, generator=torch.Generator().manual_seed(0),
-                 output_type="np").images  # fmt: skip
+    again = pipe(
+        class_labels=[0, 1], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
     np.testing.assert_array_equal(images, again)  # seeded sampling is reproducible
     assert (
         pipe.default_guidance_scale == json.loads((tiny_dit_dir(name) / "sampling.json").read_text())["guidance_scale"]

@@ -36,8 +36,15 @@ from sae_lens_dit.training.harvest import (
 from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 
 BIN = Path(sys.executable).parent
-HARVEST_ARGS = ["harvest", "--hook", "blocks.1.hook_resid_post", "--num-inference-steps", "4",
-                "--images-per-batch", "4"]  # fmt: skip
+HARVEST_ARGS = [
+    "harvest",
+    "--hook",
+    "blocks.1.hook_resid_post",
+    "--num-inference-steps",
+    "4",
+    "--images-per-batch",
+    "4",
+]
 
 
 def _env() -> dict[str, str]:
@@ -46,8 +53,13 @@ def _env() -> dict[str, str]:
 
 def _torchrun(*command: str) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node 2 ...`, through the venv's python so it works in CI."""
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           *command], env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *command],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _single_process_harvest(cache: Path, out: Path) -> Path:
@@ -61,14 +73,25 @@ def _rows(cache: Path) -> dict[tuple[int, ...], tuple]:
     ds = datasets.load_dataset(str(cache), split="train").with_format("numpy")[:]
     keys = zip(ds["sample"], ds["step"], ds["branch"], ds["token"], strict=True)
     values = zip(ds["blocks.1.hook_resid_post"], ds["timestep"], ds["label"], strict=True)
-    return {tuple(int(k) for k in key): (acts.tobytes(), float(t), int(label)) for key, (acts, t, label) in
-            zip(keys, values, strict=True)}  # fmt: skip
+    return {
+        tuple(int(k) for k in key): (acts.tobytes(), float(t), int(label))
+        for key, (acts, t, label) in zip(keys, values, strict=True)
+    }
 
 
 def test_two_process_harvest_equals_one_process_harvest(tmp_path):
     two = tmp_path / "two"
-    run = _torchrun("--no-python", str(BIN / "sae-lens-dit"), *HARVEST_ARGS, "--num-images", "24", "--seed", "3",
-                    "--output-dir", str(two))  # fmt: skip
+    run = _torchrun(
+        "--no-python",
+        str(BIN / "sae-lens-dit"),
+        *HARVEST_ARGS,
+        "--num-images",
+        "24",
+        "--seed",
+        "3",
+        "--output-dir",
+        str(two),
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "from 2 processes" in run.stdout
     one = _single_process_harvest(two, tmp_path / "one")
@@ -86,8 +109,9 @@ def test_datasets_reads_each_cache_not_a_stale_copy_of_a_same_named_folder(tmp_p
     pipe = load_tiny_dit("digits")
     hooked = HookedDiT(pipe.transformer)
     for seed in (1, 2):  # two harvests in folders of one name (datasets once keyed its cache on the name)
-        cfg = HarvestConfig(hook_names=("blocks.1.hook_resid_post",), num_images=4, images_per_batch=4,
-                            num_inference_steps=2, seed=seed)  # fmt: skip
+        cfg = HarvestConfig(
+            hook_names=("blocks.1.hook_resid_post",), num_images=4, images_per_batch=4, num_inference_steps=2, seed=seed
+        )
         write_cache(pipe, hooked, cfg, tmp_path / str(seed) / "acts")
     (tmp_path / "2" / "acts" / ".shard-00001.parquet.tmp").write_bytes(b"half a shard")  # as a killed harvest leaves
     first, second = (_rows(tmp_path / str(seed) / "acts") for seed in (1, 2))
@@ -156,8 +180,14 @@ def _launch(fn, *args) -> None:
 
 
 def _rank_main(rank: int, fn, port: int, *args) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     try:
         fn(rank, *args)
@@ -173,8 +203,14 @@ def _new_sae(architecture: str):
 
 def _trained(architecture: str, trainer_cls: type, batches, timesteps) -> SAETrainer:
     sae = _new_sae(architecture)
-    cfg = SAETrainerConfig(total_training_samples=STEPS * ROWS, train_batch_size_samples=ROWS, lr=1e-2, lr_end=1e-3,
-                           dead_feature_window=1, feature_sampling_window=1000)  # fmt: skip
+    cfg = SAETrainerConfig(
+        total_training_samples=STEPS * ROWS,
+        train_batch_size_samples=ROWS,
+        lr=1e-2,
+        lr_end=1e-3,
+        dead_feature_window=1,
+        feature_sampling_window=1000,
+    )
     trainer = trainer_cls(cfg, sae, feed_timesteps(zip(batches, timesteps, strict=True), sae))
     trainer.fit()
     return trainer
@@ -190,8 +226,13 @@ def _gradients(architecture: str, x: torch.Tensor, t: torch.Tensor, data_paralle
     sae = _new_sae(architecture)
     handles = all_reduce_gradients(sae) if data_parallel else []
     coefficients = {k: getattr(c, "value", c) for k, c in sae.get_coefficients().items()}
-    step = TrainStepInput(sae_in=next(feed_timesteps([(x, t)], sae)), coefficients=coefficients,
-                          dead_neuron_mask=None, n_training_steps=0, is_logging_step=False)  # fmt: skip
+    step = TrainStepInput(
+        sae_in=next(feed_timesteps([(x, t)], sae)),
+        coefficients=coefficients,
+        dead_neuron_mask=None,
+        n_training_steps=0,
+        is_logging_step=False,
+    )
     sae.training_forward_pass(step).loss.backward()
     for handle in handles:
         handle.remove()
@@ -214,8 +255,10 @@ def test_data_parallel_steps_equal_one_process_on_the_union_of_batches(architect
     t = torch.rand(STEPS, ROWS, generator=generator) * 1000
     _launch(_data_parallel_steps, architecture, x, t, tmp_path)
     # One process on the union of the batches: its first gradient, then the 3 steps.
-    reference = {**_state(_trained(architecture, SAETrainer, list(x), list(t))),
-                 **_gradients(architecture, x[0], t[0], data_parallel=False)}  # fmt: skip
+    reference = {
+        **_state(_trained(architecture, SAETrainer, list(x), list(t))),
+        **_gradients(architecture, x[0], t[0], data_parallel=False),
+    }
 
     # Dead latents after step 2 (window 1) make step 3's AuxK depend on the merged statistics.
     assert 0 < int((reference["since_fired"] > 1).sum()) < 64

@@ -16,17 +16,27 @@ from sae_lens_dit.training.runner import PRESETS, DiTSAETrainingRunner, preset_c
 
 def _dit_xl_layout(num_layers: int) -> DiTTransformer2DModel:
     return DiTTransformer2DModel(
-        num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=num_layers,
-        patch_size=2, sample_size=32, num_embeds_ada_norm=1000, norm_type="ada_norm_zero",
-        activation_fn="gelu-approximate", attention_bias=True, norm_elementwise_affine=False,
-    )  # fmt: skip
+        num_attention_heads=16,
+        attention_head_dim=72,
+        in_channels=4,
+        out_channels=8,
+        num_layers=num_layers,
+        patch_size=2,
+        sample_size=32,
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_zero",
+        activation_fn="gelu-approximate",
+        attention_bias=True,
+        norm_elementwise_affine=False,
+    )
 
 
 def test_dit_xl_preset_runs_end_to_end_on_a_shrunk_model(tmp_path):
     torch.manual_seed(0)
     folder = tmp_path / "dit-xl-shrunk"
-    pipe = DiTPipeline(transformer=_dit_xl_layout(num_layers=1), vae=AutoencoderKL(latent_channels=4),
-                       scheduler=DDIMScheduler())  # fmt: skip
+    pipe = DiTPipeline(
+        transformer=_dit_xl_layout(num_layers=1), vae=AutoencoderKL(latent_channels=4), scheduler=DDIMScheduler()
+    )
     pipe.save_pretrained(folder)
     index = json.loads((folder / "model_index.json").read_text())  # the Hub repo carries its label map here
     (folder / "model_index.json").write_text(json.dumps({**index, "id2label": {"0": "tench", "1": "goldfish"}}))

@@ -77,8 +77,7 @@ def _env():
 
 def test_killed_harvest_leaves_complete_shards_and_resumes(tmp_path):
     out = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-c", _HARVEST_SCRIPT, str(out)], env=_env(),
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", _HARVEST_SCRIPT, str(out)], env=_env(), stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list(out.glob("shard-*.parquet"))) < 3 and time.time() < deadline:
         time.sleep(0.02)
@@ -90,12 +89,15 @@ def test_killed_harvest_leaves_complete_shards_and_resumes(tmp_path):
         datasets.Dataset.from_parquet(str(shard))
     kept = {s.name: s.stat().st_mtime_ns for s in shards}
 
-    subprocess.run([sys.executable, "-c", _HARVEST_SCRIPT, str(out)], env=_env(), check=True,
-                   stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run([sys.executable, "-c", _HARVEST_SCRIPT, str(out)], env=_env(), check=True, stderr=subprocess.DEVNULL)
     assert len(list(out.glob("shard-*.parquet"))) == 30
     assert not list(out.glob("*.tmp"))
     assert all(Path(out / name).stat().st_mtime_ns == t for name, t in kept.items())  # resumed, not redone
-    subprocess.run([sys.executable, "-c", _HARVEST_SCRIPT, str(tmp_path / "fresh")], env=_env(), check=True,
-                   stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", _HARVEST_SCRIPT, str(tmp_path / "fresh")],
+        env=_env(),
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
     for a, b in zip(read_cache(out), read_cache(tmp_path / "fresh"), strict=True):
         assert torch.equal(a.activations["blocks.1.hook_resid_post"], b.activations["blocks.1.hook_resid_post"])

@@ -28,13 +28,30 @@ def pixart():
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     encoder = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2))
     transformer = PixArtTransformer2DModel(
-        sample_size=8, num_layers=2, patch_size=2, attention_head_dim=2, num_attention_heads=2, in_channels=4,
-        cross_attention_dim=8, out_channels=8, attention_bias=True, activation_fn="gelu-approximate",
-        num_embeds_ada_norm=8, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
-        use_additional_conditions=False, caption_channels=None,
-    )  # fmt: skip
-    pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=encoder.eval(), vae=AutoencoderKL(),
-                               transformer=transformer.eval(), scheduler=DDIMScheduler())  # fmt: skip
+        sample_size=8,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=2,
+        num_attention_heads=2,
+        in_channels=4,
+        cross_attention_dim=8,
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=8,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+        caption_channels=None,
+    )
+    pipe = PixArtAlphaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=encoder.eval(),
+        vae=AutoencoderKL(),
+        transformer=transformer.eval(),
+        scheduler=DDIMScheduler(),
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

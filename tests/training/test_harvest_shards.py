@@ -25,8 +25,19 @@ def test_truncated_shard_is_detected_then_resampled(tmp_path, capsys, caplog):
         check_cache_complete(out)
     with pytest.raises(ValueError, match="truncated or corrupt"):
         list(read_cache(out))
-    argv = ["harvest", "--output-dir", str(out), "--num-images", "4", "--images-per-batch", "2",
-            "--num-inference-steps", "2", "--hook", HOOK]  # fmt: skip
+    argv = [
+        "harvest",
+        "--output-dir",
+        str(out),
+        "--num-images",
+        "4",
+        "--images-per-batch",
+        "2",
+        "--num-inference-steps",
+        "2",
+        "--hook",
+        HOOK,
+    ]
     assert main(argv) == 2  # the CLI's defaults differ from CFG in other fields: refused, untouched
     assert "other settings" in capsys.readouterr().err
     write_cache(pipe, HookedDiT(pipe.transformer), CFG, out, model="digits")

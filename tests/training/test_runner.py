@@ -76,8 +76,9 @@ DiTSAETrainingRunner(DiTSAERunnerConfig.from_dict(json.loads(sys.argv[1]))).run(
 
 def _run(cfg: dict, wait: bool = True) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _RUN_SCRIPT, json.dumps(cfg)], env=env,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN_SCRIPT, json.dumps(cfg)], env=env, stderr=subprocess.PIPE, text=True
+    )
     if wait:
         _, err = proc.communicate()
         assert proc.returncode == 0, err[-3000:]
@@ -85,8 +86,12 @@ def _run(cfg: dict, wait: bool = True) -> subprocess.Popen:
 
 
 def test_killed_training_resumes_to_the_same_weights(tiny_run_dict, tmp_path):
-    long = {**tiny_run_dict, "training_tokens": 64 * 60, "n_checkpoints": 3,
-            "harvest": {**tiny_run_dict["harvest"], "num_images": 120}}  # fmt: skip
+    long = {
+        **tiny_run_dict,
+        "training_tokens": 64 * 60,
+        "n_checkpoints": 3,
+        "harvest": {**tiny_run_dict["harvest"], "num_images": 120},
+    }
     _run({**long, "output_dir": str(tmp_path / "whole")})
 
     killed = {**long, "output_dir": str(tmp_path / "killed")}
@@ -120,8 +125,11 @@ def test_wandb_offline_run_holds_the_logged_metrics(tiny_run_dict):
 
 
 def test_unknown_hook_is_refused_with_close_names(tiny_run_dict):
-    bad = {**tiny_run_dict, "hook_name": "blocks.1.hook_resid_pst",
-           "harvest": {**tiny_run_dict["harvest"], "hook_names": ["blocks.1.hook_resid_pst"]}}  # fmt: skip
+    bad = {
+        **tiny_run_dict,
+        "hook_name": "blocks.1.hook_resid_pst",
+        "harvest": {**tiny_run_dict["harvest"], "hook_names": ["blocks.1.hook_resid_pst"]},
+    }
     with pytest.raises(ValueError, match="blocks.1.hook_resid_post"):
         DiTSAETrainingRunner(DiTSAERunnerConfig.from_dict(bad))
 
@@ -176,10 +184,15 @@ def test_b_dec_starts_at_the_geometric_median_of_the_first_training_rows(tiny_ru
     runner = DiTSAETrainingRunner(DiTSAERunnerConfig.from_dict({**tiny_run_dict, "sae": sae, "init_rows": 500}))
     factor = runner._init_from_data()
     # independent reference: the same harvest's first 500 rows, the trainer's scale sqrt(d_in) / mean norm
-    rows = torch.cat([c.activations[runner.cfg.hook_name] for c in harvest_chunks(
-        runner.pipe, runner.hooked, runner.cfg.harvest, progress=False)]).float()[:500]  # fmt: skip
+    rows = torch.cat(
+        [
+            c.activations[runner.cfg.hook_name]
+            for c in harvest_chunks(runner.pipe, runner.hooked, runner.cfg.harvest, progress=False)
+        ]
+    ).float()[:500]
     expected_factor = 96**0.5 / float(rows.norm(dim=-1).mean()) if normalize != "none" else None
     assert factor == (pytest.approx(expected_factor, rel=1e-5) if expected_factor else None)
-    torch.testing.assert_close(runner.sae.b_dec.data, geometric_median(rows * (expected_factor or 1.0)),
-                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    torch.testing.assert_close(
+        runner.sae.b_dec.data, geometric_median(rows * (expected_factor or 1.0)), rtol=1e-4, atol=1e-4
+    )
     torch.testing.assert_close(runner.sae.W_dec.norm(dim=-1), torch.ones(192), rtol=0, atol=1e-5)

@@ -47,6 +47,7 @@ from sae_lens_dit.analysis.evals import (
     reconstruct,
     sample_images,
 )
+from sae_lens_dit.conventions import PROFILES, sae_display_name
 from sae_lens_dit.hooking.hooked import HookedDiT
 
 logger = logging.getLogger(__name__)
@@ -112,8 +113,10 @@ class DashboardConfig:
         if len(self.edges) < 2 or list(self.edges) != sorted(self.edges):
             raise ValueError(f"DashboardConfig.edges must be at least two increasing timesteps, received {self.edges}")
         if not 0 < self.steering_strength < float("inf"):
-            raise ValueError(f"DashboardConfig.steering_strength must be a positive multiple of the typical value, "
-                             f"received {self.steering_strength}")  # fmt: skip
+            raise ValueError(
+                f"DashboardConfig.steering_strength must be a positive multiple of the typical value, "
+                f"received {self.steering_strength}"
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,8 +212,9 @@ def _measured_factors(model: str, images: np.ndarray) -> dict[str, np.ndarray]:
     return shape_factor_values(measured.hue, measured.size, measured.center)
 
 
-def sample_trajectories(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], model: str,
-                        cfg: DashboardConfig) -> Trajectories:  # fmt: skip
+def sample_trajectories(
+    pipe: Any, hooked: HookedDiT, hooks: Sequence[str], model: str, cfg: DashboardConfig
+) -> Trajectories:
     """Sample `cfg.num_images` images and record every token of `hooks` at every step (cond branch)."""
     hooked.check_hook_names(hooks)
     names = _class_names(pipe)
@@ -226,11 +230,17 @@ def sample_trajectories(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], mode
         )
     starts = range(0, cfg.num_images, cfg.batch_size)
     per_call = [predictions[i * steps : (i + 1) * steps] for i in range(len(starts))]
-    pred = torch.stack([
-        torch.cat([call[s][: min(cfg.batch_size, cfg.num_images - start)] for call, start in zip(per_call, starts,
-                                                                                                  strict=True)])
-        for s in range(steps)
-    ])  # fmt: skip
+    pred = torch.stack(
+        [
+            torch.cat(
+                [
+                    call[s][: min(cfg.batch_size, cfg.num_images - start)]
+                    for call, start in zip(per_call, starts, strict=True)
+                ]
+            )
+            for s in range(steps)
+        ]
+    )
     rows = {hook: rec.rows(hook) for hook in hooks}
     activations = {hook: _arrange(r, steps, cfg.num_images, cfg.batch_size) for hook, r in rows.items()}
     first = rows[hooks[0]]
@@ -247,8 +257,9 @@ def sample_trajectories(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], mode
     factors = {"class": np.asarray(labels), **_measured_factors(model, images)}
     factor_names = {"class": [names.get(i, str(i)) for i in range(max(names) + 1)]}
     factor_names |= {k: SHAPE_FACTOR_NAMES[k] for k in factors if k in SHAPE_FACTOR_NAMES}
-    return Trajectories(model, activations, timesteps, pred, images, np.asarray(labels), factors, factor_names,
-                        grid, pipe.vae)  # fmt: skip
+    return Trajectories(
+        model, activations, timesteps, pred, images, np.asarray(labels), factors, factor_names, grid, pipe.vae
+    )
 
 
 def _arrange(rows: dict[str, Tensor], steps: int, num_images: int, batch_size: int) -> Tensor:
@@ -287,8 +298,9 @@ def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: 
     x = traj.activations[sae.cfg.metadata.hook_name]  # [steps, images, tokens, d]
     steps, n_images, tokens, _ = x.shape
     flat_t = traj.timesteps[:, None, None].expand(steps, n_images, tokens).reshape(-1)
-    stats = latent_timestep_stats(sae, x.reshape(-1, x.shape[-1]).to(sae.device, sae.dtype), flat_t.to(sae.device),
-                                  edges, batch_rows)  # fmt: skip
+    stats = latent_timestep_stats(
+        sae, x.reshape(-1, x.shape[-1]).to(sae.device, sae.dtype), flat_t.to(sae.device), edges, batch_rows
+    )
     step_max = torch.zeros(steps, n_images, sae.cfg.d_sae)
     step_mean = torch.zeros_like(step_max)
     per_chunk = max(1, batch_rows // tokens)
@@ -310,13 +322,26 @@ def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: 
     breakdown, fired_share = {}, {}
     for family, values in traj.factors.items():
         n_values = len(traj.factor_names.get(family, [])) or int(values.max()) + 1
-        breakdown[family] = np.stack([image_mean[values == v].mean(0) if (values == v).any()
-                                      else np.zeros(sae.cfg.d_sae) for v in range(n_values)])  # fmt: skip
-        fired_share[family] = np.stack([fired[values == v].mean(0) if (values == v).any()
-                                        else np.zeros(sae.cfg.d_sae) for v in range(n_values)])  # fmt: skip
+        breakdown[family] = np.stack(
+            [
+                image_mean[values == v].mean(0) if (values == v).any() else np.zeros(sae.cfg.d_sae)
+                for v in range(n_values)
+            ]
+        )
+        fired_share[family] = np.stack(
+            [fired[values == v].mean(0) if (values == v).any() else np.zeros(sae.cfg.d_sae) for v in range(n_values)]
+        )
     typical = _medians(torch.cat(active_ids), torch.cat(active_codes), sae.cfg.d_sae)
-    return LatentSummary(stats, stats.profile(), density.numpy(), step_max.amax((0, 1)).numpy(), step_max,
-                         breakdown, fired_share, typical)  # fmt: skip
+    return LatentSummary(
+        stats,
+        stats.profile(),
+        density.numpy(),
+        step_max.amax((0, 1)).numpy(),
+        step_max,
+        breakdown,
+        fired_share,
+        typical,
+    )
 
 
 def _medians(ids: Tensor, values: Tensor, n: int) -> np.ndarray:
@@ -364,12 +389,14 @@ def token_heatmap(values: np.ndarray, grid: tuple[int, int], size: tuple[int, in
     if values.shape != (rows * cols,):
         raise ValueError(f"expected {rows * cols} token values for a {rows}x{cols} grid, received {values.shape}")
     height, width = size
-    return values.reshape(rows, cols)[np.arange(height)[:, None] * rows // height,
-                                      np.arange(width)[None] * cols // width]  # fmt: skip
+    return values.reshape(rows, cols)[
+        np.arange(height)[:, None] * rows // height, np.arange(width)[None] * cols // width
+    ]
 
 
-def render_thumbnail(frame: np.ndarray, size: int, heat: np.ndarray | None = None,
-                     grid: tuple[int, int] | None = None) -> bytes:  # fmt: skip
+def render_thumbnail(
+    frame: np.ndarray, size: int, heat: np.ndarray | None = None, grid: tuple[int, int] | None = None
+) -> bytes:
     """PNG bytes of a frame [H, W, C] uint8 resized to size x size, with `heat` [tokens] in [0, 1] (a latent's
     activation per token over its maximum) overlaid as a red heatmap."""
     image = Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame).convert("RGB")
@@ -400,11 +427,6 @@ class DashboardBuild:
     removed: int
 
 
-def sae_name(sae: Any) -> str:
-    """`<hook>/<architecture>`, the SAE ids of the bundled releases."""
-    return f"{sae.cfg.metadata.hook_name}/{sae.cfg.architecture()}"
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "sae"
 
@@ -416,11 +438,13 @@ def _check_sae(sae: Any, hooked: HookedDiT, model: str) -> None:
             hooked.check_hook_names([hook])
         except ValueError as err:
             raise ValueError(
-                f"SAE {sae_name(sae)} reads hook {hook!r}, which model {model!r} does not have: {err}"
+                f"SAE {sae_display_name(sae)} reads hook {hook!r}, which model {model!r} does not have: {err}"
             ) from None
     if sae.cfg.d_in != hooked.d_model:
-        raise ValueError(f"SAE {sae_name(sae)} has d_in={sae.cfg.d_in} but {hook!r} of {model!r} carries "
-                         f"d_model={hooked.d_model}: the SAE was trained on another backbone")  # fmt: skip
+        raise ValueError(
+            f"SAE {sae_display_name(sae)} has d_in={sae.cfg.d_in} but {hook!r} of {model!r} carries "
+            f"d_model={hooked.d_model}: the SAE was trained on another backbone"
+        )
 
 
 def _page_latents(summary: LatentSummary, cfg: DashboardConfig, d_sae: int) -> list[int]:
@@ -432,8 +456,9 @@ def _page_latents(summary: LatentSummary, cfg: DashboardConfig, d_sae: int) -> l
     return [i for i in range(d_sae) if summary.max_activation[i] > 0][: cfg.max_latents]
 
 
-def build_dashboard(saes: Sequence[Any], output_dir: str | Path, cfg: DashboardConfig | None = None,
-                    progress: bool = True) -> DashboardBuild:  # fmt: skip
+def build_dashboard(
+    saes: Sequence[Any], output_dir: str | Path, cfg: DashboardConfig | None = None, progress: bool = True
+) -> DashboardBuild:
     """Build (or update) the dashboard of each SAE under `output_dir/<sae name>/`, with a root index.
 
     SAEs name their backbone (`cfg.metadata.model_name`) and hook; SAEs of one backbone share one
@@ -450,8 +475,10 @@ def build_dashboard(saes: Sequence[Any], output_dir: str | Path, cfg: DashboardC
     for sae in saes:
         model = getattr(sae.cfg.metadata, "model_name", None)
         if not model or not sae.cfg.metadata.hook_name:
-            raise ValueError(f"SAE {sae_name(sae)} does not name its model and hook in cfg.metadata "
-                             "(model_name, hook_name); set them, as sae-lens-dit train does")  # fmt: skip
+            raise ValueError(
+                f"SAE {sae_display_name(sae)} does not name its model and hook in cfg.metadata "
+                "(model_name, hook_name); set them, as sae-lens-dit train does"
+            )
         by_model.setdefault(model, []).append(sae)
     backbones = {}
     for model, group in by_model.items():  # every SAE is checked before anything is written
@@ -470,7 +497,7 @@ def build_dashboard(saes: Sequence[Any], output_dir: str | Path, cfg: DashboardC
         logger.info("sampling %d images of %s for %s", cfg.num_images, model, hooks)
         traj = sample_trajectories(pipe, hooked, hooks, model, cfg)
         for sae in group:
-            name = sae_name(sae)
+            name = sae_display_name(sae)
             folder = _slug(name)
             while folder in {p.name for p in sites.values()}:
                 folder += "_"
@@ -483,8 +510,15 @@ def build_dashboard(saes: Sequence[Any], output_dir: str | Path, cfg: DashboardC
     return DashboardBuild(root / "index.html", sites, files_.written, files_.reused, files_.removed)
 
 
-def _build_site(sae: Any, traj: Trajectories, files_: SiteFiles, folder: str, cfg: DashboardConfig,
-                steering: Callable[..., list[dict[str, Any]]] | None, progress: bool) -> dict[str, Any]:  # fmt: skip
+def _build_site(
+    sae: Any,
+    traj: Trajectories,
+    files_: SiteFiles,
+    folder: str,
+    cfg: DashboardConfig,
+    steering: Callable[..., list[dict[str, Any]]] | None,
+    progress: bool,
+) -> dict[str, Any]:
     """Write one SAE's index and latent pages; returns its entry for the root index."""
     summary = summarize(sae, traj, cfg.edges)
     d_sae = sae.cfg.d_sae
@@ -494,27 +528,43 @@ def _build_site(sae: Any, traj: Trajectories, files_: SiteFiles, folder: str, cf
     class_names = traj.factor_names["class"]
     pages = set(page_ids)
     full = (summary.stats.rows > 0).nonzero().squeeze(1).tolist()  # buckets some denoising step fell in
-    info = {"name": sae_name(sae), "model": traj.model, "hook": sae.cfg.metadata.hook_name,
-            "architecture": sae.cfg.architecture(), "d_sae": d_sae, "images": len(traj.labels),
-            "steps": len(traj.timesteps), "edges": list(cfg.edges), "folder": folder,
-            "profiles": {p: summary.profile.count(p) for p in ("early", "late", "persistent", "dead")},
-            "dead": int((summary.density == 0).sum()),
-            "dense": int((summary.density > DENSE_THRESHOLD).sum())}  # fmt: skip
+    info = {
+        "name": sae_display_name(sae),
+        "model": traj.model,
+        "hook": sae.cfg.metadata.hook_name,
+        "architecture": sae.cfg.architecture(),
+        "d_sae": d_sae,
+        "images": len(traj.labels),
+        "steps": len(traj.timesteps),
+        "edges": list(cfg.edges),
+        "folder": folder,
+        "profiles": {p: summary.profile.count(p) for p in PROFILES},
+        "dead": int((summary.density == 0).sum()),
+        "dense": int((summary.density > DENSE_THRESHOLD).sum()),
+    }
     rows = [
-        {"id": i, "profile": summary.profile[i], "density": float(summary.density[i]),
-         "max": float(summary.max_activation[i]),
-         "peak": int(summary.stats.frequency[:, i].argmax()) if summary.max_activation[i] > 0 else None,
-         "top_class": class_names[top_value[i]] if summary.max_activation[i] > 0 else "",
-         "selectivity": float(share[i]), "frequency": summary.stats.frequency[full, i].tolist(),
-         "page": i in pages}
+        {
+            "id": i,
+            "profile": summary.profile[i],
+            "density": float(summary.density[i]),
+            "max": float(summary.max_activation[i]),
+            "peak": int(summary.stats.frequency[:, i].argmax()) if summary.max_activation[i] > 0 else None,
+            "top_class": class_names[top_value[i]] if summary.max_activation[i] > 0 else "",
+            "selectivity": float(share[i]),
+            "frequency": summary.stats.frequency[full, i].tolist(),
+            "page": i in pages,
+        }
         for i in range(d_sae)
-    ]  # fmt: skip
+    ]
     files_.write(f"{folder}/index.html", html.sae_index(info, rows).encode())
     for position, i in enumerate(tqdm(page_ids, desc=f"dashboard {info['name']}", disable=not progress)):
-        nav = (page_ids[position - 1] if position else None,
-               page_ids[position + 1] if position + 1 < len(page_ids) else None)  # fmt: skip
-        page = _latent_page(sae, traj, summary, i, info, rows[i], neighbours.get(i, []), pages, nav, files_, folder,
-                            cfg, steering)  # fmt: skip
+        nav = (
+            page_ids[position - 1] if position else None,
+            page_ids[position + 1] if position + 1 < len(page_ids) else None,
+        )
+        page = _latent_page(
+            sae, traj, summary, i, info, rows[i], neighbours.get(i, []), pages, nav, files_, folder, cfg, steering
+        )
         files_.write(f"{folder}/latents/{i}.html", page.encode())
     return info
 
@@ -529,10 +579,21 @@ def _token_activations(sae: Any, traj: Trajectories, pairs: Sequence[tuple[int, 
     return latents[:, latent].float().cpu().view(len(pairs), -1).numpy()
 
 
-def _latent_page(sae: Any, traj: Trajectories, summary: LatentSummary, latent: int, info: dict[str, Any],
-                 row: dict[str, Any], neighbours: list[tuple[int, float]], pages: set[int],
-                 nav: tuple[int | None, int | None], files_: SiteFiles, folder: str, cfg: DashboardConfig,
-                 steering: Callable[..., list[dict[str, Any]]] | None) -> str:  # fmt: skip
+def _latent_page(
+    sae: Any,
+    traj: Trajectories,
+    summary: LatentSummary,
+    latent: int,
+    info: dict[str, Any],
+    row: dict[str, Any],
+    neighbours: list[tuple[int, float]],
+    pages: set[int],
+    nav: tuple[int | None, int | None],
+    files_: SiteFiles,
+    folder: str,
+    cfg: DashboardConfig,
+    steering: Callable[..., list[dict[str, Any]]] | None,
+) -> str:
     stats, peak = summary.stats, row["peak"]
     steps = torch.arange(len(traj.timesteps))
     in_peak = steps if peak is None else steps[bucket_masks(traj.timesteps, cfg.edges)[peak]]
@@ -548,24 +609,45 @@ def _latent_page(sae: Any, traj: Trajectories, summary: LatentSummary, latent: i
     thumbs = []
     for (s, n), frame, h in zip(pairs, frames, heat, strict=True):
         png = render_thumbnail(frame, cfg.thumb_size, h, traj.grid)
-        thumbs.append({"src": "../../" + files_.image(png, f"{folder}/img"), "size": cfg.thumb_size,
-                       "t": float(traj.timesteps[s]), "step": s, "image": n,
-                       "label": traj.factor_names["class"][traj.labels[n]],
-                       "max": float(h.max() * summary.max_activation[latent])})  # fmt: skip
+        thumbs.append(
+            {
+                "src": "../../" + files_.image(png, f"{folder}/img"),
+                "size": cfg.thumb_size,
+                "t": float(traj.timesteps[s]),
+                "step": s,
+                "image": n,
+                "label": traj.factor_names["class"][traj.labels[n]],
+                "max": float(h.max() * summary.max_activation[latent]),
+            }
+        )
     full = (stats.rows > 0).nonzero().squeeze(1).tolist()  # buckets no denoising step fell in are left out
     mids = [(cfg.edges[b] + cfg.edges[b + 1]) / 2 for b in full]
     plots = [
         html.line_plot_svg(mids, stats.frequency[full, latent].tolist(), "firing frequency", "#c0392b"),
         html.line_plot_svg(mids, stats.mean_activation[full, latent].tolist(), "mean activation", "#2c6fbb"),
     ]
-    breakdown = {family: {"names": traj.factor_names.get(family) or [str(v) for v in range(len(means))],
-                          "mean": means[:, latent].tolist(), "fired": summary.fired_share[family][:, latent].tolist()}
-                 for family, means in summary.breakdown.items()}  # fmt: skip
+    breakdown = {
+        family: {
+            "names": traj.factor_names.get(family) or [str(v) for v in range(len(means))],
+            "mean": means[:, latent].tolist(),
+            "fired": summary.fired_share[family][:, latent].tolist(),
+        }
+        for family, means in summary.breakdown.items()
+    }
     steer = None
     if steering is not None and row["peak"] is not None:
         steer = steering(latent, int(traj.labels[strip_image]), summary, files_, folder)
-    return html.latent_page(info, row, thumbs[: len(top_pairs)], thumbs[len(top_pairs) :], plots, breakdown,
-                            [(j, cos, j in pages) for j, cos in neighbours], nav, steer)  # fmt: skip
+    return html.latent_page(
+        info,
+        row,
+        thumbs[: len(top_pairs)],
+        thumbs[len(top_pairs) :],
+        plots,
+        breakdown,
+        [(j, cos, j in pages) for j, cos in neighbours],
+        nav,
+        steer,
+    )
 
 
 def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, float]:
@@ -586,8 +668,9 @@ def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, floa
     return auto_window(curve, stats.edges)
 
 
-def _steering_previews(pipe: Any, hooked: HookedDiT, sae: Any, traj: Trajectories,
-                       cfg: DashboardConfig) -> Callable[..., list[dict[str, Any]]]:  # fmt: skip
+def _steering_previews(
+    pipe: Any, hooked: HookedDiT, sae: Any, traj: Trajectories, cfg: DashboardConfig
+) -> Callable[..., list[dict[str, Any]]]:
     """A function (latent, class, summary, files, folder) -> before / after thumbnails of one sample of the class
     with the latent clamped at `steering_strength` x its typical active value, then zeroed, on every token inside
     its own timestep window (`preview_window`; `interventions.preview_latent`)."""
@@ -602,12 +685,30 @@ def _steering_previews(pipe: Any, hooked: HookedDiT, sae: Any, traj: Trajectorie
         typical, window = float(summary.typical[latent]), preview_window(summary.stats, latent)
         span = f"t {window[0]:g}-{window[1]:g}"
         out = []
-        for op, caption in (("clamp", f"clamp {cfg.steering_strength:g}x typical ({typical:.3g}), {span}"),
-                            ("zero", f"zero, {span}")):  # fmt: skip
-            result = preview_latent(pipe, sae, latent, cfg.steering_strength, seed=cfg.seed, op=op, hooked=hooked,
-                                    typical=typical, window=window, class_labels=[label], **pipe_kwargs)  # fmt: skip
-            thumbs = [{"src": "../../" + files_.image(render_thumbnail(_uint8(im[0]), cfg.thumb_size), f"{folder}/img"),
-                       "size": cfg.thumb_size} for im in (result.before, result.after)]  # fmt: skip
+        for op, caption in (
+            ("clamp", f"clamp {cfg.steering_strength:g}x typical ({typical:.3g}), {span}"),
+            ("zero", f"zero, {span}"),
+        ):
+            result = preview_latent(
+                pipe,
+                sae,
+                latent,
+                cfg.steering_strength,
+                seed=cfg.seed,
+                op=op,
+                hooked=hooked,
+                typical=typical,
+                window=window,
+                class_labels=[label],
+                **pipe_kwargs,
+            )
+            thumbs = [
+                {
+                    "src": "../../" + files_.image(render_thumbnail(_uint8(im[0]), cfg.thumb_size), f"{folder}/img"),
+                    "size": cfg.thumb_size,
+                }
+                for im in (result.before, result.after)
+            ]
             out.append({"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, {caption}"})
         return out
 

@@ -48,8 +48,9 @@ class SiteFiles:
         try:
             listed = json.loads(manifest.read_text())["files"]
         except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{manifest} is not a dashboard manifest ({err}); delete it, or choose a new "
-                             "--output-dir") from None  # fmt: skip
+            raise ValueError(
+                f"{manifest} is not a dashboard manifest ({err}); delete it, or choose a new --output-dir"
+            ) from None
         if not isinstance(listed, dict):
             raise ValueError(f"{manifest}: 'files' must map paths to hashes; choose a new --output-dir")
         for rel in listed:

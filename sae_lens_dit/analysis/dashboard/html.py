@@ -13,10 +13,10 @@ from html import escape
 from typing import Any
 
 from sae_lens_dit.analysis.evals import DENSE_THRESHOLD
+from sae_lens_dit.conventions import TIMESTEP_MAX
 
 PLOT_SIZE = (360, 170)
 PLOT_MARGIN = (48, 12, 14, 34)  # left, right, top, bottom
-T_MAX = 1000.0
 
 
 def _page(title: str, body: str, root: str) -> str:
@@ -36,7 +36,7 @@ def _fmt(value: float) -> str:
 
 def _x(t: float) -> float:
     left, right = PLOT_MARGIN[0], PLOT_SIZE[0] - PLOT_MARGIN[1]
-    return left + (T_MAX - t) / T_MAX * (right - left)
+    return left + (TIMESTEP_MAX - t) / TIMESTEP_MAX * (right - left)
 
 
 def line_plot_svg(t: Sequence[float], values: Sequence[float], label: str, color: str) -> str:
@@ -49,10 +49,12 @@ def line_plot_svg(t: Sequence[float], values: Sequence[float], label: str, color
         return top + (1.0 - v / y_max) * (height - top - bottom)
 
     points = " ".join(f"{_x(a):.1f},{y(v):.1f}" for a, v in zip(t, values, strict=True))
-    parts = [f'<svg class="plot" role="img" aria-label="{escape(label)} against timestep" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
-             f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}"/>',
-             f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}"/>']  # fmt: skip
+    parts = [
+        f'<svg class="plot" role="img" aria-label="{escape(label)} against timestep" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}"/>',
+        f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}"/>',
+    ]
     for tick in (1000, 750, 500, 250, 0):
         parts.append(
             f'<text class="tick" x="{_x(tick):.1f}" y="{height - bottom + 13}" text-anchor="middle">{tick}</text>'
@@ -60,13 +62,17 @@ def line_plot_svg(t: Sequence[float], values: Sequence[float], label: str, color
     for frac in (0.0, 0.5, 1.0):
         v = y_max / 1.1 * frac
         parts.append(f'<text class="tick" x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
-    parts.append(f'<text class="label" x="{(left + width - right) / 2:.0f}" y="{height - 3}" text-anchor="middle">'
-                 f"timestep (1000 = noise) &#8594; denoising</text>")  # fmt: skip
+    parts.append(
+        f'<text class="label" x="{(left + width - right) / 2:.0f}" y="{height - 3}" text-anchor="middle">'
+        f"timestep (1000 = noise) &#8594; denoising</text>"
+    )
     parts.append(f'<text class="label" x="{left + 4}" y="{top + 10}">{escape(label)}</text>')
     parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
     for a, v in zip(t, values, strict=True):
-        parts.append(f'<circle cx="{_x(a):.1f}" cy="{y(v):.1f}" r="3" fill="{color}"><title>t {a:.0f}: '
-                     f"{_fmt(v)}</title></circle>")  # fmt: skip
+        parts.append(
+            f'<circle cx="{_x(a):.1f}" cy="{y(v):.1f}" r="3" fill="{color}"><title>t {a:.0f}: '
+            f"{_fmt(v)}</title></circle>"
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -76,8 +82,10 @@ def sparkline_svg(values: Sequence[float]) -> str:
     top = max(max(values, default=0.0), 1e-12)
     step = 60.0 / max(len(values) - 1, 1)
     points = " ".join(f"{60.0 - i * step:.1f},{16.0 - 14.0 * v / top:.1f}" for i, v in enumerate(values))
-    return (f'<svg class="spark" width="60" height="18" viewBox="0 0 60 18" xmlns="http://www.w3.org/2000/svg">'
-            f'<polyline fill="none" stroke="#c0392b" stroke-width="1.5" points="{points}"/></svg>')  # fmt: skip
+    return (
+        f'<svg class="spark" width="60" height="18" viewBox="0 0 60 18" xmlns="http://www.w3.org/2000/svg">'
+        f'<polyline fill="none" stroke="#c0392b" stroke-width="1.5" points="{points}"/></svg>'
+    )
 
 
 def _bucket(edges: Sequence[float], b: int | None) -> str:
@@ -94,9 +102,11 @@ def root_index(entries: Sequence[dict[str, Any]]) -> str:
         + "</td></tr>"
         for e in entries
     )
-    body = ("<h1>SAE feature dashboards</h1>\n<table class=\"saes\"><thead><tr><th>SAE</th><th>model</th>"
-            "<th>architecture</th><th>latents</th><th>images x steps</th><th>timestep profiles</th></tr></thead>"
-            f"\n<tbody>\n{rows}\n</tbody></table>")  # fmt: skip
+    body = (
+        '<h1>SAE feature dashboards</h1>\n<table class="saes"><thead><tr><th>SAE</th><th>model</th>'
+        "<th>architecture</th><th>latents</th><th>images x steps</th><th>timestep profiles</th></tr></thead>"
+        f"\n<tbody>\n{rows}\n</tbody></table>"
+    )
     return _page("SAE feature dashboards", body, "")
 
 
@@ -121,12 +131,12 @@ def sae_index(info: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     body = (
         f'<p class="nav"><a href="../index.html">all dashboards</a></p>\n<h1>{escape(info["name"])}</h1>\n'
         f'<p class="meta">{escape(info["architecture"])} SAE, {info["d_sae"]} latents, on {escape(info["model"])} '
-        f'{escape(info["hook"])}; statistics over {info["images"]} sampled images x {info["steps"]} denoising steps, '
+        f"{escape(info['hook'])}; statistics over {info['images']} sampled images x {info['steps']} denoising steps, "
         "every token, cond branch. Density: share of tokens on which the latent fires. Selectivity: the top "
         "class's share of the latent's mean activation over classes.</p>\n"
         f'<p class="meta usage">Dead (never fire here): {info["dead"]} of {info["d_sae"]} '
-        f'({info["dead"] / info["d_sae"]:.1%}); dense (fire on more than {DENSE_THRESHOLD:.0%} of tokens): '
-        f'{info["dense"]} ({info["dense"] / info["d_sae"]:.1%}).</p>\n'
+        f"({info['dead'] / info['d_sae']:.1%}); dense (fire on more than {DENSE_THRESHOLD:.0%} of tokens): "
+        f"{info['dense']} ({info['dense'] / info['d_sae']:.1%}).</p>\n"
         '<div class="controls"><input id="search" type="search" placeholder="search: #id, profile, class">'
         f'<select id="profile"><option value="">all profiles</option>{profiles}</select>'
         '<span id="count"></span></div>\n'
@@ -134,8 +144,9 @@ def sae_index(info: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
         '<th data-sort="number">density</th><th data-sort="number">max act</th>'
         '<th data-sort="number">peak t</th><th data-sort="text">top class</th>'
         '<th data-sort="number">selectivity</th><th>frequency (1000 &#8594; 0)</th></tr></thead>\n<tbody>\n'
-        + "\n".join(lines) + "\n</tbody></table>"
-    )  # fmt: skip
+        + "\n".join(lines)
+        + "\n</tbody></table>"
+    )
     return _page(f"{info['name']}: latents", body, "..")
 
 
@@ -145,19 +156,31 @@ def _latent_link(latent: int) -> str:
 
 def _figure(thumb: dict[str, Any], caption: str) -> str:
     size = thumb["size"]
-    return (f'<figure><img src="{escape(thumb["src"])}" alt="{escape(caption)}" width="{size}" height="{size}">'
-            f"<figcaption>{caption}</figcaption></figure>")  # fmt: skip
+    return (
+        f'<figure><img src="{escape(thumb["src"])}" alt="{escape(caption)}" width="{size}" height="{size}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
-def latent_page(info: dict[str, Any], row: dict[str, Any], top: Sequence[dict[str, Any]],
-                strip: Sequence[dict[str, Any]], plots: Sequence[str], breakdown: dict[str, dict[str, list]],
-                neighbours: Sequence[tuple[int, float, bool]], nav: tuple[int | None, int | None],
-                steering: Sequence[dict[str, Any]] | None) -> str:  # fmt: skip
+def latent_page(
+    info: dict[str, Any],
+    row: dict[str, Any],
+    top: Sequence[dict[str, Any]],
+    strip: Sequence[dict[str, Any]],
+    plots: Sequence[str],
+    breakdown: dict[str, dict[str, list]],
+    neighbours: Sequence[tuple[int, float, bool]],
+    nav: tuple[int | None, int | None],
+    steering: Sequence[dict[str, Any]] | None,
+) -> str:
     """One latent: its top images with heatmaps, a strip through denoising, plots, breakdowns, neighbours."""
     latent, edges = row["id"], info["edges"]
     links = ['<a href="../index.html">all latents</a>']
-    links += [f'<a href="{j}.html">{label} #{j}</a>' for j, label in zip(nav, ("previous", "next"), strict=True)
-              if j is not None]  # fmt: skip
+    links += [
+        f'<a href="{j}.html">{label} #{j}</a>'
+        for j, label in zip(nav, ("previous", "next"), strict=True)
+        if j is not None
+    ]
     top_html = (
         "".join(_figure(th, f"{escape(th['label'])}, t {th['t']:.0f}, max {_fmt(th['max'])}") for th in top)
         or '<p class="empty">This latent never fires on the sampled images.</p>'
@@ -172,8 +195,10 @@ def latent_page(info: dict[str, Any], row: dict[str, Any], top: Sequence[dict[st
             f"</td><td>{_fmt(m)}</td><td>{f:.0%}</td></tr>"
             for name, m, f in zip(data["names"], data["mean"], data["fired"], strict=True)
         )
-        tables.append(f'<table class="breakdown"><thead><tr><th>{escape(family)}</th><th colspan="2">mean '
-                      f"activation</th><th>images fired</th></tr></thead><tbody>{cells}</tbody></table>")  # fmt: skip
+        tables.append(
+            f'<table class="breakdown"><thead><tr><th>{escape(family)}</th><th colspan="2">mean '
+            f"activation</th><th>images fired</th></tr></thead><tbody>{cells}</tbody></table>"
+        )
     near = "".join(
         f"<li>{_latent_link(j) if has_page else f'#{j}'} cosine {cos:.3f}</li>" for j, cos, has_page in neighbours
     )

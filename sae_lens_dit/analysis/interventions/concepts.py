@@ -58,8 +58,9 @@ def list_concepts(folder: str | Path) -> dict[str, dict[str, Any]]:
     """{name: index entry} of a concept folder."""
     path = Path(folder) / INDEX
     if not path.exists():
-        raise FileNotFoundError(f"{folder} holds no concepts ({INDEX} missing); build them with "
-                                f"scripts/build_concepts.py")  # fmt: skip
+        raise FileNotFoundError(
+            f"{folder} holds no concepts ({INDEX} missing); build them with scripts/build_concepts.py"
+        )
     return json.loads(path.read_text())
 
 

@@ -45,12 +45,11 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from sae_lens_dit.analysis.evals import timestep_context
 from sae_lens_dit.analysis.interventions.gates import Gate, LinearProbe
+from sae_lens_dit.conventions import BRANCHES, Branch, branch_label, timestep_scope
 from sae_lens_dit.guards.config import load_sae_folder, read_config_file
-from sae_lens_dit.hooking.call_context import COND, UNCOND
 from sae_lens_dit.hooking.hooked import HookedDiT
-from sae_lens_dit.hooking.recording import BRANCHES, Branch, StepTracker
+from sae_lens_dit.hooking.recording import StepTracker
 
 logger = logging.getLogger(__name__)
 
@@ -119,22 +118,26 @@ class LatentEdit:
             object.__setattr__(self, "value", value)
         if self.timesteps is not None:
             if len(self.timesteps) != 2 or not all(_is_finite_number(v) for v in self.timesteps):
-                raise ValueError(f"{where}: timesteps must be a window [low, high] of numbers, received "
-                                 f"{self.timesteps!r}")  # fmt: skip
+                raise ValueError(
+                    f"{where}: timesteps must be a window [low, high] of numbers, received {self.timesteps!r}"
+                )
             low, high = (float(v) for v in self.timesteps)
             if not low <= high:
                 raise ValueError(f"{where}: timesteps window needs low <= high, received {self.timesteps}")
             object.__setattr__(self, "timesteps", (low, high))
         if self.steps is not None:
             if not self.steps or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.steps):
-                raise ValueError(f"{where}: steps must be a non-empty list of step indices (0 = first), received "
-                                 f"{self.steps!r}")  # fmt: skip
+                raise ValueError(
+                    f"{where}: steps must be a non-empty list of step indices (0 = first), received {self.steps!r}"
+                )
             object.__setattr__(self, "steps", tuple(self.steps))
         if self.box is not None:
             box = tuple(float(v) for v in self.box)
             if len(box) != 4 or not (0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0):
-                raise ValueError(f"{where}: box must be (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, "
-                                 f"received {self.box}")  # fmt: skip
+                raise ValueError(
+                    f"{where}: box must be (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, "
+                    f"received {self.box}"
+                )
             object.__setattr__(self, "box", box)
         if sum(v is not None for v in (self.box, self.mask, self.tokens)) > 1:
             raise ValueError(f"{where}: give one of box, mask or tokens, not several")
@@ -154,8 +157,10 @@ class LatentEdit:
         if self.typical is not None:
             typical = tuple(self.typical)
             if len(typical) != len(latents) or not all(_is_finite_number(v) and v >= 0 for v in typical):
-                raise ValueError(f"{where}: typical needs one non-negative number per latent ({len(latents)}), "
-                                 f"received {self.typical!r}")  # fmt: skip
+                raise ValueError(
+                    f"{where}: typical needs one non-negative number per latent ({len(latents)}), "
+                    f"received {self.typical!r}"
+                )
             object.__setattr__(self, "typical", tuple(float(v) for v in typical))
         if self.unit == "typical" and self.typical is None and self.op not in ("scale", "zero"):
             raise ValueError(f"{where}: unit typical needs `typical` (one value per latent, from a LatentSelection)")
@@ -163,8 +168,9 @@ class LatentEdit:
         if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in competitors):
             raise ValueError(f"{where}: competitors must be latent indices, received {self.competitors!r}")
         if set(competitors) & set(latents):
-            raise ValueError(f"{where}: latents {sorted(set(competitors) & set(latents))} are both targets and "
-                             f"competitors")  # fmt: skip
+            raise ValueError(
+                f"{where}: latents {sorted(set(competitors) & set(latents))} are both targets and competitors"
+            )
         if competitors and self.op != "swap":
             raise ValueError(f"{where}: competitors are only used by op swap, received op {self.op!r}")
         object.__setattr__(self, "competitors", competitors)
@@ -329,23 +335,29 @@ def token_grid(n_tokens: int, hooked: HookedDiT | None = None) -> tuple[int, int
                 return height // patch, width // patch
     side = int(round(n_tokens**0.5))
     if side * side != n_tokens:
-        raise ValueError(f"cannot lay {n_tokens} tokens out on a grid (not square and not the model's configured "
-                         f"size); spatial edits need a known token grid")  # fmt: skip
+        raise ValueError(
+            f"cannot lay {n_tokens} tokens out on a grid (not square and not the model's configured "
+            f"size); spatial edits need a known token grid"
+        )
     return side, side
 
 
 def region_mask(
-    grid: tuple[int, int], box: Sequence[float] | None = None, mask: str | None = None,
+    grid: tuple[int, int],
+    box: Sequence[float] | None = None,
+    mask: str | None = None,
     tokens: Sequence[int] | None = None,
-) -> Tensor | None:  # fmt: skip
+) -> Tensor | None:
     """[tokens] bool, row-major over the token grid: tokens whose centre is in `box` (x0, y0, x1, y1 in
     fractions of the image), where the mask image, resized to the grid, is brighter than half, or the
     listed `tokens`. None when none is given (every token)."""
     rows, cols = grid
     if tokens is not None:
         if max(tokens) >= rows * cols:
-            raise ValueError(f"token position(s) {[i for i in tokens if i >= rows * cols]} out of range; the image "
-                             f"has {rows * cols} tokens ({rows} x {cols})")  # fmt: skip
+            raise ValueError(
+                f"token position(s) {[i for i in tokens if i >= rows * cols]} out of range; the image "
+                f"has {rows * cols} tokens ({rows} x {cols})"
+            )
         inside = torch.zeros(rows * cols, dtype=torch.bool)
         inside[list(tokens)] = True
         return inside
@@ -377,12 +389,15 @@ class SteeringTrace:
         out = []
         for index in sorted({r["edit"] for r in self.records}):
             records = self.touched(index)
-            out.append({
-                "edit": index, "calls": len(records),
-                "steps": sorted({r["step"] for r in records}),
-                "timestep_range": [min(r["timestep"] for r in records), max(r["timestep"] for r in records)],
-                "rows_x_tokens": sum(r["rows"] * r["tokens"] for r in records),
-            })  # fmt: skip
+            out.append(
+                {
+                    "edit": index,
+                    "calls": len(records),
+                    "steps": sorted({r["step"] for r in records}),
+                    "timestep_range": [min(r["timestep"] for r in records), max(r["timestep"] for r in records)],
+                    "rows_x_tokens": sum(r["rows"] * r["tokens"] for r in records),
+                }
+            )
         return out
 
 
@@ -404,8 +419,15 @@ class _StepCounter:
 class _SAESteering:
     """The hook function of one SAE's edits (the order of `edits` is the order they apply in)."""
 
-    def __init__(self, hooked: HookedDiT, sae: SAE, edits: list[tuple[int, LatentEdit]], use_error_term: bool,
-                 steps: _StepCounter, trace: SteeringTrace):  # fmt: skip
+    def __init__(
+        self,
+        hooked: HookedDiT,
+        sae: SAE,
+        edits: list[tuple[int, LatentEdit]],
+        use_error_term: bool,
+        steps: _StepCounter,
+        trace: SteeringTrace,
+    ):
         self.hooked, self.sae, self.edits, self.use_error_term = hooked, sae, edits, use_error_term
         self.steps, self.trace = steps, trace
         self.columns = sorted({i for _, edit in edits for i in edit.columns})  # edited latents, ascending
@@ -415,8 +437,10 @@ class _SAESteering:
         for _, edit in edits:
             probe = self._probes.get(edit.gate.probe) if edit.gate is not None else None
             if probe is not None and probe.hook and probe.hook != edit.hook:
-                raise ValueError(f"edit at {edit.hook}: its gate's probe {edit.gate.probe} was fitted on {probe.hook}; "
-                                 f"fit a probe on {edit.hook}")  # fmt: skip
+                raise ValueError(
+                    f"edit at {edit.hook}: its gate's probe {edit.gate.probe} was fitted on {probe.hook}; "
+                    f"fit a probe on {edit.hook}"
+                )
         self._needs_codes = not use_error_term or any(
             edit.op != "add" or (edit.gate is not None and edit.gate.latents is not None) for _, edit in edits
         )
@@ -432,11 +456,13 @@ class _SAESteering:
         ctx = self.hooked.call_context
         rows = torch.ones(batch, dtype=torch.bool)
         if edit.branch != "both":
-            rows &= ctx.branch == (COND if edit.branch == "cond" else UNCOND)
+            rows &= ctx.branch == branch_label(edit.branch)
         if edit.timesteps is not None or edit.steps is not None:
             if ctx.timestep is None:
-                raise ValueError(f"edit at {edit.hook} is limited to timesteps/steps but the transformer was called "
-                                 f"without a timestep")  # fmt: skip
+                raise ValueError(
+                    f"edit at {edit.hook} is limited to timesteps/steps but the transformer was called "
+                    f"without a timestep"
+                )
             if edit.timesteps is not None:
                 rows &= (ctx.timestep >= edit.timesteps[0]) & (ctx.timestep <= edit.timesteps[1])
             if edit.steps is not None and self.steps.tracker.step not in edit.steps:
@@ -464,7 +490,7 @@ class _SAESteering:
         codes = None
         if self._needs_codes:
             timestep = ctx.timestep
-            with torch.no_grad(), timestep_context(sae, timestep[idx].to(device) if timestep is not None else None):
+            with torch.no_grad(), timestep_scope(sae, timestep[idx].to(device) if timestep is not None else None):
                 codes = sae.encode(x)  # [r, tokens, d_sae]
             old = codes[..., self.columns]
         else:
@@ -482,22 +508,33 @@ class _SAESteering:
             cols = [self._index[i] for i in edit.latents]
             value = edit.values().to(device, sae.dtype)  # [latents]
             current = new[..., cols]
-            changed = {"add": current + value, "clamp": value.expand_as(current), "swap": value.expand_as(current),
-                       "scale": current * value, "zero": torch.zeros_like(current)}[edit.op]  # fmt: skip
+            changed = {
+                "add": current + value,
+                "clamp": value.expand_as(current),
+                "swap": value.expand_as(current),
+                "scale": current * value,
+                "zero": torch.zeros_like(current),
+            }[edit.op]
             new[..., cols] = torch.where(where, changed, current)
             if edit.competitors:
                 rivals = [self._index[i] for i in edit.competitors]
                 new[..., rivals] = torch.where(where, torch.zeros_like(new[..., rivals]), new[..., rivals])
-            self.trace.records.append({
-                "edit": index, "hook": edit.hook, "step": self.steps.tracker.step, "run": self.steps.tracker.run,
-                "timestep": float(ctx.timestep[rows][0]) if ctx.timestep is not None else None,
-                "rows": int(rows.sum()), "tokens": n_tokens if region is None else int(region.sum()),
-                "edited_tokens": changed_tokens,
-            })  # fmt: skip
+            self.trace.records.append(
+                {
+                    "edit": index,
+                    "hook": edit.hook,
+                    "step": self.steps.tracker.step,
+                    "run": self.steps.tracker.run,
+                    "timestep": float(ctx.timestep[rows][0]) if ctx.timestep is not None else None,
+                    "rows": int(rows.sum()),
+                    "tokens": n_tokens if region is None else int(region.sum()),
+                    "edited_tokens": changed_tokens,
+                }
+            )
         if not self.use_error_term:
             edited = codes.clone()
             edited[..., self.columns] = new
-            with torch.no_grad(), timestep_context(sae, ctx.timestep.to(device) if ctx.timestep is not None else None):
+            with torch.no_grad(), timestep_scope(sae, ctx.timestep.to(device) if ctx.timestep is not None else None):
                 return sae.decode(edited).to(activation.device, activation.dtype)
         out = activation.clone()
         out[idx.to(activation.device)] += decoder_delta(sae, new - old, self.columns).to(
@@ -526,8 +563,10 @@ def _check_sae(sae: SAE, edits: list[tuple[int, LatentEdit]]) -> None:
         gated = list(edit.gate.latents) if edit.gate is not None and edit.gate.latents is not None else []
         bad = [i for i in [*edit.columns, *gated] if i >= sae.cfg.d_sae]
         if bad:
-            raise ValueError(f"edits[{index}] at {edit.hook}: latent index(es) {bad} out of range; the SAE there "
-                             f"has d_sae={sae.cfg.d_sae} latents (0..{sae.cfg.d_sae - 1})")  # fmt: skip
+            raise ValueError(
+                f"edits[{index}] at {edit.hook}: latent index(es) {bad} out of range; the SAE there "
+                f"has d_sae={sae.cfg.d_sae} latents (0..{sae.cfg.d_sae - 1})"
+            )
 
 
 def _saes_by_hook(saes: Sequence[SAE]) -> dict[str, SAE]:
@@ -548,8 +587,10 @@ def check_spec(hooked: HookedDiT, saes: Sequence[SAE], spec: SteeringSpec) -> di
     if missing:
         raise ValueError(f"spec edits hook(s) {missing} but no SAE given reads them; the SAEs read {list(by_hook)}")
     if hooked.spec.cfg.separate_calls and any(edit.branch != "both" for edit in spec.edits):
-        raise ValueError(f"adapter {hooked.spec.name!r} runs CFG branches as separate calls; branch-limited edits "
-                         f"are not supported there, use branch: both")  # fmt: skip
+        raise ValueError(
+            f"adapter {hooked.spec.name!r} runs CFG branches as separate calls; branch-limited edits "
+            f"are not supported there, use branch: both"
+        )
     for hook in spec.hooks:
         _check_sae(by_hook[hook], [(i, edit) for i, edit in enumerate(spec.edits) if edit.hook == hook])
     return by_hook
@@ -602,9 +643,14 @@ def generate(pipe: Any, seed: int, **pipe_kwargs: Any) -> np.ndarray:
 
 
 def edit(
-    pipe: Any, hooked: HookedDiT, saes: Sequence[SAE], spec: SteeringSpec, seed: int,
-    use_error_term: bool = True, **pipe_kwargs: Any,
-) -> EditResult:  # fmt: skip
+    pipe: Any,
+    hooked: HookedDiT,
+    saes: Sequence[SAE],
+    spec: SteeringSpec,
+    seed: int,
+    use_error_term: bool = True,
+    **pipe_kwargs: Any,
+) -> EditResult:
     """Re-generate the sample of (`seed`, `pipe_kwargs`) with `spec` applied, beside the unedited one."""
     check_spec(hooked, saes, spec)
     before = generate(pipe, seed, **pipe_kwargs)
@@ -613,17 +659,31 @@ def edit(
     untouched = sorted(set(range(len(spec.edits))) - {r["edit"] for r in trace.records})
     for index in untouched:
         e = spec.edits[index]
-        logger.warning("edits[%d] at %s (timesteps %s, steps %s, branch %s) matched no step, timestep or row of this "
-                       "run and changed nothing; widen its window or steps", index, e.hook, e.timesteps, e.steps,
-                       e.branch)  # fmt: skip
+        logger.warning(
+            "edits[%d] at %s (timesteps %s, steps %s, branch %s) matched no step, timestep or row of this "
+            "run and changed nothing; widen its window or steps",
+            index,
+            e.hook,
+            e.timesteps,
+            e.steps,
+            e.branch,
+        )
     return EditResult(before, after, trace)
 
 
 def preview_latent(
-    pipe: Any, sae: SAE, latent: int, strength: float, seed: int = 0, op: Operation = "add",
-    hooked: HookedDiT | None = None, *, typical: float | None = None, window: tuple[float, float] | None = None,
+    pipe: Any,
+    sae: SAE,
+    latent: int,
+    strength: float,
+    seed: int = 0,
+    op: Operation = "add",
+    hooked: HookedDiT | None = None,
+    *,
+    typical: float | None = None,
+    window: tuple[float, float] | None = None,
     **pipe_kwargs: Any,
-) -> EditResult:  # fmt: skip
+) -> EditResult:
     """Before/after images of one latent steered on every token and branch (for dashboards).
 
     `op="add"` moves the activation by `strength` x the latent's decoder direction; `clamp`/`scale` use
@@ -646,8 +706,10 @@ def save_grid(path: str | Path, rows: Sequence[np.ndarray], min_size: int = 64) 
     pad = 2
     strips = []
     for row in rows:
-        tiles = [np.pad(np.repeat(np.repeat(img, scale, 0), scale, 1), ((pad, pad), (pad, pad), (0, 0)))
-                 for img in np.clip(row, 0.0, 1.0)]  # fmt: skip
+        tiles = [
+            np.pad(np.repeat(np.repeat(img, scale, 0), scale, 1), ((pad, pad), (pad, pad), (0, 0)))
+            for img in np.clip(row, 0.0, 1.0)
+        ]
         strips.append(np.concatenate(tiles, axis=1))
     grid = (np.concatenate(strips, axis=0) * 255).round().astype(np.uint8)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)

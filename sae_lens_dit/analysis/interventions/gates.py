@@ -92,8 +92,11 @@ class LinearProbe:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         bias = torch.tensor([self.bias], dtype=torch.float64)  # float64: the bias is a Python float, kept bit for bit
-        save_file({"weight": self.weight.float().contiguous(), "bias": bias}, str(path),
-                  metadata={"hook": self.hook, "format": "sae-lens-dit linear probe"})  # fmt: skip
+        save_file(
+            {"weight": self.weight.float().contiguous(), "bias": bias},
+            str(path),
+            metadata={"hook": self.hook, "format": "sae-lens-dit linear probe"},
+        )
         return path
 
     @classmethod
@@ -107,15 +110,22 @@ class LinearProbe:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path))
         if set(tensors) != {"weight", "bias"} or tensors["weight"].dim() != 1:
-            raise ValueError(f"{path} is not a linear probe (expected tensors weight [d_in] and bias [1], found "
-                             f"{ {k: list(v.shape) for k, v in tensors.items()} })")  # fmt: skip
+            raise ValueError(
+                f"{path} is not a linear probe (expected tensors weight [d_in] and bias [1], found "
+                f"{ {k: list(v.shape) for k, v in tensors.items()} })"
+            )
         return cls(metadata.get("hook", ""), tensors["weight"], float(tensors["bias"][0]))
 
 
 def fit_probe(
-    rows: Mapping[str, Tensor], target_rows: Any, hook: str = "", steps: int = 300, l2: float = 1e-3,
-    seed: int = 0, balance: bool = True,
-) -> LinearProbe:  # fmt: skip
+    rows: Mapping[str, Tensor],
+    target_rows: Any,
+    hook: str = "",
+    steps: int = 300,
+    l2: float = 1e-3,
+    seed: int = 0,
+    balance: bool = True,
+) -> LinearProbe:
     """Logistic regression of `target_rows` (a bool per row, e.g. "this token is on the shape") on the rows'
     activations, full-batch L-BFGS on standardised inputs, classes weighted equally when `balance`.
     The returned probe works on raw activations (the standardisation is folded into its weights)."""

@@ -26,20 +26,25 @@ import torch
 from sae_lens import SAE
 from torch import Tensor
 
-from sae_lens_dit.analysis.evals import DEFAULT_BUCKET_EDGES, timestep_context
 from sae_lens_dit.analysis.interventions.editing import LatentEdit, Operation, SteeringSpec
 from sae_lens_dit.analysis.interventions.gates import Gate
 from sae_lens_dit.analysis.interventions.selection import LatentSelection
 from sae_lens_dit.analysis.interventions.windows import WindowArg, resolve_window
+from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, Branch, timestep_scope
 from sae_lens_dit.hooking.hooked import HookedDiT
-from sae_lens_dit.hooking.recording import Branch
 
 
 def selection_edit(
-    selection: LatentSelection, op: Operation = "clamp", value: float = 1.0, *, gate: Gate | None = None,
-    window: WindowArg = "auto", competitors: Sequence[int] = (), box: Sequence[float] | None = None,
+    selection: LatentSelection,
+    op: Operation = "clamp",
+    value: float = 1.0,
+    *,
+    gate: Gate | None = None,
+    window: WindowArg = "auto",
+    competitors: Sequence[int] = (),
+    box: Sequence[float] | None = None,
     branch: Branch = "both",
-) -> LatentEdit:  # fmt: skip
+) -> LatentEdit:
     """An edit of `selection`'s latents: `value` in units of each latent's typical active value (for add,
     clamp and swap; a plain factor for scale), limited to `gate`, `box` and `window` ("auto": see
     `windows.resolve_window`)."""
@@ -47,25 +52,40 @@ def selection_edit(
         raise ValueError(f"the selection at {selection.hook} holds no latent (no latent scored above chance)")
     competitors = tuple(i for i in dict.fromkeys(competitors) if i not in selection.latents)
     return LatentEdit(
-        selection.hook, selection.latents, op, float(value), timesteps=resolve_window(selection, window),
-        box=None if box is None else tuple(box), branch=branch, gate=gate, unit="typical",
-        typical=selection.typical, competitors=competitors if op == "swap" else (),
-    )  # fmt: skip
+        selection.hook,
+        selection.latents,
+        op,
+        float(value),
+        timesteps=resolve_window(selection, window),
+        box=None if box is None else tuple(box),
+        branch=branch,
+        gate=gate,
+        unit="typical",
+        typical=selection.typical,
+        competitors=competitors if op == "swap" else (),
+    )
 
 
 def swap_spec(
-    selections: Mapping[Hashable, LatentSelection], toward: Hashable, value: float = 1.0, *,
-    gate: Gate | None = None, window: WindowArg = "auto", branch: Branch = "both",
-) -> SteeringSpec:  # fmt: skip
+    selections: Mapping[Hashable, LatentSelection],
+    toward: Hashable,
+    value: float = 1.0,
+    *,
+    gate: Gate | None = None,
+    window: WindowArg = "auto",
+    branch: Branch = "both",
+) -> SteeringSpec:
     """Steer a factor toward the value `toward`: clamp that value's selected latents at `value` x typical and
     zero the latents selected for the factor's other values, where `gate` holds, in `window`."""
     if toward not in selections:
         raise ValueError(f"no selection for {toward!r}; selections exist for {list(selections)}")
     target = selections[toward]
-    rivals = [i for key, other in selections.items() if key != toward for i in other.latents
-              if other.hook == target.hook]  # fmt: skip
-    return SteeringSpec((selection_edit(target, "swap", value, gate=gate, window=window, competitors=rivals,
-                                        branch=branch),))  # fmt: skip
+    rivals = [
+        i for key, other in selections.items() if key != toward for i in other.latents if other.hook == target.hook
+    ]
+    return SteeringSpec(
+        (selection_edit(target, "swap", value, gate=gate, window=window, competitors=rivals, branch=branch),)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,9 +104,14 @@ class ReferenceLatents:
 
 @torch.no_grad()
 def encode_reference(
-    pipe: Any, hooked: HookedDiT, sae: SAE, image: Tensor, seed: int = 0,
-    edges: Sequence[float] = DEFAULT_BUCKET_EDGES, **transformer_kwargs: Any,
-) -> ReferenceLatents:  # fmt: skip
+    pipe: Any,
+    hooked: HookedDiT,
+    sae: SAE,
+    image: Tensor,
+    seed: int = 0,
+    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
+    **transformer_kwargs: Any,
+) -> ReferenceLatents:
     """Noise `image` ([C, H, W] in the pipeline's pixel range [-1, 1]) with the scheduler's own `add_noise`
     to the middle of each timestep bucket, run the transformer once on the batch (extra arguments, e.g.
     class_labels=tensor, go to it) and read the SAE's codes at its hook."""
@@ -98,7 +123,7 @@ def encode_reference(
     order = torch.argsort(rows["timestep"] * (tokens + 1) + rows["token"], stable=True)
     acts = rows["activation"][order].view(buckets, tokens, -1)
     timesteps = rows["timestep"][order].view(buckets, tokens)[:, 0]
-    with timestep_context(sae, timesteps.to(sae.device)):
+    with timestep_scope(sae, timesteps.to(sae.device)):
         codes = sae.encode(acts.to(sae.device, sae.dtype))
     return ReferenceLatents(sae.cfg.metadata.hook_name, tuple(float(e) for e in edges), timesteps, codes.cpu())
 
@@ -131,9 +156,14 @@ def match_reference(
 
 
 def transfer_spec(
-    reference: ReferenceLatents, selections: Mapping[Hashable, LatentSelection], value: float = 1.0, *,
-    gate: Gate | None = None, window: WindowArg = "auto", branch: Branch = "both",
-) -> tuple[SteeringSpec, Hashable]:  # fmt: skip
+    reference: ReferenceLatents,
+    selections: Mapping[Hashable, LatentSelection],
+    value: float = 1.0,
+    *,
+    gate: Gate | None = None,
+    window: WindowArg = "auto",
+    branch: Branch = "both",
+) -> tuple[SteeringSpec, Hashable]:
     """Give another generation the reference's value of a factor (e.g. its hue) without the rest of it:
     `match_reference`, then `swap_spec` toward the matched value. Returns (spec, matched value)."""
     key, _ = match_reference(reference, selections)
@@ -141,9 +171,13 @@ def transfer_spec(
 
 
 def suppression_spec(
-    hook: str, latents: Sequence[int], branch: Branch = "both", *, gate: Gate | None = None,
+    hook: str,
+    latents: Sequence[int],
+    branch: Branch = "both",
+    *,
+    gate: Gate | None = None,
     timesteps: tuple[float, float] | None = None,
-) -> SteeringSpec:  # fmt: skip
+) -> SteeringSpec:
     """Zero `latents` of the SAE at `hook` (safe generation: pick them with `select_latents` for the concept to
     remove), at every timestep and token unless limited by `timesteps` and `gate`."""
     return SteeringSpec((LatentEdit(hook, tuple(latents), "zero", branch=branch, gate=gate, timesteps=timesteps),))

@@ -30,10 +30,9 @@ import torch
 from sae_lens import SAE
 from torch import Tensor
 
-from sae_lens_dit.analysis.evals import DEFAULT_BUCKET_EDGES, bucket_masks, sample_images, timestep_context
+from sae_lens_dit.analysis.evals import bucket_masks, sample_images
+from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, TIMESTEP_MAX, Branch, timestep_scope
 from sae_lens_dit.hooking.hooked import HookedDiT
-from sae_lens_dit.hooking.recording import Branch
-from sae_lens_dit.saes.timestep_mlp import TIMESTEP_MAX
 
 Method = Literal["mean_diff", "auroc"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -107,10 +106,17 @@ class LatentSelection:
 
 
 def record_samples(
-    pipe: Any, hooked: HookedDiT, hook: str | Sequence[str], class_labels: Sequence[int], seed: int,
-    num_inference_steps: int = 50, guidance_scale: float | None = None, batch_size: int = 100,
-    tokens_per_image: int | None = None, branch: Branch = "cond",
-) -> tuple[dict[str, Tensor] | dict[str, dict[str, Tensor]], np.ndarray]:  # fmt: skip
+    pipe: Any,
+    hooked: HookedDiT,
+    hook: str | Sequence[str],
+    class_labels: Sequence[int],
+    seed: int,
+    num_inference_steps: int = 50,
+    guidance_scale: float | None = None,
+    batch_size: int = 100,
+    tokens_per_image: int | None = None,
+    branch: Branch = "cond",
+) -> tuple[dict[str, Tensor] | dict[str, dict[str, Tensor]], np.ndarray]:
     """Sample `class_labels` (as `evals.sample_images` does) while recording `hook`: (rows, images).
 
     Rows get an extra column `image`, the index into `class_labels` (and into the images) of their
@@ -129,9 +135,15 @@ def record_samples(
 
 @torch.no_grad()
 def record_noised(
-    pipe: Any, hooked: HookedDiT, hook: str, images: Tensor, seed: int = 0,
-    edges: Sequence[float] = DEFAULT_BUCKET_EDGES, batch_size: int = 64, **transformer_kwargs: Any,
-) -> dict[str, Tensor]:  # fmt: skip
+    pipe: Any,
+    hooked: HookedDiT,
+    hook: str,
+    images: Tensor,
+    seed: int = 0,
+    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
+    batch_size: int = 64,
+    **transformer_kwargs: Any,
+) -> dict[str, Tensor]:
     """Rows of real images: each of `images` ([n, C, H, W] in the pipeline's pixel range [-1, 1]) noised
     with the scheduler's own `add_noise` to the middle of every timestep bucket of `edges`, one
     transformer call per batch (per-image tensors in `transformer_kwargs`, e.g. class_labels=[n], are
@@ -148,11 +160,17 @@ def record_noised(
             x0 = vae.encode(x0).latent_dist.mean * vae.config.scaling_factor
         n = len(x0)
         noise = torch.randn((len(raw), *x0.shape), generator=generator).to(x0)
-        noisy = pipe.scheduler.add_noise(x0[None].expand(len(raw), *x0.shape).reshape(-1, *x0.shape[1:]),
-                                         noise.reshape(-1, *x0.shape[1:]), raw.repeat_interleave(n))  # fmt: skip
-        kwargs = {k: v[start : start + batch_size].repeat(len(raw), *([1] * (v.dim() - 1)))
-                  if isinstance(v, Tensor) and len(v) == len(images) else v
-                  for k, v in transformer_kwargs.items()}  # fmt: skip
+        noisy = pipe.scheduler.add_noise(
+            x0[None].expand(len(raw), *x0.shape).reshape(-1, *x0.shape[1:]),
+            noise.reshape(-1, *x0.shape[1:]),
+            raw.repeat_interleave(n),
+        )
+        kwargs = {
+            k: v[start : start + batch_size].repeat(len(raw), *([1] * (v.dim() - 1)))
+            if isinstance(v, Tensor) and len(v) == len(images)
+            else v
+            for k, v in transformer_kwargs.items()
+        }
         with hooked.record([hook]) as rec:
             hooked.transformer(noisy, timestep=raw.repeat_interleave(n).to(pipe.device), **kwargs)
         rows = rec.rows(hook)
@@ -177,12 +195,13 @@ def encode_rows(sae: SAE, rows: Mapping[str, Tensor], batch_size: int = 8192) ->
     x, t = rows["activation"], rows["timestep"]
     for i in range(0, len(x), batch_size):
         part = slice(i, i + batch_size)
-        with timestep_context(sae, t[part].to(sae.device)):
+        with timestep_scope(sae, t[part].to(sae.device)):
             yield part, sae.encode(x[part].to(sae.device, sae.dtype)).double().cpu()
 
 
-def _group_stats(sae: SAE, rows: Mapping[str, Tensor], groups: Tensor, n_groups: int, gate: Tensor | None,
-                 edges: Sequence[float]) -> _GroupStats:  # fmt: skip
+def _group_stats(
+    sae: SAE, rows: Mapping[str, Tensor], groups: Tensor, n_groups: int, gate: Tensor | None, edges: Sequence[float]
+) -> _GroupStats:
     masks = torch.stack(bucket_masks(rows["timestep"], edges), 1)  # [R, buckets]
     bucket = masks.float().argmax(1)
     keep = masks.any(1) if gate is None else masks.any(1) & gate
@@ -229,11 +248,20 @@ def _average_ranks(values: Tensor) -> Tensor:
 
 
 def select_latents(
-    sae: SAE, rows: Mapping[str, Tensor], n: int, *, target_images: Any = None, target_rows: Any = None,
-    rest_images: Any = None, gate: Tensor | None = None, avoid: Mapping[str, Any] | None = None,
-    method: Method = "mean_diff", buckets: Sequence[int] | None = None, edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
+    sae: SAE,
+    rows: Mapping[str, Tensor],
+    n: int,
+    *,
+    target_images: Any = None,
+    target_rows: Any = None,
+    rest_images: Any = None,
+    gate: Tensor | None = None,
+    avoid: Mapping[str, Any] | None = None,
+    method: Method = "mean_diff",
+    buckets: Sequence[int] | None = None,
+    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
     percentile: float = TYPICAL_PERCENTILE,
-) -> LatentSelection:  # fmt: skip
+) -> LatentSelection:
     """The `n` latents of `sae` most selective for a target, excluding those more selective for factors to keep.
 
     Target: `target_images` (a bool per image of the rows' `image` column; the rest are the other
@@ -266,21 +294,28 @@ def select_latents(
         target = torch.as_tensor(np.asarray(target_images), dtype=torch.bool)
         n_groups = len(target)
         if int(rows["image"].max()) >= n_groups:
-            raise ValueError(f"target_images has {n_groups} entries but rows come from {int(rows['image'].max()) + 1}"
-                             " images")  # fmt: skip
+            raise ValueError(
+                f"target_images has {n_groups} entries but rows come from {int(rows['image'].max()) + 1} images"
+            )
         rest = ~target if rest_images is None else torch.as_tensor(np.asarray(rest_images), dtype=torch.bool) & ~target
         groups, group_image = rows["image"], torch.arange(n_groups)
     if not target.any() or not rest.any():
-        raise ValueError(f"select_latents needs target and rest groups, received {int(target.sum())} target and "
-                         f"{int(rest.sum())} rest")  # fmt: skip
+        raise ValueError(
+            f"select_latents needs target and rest groups, received {int(target.sum())} target and "
+            f"{int(rest.sum())} rest"
+        )
     stats = _group_stats(sae, rows, groups, n_groups, gate, edges)
     per_bucket = _scores(stats, target, rest, method)
-    use = torch.ones(per_bucket.shape[0], dtype=torch.bool) if buckets is None else torch.zeros(
-        per_bucket.shape[0], dtype=torch.bool).index_fill_(0, torch.tensor(list(buckets)), True)  # fmt: skip
+    use = (
+        torch.ones(per_bucket.shape[0], dtype=torch.bool)
+        if buckets is None
+        else torch.zeros(per_bucket.shape[0], dtype=torch.bool).index_fill_(0, torch.tensor(list(buckets)), True)
+    )
     use &= ~per_bucket.isnan().all(1)
     if not use.any():
-        raise ValueError(f"no timestep bucket holds both target and rest rows; rows per bucket: "
-                         f"{stats.rows.sum(0).tolist()}")  # fmt: skip
+        raise ValueError(
+            f"no timestep bucket holds both target and rest rows; rows per bucket: {stats.rows.sum(0).tolist()}"
+        )
     score = per_bucket[use].nanmean(0)
     floor = 0.5 if method == "auroc" else 0.0
     excluded: list[int] = []
@@ -300,11 +335,16 @@ def select_latents(
         chosen = [int(i) for i in torch.argsort(score, descending=True, stable=True)[:n] if score[i] > floor]
     typical = typical_values(sae, rows, chosen, _row_mask(groups, target, gate), percentile)
     return LatentSelection(
-        hook=sae.cfg.metadata.hook_name, latents=tuple(chosen), typical=typical,
+        hook=sae.cfg.metadata.hook_name,
+        latents=tuple(chosen),
+        typical=typical,
         score=tuple(float(score[i]) for i in chosen),
         bucket_score=tuple(tuple(float(per_bucket[b, i]) for i in chosen) for b in range(per_bucket.shape[0])),
-        edges=tuple(float(e) for e in edges), method=method, excluded=tuple(excluded), all_scores=score,
-    )  # fmt: skip
+        edges=tuple(float(e) for e in edges),
+        method=method,
+        excluded=tuple(excluded),
+        all_scores=score,
+    )
 
 
 def _row_mask(groups: Tensor, target: Tensor, gate: Tensor | None) -> Tensor:
@@ -313,8 +353,13 @@ def _row_mask(groups: Tensor, target: Tensor, gate: Tensor | None) -> Tensor:
 
 
 @torch.no_grad()
-def typical_values(sae: SAE, rows: Mapping[str, Tensor], latents: Sequence[int], where: Tensor | None = None,
-                   percentile: float = TYPICAL_PERCENTILE) -> tuple[float, ...]:  # fmt: skip
+def typical_values(
+    sae: SAE,
+    rows: Mapping[str, Tensor],
+    latents: Sequence[int],
+    where: Tensor | None = None,
+    percentile: float = TYPICAL_PERCENTILE,
+) -> tuple[float, ...]:
     """Per latent: the `percentile` of its non-zero codes over rows `where` (all rows if None); 0 if it never fires."""
     if not latents:
         return ()
@@ -328,9 +373,13 @@ def typical_values(sae: SAE, rows: Mapping[str, Tensor], latents: Sequence[int],
 
 
 def latents_for_bucket(
-    sae: SAE, rows: Mapping[str, Tensor], bucket: int, n: int, edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
+    sae: SAE,
+    rows: Mapping[str, Tensor],
+    bucket: int,
+    n: int,
+    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
     percentile: float = TYPICAL_PERCENTILE,
-) -> LatentSelection:  # fmt: skip
+) -> LatentSelection:
     """Latents that fire more in timestep bucket `bucket` ([edges[b], edges[b+1])) than in the others on average
     (mean code in the bucket minus the mean of the other buckets' mean codes)."""
     if not 0 <= bucket < len(edges) - 1:
@@ -340,8 +389,10 @@ def latents_for_bucket(
     means, present = stats.sums[0] / stats.rows[0].clamp_min(1)[:, None], stats.rows[0] > 0
     others = [b for b in range(len(edges) - 1) if b != bucket and present[b]]
     if not present[bucket] or not others:
-        raise ValueError(f"latents_for_bucket needs rows in bucket {bucket} and in another bucket; rows per bucket: "
-                         f"{stats.rows[0].tolist()}")  # fmt: skip
+        raise ValueError(
+            f"latents_for_bucket needs rows in bucket {bucket} and in another bucket; rows per bucket: "
+            f"{stats.rows[0].tolist()}"
+        )
     score = means[bucket] - means[others].mean(0)
     chosen = [int(i) for i in torch.argsort(score, descending=True, stable=True)[:n] if score[i] > 0]
     where = bucket_masks(rows["timestep"], edges)[bucket]
@@ -351,8 +402,11 @@ def latents_for_bucket(
         if present[b] and rest:
             per_bucket[b] = means[b] - means[rest].mean(0)
     return LatentSelection(
-        hook=sae.cfg.metadata.hook_name, latents=tuple(chosen),
-        typical=typical_values(sae, rows, chosen, where, percentile), score=tuple(float(score[i]) for i in chosen),
+        hook=sae.cfg.metadata.hook_name,
+        latents=tuple(chosen),
+        typical=typical_values(sae, rows, chosen, where, percentile),
+        score=tuple(float(score[i]) for i in chosen),
         bucket_score=tuple(tuple(float(per_bucket[b, i]) for i in chosen) for b in range(len(edges) - 1)),
-        edges=tuple(float(e) for e in edges), all_scores=score,
-    )  # fmt: skip
+        edges=tuple(float(e) for e in edges),
+        all_scores=score,
+    )

@@ -31,8 +31,8 @@ from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec
 from sae_lens_dit.analysis.interventions.gates import Gate, fit_probe
 from sae_lens_dit.analysis.interventions.recipes import swap_spec
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
+from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIMESTEP_MAX
 from sae_lens_dit.hooking.hooked import HookedDiT
-from sae_lens_dit.saes.timestep_mlp import TIMESTEP_MAX
 from sae_lens_dit.toy.backbones import MeasuredFactors, measure_shape_factors, shape_tokens
 from sae_lens_dit.toy.image_sets import HUE_BINS  # hue is scored in HUE_BINS equal arcs (chance 1 / HUE_BINS)
 
@@ -46,13 +46,19 @@ def hue_bin(hue: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(hue) * HUE_BINS).astype(int) % HUE_BINS
 
 
-def sample_seeded(pipe: Any, labels: Sequence[int], seeds: Sequence[int], num_inference_steps: int = 20,
-                  **pipe_kwargs: Any) -> np.ndarray:  # fmt: skip
+def sample_seeded(
+    pipe: Any, labels: Sequence[int], seeds: Sequence[int], num_inference_steps: int = 20, **pipe_kwargs: Any
+) -> np.ndarray:
     """`np` images [n, H, W, C]; sample i uses its own generator seeded with seeds[i], so any subset of
     samples re-generates exactly (steering groups of samples one spec at a time relies on it)."""
     generators = [torch.Generator(pipe.device).manual_seed(int(s)) for s in seeds]
-    return pipe(class_labels=[int(c) for c in labels], num_inference_steps=num_inference_steps, generator=generators,
-                output_type="np", **pipe_kwargs).images  # fmt: skip
+    return pipe(
+        class_labels=[int(c) for c in labels],
+        num_inference_steps=num_inference_steps,
+        generator=generators,
+        output_type="np",
+        **pipe_kwargs,
+    ).images
 
 
 @dataclass
@@ -70,12 +76,14 @@ class ShapeSamples:
         return torch.from_numpy(self.on_shape)[rows["image"], rows["token"]]
 
 
-def record_shape_samples(pipe: Any, hooked: HookedDiT, hooks: Sequence[str], n: int = 192, seed: int = 1,
-                         num_inference_steps: int = 20) -> ShapeSamples:  # fmt: skip
+def record_shape_samples(
+    pipe: Any, hooked: HookedDiT, hooks: Sequence[str], n: int = 192, seed: int = 1, num_inference_steps: int = 20
+) -> ShapeSamples:
     """Sample `n` images (shape kinds in turn), recording `hooks` on the conditional branch, and measure them."""
     labels = np.arange(n) % 4
-    rows, images = record_samples(pipe, hooked, list(hooks), labels.tolist(), seed=seed,
-                                  num_inference_steps=num_inference_steps, batch_size=96)  # fmt: skip
+    rows, images = record_samples(
+        pipe, hooked, list(hooks), labels.tolist(), seed=seed, num_inference_steps=num_inference_steps, batch_size=96
+    )
     n_tokens = int(rows[hooks[0]]["token"].max()) + 1
     on_shape = shape_tokens(images, token_grid(n_tokens, hooked))
     return ShapeSamples(labels, images, measure_shape_factors(images), on_shape, rows)
@@ -92,15 +100,20 @@ def hue_selections(sae: SAE, samples: ShapeSamples, n: int = 8) -> dict[int, Lat
     hook, bins = sae.cfg.metadata.hook_name, hue_bin(samples.factors.hue)
     gate = samples.on_shape_rows(hook)
     present = [b for b in range(HUE_BINS) if (bins == b).any()]
-    return {b: select_latents(sae, samples.rows[hook], n, target_images=bins == b, gate=gate,
-                              avoid={"shape": samples.labels}) for b in present}  # fmt: skip
+    return {
+        b: select_latents(
+            sae, samples.rows[hook], n, target_images=bins == b, gate=gate, avoid={"shape": samples.labels}
+        )
+        for b in present
+    }
 
 
 def shape_selection(sae: SAE, samples: ShapeSamples, n: int = 8) -> LatentSelection:
     """Latents of "the shape is here": on-shape tokens against background tokens of the same images."""
     hook = sae.cfg.metadata.hook_name
-    return select_latents(sae, samples.rows[hook], n, target_rows=samples.on_shape_rows(hook),
-                          avoid={"shape": samples.labels})  # fmt: skip
+    return select_latents(
+        sae, samples.rows[hook], n, target_rows=samples.on_shape_rows(hook), avoid={"shape": samples.labels}
+    )
 
 
 def size_selections(sae: SAE, samples: ShapeSamples, n: int = 8) -> dict[str, LatentSelection]:
@@ -109,17 +122,27 @@ def size_selections(sae: SAE, samples: ShapeSamples, n: int = 8) -> dict[str, La
     small, large = np.quantile(size, [1 / 3, 2 / 3])
     gate = samples.on_shape_rows(hook)
     pick = {"larger": (size > large, size < small), "smaller": (size < small, size > large)}
-    return {key: select_latents(sae, samples.rows[hook], n, target_images=t, rest_images=r, gate=gate,
-                                avoid={"shape": samples.labels}) for key, (t, r) in pick.items()}  # fmt: skip
+    return {
+        key: select_latents(
+            sae, samples.rows[hook], n, target_images=t, rest_images=r, gate=gate, avoid={"shape": samples.labels}
+        )
+        for key, (t, r) in pick.items()
+    }
 
 
-def hue_spec(selections: Mapping[int, LatentSelection], toward: int, value: float, window: tuple[float, float],
-             gate: Gate | None) -> SteeringSpec:  # fmt: skip
+def hue_spec(
+    selections: Mapping[int, LatentSelection], toward: int, value: float, window: tuple[float, float], gate: Gate | None
+) -> SteeringSpec:
     return swap_spec(selections, toward, value, gate=gate, window=window)
 
 
-def position_spec(shape: Mapping[str, LatentSelection], side: str, value: float, t_min: float,
-                  box_height: tuple[float, float] = (1 / 6, 5 / 6)) -> SteeringSpec:  # fmt: skip
+def position_spec(
+    shape: Mapping[str, LatentSelection],
+    side: str,
+    value: float,
+    t_min: float,
+    box_height: tuple[float, float] = (1 / 6, 5 / 6),
+) -> SteeringSpec:
     """Draw the shape in the outer third of `side` (clamp its latents at `value` x typical in that box) and
     remove it from the other half (zero them there), at t >= t_min, at every hook of `shape`."""
     if side not in SIDES:
@@ -129,14 +152,29 @@ def position_spec(shape: Mapping[str, LatentSelection], side: str, value: float,
     edits = []
     for hook, selection in shape.items():
         window = (float(t_min), TIMESTEP_MAX)
-        edits.append(LatentEdit(hook, selection.latents, "clamp", float(value), timesteps=window, box=box,
-                                unit="typical", typical=selection.typical))  # fmt: skip
+        edits.append(
+            LatentEdit(
+                hook,
+                selection.latents,
+                "clamp",
+                float(value),
+                timesteps=window,
+                box=box,
+                unit="typical",
+                typical=selection.typical,
+            )
+        )
         edits.append(LatentEdit(hook, selection.latents, "zero", timesteps=window, box=far))
     return SteeringSpec(tuple(edits))
 
 
-def size_spec(selections: Mapping[str, Mapping[str, LatentSelection]], toward: str, value: float,
-              window: tuple[float, float], gates: Mapping[str, Gate | None]) -> SteeringSpec:  # fmt: skip
+def size_spec(
+    selections: Mapping[str, Mapping[str, LatentSelection]],
+    toward: str,
+    value: float,
+    window: tuple[float, float],
+    gates: Mapping[str, Gate | None],
+) -> SteeringSpec:
     """Swap toward larger (smaller) shapes at every hook of `selections` ({hook: {"larger": .., "smaller": ..}})."""
     edits: tuple[LatentEdit, ...] = ()
     for hook, by_size in selections.items():
@@ -168,19 +206,33 @@ def score_position(before: np.ndarray, after: np.ndarray, side: np.ndarray, clas
     the training images' centres stay a half-width from the border)."""
     x, width = measure_shape_factors(after).center[:, 0], after.shape[2]
     fits = measure_shape_factors(before).size < width / 3
-    return {"target": np.where(side == "left", x < width / 3, x > 2 * width / 3),
-            "kept": classify(after) == classify(before), "fits": fits}  # fmt: skip
+    return {
+        "target": np.where(side == "left", x < width / 3, x > 2 * width / 3),
+        "kept": classify(after) == classify(before),
+        "fits": fits,
+    }
 
 
 def score_size(before: np.ndarray, after: np.ndarray, direction: np.ndarray, classify: Any) -> dict[str, np.ndarray]:
     """Per sample: the shape's width (sqrt of its area) grew (shrank) by at least 1 pixel; shape kind kept."""
     change = 2.0 * (measure_shape_factors(after).size - measure_shape_factors(before).size)
-    return {"target": np.where(direction == "larger", change >= 1.0, change <= -1.0),
-            "kept": classify(after) == classify(before), "width_change": change}  # fmt: skip
+    return {
+        "target": np.where(direction == "larger", change >= 1.0, change <= -1.0),
+        "kept": classify(after) == classify(before),
+        "width_change": change,
+    }
 
 
-def steer_groups(pipe: Any, hooked: HookedDiT, saes: Sequence[SAE], labels: np.ndarray, seeds: np.ndarray,
-                 group: np.ndarray, spec_for: Any, num_inference_steps: int = 20) -> np.ndarray:  # fmt: skip
+def steer_groups(
+    pipe: Any,
+    hooked: HookedDiT,
+    saes: Sequence[SAE],
+    labels: np.ndarray,
+    seeds: np.ndarray,
+    group: np.ndarray,
+    spec_for: Any,
+    num_inference_steps: int = 20,
+) -> np.ndarray:
     """Images of every sample, each group of samples (equal `group` values) steered with `spec_for(value)`."""
     from sae_lens_dit.analysis.interventions.editing import steer
 
@@ -221,9 +273,17 @@ class TuningSet:
 
 
 def tune_shape_concepts(
-    pipe: Any, hooked: HookedDiT, saes: Mapping[str, SAE], samples: ShapeSamples, gates: Mapping[str, Gate],
-    tuning: TuningSet, classify: Any, hue_hook: str, steps: int = 20, log: Any = print,
-) -> dict[str, tuple[SteeringSpec, str, dict[str, Any]]]:  # fmt: skip
+    pipe: Any,
+    hooked: HookedDiT,
+    saes: Mapping[str, SAE],
+    samples: ShapeSamples,
+    gates: Mapping[str, Gate],
+    tuning: TuningSet,
+    classify: Any,
+    hue_hook: str,
+    steps: int = 20,
+    log: Any = print,
+) -> dict[str, tuple[SteeringSpec, str, dict[str, Any]]]:
     """Choose every concept's strength and window on `tuning` and return {name: (spec, description, measured)}."""
     from sae_lens_dit.analysis.interventions.windows import commitment_curve, grow_window
 
@@ -235,8 +295,16 @@ def tune_shape_concepts(
     target = (hue_bin(measure_shape_factors(before).hue) + 3) % HUE_BINS
 
     def hue_rates(value: float, window: tuple[float, float]) -> dict[str, float]:
-        after = steer_groups(pipe, hooked, saes_list, labels, seeds, target,
-                             lambda b: hue_spec(hue, b, value, window, gates[hue_hook]), steps)  # fmt: skip
+        after = steer_groups(
+            pipe,
+            hooked,
+            saes_list,
+            labels,
+            seeds,
+            target,
+            lambda b: hue_spec(hue, b, value, window, gates[hue_hook]),
+            steps,
+        )
         rates = _rates(score_hue(before, after, target, classify))
         log(f"  hue value {value} window {window}: {rates}")
         return rates
@@ -250,36 +318,63 @@ def tune_shape_concepts(
     window, _ = grow_window(success, edges, curve)
     tried = [(v, hue_rates(v, window)) for v in (3.0, 3.5, 4.0, 5.0)]
     value = _choose(tried)
-    measured = {"window": list(window), "value": value, "commitment_curve": curve, "commitment_edges": list(edges),
-                "tuning": dict(tried)[value]}  # fmt: skip
+    measured = {
+        "window": list(window),
+        "value": value,
+        "commitment_curve": curve,
+        "commitment_edges": list(edges),
+        "tuning": dict(tried)[value],
+    }
     for b in hue:
         arc = f"hue in [{b}/{HUE_BINS}, {b + 1}/{HUE_BINS})"
-        concepts[f"hue={b}"] = (hue_spec(hue, b, value, window, gates[hue_hook]),
-                                f"recolour the shape to hue bin {b} of {HUE_BINS} ({arc})", measured)  # fmt: skip
+        concepts[f"hue={b}"] = (
+            hue_spec(hue, b, value, window, gates[hue_hook]),
+            f"recolour the shape to hue bin {b} of {HUE_BINS} ({arc})",
+            measured,
+        )
 
     shape = {hook: shape_selection(sae, samples) for hook, sae in saes.items()}
     side = np.where(measure_shape_factors(before).center[:, 0] >= before.shape[2] / 2, "left", "right")
     tried = []
     for value in (2.0, 4.0):
         for t_min in (500.0, 600.0):
-            after = steer_groups(pipe, hooked, saes_list, labels, seeds, side,
-                                 lambda s, v=value, t=t_min: position_spec(shape, s, v, t), steps)  # fmt: skip
+            after = steer_groups(
+                pipe,
+                hooked,
+                saes_list,
+                labels,
+                seeds,
+                side,
+                lambda s, v=value, t=t_min: position_spec(shape, s, v, t),
+                steps,
+            )
             rates = _rates(score_position(before, after, side, classify))
             log(f"  position value {value} t >= {t_min}: {rates}")
             tried.append(((value, t_min), rates))
     value, t_min = _choose(tried, kept=0.8)
     measured = {"value": value, "t_min": t_min, "tuning": dict(tried)[(value, t_min)]}
     for s in SIDES:
-        concepts[f"position={s}"] = (position_spec(shape, s, value, t_min), f"move the shape to the {s} third",
-                                     measured)  # fmt: skip
+        concepts[f"position={s}"] = (
+            position_spec(shape, s, value, t_min),
+            f"move the shape to the {s} third",
+            measured,
+        )
 
     sizes = {hook: size_selections(sae, samples) for hook, sae in saes.items()}
     direction = np.where(np.arange(len(labels)) % 2 == 0, "larger", "smaller")
     tried = []
     for value in (2.0, 4.0):
         for window in ((400.0, TIMESTEP_MAX), (500.0, TIMESTEP_MAX), (600.0, TIMESTEP_MAX)):
-            after = steer_groups(pipe, hooked, saes_list, labels, seeds, direction,
-                                 lambda d, v=value, w=window: size_spec(sizes, d, v, w, gates), steps)  # fmt: skip
+            after = steer_groups(
+                pipe,
+                hooked,
+                saes_list,
+                labels,
+                seeds,
+                direction,
+                lambda d, v=value, w=window: size_spec(sizes, d, v, w, gates),
+                steps,
+            )
             rates = _rates(score_size(before, after, direction, classify))
             log(f"  size value {value} window {window}: {rates}")
             tried.append(((value, window), rates))
@@ -291,11 +386,17 @@ def tune_shape_concepts(
 
 
 def build_shape_concepts(
-    folder: str | Path, release: str, architecture: str = "tide",
+    folder: str | Path,
+    release: str,
+    architecture: str = TIDE_ARCHITECTURE,
     hooks: Sequence[str] = ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post"),
-    hue_hook: str = "blocks.1.hook_resid_post", record_seed: int = 1, tuning_seed: int = 5000, n_tuning: int = 96,
-    steps: int = 20, log: Any = print,
-) -> Path:  # fmt: skip
+    hue_hook: str = "blocks.1.hook_resid_post",
+    record_seed: int = 1,
+    tuning_seed: int = 5000,
+    n_tuning: int = 96,
+    steps: int = 20,
+    log: Any = print,
+) -> Path:
     """Learn and tune the shapes concepts of `release`'s `architecture` SAEs at `hooks` and write the concept
     folder (`concepts.write_concepts` layout, probes under probes/). Returns the index path."""
     from sae_lens_dit.analysis.interventions.concepts import write_concepts

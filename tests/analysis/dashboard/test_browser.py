@@ -20,9 +20,18 @@ from sae_lens_dit.cli import main
 
 RELEASE, SAE_ID = "tide-dit-tiny/shapes", "blocks.3.hook_resid_post/tide"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "dashboard"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1200,1500")  # fmt: skip
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1200,1500",
+)
 INSTALL = "apt-get install -y chromium chromium-driver (as root, or run .ci/run) and pip install -e '.[dev]'"
 
 
@@ -53,8 +62,25 @@ def browser():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("dashboard")
-    argv = ["dashboard", "--release", RELEASE, "--sae-id", SAE_ID, "--output-dir", str(out), "--num-images", "8",
-            "--num-inference-steps", "6", "--max-latents", "4", "--top-images", "4", "--strip-steps", "4"]  # fmt: skip
+    argv = [
+        "dashboard",
+        "--release",
+        RELEASE,
+        "--sae-id",
+        SAE_ID,
+        "--output-dir",
+        str(out),
+        "--num-images",
+        "8",
+        "--num-inference-steps",
+        "6",
+        "--max-latents",
+        "4",
+        "--top-images",
+        "4",
+        "--strip-steps",
+        "4",
+    ]
     assert main(argv) == 0
     return out
 
@@ -72,8 +98,9 @@ def _page_checks(driver, by):
     """On a latent page: every image loaded, two plots with a line each."""
     images = driver.find_elements(by.CSS_SELECTOR, "img")
     assert len(images) >= 2
-    assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im)
-               for im in images)  # fmt: skip
+    assert all(
+        driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im) for im in images
+    )
     plots = driver.find_elements(by.CSS_SELECTOR, "svg.plot")
     assert len(plots) == 2 and all(p.find_elements(by.TAG_NAME, "polyline") for p in plots)
     assert all(p.size["width"] > 100 and p.size["height"] > 50 for p in plots)

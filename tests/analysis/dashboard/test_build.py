@@ -32,8 +32,16 @@ from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_tiny_dit
 
 RELEASE, SAE_ID = "tide-dit-tiny/digits", "blocks.1.hook_resid_post/tide"
-TINY = DashboardConfig(num_images=6, num_inference_steps=4, max_latents=3, top_images=3, strip_steps=3,
-                       thumb_size=32, batch_size=4, edges=(0.0, 500.0, 1000.0))  # fmt: skip
+TINY = DashboardConfig(
+    num_images=6,
+    num_inference_steps=4,
+    max_latents=3,
+    top_images=3,
+    strip_steps=3,
+    thumb_size=32,
+    batch_size=4,
+    edges=(0.0, 500.0, 1000.0),
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +87,17 @@ def test_token_heatmap_matches_the_patch_layout_of_a_real_dit():
     """Perturb one input patch of a DiT; the only token that changes at hook_resid_pre of block 0 (patch
     embedding + position) must be the one token_heatmap paints over exactly that patch's pixels."""
     torch.manual_seed(3)
-    model = DiTTransformer2DModel(num_layers=1, num_attention_heads=2, attention_head_dim=4, in_channels=4,
-                                  out_channels=8, sample_size=12, patch_size=3, num_embeds_ada_norm=8,
-                                  norm_type="ada_norm_zero").eval()  # fmt: skip
+    model = DiTTransformer2DModel(
+        num_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=4,
+        in_channels=4,
+        out_channels=8,
+        sample_size=12,
+        patch_size=3,
+        num_embeds_ada_norm=8,
+        norm_type="ada_norm_zero",
+    ).eval()
     hooked = HookedDiT(model)
     x = torch.randn(1, 4, 12, 12)
     row, col = np.random.default_rng(4).integers(0, 4, size=2)
@@ -229,8 +245,9 @@ def test_steering_previews_come_from_interventions(built):
     assert sources[0] == sources[2] and sources[1] != sources[0] and sources[3] != sources[0]
 
 
-def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_frequency_window(sae, tmp_path,
-                                                                                           monkeypatch):  # fmt: skip
+def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_frequency_window(
+    sae, tmp_path, monkeypatch
+):
     """The specs the previews run, against an independent pass over the same seeded images (every token of
     every step encoded with sae.encode): clamp value = strength x torch.quantile(non-zero codes, 0.5); window =
     the bucket edges around the peak firing frequency, every bucket inside at least half the peak, the ones
@@ -255,8 +272,10 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
         column = codes[:, latent]
         typical = torch.quantile(column[column != 0].double(), 0.5)
         t = rows["timestep"]  # at most 800: no row sits on the closed end of the last bucket
-        frequency = [float((column[(t >= lo) & (t < hi)] != 0).double().mean())
-                     for lo, hi in zip(edges[:-1], edges[1:], strict=True)]  # fmt: skip
+        frequency = [
+            float((column[(t >= lo) & (t < hi)] != 0).double().mean())
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+        ]
         (clamp,), (zero,) = more.edits, less.edits
         assert (clamp.latents, clamp.op, zero.latents, zero.op) == ((latent,), "clamp", (latent,), "zero")
         torch.testing.assert_close(clamp.values(), 3.0 * typical[None], rtol=1e-5, atol=0)

@@ -92,5 +92,8 @@ def test_latent_timestep_stats_by_hand():
 def test_no_live_features_score_as_chance():
     values = np.arange(20) % 2
     assert factor_value_scores(np.zeros((20, 0)), values == 1) == {
-        "best_auroc": 0.5, "best_feature": None, "features_to_target": None}  # fmt: skip
+        "best_auroc": 0.5,
+        "best_feature": None,
+        "features_to_target": None,
+    }
     assert probe_accuracy(np.zeros((20, 0)), np.array([0] * 15 + [1] * 5)) == 0.75

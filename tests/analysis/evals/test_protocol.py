@@ -100,13 +100,29 @@ def test_spliced_generation_of_a_perfect_sae_does_not_drift(setup):
     labels = list(range(10)) * 2
     clean = sample_images(pipe, labels, seed=0, num_inference_steps=4)
     reference = sample_images(pipe, labels, seed=1, num_inference_steps=4)
-    drift = spliced_generation(relu_sae(perfect=True), pipe, hooked, labels, clean, reference,
-                               load_tiny_classifier("digits"), num_inference_steps=4)  # fmt: skip
+    drift = spliced_generation(
+        relu_sae(perfect=True),
+        pipe,
+        hooked,
+        labels,
+        clean,
+        reference,
+        load_tiny_classifier("digits"),
+        num_inference_steps=4,
+    )
     assert drift.pixel_mse < 1e-9
     assert drift.classifier_agreement == 1.0
     assert drift.frechet_distance < 1e-3 * drift.frechet_floor
-    zero = spliced_generation(relu_sae(perfect=False), pipe, hooked, labels, clean, reference,
-                              load_tiny_classifier("digits"), num_inference_steps=4)  # fmt: skip
+    zero = spliced_generation(
+        relu_sae(perfect=False),
+        pipe,
+        hooked,
+        labels,
+        clean,
+        reference,
+        load_tiny_classifier("digits"),
+        num_inference_steps=4,
+    )
     assert zero.pixel_mse > 100 * max(drift.pixel_mse, 1e-12)
 
 
@@ -126,9 +142,24 @@ def test_factor_scores_on_shapes_cover_every_family():
 
 def test_cli_eval_on_a_bundled_release(tmp_path):
     out = tmp_path / "eval"
-    code = main(["eval", "--release", "tide-dit-tiny/digits", "--sae-id", f"{HOOK}/tide", "--output-dir", str(out),
-                 "--num-images", "16", "--num-samples", "10", "--num-inference-steps", "4",
-                 "--no-factors"])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--release",
+            "tide-dit-tiny/digits",
+            "--sae-id",
+            f"{HOOK}/tide",
+            "--output-dir",
+            str(out),
+            "--num-images",
+            "16",
+            "--num-samples",
+            "10",
+            "--num-inference-steps",
+            "4",
+            "--no-factors",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "eval.json").read_text())
     (report,) = result["reports"]

@@ -21,10 +21,18 @@ TINY_D, TINY_D_SAE = 8, 32
 @pytest.fixture
 def pipe() -> TinyDiTPipeline:
     transformer = DiTTransformer2DModel(
-        in_channels=4, out_channels=8, activation_fn="gelu-approximate", num_attention_heads=2, attention_head_dim=4,
-        attention_bias=True, num_layers=2, norm_type="ada_norm_zero", num_embeds_ada_norm=1000, patch_size=2,
+        in_channels=4,
+        out_channels=8,
+        activation_fn="gelu-approximate",
+        num_attention_heads=2,
+        attention_head_dim=4,
+        attention_bias=True,
+        num_layers=2,
+        norm_type="ada_norm_zero",
+        num_embeds_ada_norm=1000,
+        patch_size=2,
         sample_size=8,
-    ).eval()  # fmt: skip
+    ).eval()
     pipe = TinyDiTPipeline(transformer=transformer, vae=IdentityVAE(), scheduler=DDIMScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -46,8 +54,15 @@ def tiny_sae(kind: str = "topk", hook: str = TINY_HOOK) -> SAE:
     if kind == "standard":
         return _randomise(StandardSAE(StandardSAEConfig(d_in=TINY_D, d_sae=TINY_D_SAE, metadata=metadata)))
     if kind == "tide":
-        cfg = TideSAEConfig(d_in=TINY_D, d_sae=TINY_D_SAE, k=4, rescale_acts_by_decoder_norm=True,
-                            apply_b_dec_to_input=True, normalize_activations="none", metadata=metadata)  # fmt: skip
+        cfg = TideSAEConfig(
+            d_in=TINY_D,
+            d_sae=TINY_D_SAE,
+            k=4,
+            rescale_acts_by_decoder_norm=True,
+            apply_b_dec_to_input=True,
+            normalize_activations="none",
+            metadata=metadata,
+        )
         sae = _randomise(TideSAE(cfg))
         with torch.no_grad():  # keep the timestep terms O(1), so float32 hand computations stay within 1e-5
             for parameter in sae.timestep_mlp.parameters():

@@ -60,8 +60,12 @@ def test_edit_toward_a_named_concept_replays_its_spec_and_overrides(tmp_path, ca
     edit = SteeringSpec.from_dict(json.loads((tmp_path / "b" / "edit.json").read_text())["spec"]).edits[0]
     assert (edit.value, edit.timesteps, edit.typical) == (3.0, (0.0, 400.0), (1.5, 0.5))
     capsys.readouterr()
-    assert main([*BASE, "--toward", "hue=9", "--concepts", str(tmp_path / "concepts"), "--output-dir",
-                 str(tmp_path / "c")]) == 2  # fmt: skip
+    assert (
+        main(
+            [*BASE, "--toward", "hue=9", "--concepts", str(tmp_path / "concepts"), "--output-dir", str(tmp_path / "c")]
+        )
+        == 2
+    )
     assert "unknown concept 'hue=9'" in capsys.readouterr().err
     assert main([*BASE, "--toward", "class=7", "--output-dir", str(tmp_path / "d")]) == 2
     assert "ships no steering concepts" in capsys.readouterr().err
@@ -91,8 +95,20 @@ def test_bundled_shapes_concepts_load_and_name_what_the_release_has(tmp_path):
         if name.startswith("hue="):
             assert [list(e.timesteps) for e in spec.edits] == [entry["measured"]["window"]]
     out = tmp_path / "hue"
-    args = ["edit", "--release", "tide-dit-tiny/shapes", "--toward", "hue=2", "--class-labels", "0", "1",
-            "--num-inference-steps", "3", "--output-dir", str(out)]  # fmt: skip
+    args = [
+        "edit",
+        "--release",
+        "tide-dit-tiny/shapes",
+        "--toward",
+        "hue=2",
+        "--class-labels",
+        "0",
+        "1",
+        "--num-inference-steps",
+        "3",
+        "--output-dir",
+        str(out),
+    ]
     assert main(args) == 0
     report = json.loads((out / "edit.json").read_text())
     assert report["windows"] == [index["hue=2"]["measured"]["window"]]

@@ -38,8 +38,11 @@ def _planted(n: int, generator: torch.Generator, setting: dict[str, Tensor]) -> 
 
 def _setting(generator: torch.Generator) -> dict[str, Tensor]:
     direction = torch.randn(D, generator=generator)
-    return {"direction": direction / direction.norm(), "scale": torch.rand(D, generator=generator) * 5 + 0.2,
-            "offset": torch.randn(D, generator=generator) * 3}  # fmt: skip
+    return {
+        "direction": direction / direction.norm(),
+        "scale": torch.rand(D, generator=generator) * 5 + 0.2,
+        "offset": torch.randn(D, generator=generator) * 3,
+    }
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -20,7 +20,6 @@ from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT, TideSAE, TideSAEConfig
-from sae_lens_dit.analysis.evals import timestep_context
 from sae_lens_dit.analysis.interventions.editing import (
     LatentEdit,
     SAESource,
@@ -29,6 +28,7 @@ from sae_lens_dit.analysis.interventions.editing import (
     region_mask,
     steer,
 )
+from sae_lens_dit.conventions import timestep_scope
 from sae_lens_dit.toy.backbones import NULL_CLASS
 
 HOOK = "blocks.0.hook_resid_post"
@@ -43,8 +43,9 @@ def _randomise(sae: SAE) -> SAE:
 
 
 def _topk(rescale: bool = True) -> SAE:
-    cfg = TopKSAEConfig(d_in=D, d_sae=D_SAE, k=4, rescale_acts_by_decoder_norm=rescale,
-                        metadata=SAEMetadata(hook_name=HOOK))  # fmt: skip
+    cfg = TopKSAEConfig(
+        d_in=D, d_sae=D_SAE, k=4, rescale_acts_by_decoder_norm=rescale, metadata=SAEMetadata(hook_name=HOOK)
+    )
     return _randomise(TopKSAE(cfg))
 
 
@@ -53,8 +54,15 @@ def _standard() -> SAE:
 
 
 def _tide() -> SAE:
-    cfg = TideSAEConfig(d_in=D, d_sae=D_SAE, k=4, rescale_acts_by_decoder_norm=True, apply_b_dec_to_input=True,
-                        normalize_activations="none", metadata=SAEMetadata(hook_name=HOOK))  # fmt: skip
+    cfg = TideSAEConfig(
+        d_in=D,
+        d_sae=D_SAE,
+        k=4,
+        rescale_acts_by_decoder_norm=True,
+        apply_b_dec_to_input=True,
+        normalize_activations="none",
+        metadata=SAEMetadata(hook_name=HOOK),
+    )
     sae = _randomise(TideSAE(cfg))
     with torch.no_grad():  # keep the timestep terms O(1), so float32 hand computations stay within 1e-5
         for parameter in sae.timestep_mlp.parameters():
@@ -64,12 +72,16 @@ def _tide() -> SAE:
 
 def _inputs(timesteps: list[float], labels: list[int]) -> dict[str, Tensor]:
     n = len(timesteps)
-    return {"hidden_states": torch.randn(n, 4, 8, 8), "timestep": torch.tensor(timesteps),
-            "class_labels": torch.tensor(labels)}  # fmt: skip
+    return {
+        "hidden_states": torch.randn(n, 4, 8, 8),
+        "timestep": torch.tensor(timesteps),
+        "class_labels": torch.tensor(labels),
+    }
 
 
-def _activation(hooked: HookedDiT, inputs: dict[str, Tensor], sae: SAE | None = None,
-                spec: SteeringSpec | None = None, **kwargs) -> Tensor:  # fmt: skip
+def _activation(
+    hooked: HookedDiT, inputs: dict[str, Tensor], sae: SAE | None = None, spec: SteeringSpec | None = None, **kwargs
+) -> Tensor:
     """The activation at HOOK after any steering (the cache hook runs after the steering hook)."""
     with torch.no_grad():
         if spec is None:
@@ -80,7 +92,7 @@ def _activation(hooked: HookedDiT, inputs: dict[str, Tensor], sae: SAE | None = 
 
 def _hand(sae: SAE, x: Tensor, t: Tensor, edit: LatentEdit) -> Tensor:
     """decode(op(encode(x))) - decode(encode(x)) on every row and token, with SAELens's own encode/decode."""
-    with torch.no_grad(), timestep_context(sae, t):
+    with torch.no_grad(), timestep_scope(sae, t):
         z = sae.encode(x)
         edited = z.clone()
         cols = list(edit.latents)
@@ -111,7 +123,7 @@ def test_each_operation_equals_hand_computation(pipe, make_sae, op):
     assert not torch.equal(got, x)
 
     replaced = _activation(hooked, inputs, sae, SteeringSpec((edit,)), use_error_term=False)
-    with torch.no_grad(), timestep_context(sae, inputs["timestep"]):
+    with torch.no_grad(), timestep_scope(sae, inputs["timestep"]):
         reconstruction = sae.decode(sae.encode(x))
     torch.testing.assert_close(replaced, reconstruction + _hand(sae, x, inputs["timestep"], edit), atol=1e-5, rtol=0)
 
@@ -220,11 +232,21 @@ def test_steps_and_trace(pipe):
 
 def test_spec_round_trips_through_yaml_and_json(tmp_path):
     spec = SteeringSpec(
-        (LatentEdit(HOOK, (1, 2), "add", (1.5, -2.0), timesteps=(100, 600), steps=(0, 4), box=(0, 0.25, 0.5, 1),
-                    branch="cond"),
-         LatentEdit("blocks.1.hook_resid_post", (7,), "zero", tokens=(3, 4))),
+        (
+            LatentEdit(
+                HOOK,
+                (1, 2),
+                "add",
+                (1.5, -2.0),
+                timesteps=(100, 600),
+                steps=(0, 4),
+                box=(0, 0.25, 0.5, 1),
+                branch="cond",
+            ),
+            LatentEdit("blocks.1.hook_resid_post", (7,), "zero", tokens=(3, 4)),
+        ),
         (SAESource(release="tide-dit-tiny/digits", sae_id="blocks.1.hook_resid_post/tide"),),
-    )  # fmt: skip
+    )
     for name in ("spec.yaml", "spec.json"):
         assert SteeringSpec.load(spec.save(tmp_path / name)) == spec
     assert json.loads(json.dumps(spec.to_dict())) == spec.to_dict()

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.analysis.evals import timestep_context
 from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer
 from sae_lens_dit.analysis.interventions.gates import Gate
 from sae_lens_dit.analysis.interventions.recipes import (
@@ -38,6 +37,7 @@ from sae_lens_dit.analysis.interventions.recipes import (
     transfer_spec,
 )
 from sae_lens_dit.analysis.interventions.selection import LatentSelection
+from sae_lens_dit.conventions import timestep_scope
 
 HOOK = "blocks.0.hook_resid_post"
 OTHER = "blocks.1.hook_resid_post"
@@ -59,12 +59,22 @@ def test_selection_edit_builds_the_edit_by_hand():
     selection = _selection((4, 7), typical=(2.0, 0.5))
     gate = Gate(latents=(1,), threshold=0.5)
     clamp = selection_edit(selection, "clamp", 1.5, gate=gate, competitors=(3, 4, 3, 9), box=(0, 0, 0.5, 0.5))
-    assert clamp == LatentEdit(HOOK, (4, 7), "clamp", 1.5, timesteps=(400.0, 800.0), box=(0, 0, 0.5, 0.5), gate=gate,
-                               unit="typical", typical=(2.0, 0.5))  # fmt: skip
+    assert clamp == LatentEdit(
+        HOOK,
+        (4, 7),
+        "clamp",
+        1.5,
+        timesteps=(400.0, 800.0),
+        box=(0, 0, 0.5, 0.5),
+        gate=gate,
+        unit="typical",
+        typical=(2.0, 0.5),
+    )
     assert clamp.values().tolist() == [3.0, 0.75]
     swap = selection_edit(selection, "swap", 1.0, competitors=(3, 4, 3, 9), window=None, branch="cond")
-    assert swap == LatentEdit(HOOK, (4, 7), "swap", 1.0, branch="cond", unit="typical", typical=(2.0, 0.5),
-                              competitors=(3, 9))  # fmt: skip
+    assert swap == LatentEdit(
+        HOOK, (4, 7), "swap", 1.0, branch="cond", unit="typical", typical=(2.0, 0.5), competitors=(3, 9)
+    )
     assert selection_edit(selection, "scale", 2.0, window=(100, 200)).values().tolist() == [2.0, 2.0]
     assert selection_edit(selection, "scale", 2.0, window=(100, 200)).timesteps == (100.0, 200.0)
     measured = selection.with_window((0.0, 300.0))
@@ -86,12 +96,22 @@ def test_swap_spec_clamps_the_target_and_zeroes_the_other_values_latents():
     selections = _selections()
     gate = Gate(latents=(11,))
     spec = swap_spec(selections, "red", 1.5, gate=gate)
-    expected = LatentEdit(HOOK, (1, 2), "swap", 1.5, timesteps=(400.0, 800.0), gate=gate, unit="typical",
-                          typical=(2.0, 0.5), competitors=(5, 6))  # fmt: skip
+    expected = LatentEdit(
+        HOOK,
+        (1, 2),
+        "swap",
+        1.5,
+        timesteps=(400.0, 800.0),
+        gate=gate,
+        unit="typical",
+        typical=(2.0, 0.5),
+        competitors=(5, 6),
+    )
     assert spec == SteeringSpec((expected,))
     assert swap_spec(selections, "blue", window=None).edits[0].competitors == (1, 2, 5)
-    assert swap_spec(selections, "deep").edits == (LatentEdit(OTHER, (9,), "swap", 1.0, timesteps=(400.0, 800.0),
-                                                              unit="typical", typical=(1.0,)),)  # fmt: skip
+    assert swap_spec(selections, "deep").edits == (
+        LatentEdit(OTHER, (9,), "swap", 1.0, timesteps=(400.0, 800.0), unit="typical", typical=(1.0,)),
+    )
     with pytest.raises(ValueError, match=re.escape("no selection for 'pink'; selections exist for ['red', 'green'")):
         swap_spec(selections, "pink")
 
@@ -99,8 +119,11 @@ def test_swap_spec_clamps_the_target_and_zeroes_the_other_values_latents():
 def test_swap_spec_steers_by_hand(block0_output, pipe, make_sae):
     sae, hooked = make_sae("standard"), HookedDiT(pipe.transformer)
     generator = torch.Generator().manual_seed(6)
-    inputs = {"hidden_states": torch.randn(3, 4, 8, 8, generator=generator),
-              "timestep": torch.tensor([50.0, 620.0, 980.0]), "class_labels": torch.tensor([1, 2, 3])}  # fmt: skip
+    inputs = {
+        "hidden_states": torch.randn(3, 4, 8, 8, generator=generator),
+        "timestep": torch.tensor([50.0, 620.0, 980.0]),
+        "class_labels": torch.tensor([1, 2, 3]),
+    }
     x = block0_output(pipe.transformer, inputs)
     with torch.no_grad():
         codes = sae.encode(x)
@@ -149,9 +172,10 @@ def _hand_match(reference: ReferenceLatents, window: dict[str, tuple[float, floa
         if key not in window:
             continue
         use = [b for b, m in enumerate(mids) if window[key][0] <= m <= window[key][1]]
-        out[key] = sum(float(codes[use][..., latent].mean()) / typical
-                       for latent, typical in zip(selection.latents, selection.typical, strict=True)) / len(
-            selection.latents)  # fmt: skip
+        out[key] = sum(
+            float(codes[use][..., latent].mean()) / typical
+            for latent, typical in zip(selection.latents, selection.typical, strict=True)
+        ) / len(selection.latents)
     return out
 
 
@@ -206,8 +230,9 @@ def test_encode_reference_reads_codes_at_bucket_middles(pipe, make_sae):
 
     noise = torch.randn((2, 1, 4, 8, 8), generator=torch.Generator().manual_seed(5))  # record_noised's draw
     alphas = pipe.scheduler.alphas_cumprod
-    noisy = torch.cat([alphas[t].sqrt() * image[None] + (1 - alphas[t]).sqrt() * noise[k]
-                       for k, t in enumerate((250, 750))])  # fmt: skip
+    noisy = torch.cat(
+        [alphas[t].sqrt() * image[None] + (1 - alphas[t]).sqrt() * noise[k] for k, t in enumerate((250, 750))]
+    )
     store: list[Tensor] = []
     handle = pipe.transformer.transformer_blocks[0].register_forward_hook(lambda _m, _a, out: store.append(out))
     try:
@@ -215,7 +240,7 @@ def test_encode_reference_reads_codes_at_bucket_middles(pipe, make_sae):
             pipe.transformer(noisy, timestep=torch.tensor([250, 750]), class_labels=torch.tensor([2, 2]))
     finally:
         handle.remove()
-    with torch.no_grad(), timestep_context(sae, torch.tensor([250.0, 750.0])):
+    with torch.no_grad(), timestep_scope(sae, torch.tensor([250.0, 750.0])):
         expected = sae.encode(store[0])
     assert reference.codes.shape == (2, 16, 32)
     torch.testing.assert_close(reference.codes, expected, atol=1e-5, rtol=0)

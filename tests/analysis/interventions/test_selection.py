@@ -81,13 +81,17 @@ def _bucket(timestep: Tensor) -> Tensor:
     return (timestep // 200).long().clamp_max(4)  # EDGES by hand (no row sits on an edge)
 
 
-def _hand_scores(codes: Tensor, bucket: Tensor, group: Tensor, targets: list[int], rests: list[int],
-                 method: str) -> Tensor:  # fmt: skip
+def _hand_scores(
+    codes: Tensor, bucket: Tensor, group: Tensor, targets: list[int], rests: list[int], method: str
+) -> Tensor:
     """[buckets, d_sae]: per bucket, the groups' mean codes contrasted target vs rest; nan where a side is empty."""
     out = torch.full((len(EDGES) - 1, codes.shape[1]), float("nan"), dtype=torch.float64)
     for b in range(len(EDGES) - 1):
-        means = {g: codes[(group == g) & (bucket == b)].mean(0) for g in targets + rests
-                 if ((group == g) & (bucket == b)).any()}  # fmt: skip
+        means = {
+            g: codes[(group == g) & (bucket == b)].mean(0)
+            for g in targets + rests
+            if ((group == g) & (bucket == b)).any()
+        }
         pos = [means[g] for g in targets if g in means]
         neg = [means[g] for g in rests if g in means]
         if not pos or not neg:
@@ -126,8 +130,9 @@ def test_mean_diff_is_the_mean_of_image_means_per_bucket(make_sae, kind, gated, 
     keep = torch.ones(len(rows["image"]), dtype=torch.bool) if gate is None else gate
     codes = _codes(sae, rows)
     rests = [5, 7, 8, 9] if rest == "subset" else list(range(4, 10))
-    per_bucket = _hand_scores(codes[keep], _bucket(rows["timestep"])[keep], rows["image"][keep], [0, 1, 2, 3], rests,
-                              "mean_diff")  # fmt: skip
+    per_bucket = _hand_scores(
+        codes[keep], _bucket(rows["timestep"])[keep], rows["image"][keep], [0, 1, 2, 3], rests, "mean_diff"
+    )
     expected = _over_buckets(per_bucket)
     tol = 1e-6 if kind == "tide" else 1e-9
     torch.testing.assert_close(selection.all_scores, expected, atol=tol, rtol=0)
@@ -154,8 +159,9 @@ def test_auroc_is_the_mann_whitney_statistic_with_ties_half(make_sae):
     selection = select_latents(sae, rows, 32, target_images=target_images, method="auroc")
 
     codes = _codes(sae, rows)
-    per_bucket = _hand_scores(codes, _bucket(rows["timestep"]), rows["image"], [0, 3, 4, 8, 10],
-                              [1, 2, 5, 6, 7, 9, 11], "auroc")  # fmt: skip
+    per_bucket = _hand_scores(
+        codes, _bucket(rows["timestep"]), rows["image"], [0, 3, 4, 8, 10], [1, 2, 5, 6, 7, 9, 11], "auroc"
+    )
     expected = _over_buckets(per_bucket)
     torch.testing.assert_close(selection.all_scores, expected, atol=1e-9, rtol=0)
     assert float(expected[0]) == 0.5 and 0.5 not in (float(s) for s in selection.score)
@@ -175,8 +181,9 @@ def test_target_rows_contrast_inside_and_outside_of_each_image(make_sae):
 
     codes = _codes(sae, rows)
     group = rows["image"] * 2 + inside.long()
-    per_bucket = _hand_scores(codes, _bucket(rows["timestep"]), group, [1, 3, 5, 7, 9, 11], [0, 2, 4, 6, 8, 10],
-                              "mean_diff")  # fmt: skip
+    per_bucket = _hand_scores(
+        codes, _bucket(rows["timestep"]), group, [1, 3, 5, 7, 9, 11], [0, 2, 4, 6, 8, 10], "mean_diff"
+    )
     expected = per_bucket[[0, 3]].mean(0)  # only the buckets asked for
     torch.testing.assert_close(selection.all_scores, expected, atol=1e-9, rtol=0)
     assert list(selection.latents) == _ranked(expected, 3) and selection.latents[0] == 20
@@ -281,8 +288,9 @@ def test_latents_for_bucket_is_the_bucket_mean_minus_the_other_buckets(make_sae)
     # per bucket: the same score computed for that bucket (its mean minus the other buckets'), nan where empty
     for b, t in zip((0, 1, 3, 4), TIMES, strict=True):
         others = torch.stack([means[o] for o in TIMES if o != t]).mean(0)
-        np.testing.assert_allclose(selection.bucket_score[b], (means[t] - others)[list(selection.latents)].numpy(),
-                                   atol=1e-9, rtol=0)  # fmt: skip
+        np.testing.assert_allclose(
+            selection.bucket_score[b], (means[t] - others)[list(selection.latents)].numpy(), atol=1e-9, rtol=0
+        )
     assert all(math.isnan(v) for v in selection.bucket_score[2])
     assert resolve_window(selection, "auto") == (800.0, 1000.0)  # the window of a bucket selection is its bucket
     with pytest.raises(ValueError, match=re.escape("bucket must be in 0..4")):
@@ -328,8 +336,7 @@ def test_record_samples_rows_match_forward_hooks_and_images(pipe):
     hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     labels = [1, 2, 3]
     rows, images = record_samples(pipe, hooked, hooks, labels, seed=4, num_inference_steps=2, batch_size=2)
-    single, single_images = record_samples(pipe, hooked, hooks[1], labels, seed=4, num_inference_steps=2,
-                                           batch_size=2)  # fmt: skip
+    single, single_images = record_samples(pipe, hooked, hooks[1], labels, seed=4, num_inference_steps=2, batch_size=2)
 
     stores: list[list[Tensor]] = [[], []]
     handles = [_capture(pipe.transformer.transformer_blocks[i], stores[i]) for i in (0, 1)]
@@ -338,8 +345,9 @@ def test_record_samples_rows_match_forward_hooks_and_images(pipe):
         for start in (0, 2):  # evals.sample_images's seeding: one generator per batch
             batch = labels[start : start + 2]
             generator = torch.Generator().manual_seed(4 * 100_003 + start)
-            expected_images.append(pipe(class_labels=batch, num_inference_steps=2, generator=generator,
-                                        output_type="np").images)  # fmt: skip
+            expected_images.append(
+                pipe(class_labels=batch, num_inference_steps=2, generator=generator, output_type="np").images
+            )
             expected_image += [(start + torch.arange(len(batch))).repeat_interleave(16)] * 2  # 2 calls per run
     finally:
         for handle in handles:
@@ -372,8 +380,9 @@ def test_record_noised_rows_match_a_hand_noising(pipe):
                 x0 = images[start : start + 2]
                 n = len(x0)
                 noise = torch.randn((2, n, 4, 8, 8), generator=generator)
-                noisy = torch.cat([alphas[t].sqrt() * x0 + (1 - alphas[t]).sqrt() * noise[k]
-                                   for k, t in enumerate(raw.tolist())])  # fmt: skip
+                noisy = torch.cat(
+                    [alphas[t].sqrt() * x0 + (1 - alphas[t]).sqrt() * noise[k] for k, t in enumerate(raw.tolist())]
+                )
                 pipe.transformer(
                     noisy, timestep=raw.repeat_interleave(n), class_labels=labels[start : start + 2].repeat(2)
                 )

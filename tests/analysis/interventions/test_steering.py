@@ -25,9 +25,9 @@ from sae_lens import SAE
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.analysis.evals import timestep_context
 from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer
 from sae_lens_dit.analysis.interventions.gates import Gate, LinearProbe
+from sae_lens_dit.conventions import timestep_scope
 
 HOOK = "blocks.0.hook_resid_post"
 D = 8
@@ -35,12 +35,21 @@ D = 8
 
 def _inputs(seed: int) -> dict[str, Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {"hidden_states": torch.randn(3, 4, 8, 8, generator=generator),
-            "timestep": torch.tensor([50.0, 620.0, 980.0]), "class_labels": torch.tensor([1, 2, 3])}  # fmt: skip
+    return {
+        "hidden_states": torch.randn(3, 4, 8, 8, generator=generator),
+        "timestep": torch.tensor([50.0, 620.0, 980.0]),
+        "class_labels": torch.tensor([1, 2, 3]),
+    }
 
 
-def _block_output(capture, pipe, hooked: HookedDiT, inputs: dict[str, Tensor], sae: SAE | None = None,
-                  spec: SteeringSpec | None = None) -> tuple[Tensor, list]:  # fmt: skip
+def _block_output(
+    capture,
+    pipe,
+    hooked: HookedDiT,
+    inputs: dict[str, Tensor],
+    sae: SAE | None = None,
+    spec: SteeringSpec | None = None,
+) -> tuple[Tensor, list]:
     """Output of transformer block 0 as a plain torch forward hook sees it (`capture`, the conftest's
     block0_output), unsteered or with `spec` applied."""
     if spec is None:
@@ -51,13 +60,13 @@ def _block_output(capture, pipe, hooked: HookedDiT, inputs: dict[str, Tensor], s
 
 
 def _encode(sae: SAE, x: Tensor, t: Tensor) -> Tensor:
-    with torch.no_grad(), timestep_context(sae, t):
+    with torch.no_grad(), timestep_scope(sae, t):
         return sae.encode(x)
 
 
 def _hand(sae: SAE, x: Tensor, t: Tensor, edited: Tensor, codes: Tensor, inside: Tensor) -> Tensor:
     """x + (decode(edited) - decode(codes)) on the tokens `inside` [batch, tokens], x elsewhere."""
-    with torch.no_grad(), timestep_context(sae, t):
+    with torch.no_grad(), timestep_scope(sae, t):
         delta = sae.decode(edited) - sae.decode(codes.clone())
     return x + torch.where(inside[..., None], delta, torch.zeros_like(delta))
 
@@ -159,8 +168,9 @@ def test_typical_unit_multiplies_values_by_typical(block0_output, pipe, make_sae
     raw = torch.tensor(raw)
     got, _ = _block_output(block0_output, pipe, hooked, inputs, sae, SteeringSpec((edit,)))
     edited = _apply(codes, op, [3, 17], raw, competitors)
-    torch.testing.assert_close(got, _hand(sae, x, t, edited, codes, torch.ones(3, 16, dtype=torch.bool)), atol=1e-5,
-                               rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        got, _hand(sae, x, t, edited, codes, torch.ones(3, 16, dtype=torch.bool)), atol=1e-5, rtol=0
+    )
 
 
 def test_spec_with_gates_round_trips_through_yaml_and_json(tmp_path, monkeypatch):
@@ -168,14 +178,26 @@ def test_spec_with_gates_round_trips_through_yaml_and_json(tmp_path, monkeypatch
     (tmp_path / "elsewhere").mkdir()
     near = LinearProbe(HOOK, torch.randn(D), -0.25).save(tmp_path / "specs" / "probes" / "near.safetensors")
     far = LinearProbe(HOOK, torch.randn(D), 0.5).save(tmp_path / "elsewhere" / "far.safetensors")
-    spec = SteeringSpec((
-        LatentEdit(HOOK, (1, 2), "swap", 1.5, gate=Gate(latents=(4, 5), threshold=0.25), unit="typical",
-                   typical=(0.5, 2.0), competitors=(7, 8), timesteps=(300, 700)),
-        LatentEdit(HOOK, (3,), "add", 2.0, gate=Gate(probe=str(near), threshold=-1.0, invert=True),
-                   box=(0, 0, 0.5, 1)),
-        LatentEdit(HOOK, (4,), "clamp", 1.0, gate=Gate(probe=str(far))),
-        LatentEdit(HOOK, (9,), "zero"),
-    ))  # fmt: skip
+    spec = SteeringSpec(
+        (
+            LatentEdit(
+                HOOK,
+                (1, 2),
+                "swap",
+                1.5,
+                gate=Gate(latents=(4, 5), threshold=0.25),
+                unit="typical",
+                typical=(0.5, 2.0),
+                competitors=(7, 8),
+                timesteps=(300, 700),
+            ),
+            LatentEdit(
+                HOOK, (3,), "add", 2.0, gate=Gate(probe=str(near), threshold=-1.0, invert=True), box=(0, 0, 0.5, 1)
+            ),
+            LatentEdit(HOOK, (4,), "clamp", 1.0, gate=Gate(probe=str(far))),
+            LatentEdit(HOOK, (9,), "zero"),
+        )
+    )
     monkeypatch.chdir(tmp_path / "elsewhere")  # relative probe paths are read against the spec's folder, not the cwd
     for name in ("spec.yaml", "spec.json"):
         path = spec.save(tmp_path / "specs" / name)
@@ -218,11 +240,13 @@ def test_steer_refuses_a_probe_of_another_hook_and_out_of_range_latents(block0_o
     sae, hooked = make_sae("topk"), HookedDiT(pipe.transformer)
     other = LinearProbe("blocks.1.hook_resid_post", torch.zeros(D), 0.0).save(tmp_path / "other.safetensors")
     cases = [
-        (LatentEdit(HOOK, (1,), "add", 1.0, gate=Gate(probe=str(other))),
-         f"its gate's probe {other} was fitted on blocks.1.hook_resid_post; fit a probe on {HOOK}"),
+        (
+            LatentEdit(HOOK, (1,), "add", 1.0, gate=Gate(probe=str(other))),
+            f"its gate's probe {other} was fitted on blocks.1.hook_resid_post; fit a probe on {HOOK}",
+        ),
         (LatentEdit(HOOK, (1,), "add", 1.0, gate=Gate(latents=(32,))), "latent index(es) [32] out of range"),
         (LatentEdit(HOOK, (1,), "swap", 1.0, competitors=(40,)), "latent index(es) [40] out of range"),
-    ]  # fmt: skip
+    ]
     for edit, message in cases:
         with pytest.raises(ValueError, match=re.escape(message)), steer(hooked, [sae], SteeringSpec((edit,))):
             pipe.transformer(**_inputs(seed=0))

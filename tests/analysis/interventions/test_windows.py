@@ -78,8 +78,15 @@ def test_curve_of_the_wrong_length_is_refused():
 
 def _selection(bucket_score, method="mean_diff", window=None) -> LatentSelection:
     n = len(bucket_score[0])
-    selection = LatentSelection("blocks.0.hook_resid_post", tuple(range(n)), (1.0,) * n, (0.5,) * n,
-                                tuple(map(tuple, bucket_score)), edges=EDGES, method=method)  # fmt: skip
+    selection = LatentSelection(
+        "blocks.0.hook_resid_post",
+        tuple(range(n)),
+        (1.0,) * n,
+        (0.5,) * n,
+        tuple(map(tuple, bucket_score)),
+        edges=EDGES,
+        method=method,
+    )
     return selection if window is None else selection.with_window(window)
 
 
@@ -144,8 +151,13 @@ def test_grow_window_adds_the_best_neighbour_while_it_gains_enough():
     # one-bucket curve 0, .25, .5, .375, .0625 -> start at 400-600 (0.5); 200-600 gives 0.5, 400-800 0.625 (+0.125):
     # grow right; then 200-800 gives 0.625 and 400-1000 0.4375: no gain of 0.02 -> stop
     assert window == (400.0, 800.0)
-    assert tried == [((400.0, 600.0), 0.5), ((200.0, 600.0), 0.5), ((400.0, 800.0), 0.625), ((200.0, 800.0), 0.625),
-                     ((400.0, 1000.0), 0.4375)]  # fmt: skip
+    assert tried == [
+        ((400.0, 600.0), 0.5),
+        ((200.0, 600.0), 0.5),
+        ((400.0, 800.0), 0.625),
+        ((200.0, 800.0), 0.625),
+        ((400.0, 1000.0), 0.4375),
+    ]
     assert len(calls) == 5 + 4  # the commitment curve, then the four grown windows tried
     calls.clear()
     curve = [_additive((lo, hi)) for lo, hi in zip(EDGES[:-1], EDGES[1:], strict=True)]
