@@ -43,7 +43,7 @@ from sae_lens import SAE
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
 from sae_lens_dit import HookedDiT, load_tiny_dit
 from sae_lens_dit.analysis.interventions.concepts import list_concepts, load_concept
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer, token_grid
+from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer
 from sae_lens_dit.analysis.interventions.gates import LinearProbe
 from sae_lens_dit.analysis.interventions.recipes import encode_reference, match_reference, swap_spec
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
@@ -143,7 +143,7 @@ def transfer(s: Shapes, folder: Path, sae: SAE) -> dict:
     }
     # read each reference on its own shape's tokens (from its pixels), as the selections were made on them
     pixels = np.transpose(refs.images, (0, 2, 3, 1)) / 2 + 0.5
-    on_shape = torch.from_numpy(shape_tokens(pixels, token_grid(64, s.hooked)))
+    on_shape = torch.from_numpy(shape_tokens(pixels, s.hooked.token_grid(64)))
     matched = []
     for i in range(N_EVAL):
         codes = encode_reference(

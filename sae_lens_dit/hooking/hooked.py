@@ -177,15 +177,40 @@ class HookedDiT(HookedRootModule):
     @property
     def image_tokens(self) -> int:
         """Image tokens per image at the transformer's configured resolution: (sample_size / patch_size)^2."""
-        config = self.transformer.config
-        size, patch = getattr(config, "sample_size", None), getattr(config, "patch_size", None)
-        if not size or not patch:
+        grid = self._configured_grid()
+        if grid is None:
             raise ValueError(
                 f"{type(self.transformer).__name__}.config has no sample_size/patch_size, so its image token count "
                 f"depends on the input resolution; read it from an activation instead (its dimension 1)"
             )
+        return grid[0] * grid[1]
+
+    def token_grid(self, n_tokens: int, latent_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(rows, columns) of the row-major patch grid of an image with `n_tokens` image tokens: token i sits
+        at row i // columns, column i % columns. Read from the latent's (height, width) when given (then only
+        from it), else the transformer's configured sample size, else a square grid; an error when none of them has
+        `n_tokens` tokens (spatial edits and heatmaps need the grid)."""
+        patch = int(getattr(self.transformer.config, "patch_size", None) or 1)
+        side = int(round(n_tokens**0.5))
+        if latent_size is not None:  # the latent actually sampled decides; no fallback
+            candidates = [(latent_size[0] // patch, latent_size[1] // patch)]
+        else:
+            candidates = [self._configured_grid(), (side, side)]
+        for grid in candidates:
+            if grid is not None and grid[0] * grid[1] == n_tokens:
+                return grid
+        raise ValueError(
+            f"cannot lay {n_tokens} tokens out on a grid (not the latent's or the model's configured size in "
+            f"{patch}x{patch} patches, and not square); spatial edits and heatmaps need a known token grid"
+        )
+
+    def _configured_grid(self) -> tuple[int, int] | None:
+        config = self.transformer.config
+        size, patch = getattr(config, "sample_size", None), getattr(config, "patch_size", None)
+        if not size or not patch:
+            return None
         height, width = (size, size) if isinstance(size, int) else size
-        return (height // patch) * (width // patch)
+        return height // patch, width // patch
 
     @property
     def call_context(self) -> CallContext:

@@ -143,6 +143,19 @@ def test_image_tokens_follows_the_config(backbones):
         _ = HookedDiT(backbones["flux"].make()).image_tokens
 
 
+def test_token_grid_comes_from_the_latent_then_the_config_then_a_square(backbones):
+    dit = HookedDiT(backbones["dit"].make())  # sample_size 8, patch 2
+    assert dit.token_grid(16) == (4, 4)  # the configured grid
+    assert dit.token_grid(24, latent_size=(8, 12)) == (4, 6)  # a non-square latent, by hand: 8/2 x 12/2
+    assert dit.token_grid(36) == (6, 6)  # neither configured: a square
+    with pytest.raises(ValueError, match="cannot lay 24 tokens"):
+        dit.token_grid(24)  # not the configured size, not square
+    with pytest.raises(ValueError, match="cannot lay 16 tokens"):
+        dit.token_grid(16, latent_size=(8, 12))  # the sampled latent decides, with no fallback
+    flux = HookedDiT(backbones["flux"].make())  # no configured size: squares only
+    assert flux.token_grid(64) == (8, 8)
+
+
 def _context_of(hooked: HookedDiT, inputs: dict):
     contexts = []
     with torch.no_grad():

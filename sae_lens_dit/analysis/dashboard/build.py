@@ -247,13 +247,7 @@ def sample_trajectories(
     timesteps = torch.zeros(steps)
     timesteps[first["step"]] = first["timestep"].float()  # every pipeline call runs the same schedule
     tokens = next(iter(activations.values())).shape[2]
-    patch = int(getattr(hooked.transformer.config, "patch_size", 1) or 1)
-    grid = (pred.shape[-2] // patch, pred.shape[-1] // patch)
-    if grid[0] * grid[1] != tokens:
-        raise ValueError(
-            f"{tokens} tokens per image do not tile the {tuple(pred.shape[-2:])} latent in {patch}x{patch} patches; "
-            "dashboards need one token per patch, row-major (DiT, PixArt)"
-        )
+    grid = hooked.token_grid(tokens, latent_size=tuple(pred.shape[-2:]))
     factors = {"class": np.asarray(labels), **_measured_factors(model, images)}
     factor_names = {"class": [names.get(i, str(i)) for i in range(max(names) + 1)]}
     factor_names |= {k: SHAPE_FACTOR_NAMES[k] for k in factors if k in SHAPE_FACTOR_NAMES}

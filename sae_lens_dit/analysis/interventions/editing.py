@@ -323,25 +323,6 @@ def _is_yaml(path: Path) -> bool:
 # Applying a spec through HookedDiT.
 
 
-def token_grid(n_tokens: int, hooked: HookedDiT | None = None) -> tuple[int, int]:
-    """(rows, columns) of the token grid of an image with `n_tokens` tokens: the transformer's configured
-    grid when it has that many tokens, else a square one."""
-    if hooked is not None:
-        config = hooked.transformer.config
-        size, patch = getattr(config, "sample_size", None), getattr(config, "patch_size", None)
-        if size and patch:
-            height, width = (size, size) if isinstance(size, int) else size
-            if (height // patch) * (width // patch) == n_tokens:
-                return height // patch, width // patch
-    side = int(round(n_tokens**0.5))
-    if side * side != n_tokens:
-        raise ValueError(
-            f"cannot lay {n_tokens} tokens out on a grid (not square and not the model's configured "
-            f"size); spatial edits need a known token grid"
-        )
-    return side, side
-
-
 def region_mask(
     grid: tuple[int, int],
     box: Sequence[float] | None = None,
@@ -448,7 +429,7 @@ class _SAESteering:
     def _region(self, index: int, edit: LatentEdit, n_tokens: int) -> Tensor | None:
         key = (index, n_tokens)
         if key not in self._regions:
-            self._regions[key] = region_mask(token_grid(n_tokens, self.hooked), edit.box, edit.mask, edit.tokens)
+            self._regions[key] = region_mask(self.hooked.token_grid(n_tokens), edit.box, edit.mask, edit.tokens)
         return self._regions[key]
 
     def _rows(self, edit: LatentEdit, batch: int) -> Tensor:

@@ -27,7 +27,7 @@ import torch
 from sae_lens import SAE
 from torch import Tensor
 
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, token_grid
+from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec
 from sae_lens_dit.analysis.interventions.gates import Gate, fit_probe
 from sae_lens_dit.analysis.interventions.recipes import swap_spec
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
@@ -85,7 +85,7 @@ def record_shape_samples(
         pipe, hooked, list(hooks), labels.tolist(), seed=seed, num_inference_steps=num_inference_steps, batch_size=96
     )
     n_tokens = int(rows[hooks[0]]["token"].max()) + 1
-    on_shape = shape_tokens(images, token_grid(n_tokens, hooked))
+    on_shape = shape_tokens(images, hooked.token_grid(n_tokens))
     return ShapeSamples(labels, images, measure_shape_factors(images), on_shape, rows)
 
 
