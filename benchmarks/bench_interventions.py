@@ -42,8 +42,8 @@ from sae_lens import SAE
 
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
 from sae_lens_dit import HookedDiT, load_tiny_dit
+from sae_lens_dit.analysis.interventions import LatentEdit, SteeringSpec, steer
 from sae_lens_dit.analysis.interventions.concepts import list_concepts, load_concept
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer
 from sae_lens_dit.analysis.interventions.gates import LinearProbe
 from sae_lens_dit.analysis.interventions.recipes import encode_reference, match_reference, swap_spec
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents

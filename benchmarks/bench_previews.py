@@ -34,7 +34,7 @@ import sae_lens_dit  # noqa: F401  (registers the bundled releases)
 from sae_lens_dit import HookedDiT, load_tiny_dit
 from sae_lens_dit.analysis.dashboard.build import DashboardConfig, preview_window, sample_trajectories, summarize
 from sae_lens_dit.analysis.evals import DENSE_THRESHOLD, bucket_masks
-from sae_lens_dit.analysis.interventions.editing import preview_latent
+from sae_lens_dit.analysis.interventions import preview_latent
 from sae_lens_dit.toy.backbones import load_tiny_classifier
 
 RELEASE, SAE_ID = "tide-dit-tiny/shapes", "blocks.1.hook_resid_post/tide"

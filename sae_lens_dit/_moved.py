@@ -25,7 +25,7 @@ MOVED: dict[str, str] = {
     "distributed": "training.distributed",
     "runner": "training.runner",
     "evals": "analysis.evals",
-    "interventions": "analysis.interventions.editing",
+    "interventions": "analysis.interventions",
     "selection": "analysis.interventions.selection",
     "gates": "analysis.interventions.gates",
     "windows": "analysis.interventions.windows",

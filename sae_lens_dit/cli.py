@@ -21,7 +21,7 @@ from simple_parsing.docstring import get_attribute_docstring
 
 from sae_lens_dit.analysis.dashboard.build import DashboardConfig
 from sae_lens_dit.analysis.evals import EvalConfig
-from sae_lens_dit.analysis.interventions.editing import OPERATIONS
+from sae_lens_dit.analysis.interventions import OPERATIONS
 from sae_lens_dit.conventions import (
     DEFAULT_HOOK,
     EVAL_JSON,
@@ -432,7 +432,7 @@ def _window_arg(values: list[str] | None) -> Any:
 def _edit(args: argparse.Namespace) -> None:
     from sae_lens import SAE
 
-    from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, edit, save_grid
+    from sae_lens_dit.analysis.interventions import LatentEdit, SteeringSpec, edit, save_grid
     from sae_lens_dit.guards.data import check_class_labels
     from sae_lens_dit.hooking.hooked import HookedDiT
     from sae_lens_dit.hub.releases import get_release

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sae_lens_dit.cli as cli
-from sae_lens_dit.analysis.interventions.editing import SteeringSpec
+from sae_lens_dit.analysis.interventions import SteeringSpec
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 VALID = {

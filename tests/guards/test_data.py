@@ -11,7 +11,7 @@ import torch
 from sae_lens import SAE
 
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, edit
+from sae_lens_dit.analysis.interventions import LatentEdit, SteeringSpec, edit
 from sae_lens_dit.cli import main
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_tiny_dit

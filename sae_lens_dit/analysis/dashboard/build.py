@@ -668,7 +668,7 @@ def _steering_previews(
     """A function (latent, class, summary, files, folder) -> before / after thumbnails of one sample of the class
     with the latent clamped at `steering_strength` x its typical active value, then zeroed, on every token inside
     its own timestep window (`preview_window`; `interventions.preview_latent`)."""
-    from sae_lens_dit.analysis.interventions.editing import preview_latent
+    from sae_lens_dit.analysis.interventions import preview_latent
 
     names = traj.factor_names["class"]
     pipe_kwargs = {"num_inference_steps": cfg.num_inference_steps}

@@ -252,7 +252,7 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
     every step encoded with sae.encode): clamp value = strength x torch.quantile(non-zero codes, 0.5); window =
     the bucket edges around the peak firing frequency, every bucket inside at least half the peak, the ones
     just outside below it; zero in the same window; on every token and branch."""
-    from sae_lens_dit.analysis.interventions import editing as interventions
+    from sae_lens_dit.analysis.interventions import editing as interventions  # where preview_latent looks up `edit`
 
     seen = []
     real_edit = interventions.edit
