@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sae_lens_dit.cli as cli
+import sae_lens_dit.cli.training as cli_training
 from sae_lens_dit.analysis.interventions import SteeringSpec
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -132,7 +133,7 @@ def _check_one_line_exit_2(code: int, err: str) -> None:
 @SETTINGS
 @given(config=bad_configs(), as_json=st.booleans())
 def test_generated_bad_train_configs_are_one_line_errors(config, as_json, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "DiTSAETrainingRunner", _NoRun)
+    monkeypatch.setattr(cli_training, "DiTSAETrainingRunner", _NoRun)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ("run.json" if as_json else "run.yaml")
         path.write_text(json.dumps(config) if as_json else yaml.safe_dump(config))
@@ -144,7 +145,7 @@ def test_generated_bad_train_configs_are_one_line_errors(config, as_json, capsys
 @SETTINGS
 @given(text=st.text(max_size=60))
 def test_arbitrary_text_as_a_config_or_spec_is_a_one_line_error(text, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "DiTSAETrainingRunner", _NoRun)
+    monkeypatch.setattr(cli_training, "DiTSAETrainingRunner", _NoRun)
     monkeypatch.setattr(SteeringSpec, "load_saes", _NoRun)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "file.yaml"
