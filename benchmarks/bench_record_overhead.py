@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+from diffusers import DiTPipeline
 
 from sae_lens_dit import HookedDiT
+from sae_lens_dit.toy.random_dit import random_dit, random_dit_pipeline
 
 HOOK = "blocks.4.hook_resid_post"
 TOKENS_PER_IMAGE = 16
@@ -34,22 +35,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "record_overhead.md"
 
 def build_pipe() -> DiTPipeline:
     """A DiT-S/2-like model at 256 image tokens (32x32 latent, patch 2), 8 layers, width 192."""
-    transformer = DiTTransformer2DModel(
-        sample_size=32,
-        patch_size=2,
-        in_channels=4,
-        out_channels=8,
-        num_layers=8,
-        num_attention_heads=6,
-        attention_head_dim=32,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-        norm_elementwise_affine=False,
-    ).eval()
-    pipe = DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
-    pipe.set_progress_bar_config(disable=True)
+    transformer = random_dit(
+        sample_size=32, num_layers=8, num_attention_heads=6, attention_head_dim=32, norm_elementwise_affine=False
+    )
+    pipe = random_dit_pipeline(transformer, vae="kl")
     return pipe
 
 
@@ -63,17 +52,7 @@ def sample(pipe: DiTPipeline, steps: int) -> tuple[float, float]:
 
 def hook_cost_per_call(calls: int = 400) -> float:
     """CPU seconds the record hooks add per transformer call (tiny model, same hook and k)."""
-    model = DiTTransformer2DModel(
-        sample_size=8,
-        patch_size=2,
-        in_channels=4,
-        out_channels=8,
-        num_layers=5,
-        num_attention_heads=1,
-        attention_head_dim=8,
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-    ).eval()
+    model = random_dit(num_layers=5, num_attention_heads=1, attention_head_dim=8)
     hooked = HookedDiT(model)
     x, labels = torch.randn(2, 4, 8, 8).repeat(2, 1, 1, 1), torch.tensor([1, 2, 1000, 1000])
 
