@@ -44,6 +44,7 @@ import sae_lens_dit  # noqa: F401  (registers the bundled releases)
 from sae_lens_dit import HookedDiT, load_tiny_dit
 from sae_lens_dit.analysis.interventions import LatentEdit, SteeringSpec, steer
 from sae_lens_dit.analysis.interventions.concepts import list_concepts, load_concept
+from sae_lens_dit.analysis.interventions.editing import sample_seeded, steer_groups
 from sae_lens_dit.analysis.interventions.gates import LinearProbe
 from sae_lens_dit.analysis.interventions.recipes import encode_reference, match_reference, swap_spec
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
@@ -52,11 +53,9 @@ from sae_lens_dit.analysis.interventions.shape_concepts import (
     build_shape_concepts,
     hue_bin,
     record_shape_samples,
-    sample_seeded,
     score_hue,
     score_position,
     score_size,
-    steer_groups,
 )
 from sae_lens_dit.resources import pretrained_dir
 from sae_lens_dit.toy.backbones import load_tiny_classifier, measure_shape_factors, shape_tokens

@@ -1,24 +1,26 @@
-"""Interventions: edits of SAE latents inside a sampling run, and the steering recipe built on them
-(latent selection, gates, timestep windows, recipes, named concepts)."""
+"""Interventions: edits of SAE latents inside a sampling run, and the steering recipe built on them.
 
-from sae_lens_dit.analysis.interventions.editing import (
+Why a package: steering is a chain of small, separately testable steps. The generic machinery:
+`spec` (what to change, as YAML/JSON data), `regions` (box/mask/tokens -> token masks), `steering`
+(the hooks that apply a spec inside any stock pipeline), `editing` (the same sample with and without
+a spec, previews, image grids). Choosing what to edit: `selection` (selective latents), `gates`
+(per-token gates), `windows` (when an edit takes hold), `recipes` (swap, transfer, suppression) and
+`concepts` (named, tuned specs such as hue=2). `shape_concepts` is the recipe tuned for the bundled
+shapes backbone, built on the generic pieces.
+"""
+
+from sae_lens_dit.analysis.interventions.editing import EditResult, edit, generate, preview_latent, save_grid
+from sae_lens_dit.analysis.interventions.regions import region_mask
+from sae_lens_dit.analysis.interventions.spec import (
     OPERATIONS,
-    EditResult,
+    UNITS,
     LatentEdit,
     Operation,
     SAESource,
     SteeringSpec,
-    SteeringTrace,
     Unit,
-    check_spec,
-    decoder_delta,
-    edit,
-    generate,
-    preview_latent,
-    region_mask,
-    save_grid,
-    steer,
 )
+from sae_lens_dit.analysis.interventions.steering import SteeringTrace, check_spec, decoder_delta, steer
 
 __all__ = [
     "EditResult",
@@ -28,6 +30,7 @@ __all__ = [
     "SAESource",
     "SteeringSpec",
     "SteeringTrace",
+    "UNITS",
     "Unit",
     "check_spec",
     "decoder_delta",

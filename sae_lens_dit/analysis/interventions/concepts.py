@@ -25,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sae_lens_dit.analysis.interventions.editing import SteeringSpec
-from sae_lens_dit.analysis.interventions.windows import WindowArg
+from sae_lens_dit.analysis.interventions.spec import SteeringSpec
+from sae_lens_dit.analysis.interventions.windows import WindowArg, fixed_window
 
 INDEX = "index.json"
 CONCEPTS_DIR = "concepts"
@@ -71,15 +71,13 @@ def load_concept(folder: str | Path, name: str, value: float | None = None, wind
     if name not in concepts:
         raise ValueError(f"unknown concept {name!r}; {folder} has {sorted(concepts)}")
     spec = SteeringSpec.load(Path(folder) / concepts[name]["spec"])
+    timesteps = None if window in (None, "auto") else fixed_window(window)
     edits = []
     for edit in spec.edits:
         if value is not None and edit.op in ("clamp", "add", "swap"):
             edit = replace(edit, value=float(value))
-        if window not in (None, "auto"):
-            low, high = window
-            if not low <= high:
-                raise ValueError(f"window needs low <= high, received {window}")
-            edit = replace(edit, timesteps=(float(low), float(high)))
+        if timesteps is not None:
+            edit = replace(edit, timesteps=timesteps)
         edits.append(edit)
     return SteeringSpec(tuple(edits), spec.saes)
 

@@ -26,9 +26,9 @@ import torch
 from sae_lens import SAE
 from torch import Tensor
 
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, Operation, SteeringSpec
 from sae_lens_dit.analysis.interventions.gates import Gate
-from sae_lens_dit.analysis.interventions.selection import LatentSelection
+from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_noised
+from sae_lens_dit.analysis.interventions.spec import LatentEdit, Operation, SteeringSpec
 from sae_lens_dit.analysis.interventions.windows import WindowArg, resolve_window
 from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, Branch, timestep_scope
 from sae_lens_dit.hooking.hooked import HookedDiT
@@ -115,8 +115,6 @@ def encode_reference(
     """Noise `image` ([C, H, W] in the pipeline's pixel range [-1, 1]) with the scheduler's own `add_noise`
     to the middle of each timestep bucket, run the transformer once on the batch (extra arguments, e.g.
     class_labels=tensor, go to it) and read the SAE's codes at its hook."""
-    from sae_lens_dit.analysis.interventions.selection import record_noised
-
     kwargs = {k: v[:1] if isinstance(v, Tensor) and v.shape[:1] == (1,) else v for k, v in transformer_kwargs.items()}
     rows = record_noised(pipe, hooked, sae.cfg.metadata.hook_name, image[None], seed=seed, edges=edges, **kwargs)
     buckets, tokens = len(edges) - 1, int(rows["token"].max()) + 1

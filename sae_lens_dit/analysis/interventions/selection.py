@@ -40,6 +40,11 @@ TYPICAL_PERCENTILE = 50.0
 """Default percentile of a latent's non-zero codes (on the target) that `typical` reports."""
 
 
+def chance_score(method: Method) -> float:
+    """The score of a latent that does not tell target from rest: 0 for mean_diff, 0.5 for auroc."""
+    return 0.5 if method == "auroc" else 0.0
+
+
 @dataclass(frozen=True)
 class LatentSelection:
     """Latents selective for a target at one hook, most selective first, with what steering needs to use them."""
@@ -247,6 +252,34 @@ def _average_ranks(values: Tensor) -> Tensor:
     return ranks
 
 
+def _top(score: Tensor, n: int, floor: float) -> list[int]:
+    """Indices of the `n` highest scores, highest first, keeping only those above `floor`."""
+    return [int(i) for i in torch.argsort(score, descending=True, stable=True)[:n] if score[i] > floor]
+
+
+def _selection(
+    sae: SAE,
+    chosen: list[int],
+    typical: tuple[float, ...],
+    score: Tensor,
+    per_bucket: Tensor,
+    edges: Sequence[float],
+    **extra: Any,
+) -> LatentSelection:
+    """The `LatentSelection` of `chosen` latents, with their scores taken from `score` [d_sae] and
+    `per_bucket` [buckets, d_sae], plus `extra` fields."""
+    return LatentSelection(
+        hook=sae.cfg.metadata.hook_name,
+        latents=tuple(chosen),
+        typical=typical,
+        score=tuple(float(score[i]) for i in chosen),
+        bucket_score=tuple(tuple(float(per_bucket[b, i]) for i in chosen) for b in range(per_bucket.shape[0])),
+        edges=tuple(float(e) for e in edges),
+        all_scores=score,
+        **extra,
+    )
+
+
 def select_latents(
     sae: SAE,
     rows: Mapping[str, Tensor],
@@ -317,7 +350,7 @@ def select_latents(
             f"no timestep bucket holds both target and rest rows; rows per bucket: {stats.rows.sum(0).tolist()}"
         )
     score = per_bucket[use].nanmean(0)
-    floor = 0.5 if method == "auroc" else 0.0
+    floor = chance_score(method)
     excluded: list[int] = []
     if avoid:
         kept_best = torch.full_like(score, -float("inf"))
@@ -328,23 +361,13 @@ def select_latents(
                 other = _scores(stats, labels == value, labels != value, method)[use].nanmean(0)
                 kept_best = torch.maximum(kept_best, other)
         blocked = kept_best >= score
-        ranked = [int(i) for i in torch.argsort(score, descending=True, stable=True) if score[i] > floor]
+        ranked = _top(score, len(score), floor)
         excluded = [i for i in ranked[:n] if blocked[i]]
         chosen = [i for i in ranked if not blocked[i]][:n]
     else:
-        chosen = [int(i) for i in torch.argsort(score, descending=True, stable=True)[:n] if score[i] > floor]
+        chosen = _top(score, n, floor)
     typical = typical_values(sae, rows, chosen, _row_mask(groups, target, gate), percentile)
-    return LatentSelection(
-        hook=sae.cfg.metadata.hook_name,
-        latents=tuple(chosen),
-        typical=typical,
-        score=tuple(float(score[i]) for i in chosen),
-        bucket_score=tuple(tuple(float(per_bucket[b, i]) for i in chosen) for b in range(per_bucket.shape[0])),
-        edges=tuple(float(e) for e in edges),
-        method=method,
-        excluded=tuple(excluded),
-        all_scores=score,
-    )
+    return _selection(sae, chosen, typical, score, per_bucket, edges, method=method, excluded=tuple(excluded))
 
 
 def _row_mask(groups: Tensor, target: Tensor, gate: Tensor | None) -> Tensor:
@@ -393,20 +416,12 @@ def latents_for_bucket(
             f"latents_for_bucket needs rows in bucket {bucket} and in another bucket; rows per bucket: "
             f"{stats.rows[0].tolist()}"
         )
-    score = means[bucket] - means[others].mean(0)
-    chosen = [int(i) for i in torch.argsort(score, descending=True, stable=True)[:n] if score[i] > 0]
-    where = bucket_masks(rows["timestep"], edges)[bucket]
-    per_bucket = torch.full_like(means, float("nan"))  # the same score for every bucket b: b against the others
+    per_bucket = torch.full_like(means, float("nan"))  # per bucket b: mean code in b minus the others' mean
     for b in range(len(edges) - 1):
         rest = [o for o in range(len(edges) - 1) if o != b and present[o]]
         if present[b] and rest:
             per_bucket[b] = means[b] - means[rest].mean(0)
-    return LatentSelection(
-        hook=sae.cfg.metadata.hook_name,
-        latents=tuple(chosen),
-        typical=typical_values(sae, rows, chosen, where, percentile),
-        score=tuple(float(score[i]) for i in chosen),
-        bucket_score=tuple(tuple(float(per_bucket[b, i]) for i in chosen) for b in range(len(edges) - 1)),
-        edges=tuple(float(e) for e in edges),
-        all_scores=score,
-    )
+    score = per_bucket[bucket].clone()
+    chosen = _top(score, n, 0.0)
+    where = bucket_masks(rows["timestep"], edges)[bucket]
+    return _selection(sae, chosen, typical_values(sae, rows, chosen, where, percentile), score, per_bucket, edges)

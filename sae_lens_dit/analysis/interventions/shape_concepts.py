@@ -13,12 +13,16 @@ concepts a user can ask for by name (`sae-lens-dit edit --toward hue=2`):
 - size=larger|smaller: swap toward latents selective for large (small) shapes, gated, early window.
 
 Everything is chosen on tuning seeds (`record_shape_samples`); benchmarks evaluate on other seeds.
+This is a recipe for one bundled backbone, the only module of `interventions` that knows one (it
+imports `toy`); nothing generic imports it. The generic sampling it relies on (`sample_seeded`,
+`steer_groups`) lives in `editing`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +31,23 @@ import torch
 from sae_lens import SAE
 from torch import Tensor
 
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec
+from sae_lens_dit.analysis.interventions.concepts import write_concepts
+from sae_lens_dit.analysis.interventions.editing import sample_seeded, steer_groups
 from sae_lens_dit.analysis.interventions.gates import Gate, fit_probe
-from sae_lens_dit.analysis.interventions.recipes import swap_spec
+from sae_lens_dit.analysis.interventions.recipes import selection_edit, swap_spec
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
+from sae_lens_dit.analysis.interventions.spec import LatentEdit, SAESource, SteeringSpec
+from sae_lens_dit.analysis.interventions.windows import commitment_curve, grow_window
 from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIMESTEP_MAX
+from sae_lens_dit.guards.output_dirs import check_claimable, claim
 from sae_lens_dit.hooking.hooked import HookedDiT
-from sae_lens_dit.toy.backbones import MeasuredFactors, measure_shape_factors, shape_tokens
+from sae_lens_dit.toy.backbones import (
+    MeasuredFactors,
+    load_tiny_classifier,
+    load_tiny_dit,
+    measure_shape_factors,
+    shape_tokens,
+)
 from sae_lens_dit.toy.image_sets import HUE_BINS  # hue is scored in HUE_BINS equal arcs (chance 1 / HUE_BINS)
 
 SIDES = ("left", "right")
@@ -44,21 +58,6 @@ GATE_THRESHOLD = 2.0
 
 def hue_bin(hue: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(hue) * HUE_BINS).astype(int) % HUE_BINS
-
-
-def sample_seeded(
-    pipe: Any, labels: Sequence[int], seeds: Sequence[int], num_inference_steps: int = 20, **pipe_kwargs: Any
-) -> np.ndarray:
-    """`np` images [n, H, W, C]; sample i uses its own generator seeded with seeds[i], so any subset of
-    samples re-generates exactly (steering groups of samples one spec at a time relies on it)."""
-    generators = [torch.Generator(pipe.device).manual_seed(int(s)) for s in seeds]
-    return pipe(
-        class_labels=[int(c) for c in labels],
-        num_inference_steps=num_inference_steps,
-        generator=generators,
-        output_type="np",
-        **pipe_kwargs,
-    ).images
 
 
 @dataclass
@@ -74,6 +73,13 @@ class ShapeSamples:
     def on_shape_rows(self, hook: str) -> Tensor:
         rows = self.rows[hook]
         return torch.from_numpy(self.on_shape)[rows["image"], rows["token"]]
+
+    def select(self, sae: SAE, n: int, on_shape: bool = True, **target: Any) -> LatentSelection:
+        """`select_latents` on the rows at `sae`'s hook for `target` (target_images=... or target_rows=...),
+        shape-kind latents avoided; `on_shape`: only the shape's tokens count."""
+        hook = sae.cfg.metadata.hook_name
+        gate = self.on_shape_rows(hook) if on_shape else None
+        return select_latents(sae, self.rows[hook], n, gate=gate, avoid={"shape": self.labels}, **target)
 
 
 def record_shape_samples(
@@ -97,37 +103,21 @@ def fit_shape_probe(samples: ShapeSamples, hook: str, path: str | Path) -> Gate:
 
 def hue_selections(sae: SAE, samples: ShapeSamples, n: int = 8) -> dict[int, LatentSelection]:
     """Per hue bin: latents selective for it on the shape's tokens, shape-kind latents avoided."""
-    hook, bins = sae.cfg.metadata.hook_name, hue_bin(samples.factors.hue)
-    gate = samples.on_shape_rows(hook)
-    present = [b for b in range(HUE_BINS) if (bins == b).any()]
-    return {
-        b: select_latents(
-            sae, samples.rows[hook], n, target_images=bins == b, gate=gate, avoid={"shape": samples.labels}
-        )
-        for b in present
-    }
+    bins = hue_bin(samples.factors.hue)
+    return {b: samples.select(sae, n, target_images=bins == b) for b in range(HUE_BINS) if (bins == b).any()}
 
 
 def shape_selection(sae: SAE, samples: ShapeSamples, n: int = 8) -> LatentSelection:
     """Latents of "the shape is here": on-shape tokens against background tokens of the same images."""
-    hook = sae.cfg.metadata.hook_name
-    return select_latents(
-        sae, samples.rows[hook], n, target_rows=samples.on_shape_rows(hook), avoid={"shape": samples.labels}
-    )
+    return samples.select(sae, n, on_shape=False, target_rows=samples.on_shape_rows(sae.cfg.metadata.hook_name))
 
 
 def size_selections(sae: SAE, samples: ShapeSamples, n: int = 8) -> dict[str, LatentSelection]:
     """Latents selective for the largest third of shapes against the smallest third, and the reverse."""
-    hook, size = sae.cfg.metadata.hook_name, samples.factors.size
+    size = samples.factors.size
     small, large = np.quantile(size, [1 / 3, 2 / 3])
-    gate = samples.on_shape_rows(hook)
     pick = {"larger": (size > large, size < small), "smaller": (size < small, size > large)}
-    return {
-        key: select_latents(
-            sae, samples.rows[hook], n, target_images=t, rest_images=r, gate=gate, avoid={"shape": samples.labels}
-        )
-        for key, (t, r) in pick.items()
-    }
+    return {key: samples.select(sae, n, target_images=t, rest_images=r) for key, (t, r) in pick.items()}
 
 
 def hue_spec(
@@ -152,18 +142,7 @@ def position_spec(
     edits = []
     for hook, selection in shape.items():
         window = (float(t_min), TIMESTEP_MAX)
-        edits.append(
-            LatentEdit(
-                hook,
-                selection.latents,
-                "clamp",
-                float(value),
-                timesteps=window,
-                box=box,
-                unit="typical",
-                typical=selection.typical,
-            )
-        )
+        edits.append(selection_edit(selection, "clamp", value, window=window, box=box))
         edits.append(LatentEdit(hook, selection.latents, "zero", timesteps=window, box=far))
     return SteeringSpec(tuple(edits))
 
@@ -223,29 +202,6 @@ def score_size(before: np.ndarray, after: np.ndarray, direction: np.ndarray, cla
     }
 
 
-def steer_groups(
-    pipe: Any,
-    hooked: HookedDiT,
-    saes: Sequence[SAE],
-    labels: np.ndarray,
-    seeds: np.ndarray,
-    group: np.ndarray,
-    spec_for: Any,
-    num_inference_steps: int = 20,
-) -> np.ndarray:
-    """Images of every sample, each group of samples (equal `group` values) steered with `spec_for(value)`."""
-    from sae_lens_dit.analysis.interventions.editing import steer
-
-    out = None
-    for value in dict.fromkeys(group.tolist()):
-        idx = np.flatnonzero(group == value)
-        with steer(hooked, saes, spec_for(value)):
-            images = sample_seeded(pipe, labels[idx], seeds[idx], num_inference_steps)
-        out = np.zeros((len(labels), *images.shape[1:]), images.dtype) if out is None else out
-        out[idx] = images
-    return out
-
-
 # ------------------------------------------------------------------------------------------------
 # Tuning on seeds kept apart, and the concept folder.
 
@@ -272,6 +228,108 @@ class TuningSet:
     before: np.ndarray
 
 
+Concepts = dict[str, tuple[SteeringSpec, str, dict[str, Any]]]
+"""{name: (spec, description, measured numbers)}, the layout `concepts.write_concepts` takes."""
+
+
+@dataclass
+class _Trials:
+    """Steers the tuning samples with one candidate setting at a time and scores them (the one tuning loop)."""
+
+    pipe: Any
+    hooked: HookedDiT
+    saes: list[SAE]
+    tuning: TuningSet
+    classify: Any
+    steps: int
+    log: Any
+
+    def rates(self, label: str, group: np.ndarray, spec_for: Callable[[Any], SteeringSpec], score: Any) -> dict:
+        """Rates of `score(before, after, group, classify)`, each group of samples steered with `spec_for(value)`."""
+        t = self.tuning
+        after = steer_groups(self.pipe, self.hooked, self.saes, t.labels, t.seeds, group, spec_for, self.steps)
+        rates = _rates(score(t.before, after, group, self.classify))
+        self.log(f"  {label}: {rates}")
+        return rates
+
+    def best(
+        self, label: str, settings: Sequence[tuple], group: np.ndarray, spec_for: Callable, score: Any, kept: float
+    ) -> tuple[tuple, dict[str, float]]:
+        """Try every setting (`spec_for(group value, *setting)`; `label` formatted with it); the chosen one
+        (`_choose`) and its rates."""
+        tried = [(s, self.rates(label.format(*s), group, lambda g, s=s: spec_for(g, *s), score)) for s in settings]
+        chosen = _choose(tried, kept=kept)
+        return chosen, dict(tried)[chosen]
+
+
+def _tune_hue(trials: _Trials, sae: SAE, samples: ShapeSamples, gate: Gate) -> Concepts:
+    """hue=b for every hue bin: window grown from a commitment curve at value 4, then the value."""
+    hue = hue_selections(sae, samples)
+    target = (hue_bin(measure_shape_factors(trials.tuning.before).hue) + 3) % HUE_BINS
+
+    def success(window: tuple[float, float]) -> float:
+        r = trials.rates(
+            f"hue value 4.0 window {window}", target, lambda b: hue_spec(hue, b, 4.0, window, gate), score_hue
+        )
+        return r["target"] * r["kept"] * r["background"]
+
+    edges = tuple(float(t) for t in range(0, int(TIMESTEP_MAX) + 1, 100))
+    curve = commitment_curve(success, edges)
+    window, _ = grow_window(success, edges, curve)
+    settings = [(v, window) for v in (3.0, 3.5, 4.0, 5.0)]
+    (value, _), rates = trials.best(
+        "hue value {} window {}", settings, target, lambda b, v, w: hue_spec(hue, b, v, w, gate), score_hue, 0.85
+    )
+    measured = {
+        "window": list(window),
+        "value": value,
+        "commitment_curve": curve,
+        "commitment_edges": list(edges),
+        "tuning": rates,
+    }
+    return {
+        f"hue={b}": (
+            hue_spec(hue, b, value, window, gate),
+            f"recolour the shape to hue bin {b} of {HUE_BINS} (hue in [{b}/{HUE_BINS}, {b + 1}/{HUE_BINS}))",
+            measured,
+        )
+        for b in hue
+    }
+
+
+def _tune_position(trials: _Trials, saes: Mapping[str, SAE], samples: ShapeSamples) -> Concepts:
+    """position=left|right: value and earliest timestep chosen together."""
+    shape = {hook: shape_selection(sae, samples) for hook, sae in saes.items()}
+    before = trials.tuning.before
+    side = np.where(measure_shape_factors(before).center[:, 0] >= before.shape[2] / 2, "left", "right")
+    settings = list(product((2.0, 4.0), (500.0, 600.0)))
+    (value, t_min), rates = trials.best(
+        "position value {} t >= {}", settings, side, lambda s, v, t: position_spec(shape, s, v, t), score_position, 0.8
+    )
+    measured = {"value": value, "t_min": t_min, "tuning": rates}
+    return {
+        f"position={s}": (position_spec(shape, s, value, t_min), f"move the shape to the {s} third", measured)
+        for s in SIDES
+    }
+
+
+def _tune_size(trials: _Trials, saes: Mapping[str, SAE], samples: ShapeSamples, gates: Mapping[str, Gate]) -> Concepts:
+    """size=larger|smaller: value and window chosen together."""
+    sizes = {hook: size_selections(sae, samples) for hook, sae in saes.items()}
+    direction = np.where(np.arange(len(trials.tuning.labels)) % 2 == 0, "larger", "smaller")
+    settings = list(product((2.0, 4.0), ((400.0, TIMESTEP_MAX), (500.0, TIMESTEP_MAX), (600.0, TIMESTEP_MAX))))
+    (value, window), rates = trials.best(
+        "size value {} window {}",
+        settings,
+        direction,
+        lambda d, v, w: size_spec(sizes, d, v, w, gates),
+        score_size,
+        0.8,
+    )
+    measured = {"value": value, "window": list(window), "tuning": rates}
+    return {f"size={d}": (size_spec(sizes, d, value, window, gates), f"make the shape {d}", measured) for d in SIZES}
+
+
 def tune_shape_concepts(
     pipe: Any,
     hooked: HookedDiT,
@@ -283,106 +341,14 @@ def tune_shape_concepts(
     hue_hook: str,
     steps: int = 20,
     log: Any = print,
-) -> dict[str, tuple[SteeringSpec, str, dict[str, Any]]]:
+) -> Concepts:
     """Choose every concept's strength and window on `tuning` and return {name: (spec, description, measured)}."""
-    from sae_lens_dit.analysis.interventions.windows import commitment_curve, grow_window
-
-    saes_list = list(saes.values())
-    before, labels, seeds = tuning.before, tuning.labels, tuning.seeds
-    concepts: dict[str, tuple[SteeringSpec, str, dict[str, Any]]] = {}
-
-    hue = hue_selections(saes[hue_hook], samples)
-    target = (hue_bin(measure_shape_factors(before).hue) + 3) % HUE_BINS
-
-    def hue_rates(value: float, window: tuple[float, float]) -> dict[str, float]:
-        after = steer_groups(
-            pipe,
-            hooked,
-            saes_list,
-            labels,
-            seeds,
-            target,
-            lambda b: hue_spec(hue, b, value, window, gates[hue_hook]),
-            steps,
-        )
-        rates = _rates(score_hue(before, after, target, classify))
-        log(f"  hue value {value} window {window}: {rates}")
-        return rates
-
-    def success(window: tuple[float, float]) -> float:
-        r = hue_rates(4.0, window)
-        return r["target"] * r["kept"] * r["background"]
-
-    edges = tuple(float(t) for t in range(0, int(TIMESTEP_MAX) + 1, 100))
-    curve = commitment_curve(success, edges)
-    window, _ = grow_window(success, edges, curve)
-    tried = [(v, hue_rates(v, window)) for v in (3.0, 3.5, 4.0, 5.0)]
-    value = _choose(tried)
-    measured = {
-        "window": list(window),
-        "value": value,
-        "commitment_curve": curve,
-        "commitment_edges": list(edges),
-        "tuning": dict(tried)[value],
+    trials = _Trials(pipe, hooked, list(saes.values()), tuning, classify, steps, log)
+    return {
+        **_tune_hue(trials, saes[hue_hook], samples, gates[hue_hook]),
+        **_tune_position(trials, saes, samples),
+        **_tune_size(trials, saes, samples, gates),
     }
-    for b in hue:
-        arc = f"hue in [{b}/{HUE_BINS}, {b + 1}/{HUE_BINS})"
-        concepts[f"hue={b}"] = (
-            hue_spec(hue, b, value, window, gates[hue_hook]),
-            f"recolour the shape to hue bin {b} of {HUE_BINS} ({arc})",
-            measured,
-        )
-
-    shape = {hook: shape_selection(sae, samples) for hook, sae in saes.items()}
-    side = np.where(measure_shape_factors(before).center[:, 0] >= before.shape[2] / 2, "left", "right")
-    tried = []
-    for value in (2.0, 4.0):
-        for t_min in (500.0, 600.0):
-            after = steer_groups(
-                pipe,
-                hooked,
-                saes_list,
-                labels,
-                seeds,
-                side,
-                lambda s, v=value, t=t_min: position_spec(shape, s, v, t),
-                steps,
-            )
-            rates = _rates(score_position(before, after, side, classify))
-            log(f"  position value {value} t >= {t_min}: {rates}")
-            tried.append(((value, t_min), rates))
-    value, t_min = _choose(tried, kept=0.8)
-    measured = {"value": value, "t_min": t_min, "tuning": dict(tried)[(value, t_min)]}
-    for s in SIDES:
-        concepts[f"position={s}"] = (
-            position_spec(shape, s, value, t_min),
-            f"move the shape to the {s} third",
-            measured,
-        )
-
-    sizes = {hook: size_selections(sae, samples) for hook, sae in saes.items()}
-    direction = np.where(np.arange(len(labels)) % 2 == 0, "larger", "smaller")
-    tried = []
-    for value in (2.0, 4.0):
-        for window in ((400.0, TIMESTEP_MAX), (500.0, TIMESTEP_MAX), (600.0, TIMESTEP_MAX)):
-            after = steer_groups(
-                pipe,
-                hooked,
-                saes_list,
-                labels,
-                seeds,
-                direction,
-                lambda d, v=value, w=window: size_spec(sizes, d, v, w, gates),
-                steps,
-            )
-            rates = _rates(score_size(before, after, direction, classify))
-            log(f"  size value {value} window {window}: {rates}")
-            tried.append(((value, window), rates))
-    value, window = _choose(tried, kept=0.8)
-    measured = {"value": value, "window": list(window), "tuning": dict(tried)[(value, window)]}
-    for d in SIZES:
-        concepts[f"size={d}"] = (size_spec(sizes, d, value, window, gates), f"make the shape {d}", measured)
-    return concepts
 
 
 def build_shape_concepts(
@@ -399,11 +365,6 @@ def build_shape_concepts(
 ) -> Path:
     """Learn and tune the shapes concepts of `release`'s `architecture` SAEs at `hooks` and write the concept
     folder (`concepts.write_concepts` layout, probes under probes/). Returns the index path."""
-    from sae_lens_dit.analysis.interventions.concepts import write_concepts
-    from sae_lens_dit.analysis.interventions.editing import SAESource
-    from sae_lens_dit.guards.output_dirs import check_claimable, claim
-    from sae_lens_dit.toy.backbones import load_tiny_classifier, load_tiny_dit
-
     folder = Path(folder)
     check_claimable(folder, "concepts")
     pipe = load_tiny_dit("shapes")

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from sae_lens_dit.analysis.interventions.selection import LatentSelection
+from sae_lens_dit.analysis.interventions.selection import LatentSelection, chance_score
 
 Window = tuple[float, float]
 WindowArg = Window | Literal["auto"] | None
@@ -50,7 +50,7 @@ def _span(values: Sequence[float], edges: Sequence[float], fraction: float) -> W
 def profile_window(selection: LatentSelection, fraction: float = AUTO_FRACTION) -> Window:
     """The buckets where the selected latents are most selective for their target (sum of their positive
     per-bucket scores; for auroc, the excess over 0.5)."""
-    floor = 0.5 if selection.method == "auroc" else 0.0
+    floor = chance_score(selection.method)
     totals = [sum(max(0.0, s - floor) for s in bucket if math.isfinite(s)) for bucket in selection.bucket_score]
     return _span(totals, selection.edges, fraction)
 
@@ -112,6 +112,11 @@ def resolve_window(selection: LatentSelection, window: WindowArg) -> Window | No
         return None
     if window == "auto":
         return selection.window if selection.window is not None else profile_window(selection)
+    return fixed_window(window)
+
+
+def fixed_window(window: Window) -> Window:
+    """`window` checked as [low, high] timesteps with low <= high, as floats."""
     if isinstance(window, str) or len(window) != 2 or not window[0] <= window[1]:
         raise ValueError(f"window must be 'auto' or [low, high] timesteps with low <= high, received {window!r}")
     return float(window[0]), float(window[1])

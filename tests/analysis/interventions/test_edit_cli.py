@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec
+from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
 from sae_lens_dit.cli import main
 
 BASE = ["edit", "--release", "tide-dit-tiny/digits", "--class-labels", "1", "7", "--num-inference-steps", "2"]
@@ -39,7 +40,7 @@ def test_edit_errors_are_clear(tmp_path, capsys):
 
 def _concepts(folder):
     from sae_lens_dit.analysis.interventions.concepts import write_concepts
-    from sae_lens_dit.analysis.interventions.editing import SAESource
+    from sae_lens_dit.analysis.interventions.spec import SAESource
 
     spec = SteeringSpec(
         (LatentEdit(HOOK, (5, 9), "clamp", 2.0, timesteps=(500.0, 1000.0), unit="typical", typical=(1.5, 0.5)),),
@@ -112,3 +113,21 @@ def test_bundled_shapes_concepts_load_and_name_what_the_release_has(tmp_path):
     assert main(args) == 0
     report = json.loads((out / "edit.json").read_text())
     assert report["windows"] == [index["hue=2"]["measured"]["window"]]
+
+
+def test_load_concept_overrides_strength_of_setting_edits_and_every_window(tmp_path):
+    from sae_lens_dit.analysis.interventions.concepts import load_concept, write_concepts
+
+    edits = (
+        LatentEdit(HOOK, (1,), "clamp", 2.0, timesteps=(300.0, 700.0)),
+        LatentEdit(HOOK, (2,), "scale", 0.5),
+        LatentEdit(HOOK, (3,), "zero", timesteps=(0.0, 1000.0)),
+        LatentEdit(HOOK, (4,), "add", 1.0),
+    )
+    write_concepts(tmp_path, {"hue=1": (SteeringSpec(edits), "test", {})})
+    assert load_concept(tmp_path, "hue=1") == SteeringSpec(edits)
+    spec = load_concept(tmp_path, "hue=1", value=3.0, window=[100, 200])
+    assert [e.value for e in spec.edits] == [3.0, 0.5, 0.0, 3.0]  # scale keeps its factor, zero has none
+    assert [e.timesteps for e in spec.edits] == [(100.0, 200.0)] * 4
+    with pytest.raises(ValueError, match="low <= high"):
+        load_concept(tmp_path, "hue=1", window=(700, 100))

@@ -20,14 +20,10 @@ from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT, TideSAE, TideSAEConfig
-from sae_lens_dit.analysis.interventions.editing import (
-    LatentEdit,
-    SAESource,
-    SteeringSpec,
-    preview_latent,
-    region_mask,
-    steer,
-)
+from sae_lens_dit.analysis.interventions.editing import preview_latent
+from sae_lens_dit.analysis.interventions.regions import region_mask
+from sae_lens_dit.analysis.interventions.spec import LatentEdit, SAESource, SteeringSpec
+from sae_lens_dit.analysis.interventions.steering import steer
 from sae_lens_dit.conventions import timestep_scope
 from sae_lens_dit.toy.backbones import NULL_CLASS
 
@@ -293,3 +289,22 @@ def test_preview_latent_changes_only_with_strength(pipe):
     assert np.array_equal(result.before, again.before) and np.array_equal(again.after, again.before)
     assert not np.array_equal(result.after, result.before)
     assert result.trace.summary()[0]["calls"] == 3
+
+
+def test_names_of_the_old_editing_module_still_import_from_it_and_from_the_package():
+    """`editing` held the spec, regions and steering before they got modules of their own; every name it
+    exported (listed by hand here, as it was) is still importable from it and is the object of its new home."""
+    import sae_lens_dit.analysis.interventions as package
+    from sae_lens_dit.analysis.interventions import editing, regions, spec, steering
+
+    homes = {
+        spec: ["OPERATIONS", "UNITS", "Operation", "Unit", "LatentEdit", "SAESource", "SteeringSpec"],
+        regions: ["region_mask"],
+        steering: ["SteeringTrace", "check_spec", "decoder_delta", "steer"],
+        editing: ["EditResult", "generate", "edit", "preview_latent", "save_grid"],
+    }
+    for home, names in homes.items():
+        for name in names:
+            assert getattr(editing, name) is getattr(home, name), name
+            if name != "UNITS":  # the package never exported UNITS
+                assert getattr(package, name) is getattr(home, name), name

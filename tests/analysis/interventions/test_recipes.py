@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer
 from sae_lens_dit.analysis.interventions.gates import Gate
 from sae_lens_dit.analysis.interventions.recipes import (
     ReferenceLatents,
@@ -37,6 +36,8 @@ from sae_lens_dit.analysis.interventions.recipes import (
     transfer_spec,
 )
 from sae_lens_dit.analysis.interventions.selection import LatentSelection
+from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
+from sae_lens_dit.analysis.interventions.steering import steer
 from sae_lens_dit.conventions import timestep_scope
 
 HOOK = "blocks.0.hook_resid_post"

@@ -32,7 +32,7 @@ from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT, TideSAE
-from sae_lens_dit.analysis.interventions.editing import region_mask
+from sae_lens_dit.analysis.interventions.regions import region_mask
 from sae_lens_dit.analysis.interventions.selection import (
     LatentSelection,
     encode_rows,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sae_lens_dit.analysis.interventions.editing import sample_seeded
 from sae_lens_dit.analysis.interventions.shape_concepts import (
     _choose,
     hue_bin,
-    sample_seeded,
     score_hue,
     score_position,
     score_size,
@@ -76,3 +76,37 @@ def test_sample_seeded_reproduces_any_subset(pipe):
 )
 def test_choose_prefers_the_strongest_setting_that_keeps_the_rest(results, expected):
     assert _choose(results) == expected
+
+
+def test_position_spec_clamps_in_the_side_box_and_zeroes_the_far_half():
+    """Against the edits written out by hand: clamp at value x typical in the outer third (x) and the middle
+    two thirds (y) of the side, zero on the other half, both at t_min..1000, per hook."""
+    from sae_lens_dit.analysis.interventions.selection import LatentSelection
+    from sae_lens_dit.analysis.interventions.shape_concepts import position_spec
+    from sae_lens_dit.analysis.interventions.spec import LatentEdit
+
+    hooks = ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post")
+    shape = {h: LatentSelection(h, (4, 2), (1.5, 0.5), (0.9, 0.8), ((0.9, 0.8),), edges=(0.0, 1000.0)) for h in hooks}
+    spec = position_spec(shape, "left", 2.0, 600)
+    expected = []
+    for h in hooks:
+        expected.append(
+            LatentEdit(
+                h,
+                (4, 2),
+                "clamp",
+                2.0,
+                timesteps=(600.0, 1000.0),
+                box=(0.0, 1 / 6, 1 / 3, 5 / 6),
+                unit="typical",
+                typical=(1.5, 0.5),
+            )
+        )
+        expected.append(LatentEdit(h, (4, 2), "zero", timesteps=(600.0, 1000.0), box=(0.5, 0.0, 1.0, 1.0)))
+    assert list(spec.edits) == expected
+    assert [e.box for e in position_spec(shape, "right", 2.0, 600).edits[:2]] == [
+        (2 / 3, 1 / 6, 1.0, 5 / 6),
+        (0.0, 0.0, 0.5, 1.0),
+    ]
+    with pytest.raises(ValueError, match="side must be one of"):
+        position_spec(shape, "up", 2.0, 600)

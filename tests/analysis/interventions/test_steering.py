@@ -25,8 +25,9 @@ from sae_lens import SAE
 from torch import Tensor
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.analysis.interventions.editing import LatentEdit, SteeringSpec, steer
 from sae_lens_dit.analysis.interventions.gates import Gate, LinearProbe
+from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
+from sae_lens_dit.analysis.interventions.steering import steer
 from sae_lens_dit.conventions import timestep_scope
 
 HOOK = "blocks.0.hook_resid_post"
