@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sae_lens import SAE  # noqa: E402
 
 import sae_lens_dit  # noqa: E402, F401  (registers "tide")
-from sae_lens_dit.analysis.evals import EvalConfig, evaluate, summarize_factors  # noqa: E402
+from sae_lens_dit.analysis.evals import EvalConfig, evaluate, read_eval_file, summarize_factors  # noqa: E402
 from sae_lens_dit.training.harvest import read_cache  # noqa: E402
 from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner, preset_config  # noqa: E402
 
@@ -70,7 +70,7 @@ def train(backbone: str, hook: str, sae: dict, seed: int, args: argparse.Namespa
 
 def l0_of(folder: Path) -> float:
     """Held-out L0 (the runner's eval.json, mean over buckets) of a trained SAE."""
-    buckets = json.loads((folder / "eval.json").read_text())["buckets"]
+    buckets = read_eval_file(folder).single_report()["buckets"]
     return statistics.mean(b["l0"] for b in buckets)
 
 

@@ -32,7 +32,7 @@ FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_
 ROOT = Path(__file__).resolve().parents[1] / "pretrained" / "saes"
 
 
-from sae_lens_dit.analysis.evals import DENSE_THRESHOLD  # noqa: E402  (the one definition of a dense latent)
+from sae_lens_dit.analysis.evals import DENSE_THRESHOLD, read_eval_file  # noqa: E402  (the one definition of a dense latent)
 
 
 def learning_rate(runner_cfg: dict, architecture: str) -> float:
@@ -88,7 +88,7 @@ def main() -> None:
     out = ROOT / f"tide-dit-tiny-{args.name}"
     saes = []
     for run in run_folders(args.runs):
-        cfg, report = json.loads((run / "cfg.json").read_text()), json.loads((run / "eval.json").read_text())
+        cfg, report = json.loads((run / "cfg.json").read_text()), read_eval_file(run).single_report()
         sae_id = f"{cfg['metadata']['hook_name']}/{cfg['architecture']}"
         if any(sae_id == other for other, _, _ in saes):
             raise SystemExit(f"two runs of {sae_id} among --runs; name only the one to bundle")

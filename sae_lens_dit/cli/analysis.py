@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ from sae_lens_dit.analysis.dashboard.build import DashboardConfig
 from sae_lens_dit.analysis.evals import EvalConfig
 from sae_lens_dit.analysis.interventions import OPERATIONS
 from sae_lens_dit.cli.flags import add_config_flags, config_from_flags
-from sae_lens_dit.conventions import EVAL_JSON, TIDE_ARCHITECTURE, TIMESTEP_MAX
-from sae_lens_dit.guards.config import load_sae_folder
+from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIMESTEP_MAX
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
+from sae_lens_dit.saes.loading import load_sae_folder
 
 _FID_WARNING = "Loading it runs the file's code, like any TorchScript or pickle: pass only files you trust."
 
@@ -125,18 +124,17 @@ def load_saes(args: argparse.Namespace) -> list:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from sae_lens_dit.analysis.evals import evaluate, format_report, plot_reports
+    from sae_lens_dit.analysis.evals import evaluate, format_report, plot_reports, write_eval_files
 
     cfg = config_from_flags(EvalConfig, args)
     check_claimable(args.output_dir, "eval")
     reports = evaluate(load_saes(args), cfg)
     claim(args.output_dir, "eval")
-    (args.output_dir / EVAL_JSON).write_text(json.dumps({"config": asdict(cfg), "reports": reports}, indent=1))
     text = "\n\n".join(format_report(r) for r in reports)
-    (args.output_dir / "eval.md").write_text(text + "\n")
+    json_path, md_path = write_eval_files(args.output_dir, reports, cfg, text)
     plots = plot_reports(reports, args.output_dir)
     print(text)
-    print(f"\nwrote {args.output_dir / EVAL_JSON}, eval.md and {len(plots)} plots")
+    print(f"\nwrote {json_path}, {md_path.name} and {len(plots)} plots")
 
 
 def _dashboard(args: argparse.Namespace) -> None:

@@ -8,13 +8,17 @@ registered SAELens training architecture trains this way; the plain ones ignore 
 
 Output, in SAELens's format: `cfg.json` (metadata: model, hook, timestep convention, harvest
 settings), `sae_weights.safetensors`, `sparsity.safetensors`, `runner_cfg.json`, plus
-`eval.json`/`eval.md` (held-out reconstruction per timestep bucket). Checkpoints go to
+`eval.json`/`eval.md` (held-out reconstruction per timestep bucket, in the one layout of
+`analysis.evals.write_eval_files`). Checkpoints go to
 `checkpoints/<samples>/` and a run started again with the same config resumes from the newest.
 
 Under `torchrun` / `accelerate launch` the same runner trains with data parallelism
 (`sae_lens_dit.training.distributed`): every rank harvests (or reads) its share of the harvest batches and
 feeds `batch_size / world_size` rows per step to a `DistributedSAETrainer`, so `batch_size` and
 `training_tokens` keep their single-process meaning; rank 0 alone evaluates, saves and logs to wandb.
+
+The run's settings are `runner_config.DiTSAERunnerConfig`, its named starting points
+`presets.preset_config`; both are re-exported here, where they were importable before.
 """
 
 from __future__ import annotations
@@ -25,15 +29,14 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from itertools import count
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 import wandb
-from sae_lens import LoggingConfig, SAETrainer, TrainingSAE, TrainingSAEConfig
-from sae_lens.config import SAETrainerConfig
+from sae_lens import SAETrainer, TrainingSAE, TrainingSAEConfig
 from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME, TRAINER_STATE_FILENAME
 from sae_lens.registry import get_sae_training_class
 from safetensors.torch import save_file
@@ -44,187 +47,44 @@ from sae_lens_dit.analysis.evals import (
     format_bucket_table,
     latent_usage,
     reconstruction_by_bucket,
+    write_eval_files,
 )
-from sae_lens_dit.conventions import (
-    DATA_STATE_FILENAME,
-    DEFAULT_HOOK,
-    EVAL_JSON,
-    EVAL_MD,
-    TIDE_ARCHITECTURE,
-    TIMESTEP_CONVENTION,
-)
-from sae_lens_dit.guards.config import ConfigError, check_keys, check_ranges, check_types, training_sae_config
+from sae_lens_dit.conventions import DATA_STATE_FILENAME, DEFAULT_BUCKET_EDGES, TIMESTEP_CONVENTION
 from sae_lens_dit.guards.data import finite_batches
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.saes import feed_timesteps
-from sae_lens_dit.saes.data_init import BDecInit, init_from_rows
+from sae_lens_dit.saes.data_init import init_from_rows
 from sae_lens_dit.toy.backbones import load_pipeline
 from sae_lens_dit.training.distributed import DistributedSAETrainer, harvest_to_cache, init_from_env
 from sae_lens_dit.training.harvest import (
     ActivationChunk,
-    HarvestConfig,
     ShuffleBuffer,
     class_ids,
     harvest_chunks,
     read_cache,
     resolve_keep_timesteps,
 )
+from sae_lens_dit.training.presets import DEFAULT_PRESET, PRESETS, preset_config
+from sae_lens_dit.training.runner_config import DEFAULT_LR, FALLBACK_LR, DataMode, DiTSAERunnerConfig, WandbMode
+
+__all__ = [
+    "DEFAULT_LR",
+    "DEFAULT_PRESET",
+    "FALLBACK_LR",
+    "PRESETS",
+    "DataMode",
+    "DiTSAERunnerConfig",
+    "DiTSAETrainingRunner",
+    "WandbMode",
+    "check_trainer_state",
+    "preset_config",
+]
 
 logger = logging.getLogger(__name__)
 
-DataMode = Literal["streaming", "cached"]
-WandbMode = Literal["offline", "online", "disabled"]
-
-
-FALLBACK_LR = 4e-4
-DEFAULT_LR: dict[str, float] = {
-    TIDE_ARCHITECTURE: 1e-3,
-    "topk": 4e-4,
-    "topk_sparse": 4e-4,
-    "batchtopk": 4e-4,
-    "standard": 4e-3,
-}
-"""Learning rate per training architecture when `lr` is None, from the recipe sweep (d_sae 1536, k 16,
-2M rows in batches of 4096 on the bundled backbones: `benchmarks/results/recipe_sweep_*.md`); others 4e-4."""
-
-
-@dataclass
-class DiTSAERunnerConfig:
-    """Everything one SAE training run needs; `to_dict`/`from_dict` round-trip through JSON/YAML."""
-
-    sae: TrainingSAEConfig
-    """The SAE to train: a config of any registered SAELens training architecture (d_in must match the hook)."""
-    model: str = "digits"
-    """Bundled backbone name (digits, shapes), a local diffusers pipeline folder, or a Hub repo id."""
-    hook_name: str = DEFAULT_HOOK
-    """Hook point whose activations the SAE reconstructs."""
-    harvest: HarvestConfig = field(default_factory=HarvestConfig)
-    """Training activations: what to sample and what to keep (its hook_names must include hook_name)."""
-    eval_images: int = 64
-    """Held-out images (new seeds) for the per-timestep evaluation and the dead/dense latent count."""
-    data_mode: DataMode = "streaming"
-    """streaming: harvest while training; cached: write/read an on-disk cache first (reusable)."""
-    cache_dir: str | None = None
-    """Activation cache for cached mode; None = <output_dir>/activations."""
-    training_tokens: int = 1_000_000
-    """Activation rows to train on (several passes over the harvest if it holds fewer)."""
-    batch_size: int = 4096
-    """Rows per training step."""
-    shuffle_buffer: int = 65536
-    """Rows mixed across harvest batches before training batches are drawn."""
-    lr: float | None = None
-    """Adam learning rate; None = the architecture's measured default (`DEFAULT_LR`, else 4e-4)."""
-    lr_warm_up_steps: int = 0
-    """Linear warm-up steps."""
-    lr_decay_steps: int = 0
-    """Steps of linear decay to lr_end at the end of training."""
-    lr_end: float | None = None
-    """Final learning rate of the decay; None = lr / 10."""
-    dead_feature_window: int = 20
-    """Steps without firing after which a latent counts as dead and AuxK trains it. It must be short against the
-    run: at 200 of the preset's 488 steps AuxK barely acted (recipe sweep); 20 steps of 4096 rows is 82k rows."""
-    b_dec_init: BDecInit = "geometric_median"
-    """Where b_dec starts: the geometric_median or mean of `init_rows` training rows, or zeros (SAELens's
-    start). DiT activations are mostly their mean; from zeros most latents never fire (see saes.data_init)."""
-    unit_decoder_init: bool = True
-    """For SAEs whose codes scale with the decoder norm (TopK family, TIDE): start with unit-norm decoder
-    rows and the encoder as their transpose, so a fresh latent's code is its projection (SAELens starts at
-    norm 0.1: codes 100x too small, most latents die). Other architectures keep their own start."""
-    init_rows: int = 65536
-    """Training rows read before the first step for b_dec_init (and the input scale)."""
-    feature_sampling_window: int = 500
-    """Steps per window of latent-frequency statistics."""
-    n_checkpoints: int = 0
-    """Checkpoints written during training (resumable)."""
-    device: str = "cpu"
-    """Device for the backbone and the SAE."""
-    seed: int = 0
-    """Seeds SAE initialisation and the shuffle buffer; the harvest has its own seed."""
-    output_dir: str = "runs/tide-digits"
-    """Folder for the trained SAE, checkpoints, evaluation and (cached mode) activations."""
-    wandb_mode: WandbMode = "offline"
-    """wandb mode; offline keeps the run under <output_dir>/wandb with no network."""
-    wandb_project: str = "sae-lens-dit"
-    """wandb project name."""
-    wandb_log_frequency: int = 10
-    """Training steps between wandb logs."""
-
-    def __post_init__(self) -> None:
-        check_types(self, "config")
-        counts = (
-            "eval_images",
-            "training_tokens",
-            "batch_size",
-            "shuffle_buffer",
-            "dead_feature_window",
-            "feature_sampling_window",
-            "wandb_log_frequency",
-            "init_rows",
-        )
-        at_least = {
-            **dict.fromkeys(counts, 1),
-            **dict.fromkeys(("lr_warm_up_steps", "lr_decay_steps", "lr_end", "n_checkpoints"), 0),
-        }
-        check_ranges(self, "config", above={"lr": 0}, at_least=at_least)
-        for name, value, options in (
-            ("data_mode", self.data_mode, DataMode),
-            ("wandb_mode", self.wandb_mode, WandbMode),
-            ("b_dec_init", self.b_dec_init, BDecInit),
-        ):
-            if value not in get_args(options):
-                raise ValueError(f"DiTSAERunnerConfig.{name}={value!r}; expected one of {get_args(options)}")
-        if self.hook_name not in self.harvest.hook_names:
-            raise ValueError(
-                f"hook_name {self.hook_name!r} is not among harvest.hook_names {list(self.harvest.hook_names)}; "
-                "add it there"
-            )
-        if self.training_tokens < self.batch_size:
-            raise ValueError(f"training_tokens ({self.training_tokens}) < batch_size ({self.batch_size})")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k not in ("sae", "harvest")}
-        return {**data, "sae": self.sae.to_dict(), "harvest": self.harvest.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DiTSAERunnerConfig:
-        check_keys(data, [f.name for f in fields(cls)], "config")
-        data = dict(data)
-        if "sae" not in data:
-            raise ConfigError("config: the `sae` section is missing; give at least architecture, d_in and d_sae")
-        sae = data.pop("sae")
-        if not isinstance(sae, TrainingSAEConfig):
-            sae = training_sae_config(sae)
-        harvest = data.pop("harvest", {})
-        if not isinstance(harvest, HarvestConfig):
-            harvest = HarvestConfig.from_dict(harvest)
-        return cls(sae=sae, harvest=harvest, **data)
-
-    @property
-    def learning_rate(self) -> float:
-        """`lr`, or the SAE architecture's measured default when it is None."""
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.sae.architecture(), FALLBACK_LR)
-
-    def trainer_config(self) -> SAETrainerConfig:
-        return SAETrainerConfig(
-            total_training_samples=self.training_tokens // self.batch_size * self.batch_size,
-            train_batch_size_samples=self.batch_size,
-            lr=self.learning_rate,
-            lr_end=self.learning_rate / 10 if self.lr_end is None else self.lr_end,
-            lr_warm_up_steps=self.lr_warm_up_steps,
-            lr_decay_steps=self.lr_decay_steps,
-            device=self.device,
-            dead_feature_window=self.dead_feature_window,
-            feature_sampling_window=self.feature_sampling_window,
-            n_checkpoints=self.n_checkpoints,
-            checkpoint_path=str(Path(self.output_dir) / "checkpoints"),
-            logger=LoggingConfig(
-                log_to_wandb=self.wandb_mode != "disabled",
-                wandb_project=self.wandb_project,
-                wandb_log_frequency=self.wandb_log_frequency,
-                log_weights_to_wandb=False,
-            ),
-        )
+HELDOUT_SEED_OFFSET = 1_000_003
+"""The held-out harvest's seed is the training harvest's plus this: the same settings on new images."""
 
 
 def check_trainer_state(checkpoint: Path) -> None:
@@ -376,7 +236,7 @@ class DiTSAETrainingRunner:
         h = self.cfg.harvest
         eval_cfg = replace(
             h,
-            seed=h.seed + 1_000_003,
+            seed=h.seed + HELDOUT_SEED_OFFSET,
             num_images=self.cfg.eval_images,
             images_per_batch=min(h.images_per_batch, self.cfg.eval_images),
         )
@@ -493,77 +353,41 @@ class DiTSAETrainingRunner:
             )
         sae.save_inference_model(str(out))
         save_file({"sparsity": trainer.log_feature_sparsity}, out / SPARSITY_FILENAME)
-        report = {
-            "hook_name": self.cfg.hook_name,
-            "architecture": self.cfg.sae.architecture(),
-            "buckets": [m.to_dict() for m in self.eval_metrics],
-            "mean_explained_variance": sum(m.explained_variance for m in self.eval_metrics) / len(self.eval_metrics),
+        write_eval_files(out, [self._eval_report()], self._eval_settings(), self._eval_markdown())
+
+    def _eval_report(self) -> dict[str, Any]:
+        """The held-out report, one SAE's entry of the `eval.json` layout (`analysis.evals.results`)."""
+        hook, saved_as = self.cfg.hook_name, self.cfg.sae.get_inference_config_class().architecture()
+        metrics = self.eval_metrics
+        return {
+            "sae": f"{hook}/{saved_as}",  # the id of the saved SAE, whose cfg.json names the inference architecture
+            "model": self.cfg.model,
+            "hook": hook,
+            "architecture": saved_as,
+            "d_sae": self.cfg.sae.d_sae,
+            "trained_as": self.cfg.sae.architecture(),
+            "heldout_images": self.cfg.eval_images,
+            "buckets": [m.to_dict() for m in metrics],
+            "mean_explained_variance": sum(m.explained_variance for m in metrics) / len(metrics),
             "latent_usage": self.usage.to_dict() if self.usage else None,
             "init": self.init_report,
         }
-        (out / EVAL_JSON).write_text(json.dumps(report, indent=2))
+
+    def _eval_settings(self) -> dict[str, Any]:
+        """What the held-out report was measured on: a harvest of the training settings on new seeds."""
+        h = self.cfg.harvest
+        return {
+            "eval_images": self.cfg.eval_images,
+            "harvest_seed": h.seed + HELDOUT_SEED_OFFSET,
+            "num_inference_steps": h.num_inference_steps,
+            "branch": h.branch,
+            "edges": list(DEFAULT_BUCKET_EDGES),
+        }
+
+    def _eval_markdown(self) -> str:
         title = f"{self.cfg.sae.architecture()} on {self.cfg.model} {self.cfg.hook_name} (held-out)"
         table = format_bucket_table(self.eval_metrics, title)
         if self.usage:
             branch = self.cfg.harvest.branch
             table += f"\n\nLatents: {self.usage.summary()} (held-out, every timestep, CFG branch: {branch})"
-        (out / EVAL_MD).write_text(table + "\n")
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "dit-tiny-digits": {
-        "model": "digits",
-        "hook_name": DEFAULT_HOOK,
-        "sae": {"architecture": TIDE_ARCHITECTURE, "d_in": 96, "d_sae": 1536, "k": 16},
-        "harvest": {
-            "hook_names": [DEFAULT_HOOK],
-            "num_images": 640,
-            "images_per_batch": 32,
-            "num_inference_steps": 50,
-            "branch": "both",
-        },
-        "eval_images": 256,  # 102,400 held-out rows (both branches): dead latents counted on >= 100k rows
-        "training_tokens": 2_000_000,
-        "data_mode": "cached",  # harvest once (sampling dominates on CPU), train several passes
-        "output_dir": "runs/tide-digits",
-    },
-    # DiT-XL/2 at 256 px: 32x32x4 latents, patch 2 -> 256 tokens of width 1152, 28 blocks; the
-    # paper's settings (16x dictionary, 1/16 of the tokens per image and step). Needs a GPU and
-    # the Hub (or a cached copy of facebook/DiT-XL-2-256).
-    "dit-xl-2-256": {
-        "model": "facebook/DiT-XL-2-256",
-        "hook_name": "blocks.13.hook_resid_post",
-        "sae": {"architecture": TIDE_ARCHITECTURE, "d_in": 1152, "d_sae": 18432, "k": 64},
-        "harvest": {
-            "hook_names": ["blocks.13.hook_resid_post"],
-            "num_images": 50_000,
-            "images_per_batch": 64,
-            "num_inference_steps": 50,
-            "guidance_scale": 4.0,
-            "branch": "both",
-            "storage_dtype": "float16",
-        },
-        "training_tokens": 200_000_000,
-        "batch_size": 4096,
-        "dead_feature_window": 1000,  # 4M rows, as the 10M-token window of Gao et al. 2024 at this scale
-        "data_mode": "cached",
-        "device": "cuda",
-        "output_dir": "runs/tide-dit-xl-2-256",
-    },
-}
-PRESETS["dit-tiny-shapes"] = {**PRESETS["dit-tiny-digits"], "model": "shapes", "output_dir": "runs/tide-shapes"}
-DEFAULT_PRESET = "dit-tiny-digits"
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return merged
-
-
-def preset_config(name: str = DEFAULT_PRESET, **overrides: Any) -> DiTSAERunnerConfig:
-    """A preset's config with nested overrides, e.g. `preset_config("dit-tiny-digits", sae={"k": 8})`."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
-    return DiTSAERunnerConfig.from_dict(_merge(PRESETS[name], overrides))
+        return table

@@ -36,9 +36,22 @@ def test_run_saves_a_sae_lens_sae_with_diffusion_metadata(tiny_run_dict):
     loaded = SAE.load_from_disk(str(out))  # SAELens's own loader
     x, t = torch.randn(32, 96), torch.rand(32) * 1000
     torch.testing.assert_close(reconstruct(loaded, x, t)[0], reconstruct(trained, x, t)[0], rtol=1e-5, atol=1e-5)
-    report = json.loads((out / "eval.json").read_text())
+    written = json.loads((out / "eval.json").read_text())  # the one layout: {"config": ..., "reports": [...]}
+    assert set(written) == {"config", "reports"} and written["config"]["eval_images"] == cfg.eval_images
+    (report,) = written["reports"]
+    assert {k: report[k] for k in ("sae", "model", "hook", "architecture", "d_sae")} == {
+        "sae": "blocks.1.hook_resid_post/tide",
+        "model": "digits",
+        "hook": "blocks.1.hook_resid_post",
+        "architecture": "tide",
+        "d_sae": cfg.sae.d_sae,
+    }
     assert {b["t_low"] for b in report["buckets"]} <= {0, 200, 400, 600, 800}
     assert all(b["l0"] == pytest.approx(8) for b in report["buckets"])
+    assert report["mean_explained_variance"] == pytest.approx(
+        sum(b["explained_variance"] for b in report["buckets"]) / len(report["buckets"])
+    )
+    assert (out / "eval.md").read_text().startswith("**tide on digits blocks.1.hook_resid_post (held-out)**")
 
 
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "standard", "jumprelu", "matryoshka_batchtopk"])

@@ -1,0 +1,85 @@
+"""Steering previews on the dashboard pages: one sample before and after the latent is clamped at a
+multiple of its typical active value, then zeroed, inside the latent's own timestep window.
+
+Why its own module: it is the one part of a build that edits generation, through the interventions
+package (`interventions.preview_latent`), and it needs the window logic that turns a latent's
+per-bucket firing frequency into the timesteps where editing it means something.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sae_lens_dit.analysis.dashboard.config import DashboardConfig
+from sae_lens_dit.analysis.dashboard.files import SiteFiles
+from sae_lens_dit.analysis.dashboard.latent_summary import LatentSummary
+from sae_lens_dit.analysis.dashboard.thumbnails import render_thumbnail
+from sae_lens_dit.analysis.dashboard.trajectories import Trajectories, to_uint8
+from sae_lens_dit.analysis.evals import LatentTimestepStats
+from sae_lens_dit.hooking.hooked import HookedDiT
+
+
+def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, float]:
+    """The latent's own timestep window: the contiguous buckets around its peak firing frequency that reach half
+    of it (`windows.auto_window` on the frequency profile). A bucket no denoising step fell in takes the lower
+    of its nearest sampled neighbours' frequencies, so it neither splits a window nor ends one early."""
+    from sae_lens_dit.analysis.interventions.windows import auto_window
+
+    frequency = stats.frequency[:, latent].double()
+    sampled = (stats.rows > 0).nonzero().squeeze(1)
+    curve = []
+    for b in range(len(frequency)):
+        if stats.rows[b] > 0:
+            curve.append(float(frequency[b]))
+            continue
+        near = [frequency[side].item() for side in (sampled[sampled < b][-1:], sampled[sampled > b][:1]) if len(side)]
+        curve.append(min(near, default=0.0))
+    return auto_window(curve, stats.edges)
+
+
+def steering_previews(
+    pipe: Any, hooked: HookedDiT, sae: Any, traj: Trajectories, cfg: DashboardConfig
+) -> Callable[..., list[dict[str, Any]]]:
+    """A function (latent, class, summary, files, folder) -> before / after thumbnails of one sample of the class
+    with the latent clamped at `steering_strength` x its typical active value, then zeroed, on every token inside
+    its own timestep window (`preview_window`; `interventions.preview_latent`)."""
+    from sae_lens_dit.analysis.interventions import preview_latent
+
+    names = traj.factor_names["class"]
+    pipe_kwargs = {"num_inference_steps": cfg.num_inference_steps}
+    if cfg.guidance_scale is not None:
+        pipe_kwargs["guidance_scale"] = cfg.guidance_scale
+
+    def previews(latent: int, label: int, summary: LatentSummary, files_: SiteFiles, folder: str) -> list[dict]:
+        typical, window = float(summary.typical[latent]), preview_window(summary.stats, latent)
+        span = f"t {window[0]:g}-{window[1]:g}"
+        out = []
+        for op, caption in (
+            ("clamp", f"clamp {cfg.steering_strength:g}x typical ({typical:.3g}), {span}"),
+            ("zero", f"zero, {span}"),
+        ):
+            result = preview_latent(
+                pipe,
+                sae,
+                latent,
+                cfg.steering_strength,
+                seed=cfg.seed,
+                op=op,
+                hooked=hooked,
+                typical=typical,
+                window=window,
+                class_labels=[label],
+                **pipe_kwargs,
+            )
+            thumbs = [
+                {
+                    "src": "../../" + files_.image(render_thumbnail(to_uint8(im[0]), cfg.thumb_size), f"{folder}/img"),
+                    "size": cfg.thumb_size,
+                }
+                for im in (result.before, result.after)
+            ]
+            out.append({"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, {caption}"})
+        return out
+
+    return previews

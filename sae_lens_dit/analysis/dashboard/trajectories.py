@@ -1,0 +1,174 @@
+"""One sampling run of a backbone, shared by the dashboards of all its SAEs: the sampled images, the
+scheduler's prediction of the clean image at every step, and every token of the SAEs' hooks at
+every step on the cond branch.
+
+Why its own module: sampling is the expensive, backbone-dependent part of a build and knows nothing
+about SAEs; the pages draw their heatmaps on the clean-image predictions (`pred_original_sample`),
+because at t = 1000 the model's input is pure noise and its prediction is not. Images are sampled
+as `evals.sample_images` samples them (classes cycled, seeded), so they are the protocol's images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sae_lens_dit.analysis.dashboard.config import DashboardConfig
+from sae_lens_dit.analysis.evals import sample_images
+from sae_lens_dit.hooking.hooked import HookedDiT
+
+SHAPE_FACTOR_NAMES = {
+    "colour": ["red", "yellow", "green", "cyan", "blue", "magenta"],
+    "size": ["small", "medium", "large"],
+    "x": ["left", "centre", "right"],
+    "y": ["top", "middle", "bottom"],
+}
+"""Factor values of the shapes backbone, measured from each sample (`backbones.measure_shape_factors`)."""
+
+
+@dataclass
+class Trajectories:
+    """What one sampling run of a backbone gives every dashboard built on it."""
+
+    model: str
+    activations: dict[str, Tensor]
+    """Hook -> [steps, images, tokens, d] cond-branch activations."""
+    timesteps: Tensor  # [steps] float32
+    predictions: Tensor  # [steps, images, C, h, w] the scheduler's clean-image prediction, latent space
+    images: np.ndarray  # [images, H, W, C] final samples in [0, 1]
+    labels: np.ndarray  # [images] class ids asked for
+    factors: dict[str, np.ndarray]
+    """Family -> [images] int value; "class" is always there."""
+    factor_names: dict[str, list[str]]
+    """Family -> display name of each value."""
+    grid: tuple[int, int]
+    """Token grid (rows, columns): token i sits at row i // columns, column i % columns (row-major patches)."""
+    vae: Any = None
+    _frames: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def frames(self, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Decoded clean-image predictions [len(pairs), H, W, C] uint8 of (step, image) pairs (decoded once)."""
+        missing = [pair for pair in dict.fromkeys(pairs) if pair not in self._frames]
+        if missing:
+            latents = torch.stack([self.predictions[s, n] for s, n in missing])
+            for pair, frame in zip(missing, _decode(self.vae, latents), strict=True):
+                self._frames[pair] = frame
+        return np.stack([self._frames[pair] for pair in pairs])
+
+
+@torch.no_grad()
+def _decode(vae: Any, latents: Tensor) -> np.ndarray:
+    """Latents [n, C, h, w] -> images [n, H, W, C] uint8, as DiTPipeline decodes its output."""
+    param = next(vae.parameters(), None)
+    buffer = next(vae.buffers(), None)
+    ref = param if param is not None else buffer
+    latents = latents.to(ref.device if ref is not None else "cpu")
+    images = vae.decode(latents / vae.config.scaling_factor).sample
+    return to_uint8((images.float() / 2 + 0.5).permute(0, 2, 3, 1).cpu().numpy())
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] (clipped) -> uint8."""
+    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+@contextmanager
+def _capture_predictions(scheduler: Any, out: list[Tensor]) -> Iterator[None]:
+    """Append each `scheduler.step`'s clean-sample prediction (its next sample where it has none) to `out`."""
+    own = "step" in vars(scheduler)
+    step = scheduler.step
+
+    def capture(model_output: Tensor, timestep: Any, sample: Tensor, *args: Any, **kwargs: Any) -> Any:
+        result = step(model_output, timestep, sample, *args, **kwargs)
+        prediction = getattr(result, "pred_original_sample", None)
+        out.append((prediction if prediction is not None else result[0]).detach().float().cpu())
+        return result
+
+    scheduler.step = capture
+    try:
+        yield
+    finally:
+        if own:
+            scheduler.step = step
+        else:
+            del scheduler.step
+
+
+def _class_names(pipe: Any) -> dict[int, str]:
+    labels = getattr(pipe, "labels", None)
+    if not labels:
+        raise ValueError(
+            f"{type(pipe).__name__} has no label map (pipe.labels): dashboards sample class-conditional "
+            "pipelines (DiTPipeline and the bundled backbones)"
+        )
+    return {int(i): name for name, i in sorted(labels.items(), key=lambda item: item[1])}
+
+
+def _measured_factors(model: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Shape factors measured from the samples of the shapes backbone; nothing for other backbones."""
+    if model.removeprefix("tiny-dit-") != "shapes":
+        return {}
+    from sae_lens_dit.toy.backbones import measure_shape_factors
+    from sae_lens_dit.toy.image_sets import shape_factor_values
+
+    measured = measure_shape_factors(images)
+    return shape_factor_values(measured.hue, measured.size, measured.center)
+
+
+def sample_trajectories(
+    pipe: Any, hooked: HookedDiT, hooks: Sequence[str], model: str, cfg: DashboardConfig
+) -> Trajectories:
+    """Sample `cfg.num_images` images and record every token of `hooks` at every step (cond branch)."""
+    hooked.check_hook_names(hooks)
+    names = _class_names(pipe)
+    labels = [int(c) for c in np.resize(sorted(names), cfg.num_images)]
+    predictions: list[Tensor] = []
+    with hooked.record(list(hooks), branch="cond") as rec, _capture_predictions(pipe.scheduler, predictions):
+        images = sample_images(pipe, labels, cfg.seed, cfg.num_inference_steps, cfg.guidance_scale, cfg.batch_size)
+    steps = cfg.num_inference_steps
+    if len(predictions) != steps * -(-cfg.num_images // cfg.batch_size):
+        raise ValueError(
+            f"expected one scheduler step per denoising step ({steps} per pipeline call), saw {len(predictions)} in "
+            f"all: dashboards need a pipeline that calls scheduler.step once per step, as DiTPipeline does"
+        )
+    starts = range(0, cfg.num_images, cfg.batch_size)
+    per_call = [predictions[i * steps : (i + 1) * steps] for i in range(len(starts))]
+    pred = torch.stack(
+        [
+            torch.cat(
+                [
+                    call[s][: min(cfg.batch_size, cfg.num_images - start)]
+                    for call, start in zip(per_call, starts, strict=True)
+                ]
+            )
+            for s in range(steps)
+        ]
+    )
+    rows = {hook: rec.rows(hook) for hook in hooks}
+    activations = {hook: _arrange(r, steps, cfg.num_images, cfg.batch_size) for hook, r in rows.items()}
+    first = rows[hooks[0]]
+    timesteps = torch.zeros(steps)
+    timesteps[first["step"]] = first["timestep"].float()  # every pipeline call runs the same schedule
+    tokens = next(iter(activations.values())).shape[2]
+    grid = hooked.token_grid(tokens, latent_size=tuple(pred.shape[-2:]))
+    factors = {"class": np.asarray(labels), **_measured_factors(model, images)}
+    factor_names = {"class": [names.get(i, str(i)) for i in range(max(names) + 1)]}
+    factor_names |= {k: SHAPE_FACTOR_NAMES[k] for k in factors if k in SHAPE_FACTOR_NAMES}
+    return Trajectories(
+        model, activations, timesteps, pred, images, np.asarray(labels), factors, factor_names, grid, pipe.vae
+    )
+
+
+def _arrange(rows: dict[str, Tensor], steps: int, num_images: int, batch_size: int) -> Tensor:
+    """Flat recorded rows -> [steps, images, tokens, d]; image = run * batch_size + sample."""
+    tokens = int(rows["token"].max()) + 1
+    out = torch.zeros(steps, num_images, tokens, rows["activation"].shape[1])
+    image = rows["run"] * batch_size + rows["sample"]
+    out[rows["step"], image, rows["token"]] = rows["activation"].float()
+    return out
