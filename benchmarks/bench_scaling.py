@@ -29,7 +29,8 @@ from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, PixArtTrans
 
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_tiny_dit
-from sae_lens_dit.training.harvest import HarvestConfig, write_cache
+from sae_lens_dit.training.activation_cache import write_cache
+from sae_lens_dit.training.harvest import HarvestConfig
 
 METADATA_BYTES = 4 + 5 * 8  # timestep float32 + step, branch, sample, token, label int64
 H100_BF16_FLOPS = 989e12  # dense bf16 peak

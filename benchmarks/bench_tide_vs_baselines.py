@@ -27,7 +27,7 @@ from sae_lens import SAE  # noqa: E402
 
 import sae_lens_dit  # noqa: E402, F401  (registers "tide")
 from sae_lens_dit.analysis.evals import EvalConfig, evaluate, read_eval_file, summarize_factors  # noqa: E402
-from sae_lens_dit.training.harvest import read_cache  # noqa: E402
+from sae_lens_dit.training.activation_cache import read_cache  # noqa: E402
 from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner, preset_config  # noqa: E402
 
 BACKBONES = ("digits", "shapes")

@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from sae_lens_dit.conventions import SAE_CONFIG_FILENAME, TIDE_ARCHITECTURE
+from sae_lens_dit.conventions import TIDE_ARCHITECTURE
 
 
 class ConfigError(ValueError):
@@ -198,24 +198,6 @@ def check_device(device: str) -> None:
             raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
-
-
-def load_sae_folder(folder: str | Path, device: str = "cpu") -> Any:
-    """The SAE saved in `folder` (SAELens's layout) through the package's validating loader: a
-    missing folder, a cfg.json that is not a mapping, truncated weights, weights that disagree with
-    the config or hold NaN/inf are refused with a message naming the file; an absent device is
-    reported as such, not as a corrupt file."""
-    from sae_lens import SAE
-
-    from sae_lens_dit.saes.loading import validated_disk_loader
-
-    check_device(device)
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"SAE folder {folder} does not exist")
-    if not (folder / SAE_CONFIG_FILENAME).is_file():
-        raise FileNotFoundError(f"not an SAE folder (no cfg.json): {folder}")
-    return SAE.load_from_disk(str(folder), device=device, converter=validated_disk_loader)
 
 
 def training_sae_config(data: Any, where: str = "sae") -> Any:

@@ -2,5 +2,5 @@
 
 Nothing here knows an SAE architecture or a training loop: `HookedDiT.saes()` splices any module
 that maps activations to activations, and TIDE SAEs get each row's timestep through
-`sae_lens_dit.saes.TimestepConditioned`.
+`sae_lens_dit.conventions.TimestepConditioned`.
 """

@@ -14,6 +14,7 @@ in `adapters/`. The specs know nothing about hooks; `sae_lens_dit.hooking.hooked
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -53,8 +54,9 @@ class TimestepSpec:
 
 
 @dataclass(frozen=True)
-class CfgSpec:
-    """How classifier-free guidance lays out the transformer's batch (see `adapters/*.yaml`)."""
+class GuidanceSpec:
+    """How classifier-free guidance lays out the transformer's batch (the `guidance:` section of
+    `adapters/*.yaml`)."""
 
     detect: CfgDetect
     order: CfgOrder
@@ -106,8 +108,15 @@ class AdapterSpec:
     latents: str
     """Forward argument holding the latents; its first dimension is the batch."""
     timestep: TimestepSpec
-    cfg: CfgSpec
+    guidance: GuidanceSpec
+    """Classifier-free guidance layout (named `guidance`: everywhere else in the package `cfg` is a config)."""
     stacks: tuple[StackSpec, ...]
+
+    @property
+    def cfg(self) -> GuidanceSpec:
+        """Deprecated name of `guidance`."""
+        warnings.warn("AdapterSpec.cfg is now AdapterSpec.guidance", DeprecationWarning, stacklevel=2)
+        return self.guidance
 
     def block_lists(self, transformer: nn.Module) -> list[tuple[StackSpec, nn.ModuleList]]:
         """The transformer's block lists, checked against the spec."""
@@ -182,9 +191,9 @@ def _timestep(fields: _Fields) -> TimestepSpec:
     )
 
 
-def _cfg(fields: _Fields) -> CfgSpec:
+def _guidance(fields: _Fields) -> GuidanceSpec:
     fields.check_keys(("detect", "order", "class_argument", "null_class_config", "separate_calls"))
-    spec = CfgSpec(
+    spec = GuidanceSpec(
         detect=fields.choice("detect", CfgDetect),
         order=fields.choice("order", CfgOrder),
         class_argument=fields.get("class_argument", str, None, nullable=True),
@@ -236,7 +245,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
     except yaml.YAMLError as error:
         raise AdapterSpecError(f"adapter spec {source}: not valid YAML ({error}); fix the file") from error
     top = _Fields(source, "", data)
-    top.check_keys(("name", "description", "transformer_classes", "latents", "timestep", "cfg", "stacks"))
+    top.check_keys(("name", "description", "transformer_classes", "latents", "timestep", "guidance", "stacks", "cfg"))
     classes = top.get("transformer_classes", list)
     if not classes or not all(isinstance(c, str) for c in classes):
         top.fail("transformer_classes", f"expected a non-empty list of class names, received {classes!r}")
@@ -254,9 +263,24 @@ def load_spec(path: str | Path) -> AdapterSpec:
         transformer_classes=tuple(classes),
         latents=top.get("latents", str),
         timestep=_timestep(top.sub("timestep")),
-        cfg=_cfg(top.sub("cfg")),
+        guidance=_guidance(top.sub(_guidance_key(top))),
         stacks=parsed,
     )
+
+
+def _guidance_key(top: _Fields) -> str:
+    """`guidance`, or the section's old name `cfg` (still read, with a DeprecationWarning naming the file)."""
+    if "cfg" not in top.data:
+        return "guidance"
+    if "guidance" in top.data:
+        top.fail("cfg", "both 'cfg' (the old name) and 'guidance' are given; keep only 'guidance'")
+    warnings.warn(
+        f"adapter spec {top.source}: the section 'cfg' is now called 'guidance'; rename it in the file "
+        f"(the old name will stop loading in a later release)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return "cfg"
 
 
 @cache
@@ -278,3 +302,10 @@ def adapter_for(transformer: nn.Module) -> AdapterSpec:
         f"To add one, write a new YAML in {adapters_dir()} (copy the closest existing spec, e.g. dit.yaml, "
         f"and list {type(transformer).__name__!r} under transformer_classes)"
     )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CfgSpec":  # the old name of GuidanceSpec
+        warnings.warn("sae_lens_dit.hooking.adapters.CfgSpec is now GuidanceSpec", DeprecationWarning, stacklevel=2)
+        return GuidanceSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

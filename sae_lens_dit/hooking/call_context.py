@@ -3,7 +3,7 @@
 Why from the transformer's own call: blocks of some families never see the raw timestep (PixArt
 and Sana blocks get an adaLN modulation vector under the name `timestep`), and only the
 transformer's arguments show how the pipeline laid out the batch. A forward pre-hook with
-kwargs reads them whether the pipeline passed them by keyword or by position.
+kwargs reads them (through `ArgSlot`) whether the pipeline passed them by keyword or by position.
 
 Conventions (the same for every backbone):
 - timestep: float t on the DDPM training scale [0, 1000], 1000 = pure noise
@@ -34,47 +34,72 @@ class CallContext:
     sample: Tensor  # [batch] int64
 
 
+class ArgSlot:
+    """One forward argument of a module, found by keyword or by its position in the signature.
+
+    Blocks are called positionally (Sana, gradient checkpointing), by keyword (SD3, Flux) or mixed
+    (DiT, PixArt), and pipelines call transformers either way; reading through the signature covers
+    all three. The one reader of call arguments: `CallReader` and the hook sites both use it.
+    """
+
+    def __init__(self, module: nn.Module, name: str):
+        params = list(inspect.signature(module.forward).parameters)
+        if name not in params:
+            raise ValueError(f"{type(module).__name__}.forward has no argument {name!r}; its arguments are {params}")
+        self.name, self.position = name, params.index(name)
+
+    def get(self, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """The argument's value in one call, by keyword or by position; None when the call left it out."""
+        if self.name in kwargs:
+            return kwargs[self.name]
+        return args[self.position] if self.position < len(args) else None
+
+    def replace(self, args: tuple, kwargs: dict[str, Any], value: Any) -> tuple[tuple, dict[str, Any]]:
+        """The call's (args, kwargs) with this argument set to `value`, where the call passed it."""
+        if self.name in kwargs:
+            return args, {**kwargs, self.name: value}
+        return (*args[: self.position], value, *args[self.position + 1 :]), kwargs
+
+
 class CallReader:
     """Turns the arguments of one transformer forward call into a `CallContext`, as its spec says."""
 
     def __init__(self, spec: AdapterSpec, transformer: nn.Module):
         self.spec = spec
+        guidance = spec.guidance
         params = list(inspect.signature(transformer.forward).parameters)
         wanted = [spec.latents, spec.timestep.argument]
-        if spec.cfg.detect == "class_label":
-            wanted.append(spec.cfg.class_argument)
+        if guidance.detect == "class_label":
+            wanted.append(guidance.class_argument)
         missing = [name for name in wanted if name not in params]
         if missing:
             raise AdapterSpecError(
                 f"adapter {spec.name!r}: {type(transformer).__name__}.forward has no argument(s) {missing}; "
                 f"its arguments are {params}; fix {spec.source}"
             )
-        self._positions = {name: params.index(name) for name in wanted}
+        self._latents = ArgSlot(transformer, spec.latents)
+        self._raw_timestep = ArgSlot(transformer, spec.timestep.argument)
+        self._class_labels: ArgSlot | None = None
         self._divisor = 1.0
         if spec.timestep.divide_by_config is not None:
             self._divisor = float(_config_value(spec, transformer, spec.timestep.divide_by_config))
         self._null_class = None
-        if spec.cfg.detect == "class_label":
-            self._null_class = int(_config_value(spec, transformer, spec.cfg.null_class_config))
-
-    def argument(self, name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
-        """A forward argument by keyword or by position; None when the call left it out."""
-        if name in kwargs:
-            return kwargs[name]
-        position = self._positions[name]
-        return args[position] if position < len(args) else None
+        if guidance.detect == "class_label":
+            self._class_labels = ArgSlot(transformer, guidance.class_argument)
+            self._null_class = int(_config_value(spec, transformer, guidance.null_class_config))
 
     def context(self, args: tuple, kwargs: dict[str, Any]) -> CallContext:
-        latents = self.argument(self.spec.latents, args, kwargs)
+        guidance = self.spec.guidance
+        latents = self._latents.get(args, kwargs)
         batch = latents.shape[0]
         rows = torch.arange(batch)
         branch = torch.zeros(batch, dtype=torch.long)
-        doubled = _doubled_layout(batch, self.spec.cfg.order)  # [batch] branch of a CFG-doubled batch
+        doubled = _doubled_layout(batch, guidance.order)  # [batch] branch of a CFG-doubled batch
         is_doubled = False
-        if self.spec.cfg.detect == "equal_halves" and doubled is not None:
+        if guidance.detect == "equal_halves" and doubled is not None:
             is_doubled = torch.equal(latents[: batch // 2], latents[batch // 2 :])
-        elif self.spec.cfg.detect == "class_label":
-            labels = self.argument(self.spec.cfg.class_argument, args, kwargs)
+        elif self._class_labels is not None:
+            labels = self._class_labels.get(args, kwargs)
             if labels is not None:
                 branch = (torch.as_tensor(labels).reshape(-1).cpu() == self._null_class).long().expand(batch)
                 is_doubled = doubled is not None and torch.equal(branch, doubled)
@@ -83,7 +108,7 @@ class CallReader:
         return CallContext(self._timestep(args, kwargs, batch), branch.clone(), rows)
 
     def _timestep(self, args: tuple, kwargs: dict[str, Any], batch: int) -> Tensor | None:
-        raw = self.argument(self.spec.timestep.argument, args, kwargs)
+        raw = self._raw_timestep.get(args, kwargs)
         if raw is None:
             return None
         t = torch.as_tensor(raw).detach().to("cpu", torch.float64).reshape(-1)

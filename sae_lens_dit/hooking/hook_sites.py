@@ -10,7 +10,6 @@ back whatever the HookPoint returns (a new tensor replaces the activation; None 
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from torch.utils.hooks import RemovableHandle
 from transformer_lens.hook_points import HookPoint
 
 from sae_lens_dit.hooking.adapters import SubmoduleSpec
+from sae_lens_dit.hooking.call_context import ArgSlot
 
 
 class DiTHookPoint(HookPoint):
@@ -43,30 +43,6 @@ class DiTHookPoint(HookPoint):
     @property
     def active(self) -> bool:
         return bool(self.fwd_hooks or self.bwd_hooks)
-
-
-class ArgSlot:
-    """One forward argument of a module, found by keyword or by its position in the signature.
-
-    Blocks are called positionally (Sana, gradient checkpointing), by keyword (SD3, Flux) or mixed
-    (DiT, PixArt); reading through the signature covers all three.
-    """
-
-    def __init__(self, module: nn.Module, name: str):
-        params = list(inspect.signature(module.forward).parameters)
-        if name not in params:
-            raise ValueError(f"{type(module).__name__}.forward has no argument {name!r}; its arguments are {params}")
-        self.name, self.position = name, params.index(name)
-
-    def get(self, args: tuple, kwargs: dict[str, Any]) -> Any:
-        if self.name in kwargs:
-            return kwargs[self.name]
-        return args[self.position] if self.position < len(args) else None
-
-    def replace(self, args: tuple, kwargs: dict[str, Any], value: Any) -> tuple[tuple, dict[str, Any]]:
-        if self.name in kwargs:
-            return args, {**kwargs, self.name: value}
-        return (*args[: self.position], value, *args[self.position + 1 :]), kwargs
 
 
 class Site(ABC):

@@ -54,9 +54,9 @@ from transformer_lens.HookedRootModule import HookedRootModule
 
 from sae_lens_dit.conventions import Branch, TimestepConditioned, timestep_scope
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError, StackSpec, adapter_for
-from sae_lens_dit.hooking.call_context import CallContext, CallReader
-from sae_lens_dit.hooking.hook_sites import ArgSlot, BlockInputSite, BlockOutputSite, DiTHookPoint, Site, SubmoduleSite
-from sae_lens_dit.hooking.recording import Recorder, Recording
+from sae_lens_dit.hooking.call_context import ArgSlot, CallContext, CallReader
+from sae_lens_dit.hooking.hook_sites import BlockInputSite, BlockOutputSite, DiTHookPoint, Site, SubmoduleSite
+from sae_lens_dit.hooking.recording import Recorder, Recording, RecordOptions
 
 logger = logging.getLogger(__name__)
 
@@ -338,9 +338,10 @@ class HookedDiT(HookedRootModule):
         if not names or not all(isinstance(name, str) for name in names):
             raise ValueError(f"record() takes hook names (strings from hooked.hook_names), got {names!r}")
         self.check_hook_names(names)
-        recorder = Recorder(
-            names, lambda: self.call_context, self.spec.cfg, tokens_per_image, timesteps, branch, dtype, device, seed
+        options = RecordOptions(
+            tokens_per_image=tokens_per_image, timesteps=timesteps, branch=branch, dtype=dtype, device=device, seed=seed
         )
+        recorder = Recorder(names, context=lambda: self.call_context, guidance=self.spec.guidance, options=options)
         with self.listening(recorder), self.hooks(fwd_hooks=[(name, recorder.hook(name)) for name in names]):
             yield recorder.recording
 

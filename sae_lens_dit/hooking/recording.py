@@ -24,7 +24,7 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from sae_lens_dit.conventions import BRANCHES, Branch, branch_label, branch_order  # noqa: F401 (BRANCHES re-exported)
-from sae_lens_dit.hooking.adapters import CfgSpec
+from sae_lens_dit.hooking.adapters import GuidanceSpec
 from sae_lens_dit.hooking.call_context import CallContext
 
 TIMESTEP_ATOL = 0.5
@@ -185,32 +185,54 @@ class _CallPlan:
     tokens: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RecordOptions:
+    """What `HookedDiT.record` keeps of each transformer call; checked when built.
+
+    One object rather than six loose arguments: several share a type (two optional sequences, two
+    strings), so a positional hand-over could swap them silently.
+    """
+
+    tokens_per_image: int | None = None
+    """Random token positions kept per image and step, drawn per (seed, run, step, sample); None = all."""
+    timesteps: Sequence[float] | None = None
+    """Keep only rows within `TIMESTEP_ATOL` of one of these timesteps (DDPM scale [0, 1000]); None = all."""
+    branch: Branch = "both"
+    """CFG branch whose rows are kept: cond, uncond or both."""
+    dtype: torch.dtype = torch.float32
+    """dtype of the kept activations."""
+    device: str | torch.device = "cpu"
+    """Device the kept activations are copied to, inside the hook."""
+    seed: int = 0
+    """Seeds the token draws."""
+
+    def __post_init__(self) -> None:
+        if self.branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {list(BRANCHES)}, received {self.branch!r}")
+        if self.tokens_per_image is not None and self.tokens_per_image < 1:
+            raise ValueError(
+                f"tokens_per_image must be a positive int or None (all tokens), received {self.tokens_per_image}"
+            )
+
+
 class Recorder:
     """The hook side of `HookedDiT.record`: call-start bookkeeping plus one capture hook per name."""
 
     def __init__(
         self,
         names: Sequence[str],
+        *,
         context: Callable[[], CallContext],
-        cfg: CfgSpec,
-        tokens_per_image: int | None = None,
-        timesteps: Sequence[float] | None = None,
-        branch: Branch = "both",
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
+        guidance: GuidanceSpec,
+        options: RecordOptions | None = None,
     ):
-        if branch not in BRANCHES:
-            raise ValueError(f"branch must be one of {list(BRANCHES)}, received {branch!r}")
-        if tokens_per_image is not None and tokens_per_image < 1:
-            raise ValueError(
-                f"tokens_per_image must be a positive int or None (all tokens), received {tokens_per_image}"
-            )
+        options = options if options is not None else RecordOptions()
         self.recording = Recording(names)
-        self._context, self._cfg = context, cfg
-        self._k, self._branch, self._seed = tokens_per_image, branch, seed
+        self._context, self._guidance = context, guidance
+        self._k, self._branch, self._seed = options.tokens_per_image, options.branch, options.seed
+        timesteps = options.timesteps
         self._keep_t = None if timesteps is None else torch.as_tensor(list(timesteps), dtype=torch.float32)
-        self._dtype, self._device = dtype, torch.device(device)
+        self._dtype, self._device = options.dtype, torch.device(options.device)
         self._tracker = StepTracker()
         self._plan: _CallPlan | None = None
 
@@ -264,9 +286,9 @@ class Recorder:
 
     def _branch_of_call(self, ctx: CallContext) -> Tensor:
         """[batch] branch labels; with separate CFG calls (Flux true CFG) the call order decides."""
-        if not self._cfg.separate_calls or self._tracker.call_in_step > 1:
+        if not self._guidance.separate_calls or self._tracker.call_in_step > 1:
             return ctx.branch
-        first, second = branch_order(self._cfg.order)
+        first, second = branch_order(self._guidance.order)
         return torch.full_like(ctx.branch, second if self._tracker.call_in_step else first)
 
     def _positions(self, plan: _CallPlan, activation: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -26,8 +26,9 @@ from huggingface_hub import HfApi
 from sae_lens.constants import RUNNER_CFG_FILENAME, SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
 from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingface
 
+from sae_lens_dit.analysis.evals.results import read_eval_file
 from sae_lens_dit.conventions import CARD_FILENAME, EVAL_JSON, RELEASE_ENTRY_FILENAME, TIDE_ARCHITECTURE
-from sae_lens_dit.hub.releases import RELEASE_ID, parse_release
+from sae_lens_dit.hub.release_schema import RELEASE_ID, parse_release
 from sae_lens_dit.saes.loading import validated_disk_loader
 
 PUBLISHED_FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME, RUNNER_CFG_FILENAME)
@@ -71,7 +72,7 @@ def read_runner_output(folder: str | Path) -> RunnerOutput:
             f"{folder}: lacks {missing}; publish folders written by DiTSAETrainingRunner (sae-lens-dit train), "
             f"which records the metadata in cfg.json and the held-out metrics in {EVAL_JSON}"
         )
-    return RunnerOutput(folder, cfg, json.loads((folder / EVAL_JSON).read_text()))
+    return RunnerOutput(folder, cfg, read_eval_file(folder / EVAL_JSON).single_report())
 
 
 def default_release_id(model_name: str, repo_id: str) -> str:

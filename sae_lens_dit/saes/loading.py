@@ -10,6 +10,7 @@ or shapes differ from what the config implies, NaN or inf weights.
 
     SAE.load_from_disk(path, converter=validated_disk_loader)
     SAE.from_pretrained(repo_id, sae_id, converter=validated_huggingface_loader)
+    load_sae_folder(path, device)   # the same, with the folder and the device checked first
 
 `TideSAE` runs the weights checks itself (`check_state_dict`), so even SAELens's default loaders
 cannot load a TIDE SAE whose weights disagree with its config.
@@ -33,6 +34,8 @@ from sae_lens.loading.pretrained_sae_loaders import (
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from sae_lens.saes.sae import SAE, SAEConfig
 from safetensors import SafetensorError, safe_open
+
+from sae_lens_dit.guards.config import check_device
 
 _READER_NEEDS = {"dtype"}  # read by SAELens's weights reader, whatever the config class says
 
@@ -165,3 +168,17 @@ def _sae_on_meta(cfg_dict: dict[str, Any], cfg_path: Path) -> SAE[Any]:
         raise SAEFilesError(
             f"{cfg_path}: invalid SAE config ({type(error).__name__}: {error}); fix the field it names"
         ) from error
+
+
+def load_sae_folder(folder: str | Path, device: str = "cpu") -> SAE[Any]:
+    """The SAE saved in `folder` (SAELens's layout) through `validated_disk_loader`: a missing folder,
+    a cfg.json that is not a mapping, truncated weights, weights that disagree with the config or
+    hold NaN/inf are refused with a message naming the file; an absent device is reported as such,
+    not as a corrupt file."""
+    check_device(device)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"SAE folder {folder} does not exist")
+    if not (folder / SAE_CFG_FILENAME).is_file():
+        raise FileNotFoundError(f"not an SAE folder (no {SAE_CFG_FILENAME}): {folder}")
+    return SAE.load_from_disk(str(folder), device=device, converter=validated_disk_loader)

@@ -10,11 +10,12 @@ densely (TopK needs all of them) but without autograd; the TopK indices then dri
   backward, CPU and CUDA),
 - the encoder's backward (`_TopKPreActs`): the gradient reaches only the selected pre-activations,
   so dW_enc = sae_in^T @ G (G sparse, k non-zeros a row) and d sae_in = G @ W_enc^T,
-- AuxK (`calculate_topk_aux_acts`' selection) on the dead latents' columns only.
+- AuxK (`calculate_topk_aux_acts`' selection) on the dead latents' columns only (the loss's scaling:
+  `sae_lens_dit.saes.auxk`).
 
 The step returns the codes as a sparse COO tensor, which `SAETrainer`'s firing statistics and
 logged L0 accept as they are. Results equal the dense path's to float tolerance (outputs, losses,
-every parameter's gradient; `tests/unit/saes/test_sparse_decode.py`). The dense path still runs
+every parameter's gradient; `tests/saes/test_sparse_decode.py`). The dense path still runs
 when `sparse_decode` resolves to False, and whenever a hook is attached to `hook_sae_acts_pre` or
 `hook_sae_acts_post` (they need the dense latents). Under the trainer's bf16 autocast the dense
 encoder matmul runs in bf16; the sparse ops run in the parameters' dtype. The step is not
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from sae_lens.saes.sae import SAEConfig, TrainingSAE, TrainStepInput, TrainStepOutput
 from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
 from typing_extensions import override
+
+from sae_lens_dit.saes.auxk import check_auxk_normalization, scaled_residual_loss
 
 SPARSE_ARCHITECTURE = "topk_sparse"
 """SAELens training architecture of `SparseTopKTrainingSAE` (it saves as `topk`)."""
@@ -194,7 +197,7 @@ class SparseTopKTraining(TrainingSAE[Any]):
         if n_dead:  # Gao et al. 2024, A.2: the dead latents reconstruct the residual, no bias
             residual = (x - sae_out).detach()
             recons = self._decode_at(aux_indices, aux_acts, inv_norm)
-            aux_loss = min(n_dead / k_aux, 1.0) * (recons - residual).pow(2).sum(dim=-1).mean()
+            aux_loss = scaled_residual_loss(recons, residual, n_dead, k_aux)
         aux_loss = self.cfg.aux_loss_coefficient * aux_loss
         return TrainStepOutput(
             sae_in=x,
@@ -217,12 +220,7 @@ class SparseTopKTrainingSAEConfig(TopKTrainingSAEConfig, SparseDecodeFields):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.normalize_activations in ("constant_norm_rescale", "layer_norm"):
-            raise ValueError(
-                f"SparseTopKTrainingSAEConfig: normalize_activations={self.normalize_activations!r} would put "
-                f"the AuxK loss's reconstruction and residual in different spaces (SAELens TopK refuses it "
-                f"too); use 'expected_average_only_in' or 'none'"
-            )
+        check_auxk_normalization(self)
 
     @override
     @classmethod

@@ -39,7 +39,8 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from sae_lens_dit.hooking.hooked import HookedDiT
-from sae_lens_dit.training.harvest import HarvestConfig, check_cache_complete, write_cache
+from sae_lens_dit.training.activation_cache import check_cache_complete, write_cache
+from sae_lens_dit.training.harvest import HarvestConfig
 
 logger = logging.getLogger(__name__)
 

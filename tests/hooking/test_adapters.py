@@ -26,8 +26,8 @@ def test_every_shipped_spec_loads_and_claims_its_classes():
     assert {name: list(spec.transformer_classes) for name, spec in specs.items()} == EXPECTED
     flux = specs["flux"]
     assert [stack.prefix for stack in flux.stacks] == ["blocks", "single_blocks"]
-    assert flux.timestep.scale == 1000.0 and flux.cfg.separate_calls
-    assert specs["dit"].cfg.order == "cond_first" and specs["pixart"].cfg.order == "uncond_first"
+    assert flux.timestep.scale == 1000.0 and flux.guidance.separate_calls
+    assert specs["dit"].guidance.order == "cond_first" and specs["pixart"].guidance.order == "uncond_first"
     assert specs["sana"].timestep.divide_by_config == "timestep_scale"
 
 
@@ -74,8 +74,13 @@ def _set(*path_and_value):
 
 MALFORMED = [
     (_drop("latents"), r"field 'latents': missing required field"),
-    (_set("cfg", "detect", "halves"), r"field 'cfg.detect': expected one of \['class_label', 'equal_halves', 'none'\]"),
-    (_set("cfg", "null_class_config", None), r"field 'cfg.detect': detect='class_label' needs"),
+    (
+        _set("guidance", "detect", "halves"),
+        r"field 'guidance.detect': expected one of \['class_label', 'equal_halves', 'none'\]",
+    ),
+    (_set("guidance", "null_class_config", None), r"field 'guidance.detect': detect='class_label' needs"),
+    (_drop("guidance"), r"field 'guidance': missing required field"),
+    (lambda data: data.update(cfg=data["guidance"]), r"field 'cfg': both 'cfg' \(the old name\) and 'guidance'"),
     (_set("stack", []), r"field 'stack': unknown key; allowed keys are"),
     (_set("stacks", 0, "image_output", "one"), r"field 'stacks\[0\].image_output': expected int or null"),
     (_set("stacks", 0, "prefix", "my-blocks"), r"field 'stacks\[0\].prefix': expected a Python identifier"),
@@ -99,6 +104,31 @@ def test_malformed_spec_names_the_file_and_the_field(tmp_path: Path, edit, messa
     with pytest.raises(AdapterSpecError, match=message) as error:
         load_spec(path)
     assert str(path) in str(error.value) and "fix the file" in str(error.value)
+
+
+def test_old_cfg_section_still_loads_with_a_warning_naming_file_and_new_key(tmp_path: Path):
+    data = _dit_yaml()
+    data["cfg"] = data.pop("guidance")
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.warns(DeprecationWarning, match=f"adapter spec {path}: the section 'cfg' is now called 'guidance'"):
+        old = load_spec(path)
+    shipped = load_spec(adapters_dir() / "dit.yaml")
+    assert old.guidance == shipped.guidance and old.guidance.detect == "class_label"
+    data["cfg"]["detect"] = "halves"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(AdapterSpecError, match=r"field 'cfg.detect'"), pytest.warns(DeprecationWarning):
+        load_spec(path)
+
+
+def test_old_python_names_answer_with_a_warning():
+    import sae_lens_dit.hooking.adapters as adapters
+
+    spec = load_spec(adapters_dir() / "dit.yaml")
+    with pytest.warns(DeprecationWarning, match="AdapterSpec.guidance"):
+        assert spec.cfg is spec.guidance
+    with pytest.warns(DeprecationWarning, match="GuidanceSpec"):
+        assert adapters.CfgSpec is adapters.GuidanceSpec
 
 
 def test_invalid_yaml_names_the_file(tmp_path: Path):

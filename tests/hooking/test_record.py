@@ -178,3 +178,21 @@ def test_record_hooks_are_removed_when_the_pipeline_raises(torch_hooks_left, pix
     assert rec.n_calls == 2
     assert torch_hooks_left(pipe.transformer) == []
     assert not any(hook_point.fwd_hooks for hook_point in hooked.hook_dict.values())
+
+
+def test_recorder_options_cannot_be_passed_by_position():
+    """Several options share a type (two optional sequences, two strings): they travel as one named object."""
+    from sae_lens_dit.hooking.adapters import load_spec
+    from sae_lens_dit.hooking.recording import Recorder, RecordOptions
+    from sae_lens_dit.resources import adapters_dir
+
+    guidance = load_spec(adapters_dir() / "dit.yaml").guidance
+    with pytest.raises(TypeError, match="positional"):
+        Recorder([NAME], lambda: None, guidance)
+    with pytest.raises(ValueError, match="branch must be one of"):
+        RecordOptions(branch="conditional")
+    with pytest.raises(ValueError, match="tokens_per_image must be a positive int"):
+        RecordOptions(tokens_per_image=0)
+    options = RecordOptions(tokens_per_image=2, branch="cond")
+    recorder = Recorder([NAME], context=lambda: None, guidance=guidance, options=options)
+    assert recorder.recording.names == (NAME,)

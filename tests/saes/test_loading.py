@@ -165,3 +165,17 @@ def test_unreadable_cfg_is_refused(saved, text: Any) -> None:
         (copy / "cfg.json").write_text(text)
         with pytest.raises(SAEFilesError, match="cfg.json"):
             validated_disk_loader(copy)
+
+
+def test_load_sae_folder_checks_folder_and_device_before_loading(saved, tmp_path) -> None:
+    from sae_lens_dit.guards.config import ConfigError
+    from sae_lens_dit.saes.loading import load_sae_folder
+
+    folder, expected = saved
+    torch.testing.assert_close(load_sae_folder(folder)(X, timestep=T), expected, rtol=0, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="SAE folder .* does not exist"):
+        load_sae_folder(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match=r"not an SAE folder \(no cfg.json\)"):
+        load_sae_folder(tmp_path)
+    with pytest.raises(ConfigError, match="not a torch device"):
+        load_sae_folder(folder, device="gpu0")

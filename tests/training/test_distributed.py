@@ -24,15 +24,10 @@ from sae_lens_dit.cli import main
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.saes import feed_timesteps
 from sae_lens_dit.toy.backbones import load_tiny_dit
-from sae_lens_dit.training import harvest
+from sae_lens_dit.training import activation_cache
+from sae_lens_dit.training.activation_cache import check_cache_complete, read_cache, read_cache_config, write_cache
 from sae_lens_dit.training.distributed import DistributedSAETrainer, all_reduce_gradients, init_from_env, shutdown
-from sae_lens_dit.training.harvest import (
-    HarvestConfig,
-    check_cache_complete,
-    read_cache,
-    read_cache_config,
-    write_cache,
-)
+from sae_lens_dit.training.harvest import HarvestConfig
 from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner
 
 BIN = Path(sys.executable).parent
@@ -79,6 +74,7 @@ def _rows(cache: Path) -> dict[tuple[int, ...], tuple]:
     }
 
 
+@pytest.mark.slow
 def test_two_process_harvest_equals_one_process_harvest(tmp_path):
     two = tmp_path / "two"
     run = _torchrun(
@@ -130,7 +126,7 @@ def _cli_rank(rank: int, argv: list[str], dying_rank: int | None = None) -> None
     """`sae-lens-dit <argv>` as one rank; `dying_rank` fails on its third batch, once rank 0 wrote two shards."""
     logging.basicConfig(force=True, format="%(levelname)s %(name)s: %(message)s")  # as the console script does
     if rank == dying_rank:
-        out, run_batch = Path(argv[argv.index("--output-dir") + 1]), harvest._run_batch
+        out, run_batch = Path(argv[argv.index("--output-dir") + 1]), activation_cache.sample_batch
 
         def dying(pipe, hooked, cfg, plan, keep):
             if plan.index == 5:
@@ -140,7 +136,7 @@ def _cli_rank(rank: int, argv: list[str], dying_rank: int | None = None) -> None
                 raise RuntimeError(f"simulated failure of rank {rank}")
             return run_batch(pipe, hooked, cfg, plan, keep)
 
-        harvest._run_batch = dying
+        activation_cache.sample_batch = dying
     if code := main(argv):
         raise SystemExit(code)
 

@@ -13,7 +13,8 @@ import torch
 
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_tiny_dit
-from sae_lens_dit.training.harvest import HarvestConfig, harvest_chunks, read_cache, write_cache
+from sae_lens_dit.training.activation_cache import read_cache, write_cache
+from sae_lens_dit.training.harvest import HarvestConfig, harvest_chunks
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,8 @@ def test_other_settings_in_the_same_folder_are_refused(digits, tmp_path, tiny_ha
 _HARVEST_SCRIPT = """
 import sys
 from sae_lens_dit.toy.backbones import load_tiny_dit
-from sae_lens_dit.training.harvest import HarvestConfig, write_cache
+from sae_lens_dit.training.activation_cache import write_cache
+from sae_lens_dit.training.harvest import HarvestConfig
 from sae_lens_dit.hooking.hooked import HookedDiT
 pipe = load_tiny_dit("digits")
 cfg = HarvestConfig(hook_names=("blocks.1.hook_resid_post",), num_images=120, images_per_batch=4,
@@ -75,6 +77,7 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_killed_harvest_leaves_complete_shards_and_resumes(tmp_path):
     out = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", _HARVEST_SCRIPT, str(out)], env=_env(), stderr=subprocess.DEVNULL)

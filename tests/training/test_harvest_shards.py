@@ -9,7 +9,8 @@ import pytest
 from sae_lens_dit.cli import main
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_tiny_dit
-from sae_lens_dit.training.harvest import HarvestConfig, check_cache_complete, read_cache, write_cache
+from sae_lens_dit.training.activation_cache import check_cache_complete, read_cache, write_cache
+from sae_lens_dit.training.harvest import HarvestConfig
 
 HOOK = "blocks.1.hook_resid_post"
 CFG = HarvestConfig(hook_names=(HOOK,), num_images=4, images_per_batch=2, num_inference_steps=2)
@@ -44,3 +45,12 @@ def test_truncated_shard_is_detected_then_resampled(tmp_path, capsys, caplog):
     assert "shard-00001.parquet: truncated or corrupt" in caplog.text
     assert pq.read_table(shard).equals(whole)
     assert len(list(read_cache(out))) == 2
+
+
+def test_the_cache_names_are_still_answered_by_the_harvest_module():
+    from sae_lens_dit.training import activation_cache, harvest
+
+    for name in ("write_cache", "read_cache", "read_cache_config", "check_cache_complete", "CARD_TAG"):
+        assert getattr(harvest, name) is getattr(activation_cache, name)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        harvest.no_such_name  # noqa: B018

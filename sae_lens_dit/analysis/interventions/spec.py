@@ -25,7 +25,8 @@ from torch import Tensor
 
 from sae_lens_dit.analysis.interventions.gates import Gate
 from sae_lens_dit.conventions import BRANCHES, Branch
-from sae_lens_dit.guards.config import load_sae_folder, read_config_file
+from sae_lens_dit.guards.config import read_config_file
+from sae_lens_dit.saes.loading import load_sae_folder
 
 Operation = Literal["add", "clamp", "scale", "zero", "swap"]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
