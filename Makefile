@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: train test lint install
+.PHONY: train test test-fast lint install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: install
 	$(BIN)/ruff check sae_lens_dit tests scripts benchmarks
 	$(BIN)/ruff format --check sae_lens_dit tests scripts benchmarks
 	$(BIN)/python -m pytest
+
+## The suite without the tests marked slow (killed-and-resumed runs, wheel installs): a quick loop while editing.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check sae_lens_dit tests scripts benchmarks

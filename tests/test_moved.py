@@ -22,6 +22,7 @@ def test_old_path_is_the_new_module(old, new):
     assert module.__name__ == f"sae_lens_dit.{new}" and module.__spec__.name == f"sae_lens_dit.{new}"
 
 
+@pytest.mark.slow
 def test_old_paths_warn_with_the_new_one_in_a_fresh_interpreter():
     code = (
         "import warnings, sae_lens_dit\n"

@@ -180,7 +180,8 @@ def _edit(args: argparse.Namespace) -> None:
         raise ValueError("--latent needs --hook (the hook of the SAE whose latents to steer)")
     window = _window_arg(args.window)
     if args.toward:
-        from sae_lens_dit.analysis.interventions.concepts import load_concept, release_concepts
+        from sae_lens_dit.analysis.interventions.concepts import load_concept
+        from sae_lens_dit.hub.releases import release_concepts
 
         if args.concepts is None and not args.release:
             raise ValueError("--toward needs --release (whose concepts to use) or --concepts DIR")

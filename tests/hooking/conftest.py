@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 import torch
 from diffusers import (
-    DiTTransformer2DModel,
     FluxTransformer2DModel,
     PixArtTransformer2DModel,
     SanaTransformer2DModel,
     SD3Transformer2DModel,
 )
 from torch import Tensor, nn
+
+from sae_lens_dit.toy.random_dit import random_dit, random_dit_pipeline
 
 
 def _tokens_of_channels_first(out: Tensor) -> Tensor:
@@ -59,19 +60,7 @@ def _whole(out: Tensor) -> Tensor:
 
 
 def _dit() -> nn.Module:
-    return DiTTransformer2DModel(
-        in_channels=4,
-        out_channels=8,
-        activation_fn="gelu-approximate",
-        num_attention_heads=2,
-        attention_head_dim=4,
-        attention_bias=True,
-        num_layers=2,
-        norm_type="ada_norm_zero",
-        num_embeds_ada_norm=8,
-        patch_size=2,
-        sample_size=8,
-    )
+    return random_dit(num_embeds_ada_norm=8)
 
 
 def _pixart() -> nn.Module:
@@ -272,25 +261,9 @@ def torch_hooks_left() -> Callable[[nn.Module], list[str]]:
 @pytest.fixture
 def dit_pipe():
     """DiTPipeline from diffusers' own pipeline-test config (tiny DiT, default AutoencoderKL, DDIM), offline."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline
-
-    transformer = DiTTransformer2DModel(
-        sample_size=16,
-        num_layers=2,
-        patch_size=4,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        in_channels=4,
-        out_channels=8,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-        norm_elementwise_affine=False,
-    ).eval()
-    pipe = DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return random_dit_pipeline(
+        vae="kl", sample_size=16, patch_size=4, attention_head_dim=8, norm_elementwise_affine=False
+    )
 
 
 @pytest.fixture

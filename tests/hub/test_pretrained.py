@@ -92,6 +92,7 @@ def _run_installed(site: Path, tmp_path: Path) -> tuple[dict, dict, str]:
     return json.loads(done.stdout.splitlines()[-1]), torch.load(tmp_path / "o.pt"), done.stderr
 
 
+@pytest.mark.slow
 def test_installed_wheel_loads_the_bundled_releases_offline(installed_wheel, tmp_path):
     report, outputs, _ = _run_installed(installed_wheel, tmp_path)
     assert Path(report["file"]).resolve().is_relative_to(installed_wheel.resolve())
@@ -110,6 +111,7 @@ def test_installed_wheel_loads_the_bundled_releases_offline(installed_wheel, tmp
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_malformed_entry_in_the_installed_wheel_is_reported_at_import(installed_wheel, tmp_path):
     releases = installed_wheel / "sae_lens_dit" / "_data" / "pretrained" / "releases.yaml"
     original = releases.read_text()

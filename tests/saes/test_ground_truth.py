@@ -3,6 +3,7 @@ a short SAETrainer run of TIDE recovers the dictionary better than SAELens TopK 
 
 from __future__ import annotations
 
+import pytest
 import torch
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
@@ -10,6 +11,7 @@ from sae_lens_dit import TideTrainingSAE, TideTrainingSAEConfig
 from sae_lens_dit.saes.synthetic import SyntheticTimestepData, recovery_scores, train_through_sae_trainer
 
 
+@pytest.mark.slow
 def test_tide_recovers_the_dictionary_better_than_topk() -> None:
     data = SyntheticTimestepData.create(d_in=32, n_atoms=64, active_per_row=3, n_timesteps=20)
     scores = {}

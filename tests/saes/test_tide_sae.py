@@ -13,6 +13,7 @@ from sae_lens.saes.sae import TrainStepInput
 from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
 
 from sae_lens_dit import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
+from sae_lens_dit.toy.random_dit import random_dit
 
 SMALL = {"d_in": 16, "d_sae": 64, "k": 4, "timestep_embed_dim": 32, "timestep_hidden_dim": 24}
 INFERENCE = {"rescale_acts_by_decoder_norm": True, "apply_b_dec_to_input": True, "normalize_activations": "none"}
@@ -251,20 +252,7 @@ def test_aux_loss_uses_k_aux_and_coefficient() -> None:
 
 
 def _tiny_dit(**overrides) -> DiTTransformer2DModel:
-    kwargs = dict(
-        in_channels=4,
-        out_channels=8,
-        activation_fn="gelu-approximate",
-        num_attention_heads=2,
-        attention_head_dim=4,
-        attention_bias=True,
-        num_layers=2,
-        norm_type="ada_norm_zero",
-        num_embeds_ada_norm=8,
-        patch_size=2,
-        sample_size=8,
-    )
-    return DiTTransformer2DModel(**{**kwargs, **overrides})
+    return random_dit(**{"num_embeds_ada_norm": 8, **overrides})
 
 
 def test_init_from_dit_block_copies_the_timestep_embedder() -> None:
@@ -305,3 +293,20 @@ def test_the_timestep_mlp_runs_once_per_pass_and_per_distinct_timestep(trained, 
     trained.training_forward_pass(_step_input(x))
     trained.decode(trained.encode(x, timestep=t))
     assert calls == [3, 3, 3]
+
+
+def test_tide_saes_are_timestep_conditioned_and_topk_is_not() -> None:
+    from sae_lens_dit.conventions import TimestepConditioned
+
+    assert isinstance(TideSAE(TideSAEConfig(**SMALL, **INFERENCE)), TimestepConditioned)
+    assert isinstance(TideTrainingSAE(TideTrainingSAEConfig(**SMALL)), TimestepConditioned)
+    assert not isinstance(TopKSAE(TopKSAEConfig(d_in=16, d_sae=64, k=4)), TimestepConditioned)
+
+
+@pytest.mark.parametrize("normalization", ["constant_norm_rescale", "layer_norm"])
+def test_both_training_configs_refuse_normalizations_that_break_auxk(normalization) -> None:
+    from sae_lens_dit.saes import SparseTopKTrainingSAEConfig
+
+    for config in (TideTrainingSAEConfig, SparseTopKTrainingSAEConfig):
+        with pytest.raises(ValueError, match=f"{config.__name__}: normalize_activations='{normalization}'.*AuxK"):
+            config(d_in=16, d_sae=64, k=4, normalize_activations=normalization)

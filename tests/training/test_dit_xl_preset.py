@@ -7,30 +7,20 @@ and runs the preset against it with small harvest and dictionary sizes.
 
 import json
 
+import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 from sae_lens import SAE
 
+from sae_lens_dit.toy.random_dit import DIT_XL_2_LAYOUT, random_dit
 from sae_lens_dit.training.runner import PRESETS, DiTSAETrainingRunner, preset_config
 
 
 def _dit_xl_layout(num_layers: int) -> DiTTransformer2DModel:
-    return DiTTransformer2DModel(
-        num_attention_heads=16,
-        attention_head_dim=72,
-        in_channels=4,
-        out_channels=8,
-        num_layers=num_layers,
-        patch_size=2,
-        sample_size=32,
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-        activation_fn="gelu-approximate",
-        attention_bias=True,
-        norm_elementwise_affine=False,
-    )
+    return random_dit(**DIT_XL_2_LAYOUT, num_layers=num_layers)
 
 
+@pytest.mark.slow
 def test_dit_xl_preset_runs_end_to_end_on_a_shrunk_model(tmp_path):
     torch.manual_seed(0)
     folder = tmp_path / "dit-xl-shrunk"

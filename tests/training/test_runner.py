@@ -98,6 +98,7 @@ def _run(cfg: dict, wait: bool = True) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tiny_run_dict, tmp_path):
     long = {
         **tiny_run_dict,

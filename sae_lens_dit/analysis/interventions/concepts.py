@@ -27,9 +27,8 @@ from typing import Any
 
 from sae_lens_dit.analysis.interventions.spec import SteeringSpec
 from sae_lens_dit.analysis.interventions.windows import WindowArg, fixed_window
+from sae_lens_dit.conventions import CONCEPTS_INDEX
 
-INDEX = "index.json"
-CONCEPTS_DIR = "concepts"
 _NAME = re.compile(r"^[a-z_]+=[A-Za-z0-9_.-]+$")
 
 
@@ -49,17 +48,17 @@ def write_concepts(folder: str | Path, concepts: Mapping[str, tuple[SteeringSpec
     for name, (spec, description, measured) in concepts.items():
         spec.save(folder / concept_file(name))
         index[name] = {"spec": concept_file(name), "description": description, "measured": dict(measured)}
-    path = folder / INDEX
+    path = folder / CONCEPTS_INDEX
     path.write_text(json.dumps(index, indent=1))
     return path
 
 
 def list_concepts(folder: str | Path) -> dict[str, dict[str, Any]]:
     """{name: index entry} of a concept folder."""
-    path = Path(folder) / INDEX
+    path = Path(folder) / CONCEPTS_INDEX
     if not path.exists():
         raise FileNotFoundError(
-            f"{folder} holds no concepts ({INDEX} missing); build them with scripts/build_concepts.py"
+            f"{folder} holds no concepts ({CONCEPTS_INDEX} missing); build them with scripts/build_concepts.py"
         )
     return json.loads(path.read_text())
 
@@ -80,15 +79,3 @@ def load_concept(folder: str | Path, name: str, value: float | None = None, wind
             edit = replace(edit, timesteps=timesteps)
         edits.append(edit)
     return SteeringSpec(tuple(edits), spec.saes)
-
-
-def release_concepts(release_id: str) -> Path:
-    """The concept folder of a bundled release (raises, naming the release, when it has none)."""
-    from sae_lens_dit.hub.releases import get_release
-    from sae_lens_dit.resources import pretrained_dir
-
-    release = get_release(release_id)
-    folder = pretrained_dir() / release.bundled / CONCEPTS_DIR if release.bundled else None
-    if folder is None or not (folder / INDEX).exists():
-        raise ValueError(f"release {release_id!r} ships no steering concepts; use --spec or --latent")
-    return folder

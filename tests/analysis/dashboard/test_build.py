@@ -11,7 +11,6 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
-from diffusers import DiTTransformer2DModel
 from sae_lens import SAE
 
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
@@ -30,6 +29,7 @@ from sae_lens_dit.cli import main
 from sae_lens_dit.guards.output_dirs import MARKER
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_tiny_dit
+from sae_lens_dit.toy.random_dit import random_dit
 
 RELEASE, SAE_ID = "tide-dit-tiny/digits", "blocks.1.hook_resid_post/tide"
 TINY = DashboardConfig(
@@ -87,17 +87,7 @@ def test_token_heatmap_matches_the_patch_layout_of_a_real_dit():
     """Perturb one input patch of a DiT; the only token that changes at hook_resid_pre of block 0 (patch
     embedding + position) must be the one token_heatmap paints over exactly that patch's pixels."""
     torch.manual_seed(3)
-    model = DiTTransformer2DModel(
-        num_layers=1,
-        num_attention_heads=2,
-        attention_head_dim=4,
-        in_channels=4,
-        out_channels=8,
-        sample_size=12,
-        patch_size=3,
-        num_embeds_ada_norm=8,
-        norm_type="ada_norm_zero",
-    ).eval()
+    model = random_dit(num_layers=1, sample_size=12, patch_size=3, num_embeds_ada_norm=8)
     hooked = HookedDiT(model)
     x = torch.randn(1, 4, 12, 12)
     row, col = np.random.default_rng(4).integers(0, 4, size=2)

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DiTTransformer2DModel
 from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
 from sae_lens_dit import TideSAE, TideSAEConfig
-from sae_lens_dit.toy.backbones import IdentityVAE, TinyDiTPipeline
+from sae_lens_dit.toy.backbones import TinyDiTPipeline
+from sae_lens_dit.toy.random_dit import random_dit_pipeline
 
 TINY_HOOK = "blocks.0.hook_resid_post"
 TINY_D, TINY_D_SAE = 8, 32
@@ -20,22 +20,7 @@ TINY_D, TINY_D_SAE = 8, 32
 
 @pytest.fixture
 def pipe() -> TinyDiTPipeline:
-    transformer = DiTTransformer2DModel(
-        in_channels=4,
-        out_channels=8,
-        activation_fn="gelu-approximate",
-        num_attention_heads=2,
-        attention_head_dim=4,
-        attention_bias=True,
-        num_layers=2,
-        norm_type="ada_norm_zero",
-        num_embeds_ada_norm=1000,
-        patch_size=2,
-        sample_size=8,
-    ).eval()
-    pipe = TinyDiTPipeline(transformer=transformer, vae=IdentityVAE(), scheduler=DDIMScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return random_dit_pipeline()
 
 
 def _randomise(sae: SAE) -> SAE:

@@ -75,9 +75,9 @@ def test_edit_toward_a_named_concept_replays_its_spec_and_overrides(tmp_path, ca
 
 
 def test_bundled_shapes_concepts_load_and_name_what_the_release_has(tmp_path):
-    from sae_lens_dit.analysis.interventions.concepts import list_concepts, load_concept, release_concepts
+    from sae_lens_dit.analysis.interventions.concepts import list_concepts, load_concept
     from sae_lens_dit.analysis.interventions.gates import LinearProbe
-    from sae_lens_dit.hub.releases import get_release
+    from sae_lens_dit.hub.releases import get_release, release_concepts
 
     folder = release_concepts("tide-dit-tiny/shapes")
     index = list_concepts(folder)
