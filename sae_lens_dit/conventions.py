@@ -54,6 +54,8 @@ BRANCHES: tuple[str, ...] = get_args(Branch)
 
 COND, UNCOND = 0, 1
 """Branch labels of recorded rows: 0 = conditional, 1 = unconditional (all 0 without guidance)."""
+BRANCH_NAMES: tuple[str, str] = ("cond", "uncond")
+"""The name of each row label: BRANCH_NAMES[COND] == "cond"."""
 
 CfgOrder = Literal["cond_first", "uncond_first"]
 """How a pipeline lays out a CFG batch (or its two CFG calls): which branch comes first."""
@@ -81,11 +83,14 @@ DEFAULT_MODEL = "digits"
 """The backbone of the default run: the bundled, trained digits DiT."""
 
 
+def sae_id(hook: str, architecture: str) -> str:
+    """The id of one SAE in a release, a report, a dashboard and a published repo: `<hook>/<architecture>`."""
+    return f"{hook}/{architecture}"
+
+
 def sae_display_name(sae: Any) -> str:
-    """How a report, dashboard or run names one SAE: `<hook>/<architecture>` (its sae id in a release)."""
-    cfg = getattr(sae, "cfg", sae)
-    hook = cfg.metadata.hook_name if hasattr(cfg, "metadata") else cfg.hook_name
-    return f"{hook}/{cfg.architecture()}"
+    """`sae_id` of a loaded SAELens SAE (from its `cfg.metadata.hook_name` and architecture)."""
+    return sae_id(sae.cfg.metadata.hook_name, sae.cfg.architecture())
 
 
 # --- files the package writes ---------------------------------------------------------------------

@@ -28,6 +28,7 @@ from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingf
 
 from sae_lens_dit.analysis.evals.results import read_eval_file
 from sae_lens_dit.conventions import CARD_FILENAME, EVAL_JSON, RELEASE_ENTRY_FILENAME, TIDE_ARCHITECTURE
+from sae_lens_dit.conventions import sae_id as make_sae_id
 from sae_lens_dit.hub.release_schema import RELEASE_ID, parse_release
 from sae_lens_dit.saes.loading import validated_disk_loader
 
@@ -51,7 +52,7 @@ class RunnerOutput:
 
     @property
     def sae_id(self) -> str:
-        return f"{self.metadata['hook_name']}/{self.cfg['architecture']}"
+        return make_sae_id(self.metadata["hook_name"], self.cfg["architecture"])
 
     def mean_l0(self) -> float:
         buckets = self.eval["buckets"]

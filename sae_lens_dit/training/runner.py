@@ -49,7 +49,7 @@ from sae_lens_dit.analysis.evals import (
     reconstruction_by_bucket,
     write_eval_files,
 )
-from sae_lens_dit.conventions import DATA_STATE_FILENAME, DEFAULT_BUCKET_EDGES, TIMESTEP_CONVENTION
+from sae_lens_dit.conventions import DATA_STATE_FILENAME, DEFAULT_BUCKET_EDGES, TIMESTEP_CONVENTION, sae_id
 from sae_lens_dit.guards.data import finite_batches
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
 from sae_lens_dit.hooking.hooked import HookedDiT
@@ -360,7 +360,7 @@ class DiTSAETrainingRunner:
         hook, saved_as = self.cfg.hook_name, self.cfg.sae.get_inference_config_class().architecture()
         metrics = self.eval_metrics
         return {
-            "sae": f"{hook}/{saved_as}",  # the id of the saved SAE, whose cfg.json names the inference architecture
+            "sae": sae_id(hook, saved_as),  # the id of the saved SAE, whose cfg.json names the inference architecture
             "model": self.cfg.model,
             "hook": hook,
             "architecture": saved_as,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sae_lens_dit.conventions import TIMESTEP_MAX
+
 
 @dataclass(frozen=True)
 class DashboardConfig:
@@ -32,10 +34,10 @@ class DashboardConfig:
     """Side of every thumbnail in pixels."""
     neighbours: int = 5
     """Nearest latents by decoder cosine listed per page."""
-    edges: tuple[float, ...] = tuple(float(t) for t in range(0, 1001, 100))
+    edges: tuple[float, ...] = tuple(float(t) for t in range(0, int(TIMESTEP_MAX) + 1, 100))
     """Timestep bucket edges of the frequency and mean-activation plots (DDPM scale, 1000 = noise)."""
     steering: bool = True
-    """Steering previews (before / after) when sae_lens_dit.analysis.interventions.editing is installed."""
+    """Steering previews on each latent page: a sample before and after the latent is clamped in its own window."""
     steering_strength: float = 4.0
     """Steering previews clamp the latent at this many times its typical active value (the median of its non-zero
     codes over the sampled tokens), on every token, inside the latent's own timestep window (the buckets around

@@ -19,11 +19,10 @@ from typing import Any
 import torch
 
 from sae_lens_dit.analysis.evals.reconstruction import bucket_metrics, reconstruct
-from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, TIMESTEP_MAX
+from sae_lens_dit.conventions import BRANCH_NAMES, DEFAULT_BUCKET_EDGES, TIMESTEP_MAX
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.image_sets import LabelledImages
 
-BRANCH_NAMES = ("cond", "uncond")
 """Names of the held-out rows' branch labels: 0 = cond (the image's class), 1 = uncond (the null class)."""
 
 

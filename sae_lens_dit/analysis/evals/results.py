@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from sae_lens_dit.conventions import EVAL_JSON, EVAL_MD
+from sae_lens_dit.conventions import EVAL_JSON, EVAL_MD, sae_id
 
 REPORT_KEYS = ("sae", "model", "hook", "architecture", "d_sae")
 """Keys every report starts with: which SAE it is about."""
@@ -93,7 +93,7 @@ def read_eval_file(path: str | Path) -> EvalResults:
     if "buckets" in data and "hook_name" in data:  # the runner's layout before 0.2
         legacy = dict(data)
         hook = legacy.pop("hook_name")
-        head = {"sae": f"{hook}/{legacy.get('architecture')}", "hook": hook}
+        head = {"sae": sae_id(hook, legacy.get("architecture")), "hook": hook}
         return EvalResults({}, [{**head, **legacy}])
     raise ValueError(
         f"{path} is not an evaluation file of sae-lens-dit (no 'reports'); write it with write_eval_files "

@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from sae_lens_dit.guards.config import check_keys
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -55,10 +57,7 @@ class Gate:
     def from_dict(cls, data: Mapping[str, Any]) -> Gate:
         if not isinstance(data, Mapping):
             raise ValueError(f"gate: expected a mapping with `latents` or `probe`, received {data!r}")
-        allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ValueError(f"gate: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
+        check_keys(data, cls.__dataclass_fields__, "gate")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def to_dict(self) -> dict[str, Any]:

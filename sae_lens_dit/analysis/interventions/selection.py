@@ -32,6 +32,7 @@ from torch import Tensor
 
 from sae_lens_dit.analysis.evals import bucket_masks, sample_images
 from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, TIMESTEP_MAX, Branch, timestep_scope
+from sae_lens_dit.guards.config import check_keys
 from sae_lens_dit.hooking.hooked import HookedDiT
 
 Method = Literal["mean_diff", "auroc"]
@@ -81,9 +82,7 @@ class LatentSelection:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatentSelection:
         allowed = {f for f in cls.__dataclass_fields__ if f != "all_scores"}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ValueError(f"latent selection: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
+        check_keys(data, allowed, "latent selection")
         out = dict(data)
         for key in ("latents", "typical", "score", "edges", "excluded", "window", "commitment"):
             if out.get(key) is not None:

@@ -38,7 +38,7 @@ from sae_lens_dit.analysis.interventions.recipes import selection_edit, swap_spe
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
 from sae_lens_dit.analysis.interventions.spec import LatentEdit, SAESource, SteeringSpec
 from sae_lens_dit.analysis.interventions.windows import commitment_curve, grow_window
-from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIMESTEP_MAX
+from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIMESTEP_MAX, sae_id
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import (
@@ -370,8 +370,8 @@ def build_shape_concepts(
     pipe = load_tiny_dit("shapes")
     hooked = HookedDiT(pipe.transformer)
     classify = load_tiny_classifier("shapes").predict
-    sae_ids = {hook: f"{hook}/{architecture}" for hook in hooks}
-    saes = {hook: SAE.from_pretrained(release, sae_id) for hook, sae_id in sae_ids.items()}
+    sae_ids = {hook: sae_id(hook, architecture) for hook in hooks}
+    saes = {hook: SAE.from_pretrained(release, id_) for hook, id_ in sae_ids.items()}
     log(f"recording {hooks} on 192 samples (seed {record_seed})")
     samples = record_shape_samples(pipe, hooked, hooks, seed=record_seed, num_inference_steps=steps)
     claim(folder, "concepts")

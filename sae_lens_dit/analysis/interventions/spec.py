@@ -25,7 +25,7 @@ from torch import Tensor
 
 from sae_lens_dit.analysis.interventions.gates import Gate
 from sae_lens_dit.conventions import BRANCHES, Branch
-from sae_lens_dit.guards.config import read_config_file
+from sae_lens_dit.guards.config import check_keys, read_config_file
 from sae_lens_dit.saes.loading import load_sae_folder
 
 Operation = Literal["add", "clamp", "scale", "zero", "swap"]
@@ -206,10 +206,10 @@ class SteeringSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: str | Path | None = None) -> SteeringSpec:
         """The spec of `to_dict`'s layout; relative file paths (masks, gate probes) are read against `base`."""
-        _check_keys(data, {f.name for f in fields(cls)}, "steering spec")
+        check_keys(data, {f.name for f in fields(cls)}, "steering spec")
         edits = []
         for i, edit in enumerate(data.get("edits") or []):
-            _check_keys(edit, {f.name for f in fields(LatentEdit)}, f"edits[{i}]")
+            check_keys(edit, {f.name for f in fields(LatentEdit)}, f"edits[{i}]")
             if "hook" not in edit or "latents" not in edit:
                 raise ValueError(f"edits[{i}] needs at least `hook` and `latents`, received {dict(edit)}")
             if base is not None:
@@ -220,7 +220,7 @@ class SteeringSpec:
                 raise ValueError(f"edits[{i}]: {err}") from None
         sources = []
         for i, source in enumerate(data.get("saes") or []):
-            _check_keys(source, {f.name for f in fields(SAESource)}, f"saes[{i}]")
+            check_keys(source, {f.name for f in fields(SAESource)}, f"saes[{i}]")
             sources.append(SAESource(**source))
         return cls(tuple(edits), tuple(sources))
 
@@ -272,14 +272,6 @@ def _edit_dict(edit: LatentEdit) -> dict[str, Any]:
                 value.to_dict() if isinstance(value, Gate) else list(value) if isinstance(value, tuple) else value
             )
     return out
-
-
-def _check_keys(data: Any, allowed: set[str], where: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping, received {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
 
 
 def _is_finite_number(value: Any) -> bool:

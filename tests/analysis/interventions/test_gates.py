@@ -134,7 +134,7 @@ def test_gate_dict_round_trip_and_refusals(tmp_path):
     assert Gate(latents=(4, 1)).to_dict() == {"latents": [4, 1]}  # defaults are left out
     assert Gate.from_dict({"latents": [4, 1]}).latents == (4, 1)
     cases = [
-        ({"latents": [1], "thresh": 1.0}, "gate: unknown key(s) ['thresh']"),
+        ({"latents": [1], "thresh": 1.0}, "gate: unknown key 'thresh' (did you mean 'threshold'?)"),
         ({"latents": [1], "probe": str(path)}, "a gate needs exactly one of `latents` or `probe`"),
         ({}, "a gate needs exactly one of `latents` or `probe`"),
         ({"latents": []}, "gate latents must be a non-empty list of non-negative ints"),

@@ -259,7 +259,7 @@ def test_spec_round_trips_through_yaml_and_json(tmp_path):
         ({"hook": HOOK, "latents": [1], "timesteps": [800, 100]}, "low <= high"),
         ({"hook": HOOK, "latents": [1], "box": [0.5, 0, 0.2, 1]}, "box must be"),
         ({"hook": HOOK, "latents": [1], "branch": "neg"}, "branch must be one of"),
-        ({"hook": HOOK, "latents": [1], "strength": 2}, "unknown key(s) ['strength']"),
+        ({"hook": HOOK, "latents": [1], "strength": 2}, "unknown key 'strength'"),
         ({"hook": HOOK, "latents": [1], "mask": "/no/such.png"}, "does not exist"),
         ({"latents": [1]}, "needs at least `hook` and `latents`"),
     ],

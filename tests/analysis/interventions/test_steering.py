@@ -216,7 +216,7 @@ def test_spec_with_gates_round_trips_through_yaml_and_json(tmp_path, monkeypatch
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"gate": {"latents": [1], "when": "early"}}, "edits[0]: gate: unknown key(s) ['when']"),
+        ({"gate": {"latents": [1], "when": "early"}}, "edits[0]: gate: unknown key 'when'"),
         ({"gate": {"latents": [1], "probe": "PROBE"}}, "edits[0]: a gate needs exactly one of `latents` or `probe`"),
         ({"gate": {"threshold": 1.0}}, "a gate needs exactly one of `latents` or `probe`"),
         ({"gate": [1, 2]}, "gate: expected a mapping with `latents` or `probe`, received (1, 2)"),
