@@ -2,7 +2,9 @@
 
 Why data and not code: every family differs only in a handful of facts (where the block lists
 are, which output element carries image tokens, where the raw timestep enters and in what
-units, how classifier-free guidance lays out the batch). Writing those facts down once, and
+units and direction (`TimestepSpec`: affine, reversed, or EDM's log sigma), how classifier-free
+guidance lays out the batch, and, when two families share a class, which config tells them
+apart (`match_config`). Writing those facts down once, and
 validating them on load, keeps hooking code generic and makes a new backbone mostly a new file
 in `adapters/`. The specs know nothing about hooks; `sae_lens_dit.hooking.hooked` reads them.
 
@@ -13,6 +15,7 @@ in `adapters/`. The specs know nothing about hooks; `sae_lens_dit.hooking.hooked
 
 from __future__ import annotations
 
+import difflib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -20,8 +23,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import torch
 import yaml
-from torch import nn
+from torch import Tensor, nn
 
 from sae_lens_dit.conventions import CfgOrder
 from sae_lens_dit.resources import adapters_dir
@@ -34,6 +38,11 @@ Layout = Literal["tokens", "channels_first"]
 """Submodule output layout: [batch, tokens, d] or [batch, d, height, width]."""
 TokenSpan = Literal["all", "image_tail"]
 """Which tokens of a submodule output are image tokens: all, or the last n (after the text)."""
+TimestepMap = Literal["affine", "edm_log_sigma"]
+"""How the (affine-scaled) raw timestep becomes t: as is, or read as EDM's c_noise = 0.25 ln(sigma)."""
+
+
+_ABSENT = object()
 
 
 class AdapterSpecError(ValueError):
@@ -44,13 +53,44 @@ class AdapterSpecError(ValueError):
 class TimestepSpec:
     """Where the raw timestep enters the transformer and how it maps to the project convention.
 
-    Convention: float t on the DDPM training scale [0, 1000], 1000 = pure noise.
-    `t = raw * scale / transformer.config[divide_by_config]` (no division when that is None).
+    Convention: float t on the DDPM training scale [0, 1000], 1000 = pure noise, decreasing along a
+    sampling run (step counting relies on that). Two steps, both read from the `timestep:` section:
+
+    1. affine: `u = offset + raw * scale / transformer.config[divide_by_config]` (no division when
+       that is None). A reversed map (the family's 0 = noise) has a negative scale and an offset:
+       Lumina's `1 - sigma` is `offset: 1000, scale: -1000`, Mochi's `1000 (1 - sigma)` is
+       `offset: 1000, scale: -1`.
+    2. `map`: `affine` keeps u. `edm_log_sigma` reads u as EDM's c_noise = 0.25 ln(sigma) (Karras et
+       al. 2022, diffusers' EDMEulerScheduler.precondition_noise; Cosmos 1) and returns the flow-matching
+       time of equal signal-to-noise ratio, t = 1000 sigma / (1 + sigma): x0 + sigma eps, divided by
+       1 + sigma, is the flow interpolation (1 - s) x0 + s eps with s = sigma / (1 + sigma), and
+       t = 1000 s is how the package reads every flow model (Cosmos 2 pipelines pass exactly this s to
+       the same transformer class). EDM's sigma in [0.002, 80] lands on t in [2.0, 987.7].
+
+    >>> import torch
+    >>> lumina = TimestepSpec("timestep", -1000.0, None, offset=1000.0)  # raw = 1 - sigma
+    >>> lumina.to_convention(torch.tensor([1.0, 0.25, 0.0], dtype=torch.float64), 1.0).tolist()
+    [0.0, 750.0, 1000.0]
+    >>> edm = TimestepSpec("timestep", 1.0, None, map="edm_log_sigma")  # raw = 0.25 ln(sigma)
+    >>> [round(t, 6) for t in edm.to_convention(0.25 * torch.tensor([80.0, 3.0, 1.0]).double().log(), 1.0).tolist()]
+    [987.654321, 750.0, 500.0]
     """
 
     argument: str
     scale: float
     divide_by_config: str | None
+    offset: float = 0.0
+    map: TimestepMap = "affine"
+
+    def to_convention(self, raw: Tensor, divisor: float) -> Tensor:
+        """t in the project convention for raw values as the transformer received them (float64 in and out)."""
+        u = raw * self.scale / divisor
+        if self.offset:  # skipped at 0 so that affine specs without an offset compute exactly as before
+            u = self.offset + u
+        if self.map == "edm_log_sigma":
+            sigma = torch.exp(4.0 * u)  # c_noise = 0.25 ln(sigma)
+            u = 1000.0 * sigma / (1.0 + sigma)
+        return u
 
 
 @dataclass(frozen=True)
@@ -111,6 +151,14 @@ class AdapterSpec:
     guidance: GuidanceSpec
     """Classifier-free guidance layout (named `guidance`: everywhere else in the package `cfg` is a config)."""
     stacks: tuple[StackSpec, ...]
+    match_config: tuple[tuple[str, Any], ...] = ()
+    """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
+    claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
+
+    def matches(self, transformer: nn.Module) -> bool:
+        """True when every `match_config` pair holds on the transformer's config."""
+        config = getattr(transformer, "config", None)
+        return all(getattr(config, key, _ABSENT) == value for key, value in self.match_config)
 
     @property
     def cfg(self) -> GuidanceSpec:
@@ -180,14 +228,31 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _timestep(fields: _Fields) -> TimestepSpec:
-    fields.check_keys(("argument", "scale", "divide_by_config"))
+    fields.check_keys(("argument", "scale", "offset", "divide_by_config", "map"))
     scale = float(fields.get("scale", (int, float), 1.0))
-    if scale <= 0:
-        fields.fail("scale", f"expected a positive number, received {scale}")
+    offset = float(fields.get("offset", (int, float), 0.0))
+    kind = fields.choice("map", TimestepMap, "affine")
+    if scale == 0:
+        fields.fail("scale", "expected a non-zero number (t = offset + raw * scale / divisor)")
+    if scale < 0 and offset <= 0:
+        fields.fail(
+            "scale",
+            f"a negative scale ({scale}) is a reversed map and needs a positive offset, so that t stays in "
+            f"[0, 1000] with 1000 = noise: t = offset + raw * scale (for raw = 1 - sigma write offset: 1000, "
+            f"scale: -1000)",
+        )
+    if kind == "edm_log_sigma" and (scale != 1.0 or offset != 0.0 or fields.data.get("divide_by_config")):
+        fields.fail(
+            "map",
+            "map 'edm_log_sigma' reads the raw timestep as EDM's c_noise = 0.25 ln(sigma) as is; "
+            "remove scale, offset and divide_by_config",
+        )
     return TimestepSpec(
         argument=fields.get("argument", str),
         scale=scale,
         divide_by_config=fields.get("divide_by_config", str, None, nullable=True),
+        offset=offset,
+        map=kind,
     )
 
 
@@ -245,7 +310,19 @@ def load_spec(path: str | Path) -> AdapterSpec:
     except yaml.YAMLError as error:
         raise AdapterSpecError(f"adapter spec {source}: not valid YAML ({error}); fix the file") from error
     top = _Fields(source, "", data)
-    top.check_keys(("name", "description", "transformer_classes", "latents", "timestep", "guidance", "stacks", "cfg"))
+    top.check_keys(
+        (
+            "name",
+            "description",
+            "transformer_classes",
+            "match_config",
+            "latents",
+            "timestep",
+            "guidance",
+            "stacks",
+            "cfg",
+        )
+    )
     classes = top.get("transformer_classes", list)
     if not classes or not all(isinstance(c, str) for c in classes):
         top.fail("transformer_classes", f"expected a non-empty list of class names, received {classes!r}")
@@ -265,7 +342,20 @@ def load_spec(path: str | Path) -> AdapterSpec:
         timestep=_timestep(top.sub("timestep")),
         guidance=_guidance(top.sub(_guidance_key(top))),
         stacks=parsed,
+        match_config=_match_config(top),
     )
+
+
+def _match_config(top: _Fields) -> tuple[tuple[str, Any], ...]:
+    if "match_config" not in top.data:
+        return ()
+    fields = top.sub("match_config")
+    if not fields.data:
+        top.fail("match_config", "expected at least one config key (or leave the section out)")
+    for key, value in fields.data.items():
+        if not isinstance(value, (str, int, float, bool)) and value is not None:
+            fields.fail(str(key), f"expected a scalar config value (string, number, bool or null), received {value!r}")
+    return tuple((str(key), value) for key, value in fields.data.items())
 
 
 def _guidance_key(top: _Fields) -> str:
@@ -292,15 +382,61 @@ def shipped_specs() -> tuple[AdapterSpec, ...]:
 
 
 def adapter_for(transformer: nn.Module) -> AdapterSpec:
-    """The spec whose `transformer_classes` names the transformer's class (or a base class of it)."""
-    by_class = {name: spec for spec in shipped_specs() for name in spec.transformer_classes}
+    """The spec whose `transformer_classes` names the transformer's class (or a base class of it).
+
+    Several specs may claim one class when each has a `match_config`; the spec whose `match_config`
+    holds wins, and a spec without one is the fallback. Ambiguity raises, naming the files.
+    """
+    specs = shipped_specs()
     for cls in type(transformer).__mro__:
-        if cls.__name__ in by_class:
-            return by_class[cls.__name__]
+        claims = [spec for spec in specs if cls.__name__ in spec.transformer_classes]
+        if claims:
+            return _pick(claims, transformer, cls.__name__)
+    raise AdapterSpecError(_no_adapter_message(type(transformer).__name__, specs))
+
+
+def _pick(claims: list[AdapterSpec], transformer: nn.Module, class_name: str) -> AdapterSpec:
+    """One spec out of those claiming `class_name`, by their `match_config`."""
+    matching = [spec for spec in claims if spec.match_config and spec.matches(transformer)]
+    fallback = [spec for spec in claims if not spec.match_config]
+    chosen = matching or fallback
+    if len(chosen) == 1:
+        return chosen[0]
+    files = [str(spec.source) for spec in chosen]
+    if chosen:
+        raise AdapterSpecError(
+            f"{len(chosen)} adapters fit {class_name}: {files}; give each a `match_config` that tells them apart "
+            f"(config keys of the transformer) or merge them into one file"
+        )
+    wanted = {spec.name: dict(spec.match_config) for spec in claims}
+    config = getattr(transformer, "config", None)
+    seen = {key: getattr(config, key, None) for conditions in wanted.values() for key in conditions}
     raise AdapterSpecError(
-        f"no adapter for {type(transformer).__name__}; supported transformer classes are {sorted(by_class)}. "
-        f"To add one, write a new YAML in {adapters_dir()} (copy the closest existing spec, e.g. dit.yaml, "
-        f"and list {type(transformer).__name__!r} under transformer_classes)"
+        f"no adapter for this {class_name}: its config {seen} fits none of the match_config sections {wanted} "
+        f"({[str(spec.source) for spec in claims]}); add a spec for it to {adapters_dir()}"
+    )
+
+
+def _stem(name: str) -> str:
+    """A class or adapter name without the words every transformer class shares, for fuzzy matching."""
+    stem = name.lower()
+    for word in ("transformer", "model", "2d", "3d", "dit"):
+        stem = stem.replace(word, "")
+    return stem or name.lower()
+
+
+def _no_adapter_message(class_name: str, specs: tuple[AdapterSpec, ...]) -> str:
+    by_stem = {_stem(spec.name): spec for spec in specs}
+    by_stem.update({_stem(name): spec for spec in specs for name in spec.transformer_classes})
+    close = difflib.get_close_matches(_stem(class_name), list(by_stem), n=6, cutoff=0.4)
+    nearest = list({by_stem[stem].name: by_stem[stem] for stem in close}.values())[:3]
+    listed = ", ".join(f"{spec.name!r} ({', '.join(spec.transformer_classes)})" for spec in nearest)
+    hint = f"closest adapters: {listed}" if nearest else "no adapter has a similar name"
+    supported = sorted(name for spec in specs for name in spec.transformer_classes)
+    return (
+        f"no adapter for {class_name}; {hint}. Supported transformer classes: {supported}. To add one, write a new "
+        f"YAML in {adapters_dir()} (copy the closest spec and list {class_name!r} under transformer_classes; "
+        f"every key is explained in the comments of the shipped files)"
     )
 
 

@@ -6,8 +6,9 @@ transformer's arguments show how the pipeline laid out the batch. A forward pre-
 kwargs reads them (through `ArgSlot`) whether the pipeline passed them by keyword or by position.
 
 Conventions (the same for every backbone):
-- timestep: float t on the DDPM training scale [0, 1000], 1000 = pure noise
-  (`raw * spec.timestep.scale / config[divide_by_config]`).
+- timestep: float t on the DDPM training scale [0, 1000], 1000 = pure noise, whatever the family
+  passes (`TimestepSpec.to_convention`: `offset + raw * scale / config[divide_by_config]`, then the
+  named `map`; reversed maps such as Lumina's 1 - sigma and EDM's 0.25 ln(sigma) come out the same way).
 - branch: 0 = cond, 1 = uncond; all 0 for a call without classifier-free guidance.
 - sample: index of the image in the pipeline's batch; both CFG rows of one image share it.
 """
@@ -112,7 +113,7 @@ class CallReader:
         if raw is None:
             return None
         t = torch.as_tensor(raw).detach().to("cpu", torch.float64).reshape(-1)
-        t = (t * self.spec.timestep.scale / self._divisor).float()  # [1] or [batch]
+        t = self.spec.timestep.to_convention(t, self._divisor).float()  # [1] or [batch]
         return t.expand(batch).clone() if t.numel() == 1 else t
 
 

@@ -11,7 +11,9 @@ Step rule: the first call starts run 0 at step 0. After that, a call whose (firs
 is lower than the previous call's is the next step; an equal timestep is another call of the same
 step (Flux true CFG, Heun's second evaluation, SD3 skip-layer guidance); a higher timestep starts a
 new sampling run at step 0. Two consecutive runs of a single step at the same timestep therefore
-read as one run with two calls.
+read as one run with two calls. The rule reads t after the adapter's timestep map (project
+convention, 1000 = noise), which falls along a run for every family, also where the family's own
+value rises (Lumina's 1 - sigma, Mochi's 1000 (1 - sigma), Cosmos 1's EDM c_noise falls but is mapped).
 """
 
 from __future__ import annotations
@@ -157,7 +159,11 @@ class Recording:
 
 
 class StepTracker:
-    """Assigns run and step indices from the sequence of call timesteps (rule in the module docstring)."""
+    """Assigns run and step indices from the sequence of call timesteps (rule in the module docstring).
+
+    Fed converted t (`CallContext.timestep`), never the raw argument: a reversed raw value would make
+    every call a new run.
+    """
 
     def __init__(self) -> None:
         self.run, self.step, self.call_in_step = -1, 0, 0

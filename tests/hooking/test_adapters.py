@@ -6,8 +6,10 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from diffusers import DiTTransformer2DModel
+from torch import nn
 
 from sae_lens_dit.hooking.adapters import AdapterSpecError, adapter_for, load_spec, shipped_specs
 from sae_lens_dit.resources import adapters_dir
@@ -23,7 +25,10 @@ EXPECTED = {
 
 def test_every_shipped_spec_loads_and_claims_its_classes():
     specs = {spec.name: spec for spec in shipped_specs()}
-    assert {name: list(spec.transformer_classes) for name, spec in specs.items()} == EXPECTED
+    # Other families' files come and go with their own tests; these five must stay as they are.
+    assert {name: list(specs[name].transformer_classes) for name in EXPECTED} == EXPECTED
+    for name in EXPECTED:  # affine maps without an offset: t computed exactly as before the reversed maps
+        assert specs[name].timestep.offset == 0.0 and specs[name].timestep.map == "affine"
     flux = specs["flux"]
     assert [stack.prefix for stack in flux.stacks] == ["blocks", "single_blocks"]
     assert flux.timestep.scale == 1000.0 and flux.guidance.separate_calls
@@ -90,6 +95,21 @@ MALFORMED = [
         r"field 'stacks\[0\].submodules.mlp.optional': expected bool",
     ),
     (_set("timestep", "scale", True), r"field 'timestep.scale': expected int or float"),
+    (_set("timestep", "scale", 0), r"field 'timestep.scale': expected a non-zero number"),
+    (_set("timestep", "scale", -1000), r"field 'timestep.scale': a negative scale \(-1000.0\) is a reversed map"),
+    (_set("timestep", "offset", "1000"), r"field 'timestep.offset': expected int or float"),
+    (
+        _set("timestep", "map", "edm"),
+        r"field 'timestep.map': expected one of \['affine', 'edm_log_sigma'\], received 'edm'",
+    ),
+    (
+        lambda data: data["timestep"].update(map="edm_log_sigma", scale=1000),
+        r"field 'timestep.map': map 'edm_log_sigma' reads the raw timestep .* remove scale, offset",
+    ),
+    (_set("timestep", "ofset", 1000), r"field 'timestep.ofset': unknown key; allowed keys are \['argument'"),
+    (_set("match_config", {}), r"field 'match_config': expected at least one config key"),
+    (_set("match_config", {"sizes": [1, 2]}), r"field 'match_config.sizes': expected a scalar config value"),
+    (_set("match_config", "learnable"), r"field 'match_config': expected dict"),
     (_set("transformer_classes", []), r"field 'transformer_classes': expected a non-empty list"),
     (lambda data: data["stacks"].append(copy.deepcopy(data["stacks"][0])), r"field 'stacks': prefixes must be unique"),
 ]
@@ -136,3 +156,101 @@ def test_invalid_yaml_names_the_file(tmp_path: Path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(AdapterSpecError, match=f"adapter spec {path}: not valid YAML"):
         load_spec(path)
+
+
+def test_reversed_and_edm_maps_give_t_on_the_project_scale(tmp_path: Path):
+    data = _dit_yaml()
+    data["timestep"].update(offset=1000, scale=-1000)  # raw = 1 - sigma (Lumina)
+    path = tmp_path / "reversed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    reversed_map = load_spec(path).timestep
+    assert (reversed_map.offset, reversed_map.scale, reversed_map.map) == (1000.0, -1000.0, "affine")
+    raw = torch.tensor([1.0, 0.75, 0.0], dtype=torch.float64)
+    assert reversed_map.to_convention(raw, 1.0).tolist() == [0.0, 250.0, 1000.0]
+    data["timestep"] = {"argument": "timestep", "map": "edm_log_sigma"}
+    path.write_text(yaml.safe_dump(data))
+    edm = load_spec(path).timestep
+    sigma = torch.tensor([80.0, 1.0, 0.002], dtype=torch.float64)
+    t = edm.to_convention(0.25 * sigma.log(), 1.0)
+    torch.testing.assert_close(t, 1000 * sigma / (1 + sigma))
+    assert t[1].item() == pytest.approx(500.0)
+
+
+def test_affine_specs_compute_t_exactly_as_before():
+    """The old formula, `(raw * scale / divisor).float()` in float64, bit for bit."""
+    raw = torch.rand(64, dtype=torch.float64) * 1000
+    for spec in shipped_specs():
+        if spec.name in EXPECTED:
+            for divisor in (1.0, 3.0):
+                old = (raw * spec.timestep.scale / divisor).float()
+                assert torch.equal(spec.timestep.to_convention(raw, divisor).float(), old)
+
+
+def _cosmos(extra_pos_embed_type):
+    from diffusers import CosmosTransformer3DModel
+
+    return CosmosTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=12,
+        num_layers=1,
+        mlp_ratio=2,
+        text_embed_dim=16,
+        adaln_lora_dim=4,
+        max_size=(4, 32, 32),
+        concat_padding_mask=False,
+        extra_pos_embed_type=extra_pos_embed_type,
+    )
+
+
+def _claiming_specs(tmp_path: Path, *match_configs):
+    """Copies of cosmos1.yaml, one per match_config (None = no match_config section)."""
+    specs = []
+    for i, match in enumerate(match_configs):
+        data = yaml.safe_load((adapters_dir() / "cosmos1.yaml").read_text())
+        data["name"] = f"cosmos_{i}"
+        data.pop("match_config")
+        if match is not None:
+            data["match_config"] = match
+        path = tmp_path / f"cosmos_{i}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        specs.append(load_spec(path))
+    return tuple(specs)
+
+
+def test_match_config_picks_between_specs_of_one_class(tmp_path: Path, monkeypatch):
+    import sae_lens_dit.hooking.adapters as adapters
+
+    assert adapter_for(_cosmos("learnable")).name == "cosmos1"
+    specs = _claiming_specs(tmp_path, {"extra_pos_embed_type": "learnable"}, None)
+    monkeypatch.setattr(adapters, "shipped_specs", lambda: specs)
+    assert adapter_for(_cosmos("learnable")).name == "cosmos_0"
+    assert adapter_for(_cosmos(None)).name == "cosmos_1"  # the spec without match_config is the fallback
+
+    specs = _claiming_specs(tmp_path, {"extra_pos_embed_type": "learnable"})
+    monkeypatch.setattr(adapters, "shipped_specs", lambda: specs)
+    with pytest.raises(AdapterSpecError, match=r"its config \{'extra_pos_embed_type': None\} fits none") as error:
+        adapter_for(_cosmos(None))
+    assert "cosmos_0.yaml" in str(error.value)
+
+    specs = _claiming_specs(tmp_path, None, None)
+    monkeypatch.setattr(adapters, "shipped_specs", lambda: specs)
+    with pytest.raises(AdapterSpecError, match=r"2 adapters fit CosmosTransformer3DModel.*give each a `match_config`"):
+        adapter_for(_cosmos(None))
+
+
+def test_unknown_class_names_the_closest_adapters():
+    class Lumina3Transformer2DModel(nn.Module):
+        pass
+
+    class PixArtSigmaTransformer(nn.Module):
+        pass
+
+    with pytest.raises(AdapterSpecError) as error:
+        adapter_for(Lumina3Transformer2DModel())
+    message = str(error.value)
+    assert message.startswith("no adapter for Lumina3Transformer2DModel; closest adapters: 'lumina2'")
+    assert "'lumina2' (Lumina2Transformer2DModel)" in message and str(adapters_dir()) in message
+    with pytest.raises(AdapterSpecError, match=r"closest adapters: 'pixart' \(PixArtTransformer2DModel\)"):
+        adapter_for(PixArtSigmaTransformer())

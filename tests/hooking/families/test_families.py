@@ -1,0 +1,203 @@
+"""Every family the adapter schema hooks exactly, each on a tiny random config (see conftest.py).
+
+Four claims per class, each against a reference that does not read `adapters/*.yaml`:
+- exact: every hook HookedDiT lists equals (torch.equal) what a plain torch hook on the same
+  module captures, and caching every hook leaves the model output bit-identical;
+- image tokens only: zeroing an image-token hook changes the block's image stream and leaves its
+  text stream (where the block has one) bit-identical;
+- the timestep read inside a hook equals the scheduler's t on the [0, 1000] scale (1000 = noise)
+  when the transformer is called with what the family's pipeline passes for that step;
+- CFG: a batch doubled as the pipelines double it is labelled [uncond | cond] with shared sample
+  indices; families whose pipelines make separate cond / uncond calls get them labelled per call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from sae_lens_dit import HookedDiT
+from sae_lens_dit.hooking.adapters import adapter_for
+
+
+def _streams(stack: Any, output: Any) -> tuple[Tensor, Tensor | None]:
+    if stack.image_index is None:
+        return output, None
+    return output[stack.image_index], output[stack.text_index] if stack.text_index is not None else None
+
+
+def _capture(family: Any, model: nn.Module, inputs: dict) -> dict[str, Tensor | None]:
+    """Block inputs / outputs / submodule image tokens seen by independent torch hooks, by hook name."""
+    seen: dict[str, Tensor | None] = {}
+    handles = []
+    for prefix, stack in family.stacks.items():
+        for i, block in enumerate(getattr(model, stack.attribute)):
+
+            def pre(module, args, kwargs, key=f"{prefix}.{i}"):
+                seen[f"{key}.hook_resid_pre"] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+            def post(module, args, output, key=f"{prefix}.{i}", stack=stack):
+                image, text = _streams(stack, output)
+                seen[f"{key}.hook_resid_post"] = image
+                if text is not None:
+                    seen[f"{key}.hook_txt_resid_post"] = text
+
+            handles += [block.register_forward_pre_hook(pre, with_kwargs=True), block.register_forward_hook(post)]
+            for suffix, (attribute, index, image_part) in stack.submodules.items():
+
+                def sub(module, args, output, key=f"{prefix}.{i}.{suffix}.hook_out", index=index, part=image_part):
+                    assert key not in seen, f"{key}: the module ran twice in one block call"
+                    seen[key] = part(output if index is None else output[index])
+
+                handles.append(getattr(block, attribute).register_forward_hook(sub))
+    try:
+        family.run(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def test_the_adapter_is_chosen_from_the_class(family):
+    model = family.make()
+    assert adapter_for(model).name == family.adapter
+    assert HookedDiT(model).spec.name == family.adapter
+
+
+def test_every_hook_equals_an_independent_torch_hook(family):
+    model = family.make()
+    hooked = HookedDiT(model)
+    inputs = family.inputs(2)
+    reference = family.run(model, inputs)
+    seen = _capture(family, model, inputs)
+    with torch.no_grad():
+        out, cache = hooked.run_with_cache(**inputs, return_dict=False)
+    assert torch.equal(out[0], reference)  # caching every hook changes nothing
+    assert set(hooked.hook_names) == set(seen)
+    for name in hooked.hook_names:
+        assert cache[name].ndim == 3 and cache[name].shape[0] == 2, name  # [batch, tokens, d]
+        assert torch.equal(cache[name], seen[name]), name
+    assert [name for name, module in model.named_modules() if module._forward_hooks or module._forward_pre_hooks] == []
+
+
+def _block_output(family: Any, hooked: HookedDiT, inputs: dict, prefix: str, index: int, hooks: list) -> tuple:
+    """(image, text) streams block `index` of `prefix` returns, after HookedDiT's hooks edit them, and the
+    model output."""
+    stack = family.stacks[prefix]
+    block = getattr(hooked.transformer, stack.attribute)[index]
+    seen = {}
+    with hooked.hooks(fwd_hooks=hooks):
+        # Registered after HookedDiT's own torch hook, so it sees the output as the next block does.
+        handle = block.register_forward_hook(lambda module, args, output: seen.update(out=_streams(stack, output)))
+        try:
+            out = family.run(hooked.transformer, inputs)
+        finally:
+            handle.remove()
+    return (*seen["out"], out)
+
+
+def test_zeroing_an_image_hook_leaves_the_text_stream_untouched(family):
+    hooked = HookedDiT(family.make())
+    inputs = family.inputs(2)
+    for prefix, stack in family.stacks.items():
+        last = len(getattr(hooked.transformer, stack.attribute)) - 1
+        for index in (0, last):
+            clean_image, clean_text, clean_out = _block_output(family, hooked, inputs, prefix, index, [])
+            names = [f"{prefix}.{index}.hook_resid_post"]
+            names += [f"{prefix}.{index}.{suffix}.hook_out" for suffix in stack.submodules]
+            for name in names:
+                zero = [(name, lambda x, hook: torch.zeros_like(x))]
+                image, text, out = _block_output(family, hooked, inputs, prefix, index, zero)
+                assert not torch.equal(image, clean_image), name
+                assert not torch.equal(out, clean_out), name
+                if name.endswith("hook_resid_post"):
+                    assert torch.equal(image, torch.zeros_like(image)), name
+                if clean_text is not None:
+                    assert torch.equal(text, clean_text), name
+
+
+def test_the_timestep_is_the_scheduler_step_on_the_ddpm_scale(family):
+    hooked = HookedDiT(family.make())
+    scheduler = family.scheduler()
+    scheduler.set_timesteps(4)
+    seen = []
+
+    def read(x, hook):
+        seen.append(hooked.call_context.timestep)
+
+    for step in (0, 2):
+        t = scheduler.timesteps[step]
+        inputs = {**family.inputs(2), "timestep": family.pipeline_timestep(t, 2)}
+        with torch.no_grad():
+            hooked.run_with_hooks(**inputs, return_dict=False, fwd_hooks=[("blocks.0.hook_resid_post", read)])
+        expected = torch.full((2,), float(t))
+        assert 0.0 <= float(t) <= 1000.0
+        assert torch.allclose(seen[-1], expected, rtol=0, atol=1e-3), (step, seen[-1], t)
+    assert seen[0][0] > seen[1][0]  # 1000 = noise: the timestep falls as sampling proceeds
+
+
+def test_cfg_branches_are_labelled_as_the_pipelines_lay_them_out(family):
+    hooked = HookedDiT(family.make())
+    name = "blocks.0.hook_resid_post"
+    inputs = family.inputs(2)
+    latents = inputs["hidden_states"]
+    if family.cfg == "equal_halves":
+        # The pipeline's torch.cat([latents] * 2) with [negative | positive] text: same latents in both halves.
+        doubled = {**inputs, "hidden_states": torch.cat([latents[:1], latents[:1]])}
+        contexts = []
+        for call in (doubled, inputs):
+            hook = [(name, lambda x, hook: contexts.append(hooked.call_context))]
+            with torch.no_grad():
+                hooked.run_with_hooks(**call, return_dict=False, fwd_hooks=hook)
+        assert contexts[0].branch.tolist() == [1, 0] and contexts[0].sample.tolist() == [0, 0]  # uncond first
+        assert contexts[1].branch.tolist() == [0, 0] and contexts[1].sample.tolist() == [0, 1]  # distinct latents
+    else:
+        # The pipeline's cond call, then its negative-prompt call, at the same timestep; two steps.
+        with hooked.record([name], tokens_per_image=2) as rec, torch.no_grad():
+            for t in (900.0, 900.0, 400.0, 400.0):
+                timestep = torch.full((1,), t)
+                hooked(**{**inputs, "timestep": family.pipeline_timestep(timestep, 2)}, return_dict=False)
+        assert rec.branch.tolist() == [[0, 0], [1, 1], [0, 0], [1, 1]]
+        assert rec.step.tolist() == [0, 0, 1, 1] and rec.sample_index.tolist() == [[0, 1]] * 4
+        assert torch.allclose(rec.timesteps, torch.tensor([[900.0] * 2] * 2 + [[400.0] * 2] * 2), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["wan", "ltx"])
+def test_video_hooks_are_flat_frame_major_tokens(families, name):
+    """Video families patchify [frames, height, width] into one token axis, frame-major: the hook's token
+    count is frames * (height / p) * (width / p)."""
+    family = families[name]
+    hooked = HookedDiT(family.make())
+    with torch.no_grad():
+        _, cache = hooked.run_with_cache(**family.inputs(1), names_filter="blocks.0.hook_resid_post")
+    assert cache["blocks.0.hook_resid_post"].shape[:2] == (1, 2 * 4 * 4)
+
+
+def test_qwenimage_edit_reference_tokens_are_recorded_with_the_image(families):
+    """Documented limit of the current schema (adapters/qwenimage.yaml): Qwen-Image-Edit joins the reference
+    image's tokens after the generated image's in `hidden_states`, and the hooks carry both."""
+    family = families["qwenimage_edit"]
+    hooked = HookedDiT(family.make())
+    with torch.no_grad():
+        _, cache = hooked.run_with_cache(**family.inputs(1), names_filter="blocks.0.hook_resid_pre")
+    assert cache["blocks.0.hook_resid_pre"].shape[:2] == (1, 16 + 16)  # generated 4x4 grid, then the reference's
+
+
+def test_why_cogview4_and_sana_video_have_no_mlp_hook(families):
+    """CogView4 runs its one `ff` twice per block (image, then text); Sana-Video's `ff` returns
+    [batch, frames, height, width, d]. Neither is an image-token output the current schema can hook."""
+    outputs: dict[str, list[Tensor]] = {"cogview4": [], "sana_video": []}
+    for name, seen in outputs.items():
+        family = families[name]
+        model = family.make()
+        handle = model.transformer_blocks[0].ff.register_forward_hook(lambda m, a, out, seen=seen: seen.append(out))
+        try:
+            family.run(model, family.inputs(1))
+        finally:
+            handle.remove()
+    image_tokens = 4 * 4  # 8x8 latent, 2x2 patches
+    assert [tuple(out.shape[:2]) for out in outputs["cogview4"]] == [(1, image_tokens), (1, 6)]
+    assert outputs["sana_video"][0].shape[:4] == (1, 2, 4, 4) and outputs["sana_video"][0].ndim == 5
