@@ -36,6 +36,7 @@ ANALYSIS_ALLOWED: dict[str, set[str]] = {
     "evals": {"backbone_groups"},
     "interventions": {"evals"},
     "dashboard": {"backbone_groups", "evals", "interventions"},
+    "explorer": {"backbone_groups", "evals", "interventions", "dashboard"},
 }
 """Inside `analysis/`: the evaluation protocol knows no interventions or dashboards; dashboards show both."""
 

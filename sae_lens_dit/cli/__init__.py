@@ -3,9 +3,9 @@
 `sae-lens-dit train` with no arguments runs the default preset end to end: the bundled digits
 DiT, a TIDE SAE on one block, and a per-timestep report of held-out reconstruction.
 
-Layout: `training` (train, harvest), `analysis` (eval, dashboard, edit), `hub` (releases, publish);
-flags that mirror a config dataclass are generated from it (`flags`). No library module imports this
-package.
+Layout: `training` (train, harvest), `analysis` (eval, dashboard, edit), `serve` (the live explorer),
+`hub` (releases, publish); flags that mirror a config dataclass are generated from it (`flags`). No
+library module imports this package.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import sys
 import traceback
 
-from sae_lens_dit.cli import analysis, hub, training
+from sae_lens_dit.cli import analysis, hub, serve, training
 from sae_lens_dit.cli.training import configs_from_args
 from sae_lens_dit.guards.config import check_device
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_commands(sub)
     analysis.add_commands(sub)
     hub.add_commands(sub)
+    serve.add_commands(sub)
     return parser
 
 
