@@ -1,0 +1,121 @@
+"""Write the coverage table of `docs/adapters.md`: every image and video transformer class of the installed
+diffusers, and the shipped adapter that hooks it (or why none does).
+
+Why generated: the table must follow `adapters/*.yaml` as files are added; `--check` (run by the test suite)
+fails when the committed table is stale.
+
+    python scripts/adapter_coverage.py            # rewrite the table in docs/adapters.md
+    python scripts/adapter_coverage.py --check    # exit 1 if it is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import pkgutil
+import sys
+from pathlib import Path
+
+import diffusers
+import diffusers.models.transformers as transformers
+
+from sae_lens_dit.hooking.adapters import AdapterSpec, shipped_specs
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "adapters.md"
+BEGIN, END = "<!-- coverage:begin -->", "<!-- coverage:end -->"
+
+NOT_IMAGE_OR_VIDEO = {
+    "AceStepTransformer1DModel",
+    "MiniMaxMusic3Transformer1DModel",
+    "StableAudio3DiTModel",
+    "StableAudioDiTModel",
+    "Transformer2DModel",  # the UNets' block, not a backbone (see the UNet issue)
+    "TransformerTemporalModel",
+}
+"""Classes of `diffusers.models.transformers` that are not image or video backbones."""
+
+MEASURED_REASONS = {
+    "OmniGenTransformer2DModel": "blocks see [condition | time token | image]; the image count is known only from "
+    "the model input, no schema key yet",
+    "ZImageTransformer2DModel": "latents and captions are passed as lists; reversed map (1000 - t) / 1000",
+    "LatteTransformer3DModel": "blocks alternate [B*F, HW, D] and [B*HW, F, D] layouts",
+    "ChromaTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
+    "Flux2Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence; reference tokens",
+    "AuraFlowTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
+    "HiDreamImageTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
+}
+"""Why a class has no adapter, where that was measured on a tiny config (issue 17)."""
+
+PARTIAL = {"Lumina2Transformer2DModel": "noise-refiner blocks only; the joint blocks' rows are ragged"}
+"""Classes whose adapter hooks only part of the model, and what is left out."""
+
+
+def backbone_classes() -> list[str]:
+    """Names of the image and video transformer classes defined in `diffusers.models.transformers`."""
+    names = set()
+    for info in pkgutil.iter_modules(transformers.__path__):
+        module = importlib.import_module(f"{transformers.__name__}.{info.name}")
+        for name, obj in vars(module).items():
+            defined_here = inspect.isclass(obj) and obj.__module__ == module.__name__
+            if (
+                defined_here
+                and hasattr(obj, "config_name")
+                and name.endswith("Model")
+                and name not in NOT_IMAGE_OR_VIDEO
+            ):
+                names.add(name)
+    return sorted(names)
+
+
+def _timestep(spec: AdapterSpec) -> str:
+    ts = spec.timestep
+    if getattr(ts, "map", "affine") != "affine":
+        return f"`{ts.map}`"
+    offset = getattr(ts, "offset", 0.0)
+    text = f"raw x {ts.scale:g}" + (f" / config.{ts.divide_by_config}" if ts.divide_by_config else "")
+    return f"{offset:g} + {text}" if offset else text
+
+
+def table() -> str:
+    specs = shipped_specs()
+    rows = ["| class | adapter | timestep map (to [0, 1000], 1000 = noise) | CFG |", "| --- | --- | --- | --- |"]
+    covered = 0
+    classes = backbone_classes()
+    for name in classes:
+        claims = [s for s in specs if name in s.transformer_classes]
+        if claims:
+            covered += 1
+            for spec in claims:
+                cfg = spec.guidance.detect + (", separate calls" if spec.guidance.separate_calls else "")
+                partial = f" (partial: {PARTIAL[name]})" if name in PARTIAL else ""
+                rows.append(f"| {name} | `{spec.name}.yaml`{partial} | {_timestep(spec)} | {cfg} |")
+        else:
+            reason = MEASURED_REASONS.get(name, "not checked yet").replace("|", "\\|")
+            rows.append(f"| {name} | none | {reason} | |")
+    head = (
+        f"{covered} of the {len(classes)} image and video transformer classes of diffusers {diffusers.__version__} "
+        f"have an adapter, each tested exact on a tiny config (`tests/hooking/`)."
+    )
+    return "\n".join([head, "", *rows])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if docs/adapters.md's table is out of date")
+    args = parser.parse_args()
+    text = DOC.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    new = text[:start] + "\n" + table() + "\n" + text[end:]
+    if args.check:
+        if new != text:
+            print("docs/adapters.md is out of date: run python scripts/adapter_coverage.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(new)
+    print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
