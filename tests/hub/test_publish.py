@@ -14,6 +14,7 @@ import yaml
 from huggingface_hub import HfApi
 from sae_lens.training import upload_saes_to_huggingface as sae_lens_upload
 
+from sae_lens_dit.analysis.evals import read_eval_file
 from sae_lens_dit.cli import main
 from sae_lens_dit.hub.releases import parse_release
 from sae_lens_dit.resources import pretrained_dir
@@ -76,7 +77,7 @@ def test_dry_run_writes_the_upload_layout_card_and_entry(runs, tmp_path, capsys)
     for text in expected:
         assert text in card, text
     for run, sae_id in zip(runs, ids, strict=True):
-        report = json.loads((run / "eval.json").read_text())
+        report = read_eval_file(run).single_report()
         assert f"### {sae_id}" in card
         assert f"{report['mean_explained_variance']:.4f}" in card
         for bucket in report["buckets"]:

@@ -15,6 +15,7 @@ from sae_lens.loading.pretrained_sae_loaders import NAMED_PRETRAINED_SAE_LOADERS
 from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
 import sae_lens_dit
+from sae_lens_dit.analysis.evals import read_eval_file
 from sae_lens_dit.cli import build_parser, configs_from_args
 from sae_lens_dit.hub.releases import (
     LOADER_PREFIX,
@@ -65,7 +66,8 @@ def test_bundled_entries_agree_with_their_files(release_id, sae_id):
     sae = get_release(release_id).sae(sae_id)
     folder = _bundled_folder(release_id, sae_id)
     cfg = json.loads((folder / "cfg.json").read_text())
-    report = json.loads((folder / "eval.json").read_text())
+    report = read_eval_file(folder).single_report()  # the one eval.json layout
+    assert (report["sae"], report["architecture"], report["hook"]) == (sae_id, sae.architecture, sae.hook)
     assert (cfg["architecture"], cfg["metadata"]["hook_name"]) == (sae.architecture, sae.hook)
     assert cfg["metadata"]["model_name"] == SHIPPED[release_id]["model"]
     # one harvest's settings per release (hook_names: the release's hooks); an SAE may come from a harvest of those
@@ -95,7 +97,7 @@ def test_bundled_dictionaries_have_live_latents(release_id, sae_id):
     2.5%, the measured shortfall of the SAELens TopK baselines, 2.0-2.3%; see the release cards), counted on at
     least 100k fresh held-out rows (every timestep, both CFG branches) by the runner that trained it."""
     folder = _bundled_folder(release_id, sae_id)
-    usage = json.loads((folder / "eval.json").read_text())["latent_usage"]
+    usage = read_eval_file(folder).single_report()["latent_usage"]
     assert usage["rows"] >= 100_000
     assert json.loads((folder / "runner_cfg.json").read_text())["harvest"]["branch"] == "both"
     assert usage["dead_fraction"] <= 0.05, usage
