@@ -15,8 +15,10 @@ Data, one sampling run per backbone, shared by every SAE of that backbone:
 
 One module per topic: `config` (the settings), `trajectories` (the sampling run), `latent_summary`
 (per-latent statistics), `thumbnails` (heatmaps), `previews` (steering previews), `files` (what a
-build may write), `html` (the markup) and this one, the build of the pages; every name the single
-module had before the split is importable from here.
+build may write), `cache` (the content-addressed cache of the run, the statistics and the previews,
+under `<output>/cache/`, so a rebuild with unchanged inputs samples nothing), `html` (the markup)
+and this one, the build of the pages; every name the single module had before the split is
+importable from here. Each latent page links the same latent id in the sibling SAEs of its backbone.
 
 Build: every file is written only when its bytes change (images are named by a hash of their
 content, so a rebuild reuses them), files of an earlier build that are no longer produced are
@@ -40,12 +42,24 @@ from tqdm.auto import tqdm
 
 from sae_lens_dit.analysis.backbone_groups import load_backbones
 from sae_lens_dit.analysis.dashboard import html
+from sae_lens_dit.analysis.dashboard.cache import Cache, PageCache, digest, module_digest, source_digest
 from sae_lens_dit.analysis.dashboard.config import DashboardConfig
 from sae_lens_dit.analysis.dashboard.files import MANIFEST, SiteFiles
-from sae_lens_dit.analysis.dashboard.latent_summary import LatentSummary, nearest_latents, selectivity, summarize
+from sae_lens_dit.analysis.dashboard.latent_summary import (
+    LatentSummary,
+    cached_summary,
+    nearest_latents,
+    selectivity,
+    summarize,
+)
 from sae_lens_dit.analysis.dashboard.previews import preview_window, steering_previews
 from sae_lens_dit.analysis.dashboard.thumbnails import OVERLAY_ALPHA, OVERLAY_RGB, render_thumbnail, token_heatmap
-from sae_lens_dit.analysis.dashboard.trajectories import SHAPE_FACTOR_NAMES, Trajectories, sample_trajectories
+from sae_lens_dit.analysis.dashboard.trajectories import (
+    SHAPE_FACTOR_NAMES,
+    Trajectories,
+    cached_trajectories,
+    sample_trajectories,
+)
 from sae_lens_dit.analysis.evals import DENSE_THRESHOLD, bucket_masks, reconstruct
 from sae_lens_dit.conventions import PROFILES, sae_display_name
 
@@ -107,7 +121,9 @@ def build_dashboard(
     """Build (or update) the dashboard of each SAE under `output_dir/<sae name>/`, with a root index.
 
     SAEs name their backbone (`cfg.metadata.model_name`) and hook; SAEs of one backbone share one
-    sampling run. Returns where the site is and how many files were written, reused and removed.
+    sampling run that records all their hooks at once. The run, each SAE's statistics and its steering
+    previews are cached, content-addressed, under `output_dir/cache/` (`cache`): a rebuild with unchanged
+    inputs samples nothing. Returns where the site is and how many files were written, reused and removed.
     """
     cfg = cfg or DashboardConfig()
     if not saes:
@@ -117,38 +133,69 @@ def build_dashboard(
     backbones = list(load_backbones(saes, cfg.device))  # every SAE is checked before anything is written
     for asset in ASSETS:
         files_.write(f"assets/{asset}", files("sae_lens_dit.analysis.dashboard").joinpath("assets", asset).read_bytes())
+    cache = Cache(files_)
     sites: dict[str, Path] = {}
-    entries: list[dict[str, Any]] = []
+    plans: list[_Site] = []
     for backbone in backbones:
-        logger.info("sampling %d images of %s for %s", cfg.num_images, backbone.model, backbone.hooks)
-        traj = sample_trajectories(backbone.pipe, backbone.hooked, backbone.hooks, backbone.model, cfg)
-        for sae in backbone.saes:
+        logger.info("recording %s of %s: %d images", backbone.hooks, backbone.model, cfg.num_images)
+        traj, run_key = cached_trajectories(
+            backbone.pipe, backbone.hooked, backbone.hooks, backbone.model, cfg, cache, progress
+        )
+        for sae in tqdm(backbone.saes, desc=f"encoding {backbone.model}", unit="sae", disable=not progress):
             name = sae_display_name(sae)
             folder = _slug(name)
             while folder in {p.name for p in sites.values()}:
                 folder += "_"
             sites[name] = root / folder
             sae.to(cfg.device)
-            steering = steering_previews(backbone.pipe, backbone.hooked, sae, traj, cfg) if cfg.steering else None
-            entries.append(_build_site(sae, traj, files_, folder, cfg, steering, progress))
+            key = digest("sae", run_key, module_digest(sae), list(cfg.edges))
+            summary = cached_summary(sae, traj, cfg.edges, cache, key)
+            plans.append(_Site(sae, backbone, traj, summary, folder, _page_latents(summary, cfg, sae.cfg.d_sae), key))
+    entries = []
+    for plan in plans:
+        steering = None
+        if cfg.steering:
+            key = digest("previews", plan.key, cfg.steering_strength)
+            steering = steering_previews(plan.backbone.pipe, plan.backbone.hooked, plan.sae, plan.traj, cfg, cache, key)
+        siblings = [p for p in plans if p is not plan and p.backbone is plan.backbone]
+        entries.append(_build_site(plan, siblings, files_, cfg, steering, progress, cache))
+        if steering is not None:
+            steering.save()
     files_.write("index.html", html.root_index(entries).encode())
     files_.finish()
+    logger.info("dashboard cache: %d hits, %d misses", cache.hits, cache.misses)
     return DashboardBuild(root / "index.html", sites, files_.written, files_.reused, files_.removed)
 
 
+@dataclass
+class _Site:
+    """One SAE's site, planned before any page is written (so pages can link the same latent in sibling sites)."""
+
+    sae: Any
+    backbone: Any
+    traj: Trajectories
+    summary: LatentSummary
+    folder: str
+    page_ids: list[int]
+    key: str
+
+    def label(self) -> str:
+        """Short name among siblings: hook and architecture."""
+        return f"{self.sae.cfg.metadata.hook_name} {self.sae.cfg.architecture()}"
+
+
 def _build_site(
-    sae: Any,
-    traj: Trajectories,
+    plan: _Site,
+    siblings: Sequence[_Site],
     files_: SiteFiles,
-    folder: str,
     cfg: DashboardConfig,
     steering: Callable[..., list[dict[str, Any]]] | None,
     progress: bool,
+    cache: Cache,
 ) -> dict[str, Any]:
     """Write one SAE's index and latent pages; returns its entry for the root index."""
-    summary = summarize(sae, traj, cfg.edges)
+    sae, traj, summary, folder, page_ids = plan.sae, plan.traj, plan.summary, plan.folder, plan.page_ids
     d_sae = sae.cfg.d_sae
-    page_ids = _page_latents(summary, cfg, d_sae)
     neighbours = nearest_latents(sae.W_dec, page_ids, cfg.neighbours) if cfg.neighbours else {}
     top_value, share = selectivity(summary.breakdown["class"])
     class_names = traj.factor_names["class"]
@@ -164,6 +211,7 @@ def _build_site(
         "steps": len(traj.timesteps),
         "edges": list(cfg.edges),
         "folder": folder,
+        "page_ids": list(page_ids),
         "profiles": {p: summary.profile.count(p) for p in PROFILES},
         "dead": int((summary.density == 0).sum()),
         "dense": int((summary.density > DENSE_THRESHOLD).sum()),
@@ -183,15 +231,30 @@ def _build_site(
         for i in range(d_sae)
     ]
     files_.write(f"{folder}/index.html", html.sae_index(info, rows).encode())
-    for position, i in enumerate(tqdm(page_ids, desc=f"dashboard {info['name']}", disable=not progress)):
+    drawn, code = PageCache(cache, digest("pages", plan.key, folder)), source_digest()  # pages a rebuild may keep
+    for position, i in enumerate(tqdm(page_ids, desc=f"pages {info['name']}", unit="page", disable=not progress)):
         nav = (
             page_ids[position - 1] if position else None,
             page_ids[position + 1] if position + 1 < len(page_ids) else None,
         )
+        same = [
+            (
+                p.label(),
+                f"../../{p.folder}/" + (f"latents/{i}.html" if i in p.page_ids else "index.html"),
+                i in p.page_ids,
+            )
+            for p in siblings
+        ]
+        rel = f"{folder}/latents/{i}.html"
+        page_key = digest("page", code, plan.key, cfg.__dict__, i, nav, page_ids, same, info, rows[i])
+        if drawn.reuse(rel, page_key):
+            continue
         page = _latent_page(
-            sae, traj, summary, i, info, rows[i], neighbours.get(i, []), pages, nav, files_, folder, cfg, steering
-        )
-        files_.write(f"{folder}/latents/{i}.html", page.encode())
+            sae, traj, summary, i, info, rows[i], neighbours.get(i, []), pages, nav, files_, folder, cfg, steering, same
+        ).encode()
+        files_.write(rel, page)
+        drawn.add(rel, page_key, page)
+    drawn.save()
     return info
 
 
@@ -219,6 +282,7 @@ def _latent_page(
     folder: str,
     cfg: DashboardConfig,
     steering: Callable[..., list[dict[str, Any]]] | None,
+    same: Sequence[tuple[str, str, bool]] = (),
 ) -> str:
     stats, peak = summary.stats, row["peak"]
     steps = torch.arange(len(traj.timesteps))
@@ -273,4 +337,5 @@ def _latent_page(
         [(j, cos, j in pages) for j, cos in neighbours],
         nav,
         steer,
+        same,
     )

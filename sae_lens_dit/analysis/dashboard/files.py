@@ -84,6 +84,17 @@ class SiteFiles:
         self.files[rel] = hashlib.sha256(data).hexdigest()
         return rel
 
+    def owns(self, rel: str) -> bool:
+        """Whether `rel` was written by this build or listed by an earlier one (never a file put there by hand)."""
+        return rel in self.files or rel in self._old
+
+    def keep(self, rel: str, data: bytes) -> str:
+        """Record the file at `rel`, already holding `data` (just read from it), as produced by this build."""
+        confined(self.root, rel, "the dashboard")
+        self.reused += 1
+        self.files[rel] = hashlib.sha256(data).hexdigest()
+        return rel
+
     def image(self, png: bytes, folder: str) -> str:
         """Store a PNG under `folder`, named by its content hash (identical images are stored once)."""
         rel = f"{folder}/{hashlib.sha256(png).hexdigest()[:20]}.png"

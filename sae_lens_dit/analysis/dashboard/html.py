@@ -94,9 +94,13 @@ def _bucket(edges: Sequence[float], b: int | None) -> str:
 
 
 def root_index(entries: Sequence[dict[str, Any]]) -> str:
-    """The landing page: one line per SAE dashboard."""
+    """The landing page: one line per SAE dashboard, a grid of the SAEs by layer and architecture, and a box
+    that jumps to one latent id in every SAE (`assets/site.js`; rows carry their page ids)."""
     rows = "\n".join(
-        f'<tr><td><a href="{escape(e["folder"])}/index.html">{escape(e["name"])}</a></td><td>{escape(e["model"])}'
+        f'<tr data-folder="{escape(e["folder"])}" data-name="{escape(e["name"])}" '
+        f'data-pages="{" ".join(str(i) for i in e.get("page_ids", []))}">'
+        f'<td><a href="{escape(e["folder"])}/index.html">'
+        f"{escape(e['name'])}</a></td><td>{escape(e['model'])}"
         f"</td><td>{escape(e['architecture'])}</td><td>{e['d_sae']}</td><td>{e['images']} x {e['steps']}</td><td>"
         + ", ".join(f"{k} {v}" for k, v in e["profiles"].items())
         + "</td></tr>"
@@ -105,9 +109,37 @@ def root_index(entries: Sequence[dict[str, Any]]) -> str:
     body = (
         '<h1>SAE feature dashboards</h1>\n<table class="saes"><thead><tr><th>SAE</th><th>model</th>'
         "<th>architecture</th><th>latents</th><th>images x steps</th><th>timestep profiles</th></tr></thead>"
-        f"\n<tbody>\n{rows}\n</tbody></table>"
+        f"\n<tbody>\n{rows}\n</tbody></table>\n"
+        + _layer_grid(entries)
+        + '<h2>Jump to a latent</h2>\n<form id="jump"><input id="jump-id" type="number" min="0" '
+        'placeholder="latent id"> <button type="submit">show in every SAE</button></form>\n<ul id="jump-links"></ul>'
+        '\n<p class="hint">Every latent page also links the same id in the other SAEs of its backbone.</p>'
     )
     return _page("SAE feature dashboards", body, "")
+
+
+def _layer_grid(entries: Sequence[dict[str, Any]]) -> str:
+    """SAEs by backbone and layer (rows) and architecture (columns), each cell linking the SAE's index."""
+    architectures = list(dict.fromkeys(e["architecture"] for e in entries))
+    cells: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for e in entries:
+        cells.setdefault((e["model"], e["hook"]), {}).setdefault(e["architecture"], []).append(e)
+    lines = []
+    for (model, hook), by_arch in cells.items():
+        links = "".join(
+            "<td>"
+            + " ".join(
+                f'<a href="{escape(e["folder"])}/index.html">{escape(e["name"])}</a>' for e in by_arch.get(a, [])
+            )
+            + "</td>"
+            for a in architectures
+        )
+        lines.append(f"<tr><td>{escape(model)}</td><td>{escape(hook)}</td>{links}</tr>")
+    head = "".join(f"<th>{escape(a)}</th>" for a in architectures)
+    return (
+        '<h2>By layer and architecture</h2>\n<table class="grid"><thead><tr><th>model</th><th>hook</th>'
+        f"{head}</tr></thead>\n<tbody>\n" + "\n".join(lines) + "\n</tbody></table>\n"
+    )
 
 
 def sae_index(info: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
@@ -162,6 +194,17 @@ def _figure(thumb: dict[str, Any], caption: str) -> str:
     )
 
 
+def _same_latent(latent: int, same: Sequence[tuple[str, str, bool]]) -> str:
+    """Links to latent #`latent` in the sibling SAEs (other layers and architectures on the same backbone)."""
+    links = " | ".join(
+        f'<a href="{escape(href)}">{escape(label)}</a>'
+        if has_page
+        else f'{escape(label)} (<a href="{escape(href)}">no page; index</a>)'
+        for label, href, has_page in same
+    )
+    return f'<p class="nav same-latent">#{latent} in the other SAEs: {links}</p>'
+
+
 def latent_page(
     info: dict[str, Any],
     row: dict[str, Any],
@@ -172,8 +215,10 @@ def latent_page(
     neighbours: Sequence[tuple[int, float, bool]],
     nav: tuple[int | None, int | None],
     steering: Sequence[dict[str, Any]] | None,
+    same: Sequence[tuple[str, str, bool]] = (),
 ) -> str:
-    """One latent: its top images with heatmaps, a strip through denoising, plots, breakdowns, neighbours."""
+    """One latent: its top images with heatmaps, a strip through denoising, plots, breakdowns, neighbours, and
+    links to the same latent id in the sibling SAEs of the build (`same`: label, href, whether it has a page)."""
     latent, edges = row["id"], info["edges"]
     links = ['<a href="../index.html">all latents</a>']
     links += [
@@ -205,6 +250,7 @@ def latent_page(
     sections = [
         f'<p class="nav">{" | ".join(links)}</p>',
         f'<h1>latent #{latent} <span class="profile {row["profile"]}">{row["profile"]}</span></h1>',
+        *([_same_latent(latent, same)] if same else []),
         f'<p class="meta">{escape(info["name"])} on {escape(info["model"])}: density {row["density"]:.2%}, max '
         f"activation {_fmt(row['max'])}, fires most at t {_bucket(edges, row['peak'])}; top class "
         f"{escape(row['top_class']) or '-'} (selectivity {row['selectivity']:.2f}).</p>",

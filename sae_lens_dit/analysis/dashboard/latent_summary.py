@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sae_lens_dit.analysis.dashboard.cache import Cache
 from sae_lens_dit.analysis.dashboard.trajectories import Trajectories
 from sae_lens_dit.analysis.evals import LatentTimestepStats, latent_timestep_stats, reconstruct
 
@@ -87,6 +88,44 @@ def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: 
         breakdown,
         fired_share,
         typical,
+    )
+
+
+def cached_summary(sae: Any, traj: Trajectories, edges: Sequence[float], cache: Cache, key: str) -> LatentSummary:
+    """`summarize`, from the build's cache when it holds this summary (`key` must determine the sampling run, the
+    SAE and `edges`: `build` hashes them), else computed and cached. The first build reads the cached tensors
+    back too, so a rebuild shows exactly what the first build showed."""
+    rel = f"summaries/{key[:24]}.safetensors"
+    hit = cache.load(rel, key)
+    if hit is None:
+        s = summarize(sae, traj, edges)
+        tensors = {
+            "rows": s.stats.rows,
+            "frequency": s.stats.frequency,
+            "mean_activation": s.stats.mean_activation,
+            "density": torch.from_numpy(np.asarray(s.density)),
+            "max_activation": torch.from_numpy(np.asarray(s.max_activation)),
+            "image_step_max": s.image_step_max,
+            "typical": torch.from_numpy(np.asarray(s.typical)),
+            **{f"breakdown.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in s.breakdown.items()},
+            **{f"fired_share.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in s.fired_share.items()},
+        }
+        values = {"edges": list(s.stats.edges), "families": list(s.breakdown)}
+        cache.save(rel, key, tensors, values)
+        hit = ({k: v.clone() for k, v in tensors.items()}, values)
+    tensors, values = hit
+    stats = LatentTimestepStats(
+        tuple(values["edges"]), tensors["rows"], tensors["frequency"], tensors["mean_activation"]
+    )
+    return LatentSummary(
+        stats,
+        stats.profile(),
+        tensors["density"].numpy(),
+        tensors["max_activation"].numpy(),
+        tensors["image_step_max"],
+        {k: tensors[f"breakdown.{k}"].numpy() for k in values["families"]},
+        {k: tensors[f"fired_share.{k}"].numpy() for k in values["families"]},
+        tensors["typical"].numpy(),
     )
 
 

@@ -11,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import torch
+from torch import Tensor
+
+from sae_lens_dit.analysis.dashboard.cache import Cache
 from sae_lens_dit.analysis.dashboard.config import DashboardConfig
 from sae_lens_dit.analysis.dashboard.files import SiteFiles
 from sae_lens_dit.analysis.dashboard.latent_summary import LatentSummary
@@ -39,47 +44,72 @@ def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, floa
 
 
 def steering_previews(
-    pipe: Any, hooked: HookedDiT, sae: Any, traj: Trajectories, cfg: DashboardConfig
+    pipe: Any,
+    hooked: HookedDiT,
+    sae: Any,
+    traj: Trajectories,
+    cfg: DashboardConfig,
+    cache: Cache | None = None,
+    key: str = "",
 ) -> Callable[..., list[dict[str, Any]]]:
     """A function (latent, class, summary, files, folder) -> before / after thumbnails of one sample of the class
     with the latent clamped at `steering_strength` x its typical active value, then zeroed, on every token inside
-    its own timestep window (`preview_window`; `interventions.preview_latent`)."""
-    from sae_lens_dit.analysis.interventions import preview_latent
+    its own timestep window (`preview_window`; the steering of `interventions.preview_latent`). The unedited
+    sample of each class is generated once; with a `cache`, every sample is kept under `key` (which must
+    determine the backbone, the SAE and the settings: `build` hashes them) and reused by the next build. Call
+    `.save()` on the returned function once every page is built."""
+    from sae_lens_dit.analysis.interventions import steering
+    from sae_lens_dit.analysis.interventions.editing import generate
+    from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
 
     names = traj.factor_names["class"]
-    pipe_kwargs = {"num_inference_steps": cfg.num_inference_steps}
+    pipe_kwargs: dict[str, Any] = {"num_inference_steps": cfg.num_inference_steps}
     if cfg.guidance_scale is not None:
         pipe_kwargs["guidance_scale"] = cfg.guidance_scale
+    rel = f"previews/{key[:24]}.safetensors"
+    cached = (cache.load(rel, key) if cache is not None and key else None) or ({}, {})
+    stored: dict[str, Tensor] = dict(cached[0])
+    used: dict[str, Tensor] = {}
+    computed: list[str] = []
+
+    def sample(name: str, spec: SteeringSpec | None, label: int) -> np.ndarray:
+        if name not in stored:
+            computed.append(name)
+            if spec is None:
+                stored[name] = torch.from_numpy(generate(pipe, cfg.seed, class_labels=[label], **pipe_kwargs))
+            else:
+                with steering.steer(hooked, [sae], spec):
+                    stored[name] = torch.from_numpy(generate(pipe, cfg.seed, class_labels=[label], **pipe_kwargs))
+        used[name] = stored[name]
+        return used[name].numpy()
 
     def previews(latent: int, label: int, summary: LatentSummary, files_: SiteFiles, folder: str) -> list[dict]:
         typical, window = float(summary.typical[latent]), preview_window(summary.stats, latent)
         span = f"t {window[0]:g}-{window[1]:g}"
+        hook = sae.cfg.metadata.hook_name
         out = []
         for op, caption in (
             ("clamp", f"clamp {cfg.steering_strength:g}x typical ({typical:.3g}), {span}"),
             ("zero", f"zero, {span}"),
         ):
-            result = preview_latent(
-                pipe,
-                sae,
-                latent,
-                cfg.steering_strength,
-                seed=cfg.seed,
-                op=op,
-                hooked=hooked,
-                typical=typical,
-                window=window,
-                class_labels=[label],
-                **pipe_kwargs,
+            edit = LatentEdit(
+                hook, (latent,), op, cfg.steering_strength, timesteps=window, unit="typical", typical=(typical,)
             )
+            before = sample(f"before.{label}", None, label)
+            after = sample(f"after.{op}.{latent}.{label}", SteeringSpec((edit,)), label)
             thumbs = [
                 {
                     "src": "../../" + files_.image(render_thumbnail(to_uint8(im[0]), cfg.thumb_size), f"{folder}/img"),
                     "size": cfg.thumb_size,
                 }
-                for im in (result.before, result.after)
+                for im in (before, after)
             ]
             out.append({"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, {caption}"})
         return out
 
+    def save() -> None:
+        if cache is not None and key and computed:  # else the loaded file is kept as it is (pages a rebuild
+            cache.save(rel, key, {**cached[0], **used})  # keeps use no previews, so nothing cached is dropped)
+
+    previews.save = save  # type: ignore[attr-defined]
     return previews

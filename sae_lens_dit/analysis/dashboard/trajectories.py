@@ -10,7 +10,9 @@ as `evals.sample_images` samples them (classes cycled, seeded), so they are the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from sae_lens_dit.analysis.dashboard.cache import Cache, digest, module_digest
 from sae_lens_dit.analysis.dashboard.config import DashboardConfig
 from sae_lens_dit.analysis.evals import sample_images
 from sae_lens_dit.hooking.hooked import HookedDiT
@@ -79,8 +83,11 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def _capture_predictions(scheduler: Any, out: list[Tensor]) -> Iterator[None]:
-    """Append each `scheduler.step`'s clean-sample prediction (its next sample where it has none) to `out`."""
+def _capture_predictions(
+    scheduler: Any, out: list[Tensor], on_step: Callable[[], Any] = lambda: None
+) -> Iterator[None]:
+    """Append each `scheduler.step`'s clean-sample prediction (its next sample where it has none) to `out`
+    (and call `on_step`)."""
     own = "step" in vars(scheduler)
     step = scheduler.step
 
@@ -88,6 +95,7 @@ def _capture_predictions(scheduler: Any, out: list[Tensor]) -> Iterator[None]:
         result = step(model_output, timestep, sample, *args, **kwargs)
         prediction = getattr(result, "pred_original_sample", None)
         out.append((prediction if prediction is not None else result[0]).detach().float().cpu())
+        on_step()
         return result
 
     scheduler.step = capture
@@ -122,14 +130,20 @@ def _measured_factors(model: str, images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def sample_trajectories(
-    pipe: Any, hooked: HookedDiT, hooks: Sequence[str], model: str, cfg: DashboardConfig
+    pipe: Any, hooked: HookedDiT, hooks: Sequence[str], model: str, cfg: DashboardConfig, progress: bool = False
 ) -> Trajectories:
     """Sample `cfg.num_images` images and record every token of `hooks` at every step (cond branch)."""
     hooked.check_hook_names(hooks)
     names = _class_names(pipe)
     labels = [int(c) for c in np.resize(sorted(names), cfg.num_images)]
     predictions: list[Tensor] = []
-    with hooked.record(list(hooks), branch="cond") as rec, _capture_predictions(pipe.scheduler, predictions):
+    calls = -(-cfg.num_images // cfg.batch_size)
+    bar = tqdm(total=calls * cfg.num_inference_steps, desc=f"sampling {model}", unit="step", disable=not progress)
+    with (
+        bar,
+        hooked.record(list(hooks), branch="cond") as rec,
+        _capture_predictions(pipe.scheduler, predictions, bar.update),
+    ):
         images = sample_images(pipe, labels, cfg.seed, cfg.num_inference_steps, cfg.guidance_scale, cfg.batch_size)
     steps = cfg.num_inference_steps
     if len(predictions) != steps * -(-cfg.num_images // cfg.batch_size):
@@ -172,3 +186,76 @@ def _arrange(rows: dict[str, Tensor], steps: int, num_images: int, batch_size: i
     image = rows["run"] * batch_size + rows["sample"]
     out[rows["step"], image, rows["token"]] = rows["activation"].float()
     return out
+
+
+def trajectories_key(pipe: Any, model: str, cfg: DashboardConfig) -> str:
+    """Content hash of everything a sampling run depends on: the backbone's weights and configs (transformer,
+    VAE, scheduler), its class names, seed, steps, guidance, number of images, batch size, device, torch."""
+    scheduler = dict(getattr(pipe.scheduler, "config", {}) or {})
+    return digest(
+        "trajectories",
+        model,
+        type(pipe).__name__,
+        module_digest(pipe.transformer, getattr(pipe, "vae", None)),
+        type(pipe.scheduler).__name__,
+        scheduler,
+        sorted(_class_names(pipe).items()),
+        cfg.seed,
+        cfg.num_inference_steps,
+        cfg.guidance_scale,
+        cfg.num_images,
+        cfg.batch_size,
+        cfg.device,
+        torch.__version__,
+    )
+
+
+def cached_trajectories(
+    pipe: Any, hooked: HookedDiT, hooks: Sequence[str], model: str, cfg: DashboardConfig, cache: Cache, progress: bool
+) -> tuple[Trajectories, str]:
+    """(`sample_trajectories` of `hooks`, its cache key), from the build's cache when it holds this exact run
+    (every hook), else sampled once, recording every hook, and cached: `trajectories/<key>/samples` plus one
+    file per hook."""
+    key = trajectories_key(pipe, model, cfg)
+    folder = f"trajectories/{key[:24]}"
+    hook_keys = {hook: digest(key, hook) for hook in hooks}
+    names = {hook: re.sub(r"[^A-Za-z0-9._-]+", "-", hook) + f"-{hook_keys[hook][:8]}" for hook in hooks}
+    samples = cache.load(f"{folder}/samples.safetensors", key)
+    found = (
+        {hook: cache.load(f"{folder}/{names[hook]}.safetensors", hook_keys[hook]) for hook in hooks} if samples else {}
+    )
+    if samples is not None and all(v is not None for v in found.values()):
+        return _from_cache(model, samples, {hook: found[hook][0]["activation"] for hook in hooks}, pipe.vae), key
+    traj = sample_trajectories(pipe, hooked, hooks, model, cfg, progress)
+    tensors = {
+        "timesteps": traj.timesteps,
+        "predictions": traj.predictions,
+        "images": torch.from_numpy(np.ascontiguousarray(traj.images)),
+        "labels": torch.from_numpy(traj.labels.astype(np.int64)),
+        **{f"factor.{k}": torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in traj.factors.items()},
+    }
+    for hook in hooks:
+        cache.save(f"{folder}/{names[hook]}.safetensors", hook_keys[hook], {"activation": traj.activations[hook]})
+    values = {"factor_names": traj.factor_names, "factor_order": list(traj.factors), "grid": list(traj.grid)}
+    cache.save(f"{folder}/samples.safetensors", key, tensors, values)
+    return _from_cache(model, (tensors, json.loads(json.dumps(values))), traj.activations, pipe.vae), key
+
+
+def _from_cache(
+    model: str, samples: tuple[dict[str, Tensor], dict[str, Any]], activations: dict[str, Tensor], vae: Any
+) -> Trajectories:
+    """A `Trajectories` from the cached tensors (the first build goes through here too, so both read the same)."""
+    tensors, values = samples
+    order = values["factor_order"]
+    return Trajectories(
+        model,
+        activations,
+        tensors["timesteps"],
+        tensors["predictions"],
+        tensors["images"].numpy(),
+        tensors["labels"].numpy(),
+        {k: tensors[f"factor.{k}"].numpy() for k in order},
+        {k: values["factor_names"][k] for k in order if k in values["factor_names"]},
+        tuple(values["grid"]),
+        vae,
+    )

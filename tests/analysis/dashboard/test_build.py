@@ -242,16 +242,16 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
     every step encoded with sae.encode): clamp value = strength x torch.quantile(non-zero codes, 0.5); window =
     the bucket edges around the peak firing frequency, every bucket inside at least half the peak, the ones
     just outside below it; zero in the same window; on every token and branch."""
-    from sae_lens_dit.analysis.interventions import editing as interventions  # where preview_latent looks up `edit`
+    from sae_lens_dit.analysis.interventions import steering  # where the previews look up `steer`
 
     seen = []
-    real_edit = interventions.edit
+    real_steer = steering.steer
 
-    def spy(pipe, hooked, saes, spec, seed, **kwargs):
+    def spy(hooked, saes, spec, *args, **kwargs):
         seen.append(spec)
-        return real_edit(pipe, hooked, saes, spec, seed, **kwargs)
+        return real_steer(hooked, saes, spec, *args, **kwargs)
 
-    monkeypatch.setattr(interventions, "edit", spy)
+    monkeypatch.setattr(steering, "steer", spy)
     edges = (0.0, 200.0, 400.0, 600.0, 800.0, 1000.0)  # DDIM 5 steps: t = 800, 600, 400, 200, 0, one per bucket
     cfg = DashboardConfig(**{**TINY.__dict__, "num_inference_steps": 5, "edges": edges, "steering_strength": 3.0})
     build = build_dashboard([sae], tmp_path / "site", cfg, progress=False)

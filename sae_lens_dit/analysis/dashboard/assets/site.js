@@ -46,3 +46,27 @@ document.addEventListener("DOMContentLoaded", () => {
   profile.addEventListener("change", filter);
   filter();
 });
+
+// The root index: show one latent id in every SAE of the build (rows list the ids that have a page).
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("jump");
+  if (!form) return;
+  const input = document.getElementById("jump-id");
+  const list = document.getElementById("jump-links");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = input.value.trim();
+    list.replaceChildren();
+    if (!/^\d+$/.test(id)) return;
+    for (const row of document.querySelectorAll("table.saes tr[data-folder]")) {
+      const item = document.createElement("li");
+      const pages = row.dataset.pages.split(" ").filter(Boolean);
+      const link = document.createElement("a");
+      link.textContent = `${row.dataset.name} #${id}`;
+      link.href = `${row.dataset.folder}/` + (pages.includes(id) ? `latents/${id}.html` : "index.html");
+      item.append(link);
+      if (!pages.includes(id)) item.append(" (no page for this latent; the SAE's index)");
+      list.append(item);
+    }
+  });
+});

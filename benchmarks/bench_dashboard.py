@@ -1,0 +1,125 @@
+"""Dashboard of a whole bundled release, built then rebuilt with nothing changed, in one run.
+
+The first build samples the backbone once for all the release's SAEs (recording every hook they read),
+encodes each SAE's tokens, samples the steering previews and writes the pages; everything expensive is
+cached, content-addressed, in the dashboard folder (`analysis/dashboard/cache.py`). The rebuild reads it
+back: it calls the pipeline zero times (counted with a spy on the pipeline class) and rewrites nothing.
+Both builds run in this process on a fresh folder, with the `DashboardConfig` defaults unless
+`--max-latents` (pages per SAE) or `--no-steering` say otherwise.
+
+Run: HF_HUB_OFFLINE=1 python benchmarks/bench_dashboard.py [--release tide-dit-tiny/shapes] [--max-latents N]
+Prints a table and writes benchmarks/results/dashboard.md (`--append` adds a section to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from sae_lens import SAE
+
+import sae_lens_dit  # noqa: F401  (registers the bundled releases)
+from sae_lens_dit.analysis.dashboard import DashboardConfig, build_dashboard
+from sae_lens_dit.analysis.dashboard.cache import FOLDER
+from sae_lens_dit.toy.backbones import load_pipeline
+
+OUT = Path(__file__).parent / "results" / "dashboard.md"
+
+
+def release_saes(release: str) -> list[SAE]:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return [SAE.from_pretrained(release, sae_id) for sae_id in get_pretrained_saes_directory()[release].saes_map]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", default="tide-dit-tiny/shapes")
+    parser.add_argument("--max-latents", type=int, default=DashboardConfig.max_latents)
+    parser.add_argument("--no-steering", action="store_true", help="no steering previews on the pages")
+    parser.add_argument("--progress", action="store_true", help="show the per-stage progress bars")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--append", action="store_true", help="add this run's section to --out instead of replacing it")
+    args = parser.parse_args()
+    saes = release_saes(args.release)
+    cfg = DashboardConfig(max_latents=args.max_latents, steering=not args.no_steering)
+    model = saes[0].cfg.metadata.model_name
+    cls = type(load_pipeline(model))
+    calls = [0]
+    real = cls.__call__
+
+    def spy(self, *a, **kw):
+        calls[0] += 1
+        return real(self, *a, **kw)
+
+    cls.__call__ = spy
+    folder = Path(tempfile.mkdtemp(prefix="bench-dashboard-")) / "site"
+    rows = []
+    try:
+        for label in ("first build", "rebuild (nothing changed)"):
+            calls[0] = 0
+            start = time.perf_counter()
+            build = build_dashboard(saes, folder, cfg, progress=args.progress)
+            seconds = time.perf_counter() - start
+            rows.append((label, seconds, calls[0], build.written, build.reused))
+            print(f"{label}: {seconds:.1f} s, {calls[0]} pipeline calls, {build.written} files written", flush=True)
+        cache_mb = sum(p.stat().st_size for p in (folder / FOLDER).rglob("*") if p.is_file()) / 2**20
+        pages = sum(len(list((site / "latents").glob("*.html"))) for site in build.sites.values())
+    finally:
+        cls.__call__ = real
+        shutil.rmtree(folder.parent, ignore_errors=True)
+    ratio = rows[0][1] / rows[1][1]
+    settings = (
+        f"{len(saes)} SAEs of `{args.release}` ({', '.join(sorted({s.cfg.metadata.hook_name for s in saes}))}), "
+        f"{cfg.num_images} images x {cfg.num_inference_steps} steps, {args.max_latents} pages per SAE ({pages} in "
+        f"all), steering previews {'off' if args.no_steering else 'on'}; cache {cache_mb:.1f} MiB"
+    )
+    table = [
+        "| build | seconds | pipeline calls | files written | files reused |",
+        "|---|---|---|---|---|",
+        *(f"| {label} | {s:.1f} | {c} | {w} | {r} |" for label, s, c, w, r in rows),
+        f"| ratio first / rebuild | {ratio:.1f}x | | | |",
+    ]
+    cores = os.cpu_count()
+    command = (
+        "HF_HUB_OFFLINE=1 python benchmarks/bench_dashboard.py"
+        + (f" --max-latents {args.max_latents}" if args.max_latents != DashboardConfig.max_latents else "")
+        + (" --no-steering" if args.no_steering else "")
+    )
+    text = "\n".join(
+        [
+            f"# Dashboard of a whole release: first build vs rebuild ({args.release})",
+            "",
+            f"{settings}. One process, fresh folder; {cores} CPU cores ({platform.processor() or platform.machine()}), "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads. Run: `{command}`.",
+            "",
+            *table,
+            "",
+            "The first build samples the backbone once for every SAE (all hooks recorded in one run)"
+            + (
+                ""
+                if args.no_steering
+                else ", then each SAE's steering previews (one unedited sample per class, two "
+                "edited samples per page, each its own pipeline call)"
+            )
+            + ". The rebuild reads the content-addressed cache in the dashboard folder and calls the pipeline zero "
+            "times.",
+            "",
+        ]
+    )
+    print("\n".join(table))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and args.out.is_file():
+        text = args.out.read_text() + "\n" + text
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
