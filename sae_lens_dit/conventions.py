@@ -76,6 +76,9 @@ def branch_order(order: CfgOrder) -> tuple[int, int]:
 TIDE_ARCHITECTURE = "tide"
 """The architecture name TIDE SAEs register with SAELens (`cfg.architecture`, `--architecture`)."""
 
+TIDE_TRANSCODER_ARCHITECTURE = "tide_transcoder"
+"""The architecture name of TIDE transcoders (MLP input -> MLP output, timestep-modulated) in SAELens."""
+
 DEFAULT_HOOK = "blocks.2.hook_resid_post"
 """The hook the default run, harvest and CLI use when none is given."""
 

@@ -10,6 +10,7 @@ back whatever the HookPoint returns (a new tensor replaces the activation; None 
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -140,6 +141,35 @@ class BlockOutputSite(Site):
         return tuple(streams) if changed else None
 
 
+class _ImageTokens:
+    """How a submodule tensor (its input or output) lays out the block's image tokens, as its spec says.
+
+    `view(full)` gives the image tokens [batch, tokens, d] (channels_first [batch, d, h, w] flattened
+    and transposed; `image_tail`: the last as many tokens as the block's input has); `back(full, y)`
+    puts replaced image tokens back into the submodule's own layout. Both are exact relayouts.
+    """
+
+    def __init__(self, spec: SubmoduleSpec):
+        self.spec = spec
+        self.image_tokens = 0
+
+    def tokens(self, full: Tensor) -> Tensor:
+        if self.spec.layout == "channels_first":
+            return full.flatten(2).transpose(1, 2)  # [batch, d, h, w] -> [batch, h * w, d]
+        return full
+
+    def view(self, full: Tensor) -> Tensor:
+        tokens = self.tokens(full)
+        return tokens[:, -self.image_tokens :] if self.spec.tokens == "image_tail" else tokens
+
+    def back(self, full: Tensor, y: Tensor) -> Tensor:
+        if self.spec.tokens == "image_tail":
+            y = torch.cat([self.tokens(full)[:, : -self.image_tokens], y], dim=1)
+        if self.spec.layout == "channels_first":
+            y = y.transpose(1, 2).reshape(full.shape)
+        return y
+
+
 class SubmoduleSite(Site):
     """`<sub>.hook_out`: a submodule's image-token output (attention, MLP), before the block gates it."""
 
@@ -154,30 +184,54 @@ class SubmoduleSite(Site):
     ):
         super().__init__([hook_point], on_change)
         self.block, self.submodule, self.spec, self.slot, self.hook_point = block, submodule, spec, slot, hook_point
-        self._image_tokens = 0
+        self._layout = _ImageTokens(spec)
 
     def _register(self) -> list[RemovableHandle]:
-        handles = [self.submodule.register_forward_hook(self._post)]
+        handles = [self._register_on_submodule()]
         if self.spec.tokens == "image_tail":  # the image token count comes from the block's own input
             handles.append(self.block.register_forward_pre_hook(self._count_image_tokens, with_kwargs=True))
         return handles
 
     def _count_image_tokens(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        self._image_tokens = self.slot.get(args, kwargs).shape[1]
+        self._layout.image_tokens = self.slot.get(args, kwargs).shape[1]
+
+    def _register_on_submodule(self) -> RemovableHandle:
+        return self.submodule.register_forward_hook(self._post)
 
     def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
         index = self.spec.output_index
-        full = output if index is None else output[index]
-        tokens = full  # [batch, tokens, d] (or [batch, d, h, w] for channels_first)
-        if self.spec.layout == "channels_first":
-            tokens = full.flatten(2).transpose(1, 2)  # [batch, h * w, d]
-        x = tokens[:, -self._image_tokens :] if self.spec.tokens == "image_tail" else tokens
+        full = output if index is None else output[index]  # [batch, tokens, d] (or [batch, d, h, w])
+        x = self._layout.view(full)
         y = self.hook_point(x)
         if y is x:
             return None
-        y = _checked(y, x, self.hook_point)
-        if self.spec.tokens == "image_tail":
-            y = torch.cat([tokens[:, : -self._image_tokens], y], dim=1)
-        if self.spec.layout == "channels_first":
-            y = y.transpose(1, 2).reshape(full.shape)
+        y = self._layout.back(full, _checked(y, x, self.hook_point))
         return y if index is None else (*output[:index], y, *output[index + 1 :])
+
+
+class SubmoduleInputSite(SubmoduleSite):
+    """`mlp.hook_in`: the image tokens a submodule receives, as the block computes them (after its norm and
+    modulation), read and replaced with a forward pre-hook on the submodule's first forward argument."""
+
+    def __init__(
+        self,
+        block: nn.Module,
+        submodule: nn.Module,
+        spec: SubmoduleSpec,
+        slot: ArgSlot,
+        hook_point: DiTHookPoint,
+        on_change: Callable[[bool], None],
+    ):
+        super().__init__(block, submodule, spec, slot, hook_point, on_change)
+        self.arg = ArgSlot(submodule, next(iter(inspect.signature(submodule.forward).parameters)))
+
+    def _register_on_submodule(self) -> RemovableHandle:
+        return self.submodule.register_forward_pre_hook(self._pre, with_kwargs=True)
+
+    def _pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
+        full = self.arg.get(args, kwargs)  # [batch, tokens, d] (or [batch, d, h, w])
+        x = self._layout.view(full)
+        y = self.hook_point(x)
+        if y is x:
+            return None
+        return self.arg.replace(args, kwargs, self._layout.back(full, _checked(y, x, self.hook_point)))

@@ -19,6 +19,7 @@ Hook names (image-token streams are [batch, tokens, d_model]):
     blocks.{i}.hook_resid_pre, blocks.{i}.hook_resid_post   image residual stream in / out
     blocks.{i}.hook_txt_resid_post                          text stream out (SD3, Flux joint blocks)
     blocks.{i}.attn.hook_out, blocks.{i}.mlp.hook_out       submodule outputs, before gating
+    blocks.{i}.mlp.hook_in                                  the MLP's input, after the block's norm and modulation
     single_blocks.{i}.…                                     Flux single-stream blocks
 Extra submodule hooks (cross_attn, attn2) are listed in each `adapters/*.yaml`.
 
@@ -26,8 +27,9 @@ Extra submodule hooks (cross_attn, attn2) are listed in each `adapters/*.yaml`.
 >>> model = DiTTransformer2DModel(num_layers=1, num_attention_heads=2, attention_head_dim=4, in_channels=4,
 ...     out_channels=8, sample_size=8, patch_size=2, num_embeds_ada_norm=8, norm_type="ada_norm_zero")
 >>> hooked = HookedDiT(model)
->>> hooked.hook_names
-['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post', 'blocks.0.attn.hook_out', 'blocks.0.mlp.hook_out']
+>>> hooked.hook_names  # doctest: +NORMALIZE_WHITESPACE
+['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post', 'blocks.0.attn.hook_out', 'blocks.0.mlp.hook_in',
+ 'blocks.0.mlp.hook_out']
 >>> out, cache = hooked.run_with_cache(torch.randn(2, 4, 8, 8), timestep=torch.tensor([10, 500]),
 ...     class_labels=torch.tensor([1, 8]), names_filter="blocks.0.hook_resid_post")
 >>> cache["blocks.0.hook_resid_post"].shape
@@ -40,25 +42,35 @@ import difflib
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from sae_lens import SAE
-from sae_lens.saes.sae import _disable_hooks
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.hooks import RemovableHandle
-from transformer_lens.hook_points import HookPoint, NamesFilter
+from transformer_lens.hook_points import NamesFilter
 from transformer_lens.HookedRootModule import HookedRootModule
 
-from sae_lens_dit.conventions import Branch, TimestepConditioned, timestep_scope
+from sae_lens_dit.conventions import Branch
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError, StackSpec, adapter_for
 from sae_lens_dit.hooking.call_context import ArgSlot, CallContext, CallReader
-from sae_lens_dit.hooking.hook_sites import BlockInputSite, BlockOutputSite, DiTHookPoint, Site, SubmoduleSite
+from sae_lens_dit.hooking.hook_sites import (
+    BlockInputSite,
+    BlockOutputSite,
+    DiTHookPoint,
+    Site,
+    SubmoduleInputSite,
+    SubmoduleSite,
+)
 from sae_lens_dit.hooking.recording import Recorder, Recording, RecordOptions
+from sae_lens_dit.hooking.splicing import hook_pair, splice_hooks
 
 logger = logging.getLogger(__name__)
+
+INPUT_HOOKED = ("mlp",)
+"""Submodule hooks that also get `hook_in` (the submodule's input, for transcoders)."""
 
 
 class CallListener(Protocol):
@@ -78,8 +90,10 @@ class _CallState:
 
 
 class _SubmoduleHooks(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, with_input: bool) -> None:
         super().__init__()
+        if with_input:
+            self.hook_in = DiTHookPoint()  # [batch, tokens, d] image tokens, after the block's norm and modulation
         self.hook_out = DiTHookPoint()  # [batch, tokens, d] image tokens, before gating
 
 
@@ -93,7 +107,7 @@ class _BlockHooks(nn.Module):
         if has_text:
             self.hook_txt_resid_post = DiTHookPoint()  # [batch, text_tokens, d_model]
         for name in submodules:
-            self.add_module(name, _SubmoduleHooks())
+            self.add_module(name, _SubmoduleHooks(with_input=name in INPUT_HOOKED))
 
 
 class HookedDiT(HookedRootModule):
@@ -147,6 +161,9 @@ class HookedDiT(HookedRootModule):
         for sub in present:
             hook_point = getattr(hooks, sub.hook).hook_out
             self._sites.append(SubmoduleSite(block, submodules[sub.hook], sub, slot, hook_point, on_change))
+            if sub.hook in INPUT_HOOKED:
+                hook_in = getattr(hooks, sub.hook).hook_in
+                self._sites.append(SubmoduleInputSite(block, submodules[sub.hook], sub, slot, hook_in, on_change))
         return hooks
 
     # ----------------------------------------------------------------------------------------------
@@ -352,17 +369,19 @@ class HookedDiT(HookedRootModule):
         With `use_error_term`, the output is `x + (sae(x) - sae_clean(x))`, where the clean pass runs
         with the SAE's own hook points bypassed: exactly `x` until a hook on the SAE (e.g. on
         `hook_sae_acts_post`) edits something, and the edit's effect otherwise; gradients flow through
-        the SAE as in SAELens's error-term mode. Timestep-conditioned SAEs (TIDE;
-        `conventions.TimestepConditioned`)
-        get the current call's timestep per batch row, [batch]. Each SAE's `use_error_term` is
-        restored on exit.
+        the SAE as in SAELens's error-term mode. Transcoders (SAELens's convention: `hook_name` is the
+        input hook, `hook_name_out` the output hook, e.g. `blocks.{i}.mlp.hook_in` -> `mlp.hook_out`)
+        replace the output with their reconstruction from the input (error term: output +
+        (tc(in) - tc_clean(in))). Timestep-conditioned SAEs and transcoders (TIDE;
+        `conventions.TimestepConditioned`) get the current call's timestep per batch row, [batch].
+        Each SAE's `use_error_term` is restored on exit.
         """
-        hook_names = [sae.cfg.metadata.hook_name for sae in saes]
+        hook_names = [name for sae in saes for name in hook_pair(sae)]
         if not all(isinstance(name, str) for name in hook_names):
             raise ValueError(f"every SAE must name its hook in cfg.metadata.hook_name; got {hook_names}")
         self.check_hook_names(hook_names)
         previous = [sae.use_error_term for sae in saes]
-        hooks = [(name, self._splice_hook(sae, use_error_term)) for name, sae in zip(hook_names, saes, strict=True)]
+        hooks = splice_hooks(saes, use_error_term, lambda: self.call_context)
         try:
             for sae in saes:
                 sae.use_error_term = False  # the splice computes the error term itself, exactly
@@ -373,36 +392,6 @@ class HookedDiT(HookedRootModule):
                 warnings.simplefilter("ignore", DeprecationWarning)  # SAELens warns when it is set to True
                 for sae, value in zip(saes, previous, strict=True):
                     sae.use_error_term = value
-
-    def _splice_hook(self, sae: SAE, use_error_term: bool) -> Callable[..., Tensor]:
-        def splice(activation: Tensor, hook: HookPoint) -> Tensor:  # activation: [batch, tokens, d]
-            if activation.shape[-1] != sae.cfg.d_in:
-                raise ValueError(
-                    f"SAE with d_in={sae.cfg.d_in} spliced at {hook.name}, whose activations are "
-                    f"{activation.shape[-1]}-dimensional: use an SAE trained on this model's {hook.name}"
-                )
-            x = activation.to(sae.device, sae.dtype)
-            with self._timestep_scope(sae, activation):
-                out = sae(x)
-                if use_error_term:
-                    with torch.no_grad(), _disable_hooks(sae):
-                        clean = sae(x)
-            if use_error_term:
-                return activation.detach() + (out - clean).to(activation.device, activation.dtype)
-            return out.to(activation.device, activation.dtype)
-
-        return splice
-
-    def _timestep_scope(self, sae: SAE, activation: Tensor) -> Any:
-        if not isinstance(sae, TimestepConditioned):
-            return nullcontext()
-        timestep = self.call_context.timestep
-        if timestep is None:
-            raise ValueError(
-                f"SAE at {sae.cfg.metadata.hook_name} needs a timestep (it is timestep-conditioned) but the "
-                f"transformer was called without one; pass `timestep` to the transformer"
-            )
-        return timestep_scope(sae, timestep.to(activation.device))  # [batch]
 
 
 def _submodule(block: nn.Module, path: str, spec: AdapterSpec) -> nn.Module | None:

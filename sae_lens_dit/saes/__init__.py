@@ -9,6 +9,13 @@ from sae_lens_dit.saes.tide_sae import (
     TideTrainingSAEConfig,
     feed_timesteps,
 )
+from sae_lens_dit.saes.tide_transcoder import (
+    TideTrainingTranscoder,
+    TideTrainingTranscoderConfig,
+    TideTranscoder,
+    TideTranscoderConfig,
+    transcoder_rows,
+)
 
 __all__ = [
     "BatchTimestepReceiver",
@@ -18,5 +25,10 @@ __all__ = [
     "TideSAEConfig",
     "TideTrainingSAE",
     "TideTrainingSAEConfig",
+    "TideTrainingTranscoder",
+    "TideTrainingTranscoderConfig",
+    "TideTranscoder",
+    "TideTranscoderConfig",
     "feed_timesteps",
+    "transcoder_rows",
 ]

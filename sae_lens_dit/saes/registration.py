@@ -19,10 +19,16 @@ from sae_lens.loading.pretrained_sae_loaders import (
 )
 from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
-from sae_lens_dit.conventions import TIDE_ARCHITECTURE
+from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIDE_TRANSCODER_ARCHITECTURE
 from sae_lens_dit.saes.loading import validated_huggingface_loader
 from sae_lens_dit.saes.sparse_topk import SPARSE_ARCHITECTURE, SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig
 from sae_lens_dit.saes.tide_sae import TideSAE, TideSAEConfig, TideTrainingSAE, TideTrainingSAEConfig
+from sae_lens_dit.saes.tide_transcoder import (
+    TideTrainingTranscoder,
+    TideTrainingTranscoderConfig,
+    TideTranscoder,
+    TideTranscoderConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +40,8 @@ LOADER = "sae_lens_dit"
 
 
 def register_tide_architecture() -> None:
-    """Register TideSAE / TideTrainingSAE under `TIDE_ARCHITECTURE`, the sparse-step TopK training SAE
+    """Register TideSAE / TideTrainingSAE under `TIDE_ARCHITECTURE`, the TIDE transcoders under
+    `TIDE_TRANSCODER_ARCHITECTURE`, the sparse-step TopK training SAE
     under `SPARSE_ARCHITECTURE` (training only: it saves as SAELens `topk`) and the validating
     loader under `LOADER` with SAELens; idempotent."""
     _register(SAE_CLASS_REGISTRY, register_sae_class, TIDE_ARCHITECTURE, TideSAE, TideSAEConfig)
@@ -44,6 +51,16 @@ def register_tide_architecture() -> None:
         TIDE_ARCHITECTURE,
         TideTrainingSAE,
         TideTrainingSAEConfig,
+    )
+    _register(
+        SAE_CLASS_REGISTRY, register_sae_class, TIDE_TRANSCODER_ARCHITECTURE, TideTranscoder, TideTranscoderConfig
+    )
+    _register(
+        SAE_TRAINING_CLASS_REGISTRY,
+        register_sae_training_class,
+        TIDE_TRANSCODER_ARCHITECTURE,
+        TideTrainingTranscoder,
+        TideTrainingTranscoderConfig,
     )
     _register(
         SAE_TRAINING_CLASS_REGISTRY,

@@ -62,7 +62,12 @@ class TimestepModulatedSAE(SAE[Any]):
             terms=tuple(term for term, on in zip(TERMS, terms, strict=True) if on),
             dtype=self.dtype,
             device=self.device,
+            d_out=self._output_width(),
         )
+
+    def _output_width(self) -> int:
+        """Width of the reconstruction and of decoder_bias(t): d_in (a transcoder overrides it with d_out)."""
+        return self.cfg.d_in
 
     @contextmanager
     def at_timestep(self, timestep: TimestepLike) -> Iterator[None]:

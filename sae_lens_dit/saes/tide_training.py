@@ -51,22 +51,27 @@ class TideTrainingSAE(TimestepModulatedSAE, SparseTopKTraining, TopKTrainingSAE)
 
     @override
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        timesteps = self._take_batch_timesteps(step_input.sae_in)
+        with self._terms_once(step_input.sae_in, timesteps):
+            return super().training_forward_pass(step_input)
+
+    def _take_batch_timesteps(self, rows: torch.Tensor) -> torch.Tensor:
+        """The timesteps handed for the batch `rows` [batch, ...], taken once, on its device."""
         timesteps, self._batch_timesteps = self._batch_timesteps, None
-        n_rows = step_input.sae_in.shape[0]
+        n_rows, name = rows.shape[0], type(self).__name__
         if timesteps is None:
             raise ValueError(
-                "TideTrainingSAE.training_forward_pass: no timesteps were handed for this batch. "
+                f"{name}.training_forward_pass: no timesteps were handed for this batch. "
                 "Build the trainer's data provider with feed_timesteps(pairs, sae) "
                 "(sae_lens_dit.saes), which hands each batch's timesteps to the SAE."
             )
         if timesteps.shape[0] != n_rows:
             raise ValueError(
-                f"TideTrainingSAE.training_forward_pass: {timesteps.shape[0]} timesteps were handed "
+                f"{name}.training_forward_pass: {timesteps.shape[0]} timesteps were handed "
                 f"for a batch of {n_rows} rows; feed_timesteps must yield (activations [B, d_in], "
                 f"timesteps [B]) pairs and nothing else may pull from the data provider in between"
             )
-        with self._terms_once(step_input.sae_in, timesteps.to(step_input.sae_in.device)):
-            return super().training_forward_pass(step_input)
+        return timesteps.to(rows.device)
 
     @override
     def _sparse_encoder_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,8 @@ TERMS = ("scale", "shift", "decoder_bias")
 
 
 class TimestepTerms(NamedTuple):
-    """The timestep terms for one input, each broadcastable to [*leading dims, d_in]; None if off."""
+    """The timestep terms for one input, each broadcastable to [*leading dims, width]; None if off.
+    gain and shift are d_in wide, decoder_bias d_out wide (d_in for an SAE, d_out for a transcoder)."""
 
     gain: torch.Tensor | None  # 1 + scale(t)
     shift: torch.Tensor | None
@@ -44,7 +45,8 @@ class TimestepMLP(nn.Module):
 
     `linear_1` and `linear_2` have the shape of DiT's `TimestepEmbedding` so that
     `init_from_dit_block` can copy them. `heads` computes every enabled term in one matmul: its
-    rows are the enabled terms' [d_in] blocks in `TERMS` order.
+    rows are the enabled terms' blocks in `TERMS` order ([d_in] each; decoder_bias [d_out], which is
+    d_in unless given: a transcoder reconstructs another width than it reads).
     """
 
     def __init__(
@@ -55,14 +57,17 @@ class TimestepMLP(nn.Module):
         terms: tuple[str, ...],
         dtype: torch.dtype,
         device: torch.device,
+        d_out: int | None = None,
     ):
         super().__init__()
         factory = {"dtype": dtype, "device": device}
         self.terms_enabled = tuple(term for term in TERMS if term in terms)
         self.d_in, self.embed_dim = d_in, embed_dim
+        d_out = d_in if d_out is None else d_out
+        self.widths = tuple(d_out if term == "decoder_bias" else d_in for term in self.terms_enabled)
         self.linear_1 = nn.Linear(embed_dim, hidden_dim, **factory)
         self.linear_2 = nn.Linear(hidden_dim, hidden_dim, **factory)
-        self.heads = nn.Linear(hidden_dim, len(self.terms_enabled) * d_in, **factory)
+        self.heads = nn.Linear(hidden_dim, sum(self.widths), **factory)
         nn.init.zeros_(self.heads.weight)
         nn.init.zeros_(self.heads.bias)
 
@@ -84,26 +89,32 @@ class TimestepMLP(nn.Module):
         else:
             values, inverse = torch.unique(t, return_inverse=True)
         check_timestep_range(values)
-        n_terms = len(self.terms_enabled)
-        per_value = self.heads(self.features(values)).view(len(values), n_terms, self.d_in)
+        per_value = self.heads(self.features(values))  # [n values, sum(widths)]
         if "scale" in self.terms_enabled:
-            per_value[:, 0] += 1  # gain = 1 + scale
+            per_value[:, : self.d_in] += 1  # gain = 1 + scale
         if inverse is None or len(values) == 1:
-            spread = per_value[0].unbind(0)  # each [d_in]
-        else:  # [n_terms, *t.shape, (1,)*, d_in]: one gather for all terms
-            view = (n_terms, *t.shape) + (1,) * (len(lead_shape) - t.ndim) + (self.d_in,)
-            spread = per_value.transpose(0, 1).index_select(1, inverse.reshape(-1)).view(view).unbind(0)
+            spread = per_value[0].split(self.widths)  # each [width]
+        elif len(set(self.widths)) == 1:  # [n_terms, *t.shape, (1,)*, d_in]: one gather for all terms
+            n_terms, width = len(self.widths), self.widths[0]
+            view = (n_terms, *t.shape) + (1,) * (len(lead_shape) - t.ndim) + (width,)
+            per_term = per_value.view(len(values), n_terms, width).transpose(0, 1)
+            spread = per_term.index_select(1, inverse.reshape(-1)).view(view).unbind(0)
+        else:  # [*t.shape, (1,)*, sum(widths)], split into the terms
+            view = (*t.shape,) + (1,) * (len(lead_shape) - t.ndim) + (sum(self.widths),)
+            spread = per_value.index_select(0, inverse.reshape(-1)).view(view).split(self.widths, dim=-1)
         by_name = dict(zip(self.terms_enabled, spread, strict=True))
         return TimestepTerms(by_name.get("scale"), by_name.get("shift"), by_name.get("decoder_bias"))
 
     @torch.no_grad()
     def scale_additive_terms(self, factor: float) -> None:
         """Multiply `shift` and `decoder_bias` by `factor` (they live in activation units)."""
-        for i, term in enumerate(self.terms_enabled):
+        start = 0
+        for term, width in zip(self.terms_enabled, self.widths, strict=True):
             if term != "scale":
-                rows = slice(i * self.d_in, (i + 1) * self.d_in)
+                rows = slice(start, start + width)
                 self.heads.weight[rows] *= factor
                 self.heads.bias[rows] *= factor
+            start += width
 
 
 def check_timestep_shape(t: torch.Tensor, lead_shape: torch.Size) -> torch.Tensor:

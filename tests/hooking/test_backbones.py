@@ -45,6 +45,12 @@ def _capture_blocks(backbone: Any, model: nn.Module, inputs: dict) -> dict[str, 
                     seen[key] = part(output if index is None else output[index])
 
                 handles.append(module.register_forward_hook(sub))
+                if suffix == "mlp":  # mlp.hook_in: the MLP's own (first) input argument
+
+                    def sub_in(module, args, kwargs, key=f"{prefix}.{i}.mlp.hook_in", part=image_part):
+                        seen[key] = part(args[0] if args else next(iter(kwargs.values())))
+
+                    handles.append(module.register_forward_pre_hook(sub_in, with_kwargs=True))
     try:
         backbone.run(model, inputs)
     finally:

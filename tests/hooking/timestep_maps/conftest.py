@@ -250,6 +250,12 @@ def _capture(family: Family, model: nn.Module, inputs: dict[str, Any]) -> dict[s
                     seen[key] = output if index is None else output[index]
 
                 handles.append(_module_at(block, path).register_forward_hook(sub))
+                if hook == "mlp":  # mlp.hook_in: the MLP's own (first) input argument
+
+                    def sub_in(module, args, kwargs, key=f"{prefix}.{i}.mlp.hook_in"):
+                        seen[key] = args[0] if args else next(iter(kwargs.values()))
+
+                    handles.append(_module_at(block, path).register_forward_pre_hook(sub_in, with_kwargs=True))
     try:
         family.run(model, inputs)
     finally:

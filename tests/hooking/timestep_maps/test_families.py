@@ -22,6 +22,7 @@ def _expected_names(family, model) -> set[str]:
             if family.text_index is not None and not getattr(block, "context_pre_only", False):
                 names.add(f"{prefix}.{i}.hook_txt_resid_post")
             names |= {f"{prefix}.{i}.{hook}.hook_out" for hook in family.submodules}
+            names |= {f"{prefix}.{i}.mlp.hook_in" for hook in family.submodules if hook == "mlp"}
     return names
 
 
