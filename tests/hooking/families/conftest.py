@@ -21,29 +21,46 @@ from diffusers import (
     BriaTransformer2DModel,
     ChronoEditTransformer3DModel,
     CogVideoXDDIMScheduler,
+    CogVideoXDPMScheduler,
     CogVideoXTransformer3DModel,
     CogView3PlusTransformer2DModel,
     CogView4Transformer2DModel,
+    ConsisIDTransformer3DModel,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    EasyAnimateTransformer3DModel,
     EulerAncestralDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    GlmImageTransformer2DModel,
+    HeliosTransformer3DModel,
     HunyuanDiT2DModel,
+    HunyuanImageTransformer2DModel,
+    HunyuanVideo15Transformer3DModel,
+    HunyuanVideoFramepackTransformer3DModel,
     HunyuanVideoTransformer3DModel,
+    Kandinsky5Transformer3DModel,
+    Kandinsky6SRTransformer3DModel,
+    Kandinsky6Transformer3DModel,
     LongCatImageTransformer2DModel,
+    LTX2VideoTransformer3DModel,
     LTXVideoTransformer3DModel,
+    NucleusMoEImageTransformer2DModel,
     OvisImageTransformer2DModel,
+    PRXTransformer2DModel,
     QwenImageTransformer2DModel,
     SanaVideoTransformer3DModel,
     SkyReelsV2Transformer3DModel,
     UniPCMultistepScheduler,
+    WanAnimateTransformer3DModel,
     WanTransformer3DModel,
+    WanVACETransformer3DModel,
 )
 from diffusers.models.embeddings import get_2d_rotary_pos_embed
 from torch import Tensor, nn
 
 Submodule = tuple[str, int | None, Callable[[Tensor], Tensor]]
-"""(attribute of the block, index into its output tuple or None, output -> image tokens [batch, tokens, d] as a view)"""
+"""(dotted path of the module in the block, index into its output tuple or None,
+output -> image tokens [batch, tokens, d] as a view)"""
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,7 @@ class Family:
     stacks: dict[str, Stack]  # hook-name prefix -> Stack
     scheduler: Callable[[], Any]  # the scheduler the family's pipelines use
     pipeline_timestep: Callable[[Tensor, int], Tensor]  # scheduler timestep t, batch -> the `timestep` argument
-    cfg: Literal["equal_halves", "separate_calls"]  # how the pipelines lay out classifier-free guidance
+    cfg: Literal["equal_halves", "separate_calls", "none"]  # how the pipelines lay out classifier-free guidance
 
     def make(self) -> nn.Module:
         torch.manual_seed(0)
@@ -331,6 +348,49 @@ def _hunyuan_video_inputs(b: int) -> dict[str, Any]:
     }
 
 
+def _hunyuan_video_framepack() -> nn.Module:
+    return HunyuanVideoFramepackTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=10,
+        num_layers=2,
+        num_single_layers=2,
+        num_refiner_layers=1,
+        patch_size=2,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 4),
+        image_condition_type=None,
+        has_image_proj=True,
+        image_proj_dim=16,
+        has_clean_x_embedder=True,
+    )
+
+
+def _hunyuan_video_framepack_inputs(b: int) -> dict[str, Any]:
+    # HunyuanVideoFramepackPipeline: the section's noisy latents plus the clean / 2x / 4x history latents and
+    # their frame indices (for the RoPE), SigLIP image embeddings and the distilled guidance (scale * 1000).
+    return {
+        "hidden_states": torch.randn(b, 4, 3, 4, 4),
+        "timestep": torch.rand(b) * 1000,
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "encoder_attention_mask": torch.ones(b, 6),
+        "pooled_projections": torch.randn(b, 8),
+        "image_embeds": torch.randn(b, 6, 16),
+        "indices_latents": torch.arange(3),
+        "guidance": torch.full((b,), 10000.0),
+        "latents_clean": torch.randn(b, 4, 2, 4, 4),
+        "indices_latents_clean": torch.arange(2),
+        "latents_history_2x": torch.randn(b, 4, 2, 4, 4),
+        "indices_latents_history_2x": torch.arange(2),
+        "latents_history_4x": torch.randn(b, 4, 8, 4, 4),
+        "indices_latents_history_4x": torch.arange(8),
+    }
+
+
 # --- CogView3-Plus -------------------------------------------------------------------------------
 
 COGVIEW3PLUS_TEXT_TOKENS = 6
@@ -438,6 +498,440 @@ def _video_inputs(text_dim: int, timestep: Callable[[int], Tensor]) -> Callable[
         }
 
     return inputs
+
+
+# --- Wan VACE, Wan Animate: Wan blocks, with a control hint / face adapter added between blocks --------
+
+
+def _wan_vace() -> nn.Module:
+    # vace_layers [0, 2] of 4: the control hints land after blocks 0 and 2.
+    return WanVACETransformer3DModel(**{**_wan_config(), "num_layers": 4}, vace_layers=[0, 2], vace_in_channels=12)
+
+
+def _wan_vace_inputs(b: int) -> dict[str, Any]:
+    # WanVACEPipeline: control_hidden_states are the control video's latents + mask [batch, 3 * 4, frames, h, w].
+    return {**_wan_inputs(b), "control_hidden_states": torch.randn(b, 12, 2, 8, 8)}
+
+
+def _wan_animate() -> nn.Module:
+    config = {key: value for key, value in _wan_config().items() if key != "in_channels"}
+    return WanAnimateTransformer3DModel(
+        **config,
+        in_channels=12,  # 2 * latent_channels + 4: noisy latents | reference / conditioning latents | mask
+        latent_channels=4,
+        image_dim=16,
+        motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16},
+        motion_encoder_size=16,
+        motion_style_dim=8,
+        motion_dim=4,
+        motion_encoder_dim=16,
+        face_encoder_hidden_dim=16,
+        face_encoder_num_heads=2,
+        inject_face_latents_blocks=1,  # a face adapter after every block
+    )
+
+
+def _wan_animate_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 12, 3, 8, 8),  # reference frame + 2 frames
+        "timestep": torch.rand(b) * 1000,
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "encoder_hidden_states_image": torch.randn(b, 4, 16),  # CLIP features of the reference image
+        "pose_hidden_states": torch.randn(b, 4, 2, 8, 8),  # one frame fewer than hidden_states
+        "face_pixel_values": torch.randn(b, 3, 1, 16, 16),  # pixel-space face video
+    }
+
+
+# --- HunyuanVideo 1.5, HunyuanImage 2.1 -----------------------------------------------------------
+
+
+def _hunyuan_video15() -> nn.Module:
+    return HunyuanVideo15Transformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=1,
+        patch_size_t=1,
+        text_embed_dim=16,
+        text_embed_2_dim=8,
+        image_embed_dim=12,
+        rope_axes_dim=(2, 2, 4),
+        target_size=16,
+        task_type="t2v",
+    )
+
+
+def _hunyuan_text_inputs(b: int) -> dict[str, Any]:
+    return {
+        "encoder_hidden_states": torch.randn(b, 6, 16),  # MLLM tokens
+        "encoder_attention_mask": torch.ones(b, 6),
+        "encoder_hidden_states_2": torch.randn(b, 4, 8),  # ByT5 tokens
+        "encoder_attention_mask_2": torch.ones(b, 4),
+    }
+
+
+def _hunyuan_video15_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 4, 2, 4, 4),  # [batch, channels, frames, height, width]
+        "timestep": torch.rand(b) * 1000,
+        **_hunyuan_text_inputs(b),
+        "image_embeds": torch.zeros(b, 3, 12),  # text-to-video: zero image embeddings
+    }
+
+
+def _hunyuan_image() -> nn.Module:
+    return HunyuanImageTransformer2DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        num_single_layers=2,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=(1, 1),
+        text_embed_dim=16,
+        text_embed_2_dim=8,
+        rope_axes_dim=(4, 4),
+    )
+
+
+def _hunyuan_image_inputs(b: int) -> dict[str, Any]:
+    return {"hidden_states": torch.randn(b, 4, 4, 4), "timestep": torch.rand(b) * 1000, **_hunyuan_text_inputs(b)}
+
+
+# --- Kandinsky 5.0 --------------------------------------------------------------------------------
+
+
+def _kandinsky5() -> nn.Module:
+    model = Kandinsky5Transformer3DModel(
+        in_visual_dim=4,
+        in_text_dim=16,
+        in_text_dim2=8,
+        time_dim=16,
+        out_visual_dim=4,
+        patch_size=(1, 2, 2),
+        model_dim=16,  # head_dim = sum(axes_dims) = 8: two heads
+        ff_dim=32,
+        num_text_blocks=1,
+        num_visual_blocks=2,
+        axes_dims=(2, 2, 4),
+    )
+    # Kandinsky5Modulation starts at zero (every gate 0: attention and MLP outputs would not reach the stream);
+    # give the modulation layers random weights, as a trained model has.
+    for name, module in model.named_modules():
+        if name.endswith("modulation.out_layer"):
+            nn.init.normal_(module.weight, std=0.5)
+            nn.init.normal_(module.bias, std=0.5)
+    return model
+
+
+def _kandinsky5_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 2, 8, 8, 4),  # channels last: [batch, frames, height, width, channels]
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "timestep": torch.rand(b) * 1000,
+        "pooled_projections": torch.randn(b, 8),
+        "visual_rope_pos": [torch.arange(2), torch.arange(4), torch.arange(4)],  # the patch grid, as the pipeline
+        "text_rope_pos": torch.arange(6),
+    }
+
+
+# --- EasyAnimate, ConsisID -----------------------------------------------------------------------
+
+EASYANIMATE_TEXT_TOKENS = 6
+
+
+def _easyanimate() -> nn.Module:
+    return EasyAnimateTransformer3DModel(
+        attention_head_dim=16,  # its 3D RoPE splits the head dimension in even parts
+        num_attention_heads=2,
+        in_channels=4,
+        out_channels=4,
+        patch_size=2,
+        num_layers=2,
+        mmdit_layers=2,
+        sample_height=8,
+        sample_width=8,
+        text_embed_dim=16,
+        time_embed_dim=8,
+    )
+
+
+def _easyanimate_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 4, 2, 8, 8),  # [batch, channels, frames, height, width]
+        "timestep": torch.rand(b) * 1000,
+        "encoder_hidden_states": torch.randn(b, EASYANIMATE_TEXT_TOKENS, 16),
+    }
+
+
+CONSISID_TEXT_TOKENS = 8
+
+
+def _consisid() -> nn.Module:
+    return ConsisIDTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=8,
+        num_layers=2,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=8,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=CONSISID_TEXT_TOKENS,
+        cross_attn_interval=1,  # a face cross-attention after every block
+        is_kps=False,
+        is_train_face=True,
+        cross_attn_dim_head=1,
+        cross_attn_num_heads=1,
+        LFE_id_dim=2,
+        LFE_vit_dim=2,
+        LFE_depth=5,
+        LFE_dim_head=8,
+        LFE_num_heads=2,
+        LFE_num_id_token=1,
+        LFE_num_querie=1,
+        LFE_output_dim=10,
+        LFE_ff_mult=1,
+        LFE_num_scale=1,
+    )
+
+
+def _consisid_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 2, 4, 8, 8),  # [batch, frames, channels, height, width]
+        "encoder_hidden_states": torch.randn(b, CONSISID_TEXT_TOKENS, 8),
+        "timestep": torch.randint(0, 1000, (b,)),
+        "id_vit_hidden": [torch.randn(b, 2, 2)],  # face features, as ConsisIDPipeline passes them
+        "id_cond": torch.randn(b, 2),
+    }
+
+
+def _consisid_mlp_video(out: Tensor) -> Tensor:
+    return out[:, CONSISID_TEXT_TOKENS:]  # the block's one MLP runs over [text | video]
+
+
+# --- GLM-Image ------------------------------------------------------------------------------------
+
+
+def _glm_image() -> nn.Module:
+    return GlmImageTransformer2DModel(
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        text_embed_dim=32,
+        time_embed_dim=16,
+        condition_dim=8,
+        prior_vq_quantizer_codebook_size=64,
+    )
+
+
+def _glm_image_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 4, 8, 8),
+        "encoder_hidden_states": torch.randn(b, 6, 32),  # glyph (quoted text) embeddings
+        "prior_token_id": torch.randint(0, 64, (b, 16)),  # the AR prior's token per image token
+        "prior_token_drop": torch.zeros(b, 16, dtype=torch.bool),
+        "timestep": torch.rand(b) * 1000,
+        "target_size": torch.tensor([[64.0, 64.0]] * b),
+        "crop_coords": torch.tensor([[0.0, 0.0]] * b),
+    }
+
+
+# --- LTX-2 ----------------------------------------------------------------------------------------
+
+
+def _ltx2() -> nn.Module:
+    return LTX2VideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=4,
+        audio_cross_attention_dim=8,
+        num_layers=2,
+        qk_norm="rms_norm_across_heads",
+        caption_channels=16,
+        rope_double_precision=False,
+    )
+
+
+def _ltx2_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 2 * 4 * 4, 4),  # packed [batch, frames * height * width, channels]
+        "audio_hidden_states": torch.randn(b, 9, 4),  # [batch, audio frames, channels * mel bins]
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "audio_encoder_hidden_states": torch.randn(b, 6, 16),
+        "timestep": torch.rand(b) * 1000,
+        "encoder_attention_mask": torch.ones(b, 6, dtype=torch.bool),
+        "num_frames": 2,
+        "height": 4,
+        "width": 4,
+        "audio_num_frames": 9,
+        "fps": 25.0,
+    }
+
+
+# --- Helios ---------------------------------------------------------------------------------------
+
+
+def _helios() -> nn.Module:
+    config = {key: value for key, value in _wan_config().items() if key != "rope_max_seq_len"}
+    return HeliosTransformer3DModel(
+        **config,
+        rope_dim=(4, 4, 4),
+        has_multi_term_memory_patch=True,
+        guidance_cross_attn=True,
+        zero_history_timestep=True,
+        is_amplify_history=False,
+    )
+
+
+def _helios_inputs(b: int) -> dict[str, Any]:
+    # HeliosPipeline: the section's noisy latents, the short / mid / long history latents and frame indices.
+    return {
+        **_wan_inputs(b),
+        "indices_hidden_states": torch.arange(1, 3).expand(b, -1),
+        "indices_latents_history_short": torch.zeros(b, 1, dtype=torch.long),
+        "indices_latents_history_mid": torch.zeros(b, 1, dtype=torch.long),
+        "indices_latents_history_long": torch.zeros(b, 4, dtype=torch.long),
+        "latents_history_short": torch.randn(b, 4, 1, 8, 8),
+        "latents_history_mid": torch.randn(b, 4, 1, 8, 8),
+        "latents_history_long": torch.randn(b, 4, 4, 8, 8),
+    }
+
+
+# --- Kandinsky 6 ----------------------------------------------------------------------------------
+
+
+def _kandinsky6() -> nn.Module:
+    return Kandinsky6Transformer3DModel(
+        in_visual_dim=4,
+        out_visual_dim=4,
+        in_text_dim=8,
+        in_text_dim2=8,
+        time_dim=16,
+        patch_size=(1, 2, 2),
+        model_dim=24,  # head_dim = sum(axes_dims) = 12: two heads
+        ff_dim=32,
+        num_text_blocks=1,
+        num_visual_blocks=2,
+        axes_dims=(4, 4, 4),
+        visual_cond=True,
+        in_audio_dim=4,
+        out_audio_dim=4,
+    )
+
+
+def _kandinsky6_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 2, 8, 8, 9),  # channels last: noisy latents | condition latents | mask
+        "encoder_hidden_states": torch.randn(b, 6, 8),
+        "pooled_projections": torch.randn(b, 8),
+        "timestep": torch.rand(b) * 1000,
+        "audio_hidden_states": torch.randn(b, 5, 4),
+    }
+
+
+# --- PRX ------------------------------------------------------------------------------------------
+
+
+def _prx() -> nn.Module:
+    model = PRXTransformer2DModel(
+        in_channels=4,
+        patch_size=2,
+        context_in_dim=16,
+        hidden_size=32,
+        mlp_ratio=2.0,
+        num_heads=2,
+        depth=2,
+        axes_dim=[8, 8],
+    )
+    # PRX's Modulation starts at zero (every gate 0); give it random weights, as a trained model has.
+    for block in model.blocks:
+        nn.init.normal_(block.modulation.lin.weight, std=0.5)
+        nn.init.normal_(block.modulation.lin.bias, std=0.5)
+    return model
+
+
+def _prx_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 4, 8, 8),
+        "timestep": torch.rand(b),
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+    }
+
+
+# --- Nucleus-MoE Image -----------------------------------------------------------------------------
+
+
+def _nucleusmoe_image() -> nn.Module:
+    model = NucleusMoEImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=5,  # dense_moe_strategy keeps blocks 0-2 and the last dense: block 3 is a mixture of experts
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        axes_dims_rope=(8, 4, 4),
+        mlp_ratio=6.0,  # the dense blocks' inner width rounds down to a multiple of 128: 32 * 6 * 2 / 3 = 128
+        moe_enabled=True,
+        num_experts=4,
+        moe_intermediate_dim=32,
+        capacity_factors=2.0,  # expert capacity ceil(2 * 16 tokens / 4 experts) = 8 must not exceed the tokens
+    )
+    # The experts' weights are allocated with torch.empty (a checkpoint fills them): give them values.
+    for name, parameter in model.named_parameters():
+        if ".experts." in name:
+            nn.init.normal_(parameter, std=0.1)
+    return model
+
+
+def _nucleusmoe_image_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 16, 16),  # packed 2x2 latent patches of a 4x4 grid
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "encoder_hidden_states_mask": torch.ones(b, 6, dtype=torch.long),
+        "timestep": torch.rand(b),
+        "img_shapes": [(1, 4, 4)] * b,
+    }
+
+
+def _kandinsky6_sr() -> nn.Module:
+    return Kandinsky6SRTransformer3DModel(
+        in_visual_dim=4,
+        out_visual_dim=4,
+        time_dim=16,
+        patch_size=(1, 1, 1),
+        model_dim=24,
+        ff_dim=32,
+        num_visual_blocks=2,
+        axes_dims=(4, 4, 4),
+    )
+
+
+def _kandinsky6_sr_inputs(b: int) -> dict[str, Any]:
+    # NABLA attention needs the token grid's height and width divisible by 8.
+    return {"hidden_states": torch.randn(b, 1, 8, 8, 9), "timestep": torch.rand(b) * 1000}
 
 
 def _expanded(t: Tensor, b: int) -> Tensor:
@@ -649,6 +1143,201 @@ FAMILIES: dict[str, Family] = {
         lambda: DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=8.0),
         _expanded,  # SanaVideoPipeline: timestep = t.expand(batch)
         "equal_halves",
+    ),
+    "wan_vace": Family(
+        "wan_vace",
+        _wan_vace,
+        _wan_vace_inputs,
+        _WAN_STACKS,
+        lambda: UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+        _expanded,  # WanVACEPipeline: timestep = t.expand(batch)
+        "separate_calls",
+    ),
+    "wan_animate": Family(
+        "wan_animate",
+        _wan_animate,
+        _wan_animate_inputs,
+        _WAN_STACKS,
+        lambda: UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0),
+        _expanded,  # WanAnimatePipeline: timestep = t.expand(batch)
+        "separate_calls",
+    ),
+    "hunyuan_video15": Family(
+        "hunyuan_video15",
+        _hunyuan_video15,
+        _hunyuan_video15_inputs,
+        {"blocks": Stack("transformer_blocks", 0, 1, {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)})},
+        lambda: FlowMatchEulerDiscreteScheduler(shift=7.0),
+        _expanded,  # HunyuanVideo15Pipeline: timestep = t.expand(batch), once per guider batch
+        "separate_calls",
+    ),
+    "hunyuan_image": Family(
+        "hunyuan_image",
+        _hunyuan_image,
+        _hunyuan_image_inputs,
+        {
+            "blocks": Stack("transformer_blocks", 0, 1, {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}),
+            "single_blocks": Stack("single_transformer_blocks", 0, 1, {"attn": ("attn", 0, _whole)}),
+        },
+        lambda: FlowMatchEulerDiscreteScheduler(shift=4.0),
+        _expanded,  # HunyuanImagePipeline: timestep = t.expand(batch), once per guider batch
+        "separate_calls",
+    ),
+    "kandinsky5": Family(
+        "kandinsky5",
+        _kandinsky5,
+        _kandinsky5_inputs,
+        {
+            "blocks": Stack(
+                "visual_transformer_blocks",
+                None,
+                submodules={
+                    "attn": ("self_attention", None, _whole),
+                    "cross_attn": ("cross_attention", None, _whole),
+                    "mlp": ("feed_forward", None, _whole),
+                },
+            )
+        },
+        _flow,
+        lambda t, b: t.reshape(1).repeat(b).to(torch.float32),  # Kandinsky5T2VPipeline: t.unsqueeze(0).repeat(batch)
+        "separate_calls",
+    ),
+    "easyanimate": Family(
+        "easyanimate",
+        _easyanimate,
+        _easyanimate_inputs,
+        {"blocks": Stack("transformer_blocks", 0, 1, {"attn": ("attn1", 0, _whole), "mlp": ("ff", None, _whole)})},
+        _flow,
+        _expanded,  # EasyAnimatePipeline: t_expand = torch.tensor([t] * batch)
+        "equal_halves",
+    ),
+    "consisid": Family(
+        "consisid",
+        _consisid,
+        _consisid_inputs,
+        {
+            "blocks": Stack(
+                "transformer_blocks", 0, 1, {"attn": ("attn1", 0, _whole), "mlp": ("ff", None, _consisid_mlp_video)}
+            )
+        },
+        CogVideoXDPMScheduler,
+        lambda t, b: t.expand(b),  # ConsisIDPipeline: integer timesteps, expanded
+        "equal_halves",
+    ),
+    "glm_image": Family(
+        "glm_image",
+        _glm_image,
+        _glm_image_inputs,
+        {"blocks": Stack("transformer_blocks", 0, 1, {"attn": ("attn1", 0, _whole)})},
+        _flow,
+        lambda t, b: _expanded(t, b) - 1,  # GlmImagePipeline: timestep = t.expand(batch) - 1
+        "separate_calls",
+    ),
+    "ltx2": Family(
+        "ltx2",
+        _ltx2,
+        _ltx2_inputs,
+        {
+            "blocks": Stack(
+                "transformer_blocks",
+                0,
+                None,  # the block's second output is the audio stream
+                submodules={
+                    "attn": ("attn1", None, _whole),
+                    "cross_attn": ("attn2", None, _whole),
+                    "a2v_attn": ("audio_to_video_attn", None, _whole),
+                    "mlp": ("ff", None, _whole),
+                },
+            )
+        },
+        _flow,
+        _expanded,  # LTX2Pipeline: timestep = t.expand(batch)
+        "equal_halves",
+    ),
+    "hunyuan_video_framepack": Family(
+        "hunyuan_video",
+        _hunyuan_video_framepack,
+        _hunyuan_video_framepack_inputs,
+        {
+            "blocks": Stack("transformer_blocks", 0, 1, {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}),
+            "single_blocks": Stack("single_transformer_blocks", 0, 1, {"attn": ("attn", 0, _whole)}),
+        },
+        lambda: FlowMatchEulerDiscreteScheduler(shift=3.0),
+        _expanded,  # HunyuanVideoFramepackPipeline: timestep = t.expand(batch)
+        "separate_calls",
+    ),
+    "helios": Family(
+        "helios",
+        _helios,
+        _helios_inputs,
+        _WAN_STACKS,
+        _flow,
+        _expanded,  # HeliosPipeline: timestep = t.expand(batch)
+        "separate_calls",
+    ),
+    "kandinsky6": Family(
+        "kandinsky6",
+        _kandinsky6,
+        _kandinsky6_inputs,
+        {
+            "blocks": Stack(
+                "visual_transformer_blocks",
+                0,
+                None,  # the block's second output is the audio stream
+                submodules={
+                    "attn": ("video_dec_block.self_attention", None, _whole),
+                    "cross_attn": ("video_dec_block.cross_attention", None, _whole),
+                    "a2v_attn": ("va_cross_attention", None, _whole),
+                    "mlp": ("video_dec_block.feed_forward", None, _whole),
+                },
+            )
+        },
+        _flow,
+        _expanded,  # Kandinsky6TI2VAPipeline: timestep = t.expand(batch)
+        "separate_calls",
+    ),
+    "prx": Family(
+        "prx",
+        _prx,
+        _prx_inputs,
+        {
+            "blocks": Stack(
+                "blocks", None, submodules={"attn": ("attention", None, _whole), "mlp": ("down_proj", None, _whole)}
+            )
+        },
+        _flow,
+        lambda t, b: t.float().reshape(1).repeat(b) / 1000,  # PRXPipeline: (t / num_train_timesteps).view(1).repeat(2)
+        "equal_halves",
+    ),
+    "nucleusmoe_image": Family(
+        "nucleusmoe_image",
+        _nucleusmoe_image,
+        _nucleusmoe_image_inputs,
+        {
+            "blocks": Stack(
+                "transformer_blocks",
+                None,
+                submodules={"attn": ("attn", None, _whole), "mlp": ("img_mlp", None, _whole)},
+            )
+        },
+        _flow,
+        lambda t, b: _expanded(t, b) / 1000,  # NucleusMoEImagePipeline: timestep / num_train_timesteps
+        "separate_calls",
+    ),
+    "kandinsky6_sr": Family(
+        "kandinsky6_sr",
+        _kandinsky6_sr,
+        _kandinsky6_sr_inputs,
+        {
+            "blocks": Stack(
+                "visual_transformer_blocks",
+                None,
+                submodules={"attn": ("self_attention", None, _whole), "mlp": ("feed_forward", None, _whole)},
+            )
+        },
+        _flow,
+        _expanded,  # Kandinsky6SRPipeline: timestep = t.expand(batch)
+        "none",
     ),
 }
 

@@ -8,7 +8,8 @@ Four claims per class, each against a reference that does not read `adapters/*.y
 - the timestep read inside a hook equals the scheduler's t on the [0, 1000] scale (1000 = noise)
   when the transformer is called with what the family's pipeline passes for that step;
 - CFG: a batch doubled as the pipelines double it is labelled [uncond | cond] with shared sample
-  indices; families whose pipelines make separate cond / uncond calls get them labelled per call.
+  indices; families whose pipelines make separate cond / uncond calls get them labelled per call;
+  families without guidance get every row labelled cond.
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ def _capture(family: Any, model: nn.Module, inputs: dict) -> dict[str, Tensor | 
                     assert key not in seen, f"{key}: the module ran twice in one block call"
                     seen[key] = part(output if index is None else output[index])
 
-                handles.append(getattr(block, attribute).register_forward_hook(sub))
+                handles.append(block.get_submodule(attribute).register_forward_hook(sub))
+                if suffix == "mlp":  # mlp.hook_in: the MLP's own (first) input, the same image tokens
+
+                    def sub_in(module, args, kwargs, key=f"{prefix}.{i}.mlp.hook_in", part=image_part):
+                        assert key not in seen, f"{key}: the module ran twice in one block call"
+                        seen[key] = part(args[0] if args else next(iter(kwargs.values())))
+
+                    handles.append(block.get_submodule(attribute).register_forward_pre_hook(sub_in, with_kwargs=True))
     try:
         family.run(model, inputs)
     finally:
@@ -144,7 +152,15 @@ def test_cfg_branches_are_labelled_as_the_pipelines_lay_them_out(family):
     name = "blocks.0.hook_resid_post"
     inputs = family.inputs(2)
     latents = inputs["hidden_states"]
-    if family.cfg == "equal_halves":
+    if family.cfg == "none":
+        # No guidance: even two identical latents in one batch are two cond samples.
+        same = {**inputs, "hidden_states": torch.cat([latents[:1], latents[:1]])}
+        contexts = []
+        hook = [(name, lambda x, hook: contexts.append(hooked.call_context))]
+        with torch.no_grad():
+            hooked.run_with_hooks(**same, return_dict=False, fwd_hooks=hook)
+        assert contexts[0].branch.tolist() == [0, 0] and contexts[0].sample.tolist() == [0, 1]
+    elif family.cfg == "equal_halves":
         # The pipeline's torch.cat([latents] * 2) with [negative | positive] text: same latents in both halves.
         doubled = {**inputs, "hidden_states": torch.cat([latents[:1], latents[:1]])}
         contexts = []
@@ -201,3 +217,20 @@ def test_why_cogview4_and_sana_video_have_no_mlp_hook(families):
     image_tokens = 4 * 4  # 8x8 latent, 2x2 patches
     assert [tuple(out.shape[:2]) for out in outputs["cogview4"]] == [(1, image_tokens), (1, 6)]
     assert outputs["sana_video"][0].shape[:4] == (1, 2, 4, 4) and outputs["sana_video"][0].ndim == 5
+
+
+def test_history_tokens_are_recorded_with_the_video(families):
+    """Documented limit of the current schema (adapters/hunyuan_video.yaml, adapters/helios.yaml): Framepack and
+    Helios prepend compressed history tokens to the section's own tokens, and the block hooks carry both; Helios's
+    cross-attention runs on the section's tokens only."""
+    shapes = {}
+    for name in ("hunyuan_video_framepack", "helios"):
+        family = families[name]
+        hooked = HookedDiT(family.make())
+        names = [n for n in ("blocks.0.hook_resid_pre", "blocks.0.cross_attn.hook_out") if n in hooked.hook_names]
+        with torch.no_grad():
+            _, cache = hooked.run_with_cache(**family.inputs(1), names_filter=names)
+        shapes[name] = {n: cache[n].shape[1] for n in names}
+    assert shapes["hunyuan_video_framepack"]["blocks.0.hook_resid_pre"] == 11 + 3 * 2 * 2  # history | 3 frames of 2x2
+    assert shapes["helios"]["blocks.0.hook_resid_pre"] == 21 + 2 * 4 * 4  # history | 2 frames of 4x4
+    assert shapes["helios"]["blocks.0.cross_attn.hook_out"] == 2 * 4 * 4
