@@ -213,17 +213,10 @@ class SubmoduleInputSite(SubmoduleSite):
     """`mlp.hook_in`: the image tokens a submodule receives, as the block computes them (after its norm and
     modulation), read and replaced with a forward pre-hook on the submodule's first forward argument."""
 
-    def __init__(
-        self,
-        block: nn.Module,
-        submodule: nn.Module,
-        spec: SubmoduleSpec,
-        slot: ArgSlot,
-        hook_point: DiTHookPoint,
-        on_change: Callable[[bool], None],
-    ):
-        super().__init__(block, submodule, spec, slot, hook_point, on_change)
-        self.arg = ArgSlot(submodule, next(iter(inspect.signature(submodule.forward).parameters)))
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # SubmoduleSite's arguments
+        super().__init__(*args, **kwargs)
+        first = next(iter(inspect.signature(self.submodule.forward).parameters))
+        self.arg = ArgSlot(self.submodule, first)
 
     def _register_on_submodule(self) -> RemovableHandle:
         return self.submodule.register_forward_pre_hook(self._pre, with_kwargs=True)
