@@ -27,7 +27,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from sae_lens_dit.conventions import CfgOrder
+from sae_lens_dit.conventions import TIMESTEP_MAX, CfgOrder
 from sae_lens_dit.resources import adapters_dir
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class TimestepSpec:
             u = self.offset + u
         if self.map == "edm_log_sigma":
             sigma = torch.exp(4.0 * u)  # c_noise = 0.25 ln(sigma)
-            u = 1000.0 * sigma / (1.0 + sigma)
+            u = TIMESTEP_MAX * sigma / (1.0 + sigma)
         return u
 
 
