@@ -30,6 +30,7 @@ from sae_lens_dit.guards.config import (
 )
 from sae_lens_dit.training.harvest import HarvestConfig
 from sae_lens_dit.training.runner import DEFAULT_PRESET, PRESETS, DiTSAERunnerConfig, DiTSAETrainingRunner
+from sae_lens_dit.training.sublayers import is_pair, sublayer_hooks
 
 HARVEST_FLAGS = (
     "num_images",
@@ -47,7 +48,7 @@ _NOT_FLAGS = {"sae", "harvest", "hook_name"}  # nested configs, and the hook is 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="Starting configuration")
-    parser.add_argument("--hook", nargs="+", help=f"Hook point(s), e.g. {DEFAULT_HOOK}")
+    parser.add_argument("--hook", nargs="+", help=f"Hook point(s), e.g. {DEFAULT_HOOK}, or a sublayer (blocks.2.mlp)")
     add_config_flags(parser, DiTSAERunnerConfig, skip=_NOT_FLAGS, overrides_only=True)
     add_config_flags(parser, HarvestConfig, only=HARVEST_FLAGS, overrides_only=True)
 
@@ -56,7 +57,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="Harvest activations and train SAE(s) through SAELens's SAETrainer")
     train.add_argument("--config", type=Path, help="YAML/JSON runner config (DiTSAERunnerConfig.to_dict layout)")
     _add_run_flags(train)
-    train.add_argument("--architecture", nargs="+", help="Registered SAELens training architecture(s), e.g. tide topk")
+    train.add_argument(
+        "--architecture",
+        nargs="+",
+        help="Registered SAELens training architecture(s), e.g. tide topk; tide_transcoder with --hook blocks.2.mlp",
+    )
     train.add_argument("--k", type=int, help="Active latents per token (TopK-family architectures)")
     train.add_argument("--d-sae", type=int, help="Dictionary size")
     train.add_argument("--overwrite", action="store_true", help="Replace an output folder that holds a different run")
@@ -99,6 +104,10 @@ def _sae_fields(architecture: Any) -> set[str]:
     return _field_names(get_sae_training_class(architecture)[1])
 
 
+def _has_field(architecture: Any, name: str) -> bool:
+    return architecture in SAE_TRAINING_CLASS_REGISTRY and name in _sae_fields(architecture)
+
+
 def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
     """One runner config per (architecture, hook) asked for; several share one harvest."""
     base = _base_dict(args)
@@ -108,7 +117,10 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
         {k: list(v) if isinstance(v, tuple) else v for k, v in overrides_from_flags(args, HARVEST_FLAGS).items()}
     )
     hooks = args.hook or [base.get("hook_name", DEFAULT_HOOK)]
-    harvest["hook_names"] = list(dict.fromkeys([*harvest.get("hook_names", []), *hooks])) if not args.hook else hooks
+    recorded = [name for hook in hooks for name in sublayer_hooks(hook)]  # a sublayer (blocks.2.mlp): its in and out
+    harvest["hook_names"] = list(
+        dict.fromkeys([*harvest.get("hook_names", []), *recorded] if not args.hook else recorded)
+    )
     base.update(overrides_from_flags(args, _field_names(DiTSAERunnerConfig) - _NOT_FLAGS))
     sae = base.setdefault("sae", {})
     check_mapping(sae, f"{_source(args)}: sae")
@@ -128,6 +140,8 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
             if architecture != own:  # --architecture replaced the config's: drop the fields only its own has
                 others = _sae_fields(own) - _sae_fields(architecture)
                 sae_dict = {k: v for k, v in sae_dict.items() if k not in others}
+            if is_pair(hook) and "d_out" not in sae_dict and _has_field(architecture, "d_out"):
+                sae_dict["d_out"] = sae_dict.get("d_in")  # a DiT sublayer writes what it reads: d_model wide
             cfg = {**base, "sae": sae_dict, "hook_name": hook}
             if several:
                 cfg["output_dir"] = str(Path(base.get("output_dir", "runs/sae")) / f"{architecture}-{hook}")

@@ -33,6 +33,7 @@ from sae_lens_dit.conventions import DEFAULT_HOOK, Branch
 from sae_lens_dit.guards.config import check_keys, check_ranges, check_types
 from sae_lens_dit.guards.data import check_class_labels, check_finite
 from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.training.sublayers import training_rows
 
 logger = logging.getLogger(__name__)
 
@@ -264,14 +265,13 @@ class ShuffleBuffer:
     def batches(
         self, chunks: Iterator[ActivationChunk], hook_name: str, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(activations [batch_size, d], timesteps [batch_size]) pairs; a final partial batch is dropped."""
+        """(training rows [batch_size, d], timesteps [batch_size]) pairs; a final partial batch is dropped. A sublayer
+        `hook_name` (`blocks.2.mlp`) gives transcoder rows [batch_size, d_in + d_out] (`sublayers.training_rows`)."""
         held_x: list[torch.Tensor] = []
         held_t: list[torch.Tensor] = []
         count = 0
         for chunk in chunks:
-            if hook_name not in chunk.activations:
-                raise KeyError(f"hook {hook_name!r} not in the harvested activations {sorted(chunk.activations)}")
-            held_x.append(chunk.activations[hook_name])
+            held_x.append(training_rows(chunk.activations, hook_name))  # a sublayer: its (input, output) rows
             held_t.append(chunk.timestep)
             count += chunk.num_rows
             if count >= self.size:

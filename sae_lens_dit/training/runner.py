@@ -5,6 +5,8 @@ then harvests activations (streaming, or into a reusable on-disk cache), mixes t
 buffer, and hands SAETrainer a data provider of bare activation batches. The timesteps of each
 batch travel beside it through `feed_timesteps` (the seam documented in `saes.tide_sae`). Every
 registered SAELens training architecture trains this way; the plain ones ignore the timestep.
+A transcoder trains the same way on a sublayer (`hook_name="blocks.2.mlp"`): its rows are the MLP's input and
+output side by side, its report the MLP output's explained variance (`training.sublayers`).
 
 Output, in SAELens's format: `cfg.json` (metadata: model, hook, timestep convention, harvest
 settings), `sae_weights.safetensors`, `sparsity.safetensors`, `runner_cfg.json`, plus
@@ -41,14 +43,7 @@ from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME, TRAINER_S
 from sae_lens.registry import get_sae_training_class
 from safetensors.torch import save_file
 
-from sae_lens_dit.analysis.evals import (
-    BucketMetrics,
-    LatentUsage,
-    format_bucket_table,
-    latent_usage,
-    reconstruction_by_bucket,
-    write_eval_files,
-)
+from sae_lens_dit.analysis.evals import BucketMetrics, LatentUsage, format_bucket_table, write_eval_files
 from sae_lens_dit.conventions import DATA_STATE_FILENAME, DEFAULT_BUCKET_EDGES, TIMESTEP_CONVENTION, sae_id
 from sae_lens_dit.guards.data import finite_batches
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
@@ -67,6 +62,16 @@ from sae_lens_dit.training.harvest import (
 )
 from sae_lens_dit.training.presets import DEFAULT_PRESET, PRESETS, preset_config
 from sae_lens_dit.training.runner_config import DEFAULT_LR, FALLBACK_LR, DataMode, DiTSAERunnerConfig, WandbMode
+from sae_lens_dit.training.sublayers import (
+    check_sae_fits,
+    init_transcoder_from_rows,
+    input_half,
+    is_transcoder,
+    metrics_by_bucket,
+    sublayer_hooks,
+    training_rows,
+    usage,
+)
 
 __all__ = [
     "DEFAULT_LR",
@@ -179,19 +184,18 @@ class DiTSAETrainingRunner:
         self.hooked.check_hook_names(self.cfg.harvest.hook_names)
         class_ids(self.pipe, self.cfg.harvest)
         resolve_keep_timesteps(self.pipe, self.cfg.harvest)
-        d_model = self.hooked.d_model
-        if self.cfg.sae.d_in != d_model:
-            raise ValueError(
-                f"SAE d_in={self.cfg.sae.d_in} but hook {self.cfg.hook_name!r} of {self.cfg.model!r} carries "
-                f"{d_model}-dim activations; set d_in={d_model}"
-            )
+        widths = dict.fromkeys(sublayer_hooks(self.cfg.hook_name), self.hooked.d_model)  # every hook is d_model wide
+        check_sae_fits(self.cfg.sae, self.cfg.hook_name, widths, self.cfg.model)
 
     def _with_metadata(self, sae_cfg: TrainingSAEConfig) -> TrainingSAEConfig:
         sae_cfg = copy.deepcopy(sae_cfg)  # the caller's config stays as it was
         meta = sae_cfg.metadata
         meta.model_name = self.cfg.model
         meta.model_class_name = type(self.pipe.transformer).__name__
-        meta.hook_name = self.cfg.hook_name
+        hooks = sublayer_hooks(self.cfg.hook_name)  # a transcoder: reads the first, writes the second (SAELens's way)
+        meta.hook_name = hooks[0]
+        if len(hooks) == 2:
+            meta.hook_name_out = hooks[1]
         meta.timestep_convention = TIMESTEP_CONVENTION
         meta.harvest = self.cfg.harvest.to_dict()
         meta.adapter = self.hooked.spec.name
@@ -241,7 +245,7 @@ class DiTSAETrainingRunner:
             images_per_batch=min(h.images_per_batch, self.cfg.eval_images),
         )
         chunks = list(harvest_chunks(self.pipe, self.hooked, eval_cfg, progress=False))
-        x = torch.cat([c.activations[self.cfg.hook_name] for c in chunks]).float()
+        x = torch.cat([training_rows(c.activations, self.cfg.hook_name) for c in chunks]).float()
         return x.to(self.device), torch.cat([c.timestep for c in chunks]).to(self.device)
 
     # -- training ----------------------------------------------------------------------------------
@@ -282,8 +286,8 @@ class DiTSAETrainingRunner:
                 self.sae.load_weights_from_checkpoint(resume_from)
             sae = trainer.fit()
             if main:
-                self.eval_metrics = reconstruction_by_bucket(sae, *heldout)
-                self.usage = latent_usage(sae, *heldout)
+                self.eval_metrics = metrics_by_bucket(sae, *heldout)
+                self.usage = usage(sae, *heldout)
                 self._save_final(sae, trainer)
                 if trainer_cfg.logger.log_to_wandb:
                     wandb.log({f"final/{k}": v for k, v in self._bucket_log(self.eval_metrics).items()})
@@ -301,7 +305,7 @@ class DiTSAETrainingRunner:
         rows, n = [], 0
         chunks = self._chunks(passes=1)
         for chunk in chunks:
-            rows.append(chunk.activations[self.cfg.hook_name].float())
+            rows.append(training_rows(chunk.activations, self.cfg.hook_name).float())
             n += len(rows[-1])
             if n >= self.cfg.init_rows:
                 break
@@ -309,12 +313,13 @@ class DiTSAETrainingRunner:
         x = torch.cat(rows)[: self.cfg.init_rows].to(self.device)
         scaling_factor = None
         if self.sae.cfg.normalize_activations == "expected_average_only_in":
-            mean_norm = x.norm(dim=-1).mean()
+            mean_norm = input_half(self.sae, x).norm(dim=-1).mean()  # a transcoder: one factor from its input
             if self.dist.enabled:
                 torch.distributed.all_reduce(mean_norm)
                 mean_norm = mean_norm / self.dist.world_size
             scaling_factor = self.sae.cfg.d_in**0.5 / float(mean_norm)
-        self.init_report = init_from_rows(self.sae, x, self.cfg.b_dec_init, scaling_factor, self.cfg.unit_decoder_init)
+        init = init_transcoder_from_rows if is_transcoder(self.sae.cfg) else init_from_rows
+        self.init_report = init(self.sae, x, self.cfg.b_dec_init, scaling_factor, self.cfg.unit_decoder_init)
         logger.info("SAE initialised from %d training rows: %s", len(x), self.init_report)
         return scaling_factor
 
@@ -340,7 +345,7 @@ class DiTSAETrainingRunner:
         return log
 
     def _wandb_eval(self, sae, scaler, x: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
-        metrics = reconstruction_by_bucket(sae, scaler(x), t)
+        metrics = metrics_by_bucket(sae, scaler(x), t)
         return {f"eval/{k}": v for k, v in self._bucket_log(metrics).items()}
 
     def _save_final(self, sae: TrainingSAE, trainer: SAETrainer) -> None:
@@ -385,7 +390,8 @@ class DiTSAETrainingRunner:
         }
 
     def _eval_markdown(self) -> str:
-        title = f"{self.cfg.sae.architecture()} on {self.cfg.model} {self.cfg.hook_name} (held-out)"
+        what = " output, reconstructed from its input" if is_transcoder(self.cfg.sae) else ""
+        title = f"{self.cfg.sae.architecture()} on {self.cfg.model} {self.cfg.hook_name}{what} (held-out)"
         table = format_bucket_table(self.eval_metrics, title)
         if self.usage:
             branch = self.cfg.harvest.branch

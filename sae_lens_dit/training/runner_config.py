@@ -20,6 +20,7 @@ from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE
 from sae_lens_dit.guards.config import ConfigError, check_keys, check_ranges, check_types, training_sae_config
 from sae_lens_dit.saes.data_init import BDecInit
 from sae_lens_dit.training.harvest import HarvestConfig
+from sae_lens_dit.training.sublayers import sublayer_hooks
 
 DataMode = Literal["streaming", "cached"]
 WandbMode = Literal["offline", "online", "disabled"]
@@ -46,9 +47,11 @@ class DiTSAERunnerConfig:
     model: str = "digits"
     """Bundled backbone name (digits, shapes), a local diffusers pipeline folder, or a Hub repo id."""
     hook_name: str = DEFAULT_HOOK
-    """Hook point whose activations the SAE reconstructs."""
+    """Hook point whose activations the SAE reconstructs; for a transcoder the sublayer (blocks.2.mlp: it reads
+    blocks.2.mlp.hook_in and writes blocks.2.mlp.hook_out)."""
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
-    """Training activations: what to sample and what to keep (its hook_names must include hook_name)."""
+    """Training activations: what to sample and what to keep (its hook_names must include hook_name, or both hooks
+    of a sublayer)."""
     eval_images: int = 64
     """Held-out images (new seeds) for the per-timestep evaluation and the dead/dense latent count."""
     data_mode: DataMode = "streaming"
@@ -122,10 +125,11 @@ class DiTSAERunnerConfig:
         ):
             if value not in get_args(options):
                 raise ValueError(f"DiTSAERunnerConfig.{name}={value!r}; expected one of {get_args(options)}")
-        if self.hook_name not in self.harvest.hook_names:
+        missing = [h for h in sublayer_hooks(self.hook_name) if h not in self.harvest.hook_names]
+        if missing:
             raise ValueError(
-                f"hook_name {self.hook_name!r} is not among harvest.hook_names {list(self.harvest.hook_names)}; "
-                "add it there"
+                f"hook_name {self.hook_name!r} needs {missing}, not among harvest.hook_names "
+                f"{list(self.harvest.hook_names)}; add it there"
             )
         if self.training_tokens < self.batch_size:
             raise ValueError(f"training_tokens ({self.training_tokens}) < batch_size ({self.batch_size})")
