@@ -1,7 +1,7 @@
 """`<prefix>.{i}.mlp.hook_in`: the MLP's input as the block computes it, checked against plain torch hooks.
 
 Reference: an independent `register_forward_pre_hook` on the real MLP module (the test's own
-description of where the image tokens sit, from `conftest.py` or below, not the adapter spec), and
+description of where the image tokens sit, from `conftest.py`, not the adapter spec), and
 the MLP module called by hand on a replaced input. Tolerance: none (same float ops in the same order).
 """
 
@@ -11,50 +11,15 @@ from typing import Any
 
 import pytest
 import torch
-from diffusers import CogVideoXTransformer3DModel
 from torch import Tensor, nn
 
 from sae_lens_dit import HookedDiT
 
-COGVIDEOX_TEXT_TOKENS = 8
-
-
-def _cogvideox() -> nn.Module:  # one MLP over [text | video] tokens: the `tokens: image_tail` layout
-    return CogVideoXTransformer3DModel(
-        num_attention_heads=4,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=4,
-        time_embed_dim=2,
-        text_embed_dim=8,
-        num_layers=2,
-        sample_width=8,
-        sample_height=8,
-        sample_frames=8,
-        patch_size=2,
-        temporal_compression_ratio=4,
-        max_text_seq_length=COGVIDEOX_TEXT_TOKENS,
-    )
-
-
-def _cogvideox_backbone(backbone_class: type) -> Any:
-    return backbone_class(
-        "cogvideox",
-        _cogvideox,
-        lambda b: {
-            "hidden_states": torch.randn(b, 2, 4, 8, 8),
-            "encoder_hidden_states": torch.randn(b, COGVIDEOX_TEXT_TOKENS, 8),
-            "timestep": torch.randint(0, 1000, (b,)),
-        },
-        {"blocks": "transformer_blocks"},
-        None,
-        submodules={"blocks": {"mlp": ("ff", None, lambda x: x[:, COGVIDEOX_TEXT_TOKENS:])}},
-    )
-
 
 def _all(backbones: dict[str, Any]) -> list[Any]:
-    """The conftest backbones plus CogVideoX (built with the conftest's own `Backbone` class)."""
-    return [*backbones.values(), _cogvideox_backbone(type(backbones["dit"]))]
+    """The conftest backbones (the `tokens: image_tail` MLP of CogVideoX and the other families is checked
+    against a torch pre-hook in `tests/hooking/families/test_families.py`)."""
+    return list(backbones.values())
 
 
 def _with_mlp(backbones: dict[str, Any]) -> list[Any]:
