@@ -21,13 +21,14 @@ import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
 import yaml
 from torch import Tensor, nn
 
 from sae_lens_dit.conventions import TIMESTEP_MAX, CfgOrder
+from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
 from sae_lens_dit.resources import adapters_dir
 
 logger = logging.getLogger(__name__)
@@ -43,10 +44,6 @@ TimestepMap = Literal["affine", "edm_log_sigma"]
 
 
 _ABSENT = object()
-
-
-class AdapterSpecError(ValueError):
-    """A spec file is malformed or does not fit the transformer it is applied to."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,15 @@ class SubmoduleSpec:
 
 @dataclass(frozen=True)
 class StackSpec:
-    """One block list of the transformer, numbered `<prefix>.{i}` in hook names."""
+    """The blocks at one module path of the transformer, numbered in hook names by their list indices.
+
+    `module` is a dotted path; `*` walks every item of a list, branches that lack the rest of the path
+    are skipped (SD's last down block has no `attentions`), and a path ending at a ModuleList walks its
+    items too. `prefix` names the blocks: each `*` in it takes the next index, the rest are appended.
+    `transformer_blocks` under prefix `blocks` gives `blocks.{i}`; `down_blocks.*.attentions.*` under `down`
+    gives `down.{i}.{j}`; `down_blocks.*.attentions.*.transformer_blocks` under `down.*.*.blocks` gives
+    `down.{i}.{j}.blocks.{k}`.
+    """
 
     prefix: str
     module: str
@@ -135,6 +140,16 @@ class StackSpec:
     text_off_attribute: str | None
     """Blocks whose attribute of this name is true return no text stream (SD3's last block)."""
     submodules: tuple[SubmoduleSpec, ...]
+    layout: Layout = "tokens"
+    """The block's image stream in and out: [batch, tokens, d], or [batch, d, h, w] (UNet Transformer2DModels),
+    which every hook sees as [batch, h * w, d]."""
+    width: str | None = None
+    """Block attribute holding the stream's width where it differs per block (UNet levels); None = the
+    transformer's inner dimension."""
+    update: bool = True
+    """Whether blocks get `hook_update` (output minus input of the image stream); false where they differ in shape."""
+    optional: bool = False
+    """If true, a transformer where the module path reaches no block (a UNet without a mid block) is fine."""
 
 
 @dataclass(frozen=True)
@@ -166,68 +181,8 @@ class AdapterSpec:
         warnings.warn("AdapterSpec.cfg is now AdapterSpec.guidance", DeprecationWarning, stacklevel=2)
         return self.guidance
 
-    def block_lists(self, transformer: nn.Module) -> list[tuple[StackSpec, nn.ModuleList]]:
-        """The transformer's block lists, checked against the spec."""
-        found = []
-        for stack in self.stacks:
-            blocks = getattr(transformer, stack.module, None)
-            if not isinstance(blocks, nn.ModuleList):
-                children = [name for name, child in transformer.named_children() if isinstance(child, nn.ModuleList)]
-                raise AdapterSpecError(
-                    f"adapter {self.name!r}: no ModuleList at {stack.module!r} of {type(transformer).__name__}; "
-                    f"found ModuleLists {children}; fix {self.source}"
-                )
-            found.append((stack, blocks))
-        return found
 
-
-class _Fields:
-    """Reads one mapping of a spec file; every error names the file and the field path."""
-
-    def __init__(self, source: Path, path: str, data: Any):
-        self.source, self.path = source, path
-        if not isinstance(data, dict):
-            self.fail("", f"expected a mapping, received {type(data).__name__} {data!r}")
-        self.data = data
-
-    def fail(self, key: str, message: str) -> None:
-        field = f"{self.path}.{key}" if self.path and key else (self.path or key or "<top level>")
-        raise AdapterSpecError(f"adapter spec {self.source}: field {field!r}: {message}; fix the file")
-
-    def check_keys(self, allowed: tuple[str, ...]) -> None:
-        for key in self.data:
-            if key not in allowed:
-                self.fail(str(key), f"unknown key; allowed keys are {list(allowed)}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., nullable: bool = False) -> Any:
-        if key not in self.data:
-            if default is ...:
-                self.fail(key, "missing required field")
-            return default
-        value = self.data[key]
-        if value is None and nullable:
-            return None
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            names = " or ".join(k.__name__ for k in _as_tuple(kind)) + (" or null" if nullable else "")
-            self.fail(key, f"expected {names}, received {value!r}")
-        return value
-
-    def choice(self, key: str, options: Any, default: Any = ...) -> Any:
-        allowed = get_args(options)
-        value = self.get(key, str, default)
-        if value not in allowed:
-            self.fail(key, f"expected one of {list(allowed)}, received {value!r}")
-        return value
-
-    def sub(self, key: str) -> _Fields:
-        return _Fields(self.source, f"{self.path}.{key}" if self.path else key, self.get(key, dict))
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _timestep(fields: _Fields) -> TimestepSpec:
+def _timestep(fields: SpecFields) -> TimestepSpec:
     fields.check_keys(("argument", "scale", "offset", "divide_by_config", "map"))
     scale = float(fields.get("scale", (int, float), 1.0))
     offset = float(fields.get("offset", (int, float), 0.0))
@@ -256,7 +211,7 @@ def _timestep(fields: _Fields) -> TimestepSpec:
     )
 
 
-def _guidance(fields: _Fields) -> GuidanceSpec:
+def _guidance(fields: SpecFields) -> GuidanceSpec:
     fields.check_keys(("detect", "order", "class_argument", "null_class_config", "separate_calls"))
     spec = GuidanceSpec(
         detect=fields.choice("detect", CfgDetect),
@@ -270,7 +225,7 @@ def _guidance(fields: _Fields) -> GuidanceSpec:
     return spec
 
 
-def _submodule(fields: _Fields, hook: str) -> SubmoduleSpec:
+def _submodule(fields: SpecFields, hook: str) -> SubmoduleSpec:
     fields.check_keys(("module", "output_index", "layout", "tokens", "optional"))
     index = fields.get("output_index", int, None, nullable=True)
     if index is not None and index < 0:
@@ -285,12 +240,35 @@ def _submodule(fields: _Fields, hook: str) -> SubmoduleSpec:
     )
 
 
-def _stack(fields: _Fields) -> StackSpec:
-    fields.check_keys(("prefix", "module", "input", "image_output", "text_output", "text_off_attribute", "submodules"))
+def _stack(fields: SpecFields) -> StackSpec:
+    fields.check_keys(
+        (
+            "prefix",
+            "module",
+            "input",
+            "image_output",
+            "text_output",
+            "text_off_attribute",
+            "submodules",
+            "layout",
+            "width",
+            "update",
+            "optional",
+        )
+    )
     subs = fields.sub("submodules") if "submodules" in fields.data else None
-    prefix = fields.get("prefix", str)
-    if not prefix.isidentifier():
-        fields.fail("prefix", f"expected a Python identifier (it becomes a hook-name segment), received {prefix!r}")
+    prefix, module = fields.get("prefix", str), fields.get("module", str)
+    segments = prefix.split(".")
+    if not all(part.isidentifier() or part == "*" for part in segments) or not segments[0].isidentifier():
+        fields.fail(
+            "prefix",
+            f"expected dotted Python identifiers, each hook-name segment, where `*` stands for an index of "
+            f"`module` (e.g. 'down.*.*.blocks'), starting with an identifier; received {prefix!r}",
+        )
+    if not all(part.isidentifier() or part == "*" for part in module.split(".")):
+        fields.fail("module", f"expected a dotted attribute path, `*` for every index of a list; received {module!r}")
+    if segments.count("*") > module.split(".").count("*"):
+        fields.fail("prefix", f"{prefix!r} has more `*` than the module path {module!r} has indices to fill them")
     return StackSpec(
         prefix=prefix,
         module=fields.get("module", str),
@@ -299,6 +277,10 @@ def _stack(fields: _Fields) -> StackSpec:
         text_output=fields.get("text_output", int, None, nullable=True),
         text_off_attribute=fields.get("text_off_attribute", str, None, nullable=True),
         submodules=tuple(_submodule(subs.sub(hook), hook) for hook in subs.data) if subs else (),
+        layout=fields.choice("layout", Layout, "tokens"),
+        width=fields.get("width", str, None, nullable=True),
+        update=fields.get("update", bool, True),
+        optional=fields.get("optional", bool, False),
     )
 
 
@@ -309,7 +291,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
         data = yaml.safe_load(source.read_text())
     except yaml.YAMLError as error:
         raise AdapterSpecError(f"adapter spec {source}: not valid YAML ({error}); fix the file") from error
-    top = _Fields(source, "", data)
+    top = SpecFields(source, "", data)
     top.check_keys(
         (
             "name",
@@ -329,7 +311,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
     stacks = top.get("stacks", list)
     if not stacks:
         top.fail("stacks", "expected at least one block list")
-    parsed = tuple(_stack(_Fields(source, f"stacks[{i}]", stack)) for i, stack in enumerate(stacks))
+    parsed = tuple(_stack(SpecFields(source, f"stacks[{i}]", stack)) for i, stack in enumerate(stacks))
     prefixes = [stack.prefix for stack in parsed]
     if len(set(prefixes)) != len(prefixes):
         top.fail("stacks", f"prefixes must be unique, received {prefixes}")
@@ -346,7 +328,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
     )
 
 
-def _match_config(top: _Fields) -> tuple[tuple[str, Any], ...]:
+def _match_config(top: SpecFields) -> tuple[tuple[str, Any], ...]:
     if "match_config" not in top.data:
         return ()
     fields = top.sub("match_config")
@@ -358,7 +340,7 @@ def _match_config(top: _Fields) -> tuple[tuple[str, Any], ...]:
     return tuple((str(key), value) for key, value in fields.data.items())
 
 
-def _guidance_key(top: _Fields) -> str:
+def _guidance_key(top: SpecFields) -> str:
     """`guidance`, or the section's old name `cfg` (still read, with a DeprecationWarning naming the file)."""
     if "cfg" not in top.data:
         return "guidance"

@@ -13,14 +13,16 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.utils import BaseOutput
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformer_lens.hook_points import HookPoint
 
-from sae_lens_dit.hooking.adapters import SubmoduleSpec
+from sae_lens_dit.hooking.adapters import Layout, SubmoduleSpec
 from sae_lens_dit.hooking.call_context import ArgSlot
 
 
@@ -87,58 +89,119 @@ def _checked(new: Any, old: Tensor, hook_point: HookPoint) -> Tensor:
     return new
 
 
+def as_tokens(full: Tensor, layout: Layout) -> Tensor:
+    """The image stream as hooks see it, [batch, tokens, d]: `channels_first` [batch, d, h, w] is flattened
+    row-major and transposed (an exact relayout; `from_tokens` undoes it)."""
+    return full.flatten(2).transpose(1, 2) if layout == "channels_first" else full
+
+
+def from_tokens(tokens: Tensor, like: Tensor, layout: Layout) -> Tensor:
+    """`tokens` [batch, tokens, d] back in the layout and shape of `like`."""
+    return tokens.transpose(1, 2).reshape(like.shape) if layout == "channels_first" else tokens
+
+
+def _streams(output: Any) -> list[Any]:
+    """A block's output tuple as a list (diffusers' `BaseOutput` by its fields, as `output[i]` reads it)."""
+    return list(output.to_tuple()) if isinstance(output, BaseOutput) else list(output)
+
+
+def _rebuilt(output: Any, streams: list[Any]) -> Any:
+    """`output` with its streams replaced, in its own type."""
+    if isinstance(output, BaseOutput):
+        return type(output)(**dict(zip(output.keys(), streams, strict=True)))
+    return type(output)(streams) if isinstance(output, list) else tuple(streams)
+
+
 class BlockInputSite(Site):
     """`hook_resid_pre`: the image stream entering a block, read with a forward pre-hook."""
 
-    def __init__(self, block: nn.Module, slot: ArgSlot, hook_point: DiTHookPoint, on_change: Callable[[bool], None]):
+    def __init__(
+        self,
+        block: nn.Module,
+        slot: ArgSlot,
+        hook_point: DiTHookPoint,
+        on_change: Callable[[bool], None],
+        layout: Layout = "tokens",
+    ):
         super().__init__([hook_point], on_change)
-        self.block, self.slot, self.hook_point = block, slot, hook_point
+        self.block, self.slot, self.hook_point, self.layout = block, slot, hook_point, layout
 
     def _register(self) -> list[RemovableHandle]:
         return [self.block.register_forward_pre_hook(self._pre, with_kwargs=True)]
 
     def _pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
-        x = self.slot.get(args, kwargs)  # [batch, tokens, d_model]
+        full = self.slot.get(args, kwargs)
+        x = as_tokens(full, self.layout)  # [batch, tokens, d_model]
         y = self.hook_point(x)
         if y is x:
             return None
-        return self.slot.replace(args, kwargs, _checked(y, x, self.hook_point))
+        return self.slot.replace(args, kwargs, from_tokens(_checked(y, x, self.hook_point), full, self.layout))
+
+
+@dataclass
+class BlockStreams:
+    """What a block returns and which hooks read it: the image stream at `image_index` (None: the output is
+    the image tensor), optionally a text stream, and `hook_update` (image output minus the block's image input,
+    read through `slot`)."""
+
+    image_index: int | None
+    image_hook: DiTHookPoint
+    text_index: int | None = None
+    text_hook: DiTHookPoint | None = None
+    update_hook: DiTHookPoint | None = None
+    slot: ArgSlot | None = None
+    layout: Layout = "tokens"
 
 
 class BlockOutputSite(Site):
-    """`hook_resid_post` and `hook_txt_resid_post`: the streams a block returns."""
+    """`hook_update`, `hook_resid_post` and `hook_txt_resid_post`: the streams a block returns.
 
-    def __init__(
-        self,
-        block: nn.Module,
-        image_index: int | None,
-        image_hook: DiTHookPoint,
-        text_index: int | None,
-        text_hook: DiTHookPoint | None,
-        on_change: Callable[[bool], None],
-    ):
-        super().__init__([image_hook] + ([text_hook] if text_hook is not None else []), on_change)
-        self.block = block
-        self.image_index, self.image_hook = image_index, image_hook
-        self.text_index, self.text_hook = text_index, text_hook
+    The update is read first, on the block's own output: `u = post - pre` with `pre` the input the block
+    actually received (after any `hook_resid_pre` replacement); a replacement `u'` makes the output
+    `post + (u' - u)`. `hook_resid_post` then sees that output.
+    """
+
+    def __init__(self, block: nn.Module, streams: BlockStreams, on_change: Callable[[bool], None]):
+        hooks = [streams.image_hook, streams.text_hook, streams.update_hook]
+        super().__init__([hook for hook in hooks if hook is not None], on_change)
+        self.block, self.streams = block, streams
 
     def _register(self) -> list[RemovableHandle]:
-        return [self.block.register_forward_hook(self._post)]
+        return [self.block.register_forward_hook(self._post, with_kwargs=True)]
 
-    def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
-        if self.image_index is None:  # the block returns the image tokens [batch, tokens, d_model]
-            y = self.image_hook(output)
-            return None if y is output else _checked(y, output, self.image_hook)
-        streams = list(output)
+    def _post(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
+        s = self.streams
+        streams = [output] if s.image_index is None else _streams(output)
+        image = 0 if s.image_index is None else s.image_index
         changed = False
-        for index, hook_point in ((self.image_index, self.image_hook), (self.text_index, self.text_hook)):
-            x = streams[index] if hook_point is not None else None  # [batch, tokens, d_model] or None
-            if x is None:  # no text hook, or a block without text output (SD3's last block)
-                continue
-            y = hook_point(x)
+        if s.update_hook is not None and s.update_hook.active:
+            streams[image], changed = self._update(streams[image], s.slot.get(args, kwargs))
+        x = as_tokens(streams[image], s.layout)  # [batch, tokens, d_model]
+        y = s.image_hook(x)
+        if y is not x:
+            streams[image], changed = from_tokens(_checked(y, x, s.image_hook), streams[image], s.layout), True
+        if s.text_hook is not None and streams[s.text_index] is not None:  # SD3's last block returns no text
+            x = streams[s.text_index]  # [batch, text_tokens, d_model]
+            y = s.text_hook(x)
             if y is not x:
-                streams[index], changed = _checked(y, x, hook_point), True
-        return tuple(streams) if changed else None
+                streams[s.text_index], changed = _checked(y, x, s.text_hook), True
+        if not changed:
+            return None
+        return streams[0] if s.image_index is None else _rebuilt(output, streams)
+
+    def _update(self, full: Tensor, block_input: Tensor) -> tuple[Tensor, bool]:
+        s = self.streams
+        post, pre = as_tokens(full, s.layout), as_tokens(block_input, s.layout)
+        if post.shape != pre.shape:
+            raise ValueError(
+                f"{s.update_hook.name}: the block's image output {tuple(post.shape)} and input {tuple(pre.shape)} "
+                f"differ in shape, so it has no update; set `update: false` on its stack in the adapter spec"
+            )
+        u = post - pre  # [batch, tokens, d_model]
+        v = s.update_hook(u)
+        if v is u:
+            return full, False
+        return from_tokens(post + (_checked(v, u, s.update_hook) - u), full, s.layout), True
 
 
 class _ImageTokens:
@@ -154,9 +217,7 @@ class _ImageTokens:
         self.image_tokens = 0
 
     def tokens(self, full: Tensor) -> Tensor:
-        if self.spec.layout == "channels_first":
-            return full.flatten(2).transpose(1, 2)  # [batch, d, h, w] -> [batch, h * w, d]
-        return full
+        return as_tokens(full, self.spec.layout)
 
     def view(self, full: Tensor) -> Tensor:
         tokens = self.tokens(full)
@@ -165,9 +226,7 @@ class _ImageTokens:
     def back(self, full: Tensor, y: Tensor) -> Tensor:
         if self.spec.tokens == "image_tail":
             y = torch.cat([self.tokens(full)[:, : -self.image_tokens], y], dim=1)
-        if self.spec.layout == "channels_first":
-            y = y.transpose(1, 2).reshape(full.shape)
-        return y
+        return from_tokens(y, full, self.spec.layout)
 
 
 class SubmoduleSite(Site):

@@ -17,10 +17,13 @@ its context exits, also when the pipeline raises. Three traps shape the implemen
 
 Hook names (image-token streams are [batch, tokens, d_model]):
     blocks.{i}.hook_resid_pre, blocks.{i}.hook_resid_post   image residual stream in / out
+    blocks.{i}.hook_update                                  the block's update: hook_resid_post - hook_resid_pre
     blocks.{i}.hook_txt_resid_post                          text stream out (SD3, Flux joint blocks)
     blocks.{i}.attn.hook_out, blocks.{i}.mlp.hook_out       submodule outputs, before gating
     blocks.{i}.mlp.hook_in                                  the MLP's input, after the block's norm and modulation
     single_blocks.{i}.…                                     Flux single-stream blocks
+    down.{i}.{j}.…, mid.{j}.…, up.{i}.{j}.…                 UNet Transformer2DModels (`adapters/sd_unet.yaml`),
+    down.{i}.{j}.blocks.{k}.…                               and the transformer blocks inside them
 Extra submodule hooks (cross_attn, attn2) are listed in each `adapters/*.yaml`.
 
 >>> from diffusers import DiTTransformer2DModel
@@ -28,8 +31,8 @@ Extra submodule hooks (cross_attn, attn2) are listed in each `adapters/*.yaml`.
 ...     out_channels=8, sample_size=8, patch_size=2, num_embeds_ada_norm=8, norm_type="ada_norm_zero")
 >>> hooked = HookedDiT(model)
 >>> hooked.hook_names  # doctest: +NORMALIZE_WHITESPACE
-['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post', 'blocks.0.attn.hook_out', 'blocks.0.mlp.hook_in',
- 'blocks.0.mlp.hook_out']
+['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post', 'blocks.0.hook_update', 'blocks.0.attn.hook_out',
+ 'blocks.0.mlp.hook_in', 'blocks.0.mlp.hook_out']
 >>> out, cache = hooked.run_with_cache(torch.randn(2, 4, 8, 8), timestep=torch.tensor([10, 500]),
 ...     class_labels=torch.tensor([1, 8]), names_filter="blocks.0.hook_resid_post")
 >>> cache["blocks.0.hook_resid_post"].shape
@@ -55,10 +58,12 @@ from transformer_lens.HookedRootModule import HookedRootModule
 
 from sae_lens_dit.conventions import Branch
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError, StackSpec, adapter_for
+from sae_lens_dit.hooking.block_tree import attach, block_width, resolve_blocks, submodule_at
 from sae_lens_dit.hooking.call_context import ArgSlot, CallContext, CallReader
 from sae_lens_dit.hooking.hook_sites import (
     BlockInputSite,
     BlockOutputSite,
+    BlockStreams,
     DiTHookPoint,
     Site,
     SubmoduleInputSite,
@@ -66,6 +71,7 @@ from sae_lens_dit.hooking.hook_sites import (
 )
 from sae_lens_dit.hooking.recording import Recorder, Recording, RecordOptions
 from sae_lens_dit.hooking.splicing import hook_pair, splice_hooks
+from sae_lens_dit.hooking.token_grid import configured_grid, resolution_levels, token_grid
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +106,12 @@ class _SubmoduleHooks(nn.Module):
 class _BlockHooks(nn.Module):
     """The HookPoints of one real block; a sibling of the block, never a wrapper around it."""
 
-    def __init__(self, has_text: bool, submodules: Iterable[str]):
+    def __init__(self, has_text: bool, submodules: Iterable[str], has_update: bool = False):
         super().__init__()
         self.hook_resid_pre = DiTHookPoint()  # [batch, tokens, d_model]
         self.hook_resid_post = DiTHookPoint()  # [batch, tokens, d_model]
+        if has_update:
+            self.hook_update = DiTHookPoint()  # [batch, tokens, d_model]: hook_resid_post - hook_resid_pre
         if has_text:
             self.hook_txt_resid_post = DiTHookPoint()  # [batch, text_tokens, d_model]
         for name in submodules:
@@ -127,9 +135,16 @@ class HookedDiT(HookedRootModule):
         self._listeners: list[CallListener] = []
         self._call_handles: list[RemovableHandle] = []
         self._call = _CallState()
-        for stack, blocks in self.spec.block_lists(transformer):
-            self.add_module(stack.prefix, nn.ModuleList(self._hooks_for(stack, block) for block in blocks))
+        placed: list[tuple[str, nn.Module]] = []
+        widths: list[tuple[_BlockHooks, int | None]] = []
+        for stack in self.spec.stacks:
+            for prefix, block in resolve_blocks(self.spec, stack, transformer):
+                hooks = self._hooks_for(stack, block)
+                placed.append((prefix, hooks))
+                widths.append((hooks, block_width(block, stack, self.spec)))
+        attach(self, placed)
         self.setup()
+        self._widths = {point.name: width for hooks, width in widths for point in _own_hook_points(hooks)}
         logger.debug(
             "HookedDiT(%s): adapter %r, %d hook points", type(transformer).__name__, self.spec.name, len(self.hook_dict)
         )
@@ -143,7 +158,7 @@ class HookedDiT(HookedRootModule):
         has_text = stack.text_output is not None and not (
             stack.text_off_attribute is not None and getattr(block, stack.text_off_attribute, False)
         )
-        submodules = {sub.hook: _submodule(block, sub.module, self.spec) for sub in stack.submodules}
+        submodules = {sub.hook: submodule_at(block, sub.module, self.spec) for sub in stack.submodules}
         present = [sub for sub in stack.submodules if submodules[sub.hook] is not None or not sub.optional]
         for sub in present:
             if submodules[sub.hook] is None:
@@ -151,12 +166,20 @@ class HookedDiT(HookedRootModule):
                     f"adapter {self.spec.name!r}: {type(block).__name__}.{sub.module} is None; mark it "
                     f"`optional: true` or point `module` elsewhere in {self.spec.source}"
                 )
-        hooks = _BlockHooks(has_text, [sub.hook for sub in present])
+        hooks = _BlockHooks(has_text, [sub.hook for sub in present], has_update=stack.update)
         on_change = self._site_switched
-        text_hook = hooks.hook_txt_resid_post if has_text else None
+        streams = BlockStreams(
+            image_index=stack.image_output,
+            image_hook=hooks.hook_resid_post,
+            text_index=stack.text_output,
+            text_hook=hooks.hook_txt_resid_post if has_text else None,
+            update_hook=hooks.hook_update if stack.update else None,
+            slot=slot,
+            layout=stack.layout,
+        )
         self._sites += [
-            BlockInputSite(block, slot, hooks.hook_resid_pre, on_change),
-            BlockOutputSite(block, stack.image_output, hooks.hook_resid_post, stack.text_output, text_hook, on_change),
+            BlockInputSite(block, slot, hooks.hook_resid_pre, on_change, stack.layout),
+            BlockOutputSite(block, streams, on_change),
         ]
         for sub in present:
             hook_point = getattr(hooks, sub.hook).hook_out
@@ -186,7 +209,23 @@ class HookedDiT(HookedRootModule):
 
     @property
     def d_model(self) -> int:
-        """Width of every hook point's activations (the transformer's inner dimension)."""
+        """Width of every hook point's activations (the transformer's inner dimension); an error for a model
+        whose hooks differ in width (UNet levels): use `d_in(hook_name)` there."""
+        widths = set(self._widths.values()) - {None}
+        if len(widths) > 1:
+            raise ValueError(
+                f"the hooks of this {type(self.transformer).__name__} differ in width ({sorted(widths)}); "
+                f"use hooked.d_in(hook_name) for the width at one hook"
+            )
+        return widths.pop() if widths else self._inner_dim()
+
+    def d_in(self, hook_name: str) -> int:
+        """Width of the activations at one hook (an SAE there has `cfg.d_in` equal to it)."""
+        self.check_hook_names([hook_name])
+        width = self._widths.get(hook_name)
+        return self._inner_dim() if width is None else width
+
+    def _inner_dim(self) -> int:
         config = self.transformer.config
         width = getattr(self.transformer, "inner_dim", None)
         return int(width or config.num_attention_heads * config.attention_head_dim)
@@ -194,40 +233,23 @@ class HookedDiT(HookedRootModule):
     @property
     def image_tokens(self) -> int:
         """Image tokens per image at the transformer's configured resolution: (sample_size / patch_size)^2."""
-        grid = self._configured_grid()
-        if grid is None:
+        grid = configured_grid(self.transformer.config)
+        if grid is None or getattr(self.transformer.config, "patch_size", None) is None:
             raise ValueError(
                 f"{type(self.transformer).__name__}.config has no sample_size/patch_size, so its image token count "
-                f"depends on the input resolution; read it from an activation instead (its dimension 1)"
+                f"depends on the input resolution (and, in a UNet, on the level); read it from an activation "
+                f"instead (its dimension 1)"
             )
         return grid[0] * grid[1]
 
     def token_grid(self, n_tokens: int, latent_size: tuple[int, int] | None = None) -> tuple[int, int]:
-        """(rows, columns) of the row-major patch grid of an image with `n_tokens` image tokens: token i sits
+        """(rows, columns) of the row-major grid of an image with `n_tokens` image tokens: token i sits
         at row i // columns, column i % columns. Read from the latent's (height, width) when given (then only
-        from it), else the transformer's configured sample size, else a square grid; an error when none of them has
-        `n_tokens` tokens (spatial edits and heatmaps need the grid)."""
-        patch = int(getattr(self.transformer.config, "patch_size", None) or 1)
-        side = int(round(n_tokens**0.5))
-        if latent_size is not None:  # the latent actually sampled decides; no fallback
-            candidates = [(latent_size[0] // patch, latent_size[1] // patch)]
-        else:
-            candidates = [self._configured_grid(), (side, side)]
-        for grid in candidates:
-            if grid is not None and grid[0] * grid[1] == n_tokens:
-                return grid
-        raise ValueError(
-            f"cannot lay {n_tokens} tokens out on a grid (not the latent's or the model's configured size in "
-            f"{patch}x{patch} patches, and not square); spatial edits and heatmaps need a known token grid"
-        )
-
-    def _configured_grid(self) -> tuple[int, int] | None:
+        from it), else the configured sample size, else a square grid; in a UNet at whichever level has
+        `n_tokens` tokens (`hooking.token_grid`). An error when none has (spatial edits need the grid)."""
         config = self.transformer.config
-        size, patch = getattr(config, "sample_size", None), getattr(config, "patch_size", None)
-        if not size or not patch:
-            return None
-        height, width = (size, size) if isinstance(size, int) else size
-        return height // patch, width // patch
+        patch = int(getattr(config, "patch_size", None) or 1)
+        return token_grid(n_tokens, latent_size, patch, resolution_levels(config), configured_grid(config))
 
     @property
     def call_context(self) -> CallContext:
@@ -394,19 +416,10 @@ class HookedDiT(HookedRootModule):
                     sae.use_error_term = value
 
 
-def _submodule(block: nn.Module, path: str, spec: AdapterSpec) -> nn.Module | None:
-    """The module at a dotted attribute path of a block (None where the block has it set to None)."""
-    current: Any = block
-    for part in path.split("."):
-        if not hasattr(current, part):
-            children = [name for name, _ in block.named_children()]
-            raise AdapterSpecError(
-                f"adapter {spec.name!r}: {type(block).__name__} has no submodule {path!r}; its children are "
-                f"{children}; fix {spec.source}"
-            )
-        current = getattr(current, part)
-    if current is not None and not isinstance(current, nn.Module):
-        raise AdapterSpecError(
-            f"adapter {spec.name!r}: {type(block).__name__}.{path} is not a module; fix {spec.source}"
-        )
-    return current
+def _own_hook_points(hooks: _BlockHooks) -> Iterator[DiTHookPoint]:
+    """The HookPoints of one block (its own and its submodules'), not those of blocks nested under it."""
+    for child in hooks.children():
+        if isinstance(child, DiTHookPoint):
+            yield child
+        elif isinstance(child, _SubmoduleHooks):
+            yield from (point for point in child.children() if isinstance(point, DiTHookPoint))

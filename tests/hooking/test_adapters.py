@@ -88,7 +88,14 @@ MALFORMED = [
     (lambda data: data.update(cfg=data["guidance"]), r"field 'cfg': both 'cfg' \(the old name\) and 'guidance'"),
     (_set("stack", []), r"field 'stack': unknown key; allowed keys are"),
     (_set("stacks", 0, "image_output", "one"), r"field 'stacks\[0\].image_output': expected int or null"),
-    (_set("stacks", 0, "prefix", "my-blocks"), r"field 'stacks\[0\].prefix': expected a Python identifier"),
+    (_set("stacks", 0, "prefix", "my-blocks"), r"field 'stacks\[0\].prefix': expected dotted Python identifiers"),
+    (_set("stacks", 0, "prefix", "*.blocks"), r"field 'stacks\[0\].prefix': expected dotted Python identifiers"),
+    (_set("stacks", 0, "prefix", "blocks.*"), r"field 'stacks\[0\].prefix': 'blocks.\*' has more `\*` than"),
+    (
+        _set("stacks", 0, "layout", "nchw"),
+        r"field 'stacks\[0\].layout': expected one of \['tokens'",
+    ),
+    (_set("stacks", 0, "update", "yes"), r"field 'stacks\[0\].update': expected bool"),
     (_set("stacks", 0, "submodules", "mlp", "layout", "nchw"), r"field 'stacks\[0\].submodules.mlp.layout'"),
     (
         _set("stacks", 0, "submodules", "mlp", "optional", 1),

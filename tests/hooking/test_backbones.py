@@ -34,6 +34,7 @@ def _capture_blocks(backbone: Any, model: nn.Module, inputs: dict) -> dict[str, 
             def post(module, args, output, key=f"{prefix}.{i}"):
                 image, text = _block_streams(backbone, output)
                 seen[f"{key}.hook_resid_post"], seen[f"{key}.hook_txt_resid_post"] = image, text
+                seen[f"{key}.hook_update"] = image - seen[f"{key}.hook_resid_pre"]  # output minus input
 
             handles += [block.register_forward_pre_hook(pre, with_kwargs=True), block.register_forward_hook(post)]
             for suffix, (attribute, index, image_part) in backbone.submodules.get(prefix, {}).items():

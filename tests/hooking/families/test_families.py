@@ -2,7 +2,8 @@
 
 Four claims per class, each against a reference that does not read `adapters/*.yaml`:
 - exact: every hook HookedDiT lists equals (torch.equal) what a plain torch hook on the same
-  module captures, and caching every hook leaves the model output bit-identical;
+  module captures (`hook_update`: the block's image output minus its input, wherever the two have one
+  shape), and caching every hook leaves the model output bit-identical;
 - image tokens only: zeroing an image-token hook changes the block's image stream and leaves its
   text stream (where the block has one) bit-identical;
 - the timestep read inside a hook equals the scheduler's t on the [0, 1000] scale (1000 = noise)
@@ -43,6 +44,8 @@ def _capture(family: Any, model: nn.Module, inputs: dict) -> dict[str, Tensor | 
             def post(module, args, output, key=f"{prefix}.{i}", stack=stack):
                 image, text = _streams(stack, output)
                 seen[f"{key}.hook_resid_post"] = image
+                if image.shape == seen[f"{key}.hook_resid_pre"].shape:  # the update: output minus input
+                    seen[f"{key}.hook_update"] = image - seen[f"{key}.hook_resid_pre"]
                 if text is not None:
                     seen[f"{key}.hook_txt_resid_post"] = text
 

@@ -236,10 +236,11 @@ def _capture(family: Family, model: nn.Module, inputs: dict[str, Any]) -> dict[s
                 seen[f"{key}.hook_resid_pre"] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
 
             def post(module, args, output, key=f"{prefix}.{i}"):
+                image = output if family.image_index is None else output[family.image_index]
+                seen[f"{key}.hook_resid_post"] = image
+                seen[f"{key}.hook_update"] = image - seen[f"{key}.hook_resid_pre"]  # output minus input
                 if family.image_index is None:
-                    seen[f"{key}.hook_resid_post"] = output
                     return
-                seen[f"{key}.hook_resid_post"] = output[family.image_index]
                 if not getattr(module, "context_pre_only", False):  # Mochi's last block keeps the text as is
                     seen[f"{key}.hook_txt_resid_post"] = output[family.text_index]
 

@@ -18,7 +18,7 @@ def _expected_names(family, model) -> set[str]:
     names = set()
     for prefix, attribute in family.stacks.items():
         for i, block in enumerate(getattr(model, attribute)):
-            names |= {f"{prefix}.{i}.hook_resid_pre", f"{prefix}.{i}.hook_resid_post"}
+            names |= {f"{prefix}.{i}.hook_resid_pre", f"{prefix}.{i}.hook_resid_post", f"{prefix}.{i}.hook_update"}
             if family.text_index is not None and not getattr(block, "context_pre_only", False):
                 names.add(f"{prefix}.{i}.hook_txt_resid_post")
             names |= {f"{prefix}.{i}.{hook}.hook_out" for hook in family.submodules}
