@@ -56,10 +56,10 @@ def check_sae_fits(sae: Any, hooked: HookedDiT, model: str) -> None:
             raise ValueError(
                 f"SAE {sae_display_name(sae)} reads hook {hook!r}, which model {model!r} does not have: {err}"
             ) from None
-    if sae.cfg.d_in != hooked.d_model:
+    if sae.cfg.d_in != hooked.d_in(hook):
         raise ValueError(
             f"SAE {sae_display_name(sae)} has d_in={sae.cfg.d_in} but hook {hook!r} of {model!r} carries "
-            f"{hooked.d_model}-dimensional activations: the SAE was trained on another backbone"
+            f"{hooked.d_in(hook)}-dimensional activations: the SAE was trained on another backbone or hook"
         )
 
 
@@ -71,7 +71,7 @@ def load_backbones(saes: Sequence[Any], device: str = "cpu") -> Iterator[Backbon
 
     for model, group in saes_by_backbone(saes).items():
         pipe = load_pipeline(model, device=device)
-        hooked = HookedDiT(pipe.transformer)
+        hooked = HookedDiT.from_pipeline(pipe)
         for sae in group:
             check_sae_fits(sae, hooked, model)
         yield Backbone(model, group, pipe, hooked)

@@ -230,7 +230,7 @@ def _edit(args: argparse.Namespace) -> None:
         kwargs["class_labels"] = args.class_labels or [0]
         check_class_labels(pipe, kwargs["class_labels"], "--class-labels")
     result = edit(
-        pipe, HookedDiT(pipe.transformer), saes, spec, args.seed, use_error_term=not args.no_error_term, **kwargs
+        pipe, HookedDiT.from_pipeline(pipe), saes, spec, args.seed, use_error_term=not args.no_error_term, **kwargs
     )
     claim(args.output_dir, "edit")
     save_grid(args.output_dir / "before.png", [result.before])

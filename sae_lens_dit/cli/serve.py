@@ -83,7 +83,7 @@ def _serve(args: argparse.Namespace) -> None:
     pipe.set_progress_bar_config(disable=True)
     app = create_app(
         pipe,
-        HookedDiT(pipe.transformer),
+        HookedDiT.from_pipeline(pipe),
         saes,
         cache_dir,
         sources=sources,

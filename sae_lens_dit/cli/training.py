@@ -38,6 +38,7 @@ HARVEST_FLAGS = (
     "num_inference_steps",
     "guidance_scale",
     "class_labels",
+    "prompts",
     "tokens_per_image",
     "branch",
     "storage_dtype",
@@ -64,6 +65,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--k", type=int, help="Active latents per token (TopK-family architectures)")
     train.add_argument("--d-sae", type=int, help="Dictionary size")
+    train.add_argument(
+        "--d-in", type=int, help="Width of the hook's activations (hooked.d_in(hook); UNet levels differ)"
+    )
     train.add_argument("--overwrite", action="store_true", help="Replace an output folder that holds a different run")
     train.set_defaults(run=_train)
 
@@ -124,7 +128,7 @@ def configs_from_args(args: argparse.Namespace) -> list[DiTSAERunnerConfig]:
     base.update(overrides_from_flags(args, _field_names(DiTSAERunnerConfig) - _NOT_FLAGS))
     sae = base.setdefault("sae", {})
     check_mapping(sae, f"{_source(args)}: sae")
-    for flag in ("k", "d_sae"):
+    for flag in ("k", "d_sae", "d_in"):
         if getattr(args, flag, None) is not None:
             sae[flag] = getattr(args, flag)
     own = sae.get("architecture", TIDE_ARCHITECTURE)
@@ -195,7 +199,7 @@ def _harvest(args: argparse.Namespace) -> None:
     ctx = init_from_env(cfg.device)
     try:
         pipe = load_pipeline(cfg.model, device=ctx.device(cfg.device))
-        hooked = HookedDiT(pipe.transformer)
+        hooked = HookedDiT.from_pipeline(pipe)
         out = harvest_to_cache(pipe, hooked, harvest_cfg, output, ctx, model=cfg.model)
     finally:
         shutdown()

@@ -1,4 +1,4 @@
-"""Where a spec's blocks are, and where their HookPoints hang in HookedDiT's own module tree.
+"""Where a spec's blocks are, the HookPoints each block gets, and where they hang in HookedDiT's own tree.
 
 Why a module of its own: diffusion transformers keep their blocks in one list (`transformer_blocks`),
 UNets in nested lists with gaps (`down_blocks.{i}.attentions.{j}`, where some levels have no attention,
@@ -10,10 +10,12 @@ owning, wrapping or renaming a module of the model.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from sae_lens_dit.hooking.hook_sites import DiTHookPoint
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError
 
 if TYPE_CHECKING:
@@ -132,3 +134,39 @@ def block_width(block: nn.Module, stack: StackSpec, spec: AdapterSpec) -> int | 
             f"`width` at an int attribute of the block in {spec.source}"
         )
     return width
+
+
+INPUT_HOOKED = ("mlp",)
+"""Submodule hooks that also get `hook_in` (the submodule's input, for transcoders)."""
+
+
+class SubmoduleHooks(nn.Module):
+    def __init__(self, with_input: bool) -> None:
+        super().__init__()
+        if with_input:
+            self.hook_in = DiTHookPoint()  # [batch, tokens, d] image tokens, after the block's norm and modulation
+        self.hook_out = DiTHookPoint()  # [batch, tokens, d] image tokens, before gating
+
+
+class BlockHooks(nn.Module):
+    """The HookPoints of one real block; a sibling of the block, never a wrapper around it."""
+
+    def __init__(self, has_text: bool, submodules: Iterable[str], has_update: bool = False):
+        super().__init__()
+        self.hook_resid_pre = DiTHookPoint()  # [batch, tokens, d_model]
+        self.hook_resid_post = DiTHookPoint()  # [batch, tokens, d_model]
+        if has_update:
+            self.hook_update = DiTHookPoint()  # [batch, tokens, d_model]: hook_resid_post - hook_resid_pre
+        if has_text:
+            self.hook_txt_resid_post = DiTHookPoint()  # [batch, text_tokens, d_model]
+        for name in submodules:
+            self.add_module(name, SubmoduleHooks(with_input=name in INPUT_HOOKED))
+
+
+def own_hook_points(hooks: BlockHooks) -> Iterator[DiTHookPoint]:
+    """The HookPoints of one block (its own and its submodules'), not those of blocks nested under it."""
+    for child in hooks.children():
+        if isinstance(child, DiTHookPoint):
+            yield child
+        elif isinstance(child, SubmoduleHooks):
+            yield from (point for point in child.children() if isinstance(point, DiTHookPoint))

@@ -58,13 +58,20 @@ from transformer_lens.HookedRootModule import HookedRootModule
 
 from sae_lens_dit.conventions import Branch
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError, StackSpec, adapter_for
-from sae_lens_dit.hooking.block_tree import attach, block_width, resolve_blocks, submodule_at
+from sae_lens_dit.hooking.block_tree import (
+    INPUT_HOOKED,
+    BlockHooks,
+    attach,
+    block_width,
+    own_hook_points,
+    resolve_blocks,
+    submodule_at,
+)
 from sae_lens_dit.hooking.call_context import ArgSlot, CallContext, CallReader
 from sae_lens_dit.hooking.hook_sites import (
     BlockInputSite,
     BlockOutputSite,
     BlockStreams,
-    DiTHookPoint,
     Site,
     SubmoduleInputSite,
     SubmoduleSite,
@@ -74,9 +81,6 @@ from sae_lens_dit.hooking.splicing import hook_pair, splice_hooks
 from sae_lens_dit.hooking.token_grid import configured_grid, resolution_levels, token_grid
 
 logger = logging.getLogger(__name__)
-
-INPUT_HOOKED = ("mlp",)
-"""Submodule hooks that also get `hook_in` (the submodule's input, for transcoders)."""
 
 
 class CallListener(Protocol):
@@ -93,29 +97,6 @@ class _CallState:
 
     args: tuple[tuple, dict[str, Any]] | None = None
     context: CallContext | None = None
-
-
-class _SubmoduleHooks(nn.Module):
-    def __init__(self, with_input: bool) -> None:
-        super().__init__()
-        if with_input:
-            self.hook_in = DiTHookPoint()  # [batch, tokens, d] image tokens, after the block's norm and modulation
-        self.hook_out = DiTHookPoint()  # [batch, tokens, d] image tokens, before gating
-
-
-class _BlockHooks(nn.Module):
-    """The HookPoints of one real block; a sibling of the block, never a wrapper around it."""
-
-    def __init__(self, has_text: bool, submodules: Iterable[str], has_update: bool = False):
-        super().__init__()
-        self.hook_resid_pre = DiTHookPoint()  # [batch, tokens, d_model]
-        self.hook_resid_post = DiTHookPoint()  # [batch, tokens, d_model]
-        if has_update:
-            self.hook_update = DiTHookPoint()  # [batch, tokens, d_model]: hook_resid_post - hook_resid_pre
-        if has_text:
-            self.hook_txt_resid_post = DiTHookPoint()  # [batch, text_tokens, d_model]
-        for name in submodules:
-            self.add_module(name, _SubmoduleHooks(with_input=name in INPUT_HOOKED))
 
 
 class HookedDiT(HookedRootModule):
@@ -136,7 +117,7 @@ class HookedDiT(HookedRootModule):
         self._call_handles: list[RemovableHandle] = []
         self._call = _CallState()
         placed: list[tuple[str, nn.Module]] = []
-        widths: list[tuple[_BlockHooks, int | None]] = []
+        widths: list[tuple[BlockHooks, int | None]] = []
         for stack in self.spec.stacks:
             for prefix, block in resolve_blocks(self.spec, stack, transformer):
                 hooks = self._hooks_for(stack, block)
@@ -144,12 +125,17 @@ class HookedDiT(HookedRootModule):
                 widths.append((hooks, block_width(block, stack, self.spec)))
         attach(self, placed)
         self.setup()
-        self._widths = {point.name: width for hooks, width in widths for point in _own_hook_points(hooks)}
+        self._widths = {point.name: width for hooks, width in widths for point in own_hook_points(hooks)}
         logger.debug(
             "HookedDiT(%s): adapter %r, %d hook points", type(transformer).__name__, self.spec.name, len(self.hook_dict)
         )
 
-    def _hooks_for(self, stack: StackSpec, block: nn.Module) -> _BlockHooks:
+    @classmethod
+    def from_pipeline(cls, pipe: Any) -> HookedDiT:
+        """HookedDiT on a diffusers pipeline's denoiser: `pipe.transformer`, or `pipe.unet` (SD, SDXL)."""
+        return cls(denoiser(pipe))
+
+    def _hooks_for(self, stack: StackSpec, block: nn.Module) -> BlockHooks:
         """Build one block's HookPoints and their (not yet installed) sites."""
         try:
             slot = ArgSlot(block, stack.input)
@@ -166,7 +152,7 @@ class HookedDiT(HookedRootModule):
                     f"adapter {self.spec.name!r}: {type(block).__name__}.{sub.module} is None; mark it "
                     f"`optional: true` or point `module` elsewhere in {self.spec.source}"
                 )
-        hooks = _BlockHooks(has_text, [sub.hook for sub in present], has_update=stack.update)
+        hooks = BlockHooks(has_text, [sub.hook for sub in present], has_update=stack.update)
         on_change = self._site_switched
         streams = BlockStreams(
             image_index=stack.image_output,
@@ -364,6 +350,7 @@ class HookedDiT(HookedRootModule):
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        token_fraction: float | None = None,
     ) -> Iterator[Recording]:
         """Record `names` over every transformer call made inside the block (e.g. a whole pipeline run).
 
@@ -371,14 +358,22 @@ class HookedDiT(HookedRootModule):
         (seed, run, step, sample); all tokens if None), only rows of `branch` and, if given, only
         rows whose timestep is within 0.5 of one of `timesteps` (project convention: DDPM scale
         [0, 1000], 1000 = pure noise). Kept activations are detached, copied to `device` in `dtype`
-        inside the hook. The hooks are removed on exit, also when the pipeline raises.
+        inside the hook. `token_fraction` instead keeps that share of each activation's tokens (hooks of
+        different UNet levels have different token counts). The hooks are removed on exit, also when the
+        pipeline raises.
         """
         names = [names] if isinstance(names, str) else list(names)
         if not names or not all(isinstance(name, str) for name in names):
             raise ValueError(f"record() takes hook names (strings from hooked.hook_names), got {names!r}")
         self.check_hook_names(names)
         options = RecordOptions(
-            tokens_per_image=tokens_per_image, timesteps=timesteps, branch=branch, dtype=dtype, device=device, seed=seed
+            tokens_per_image=tokens_per_image,
+            timesteps=timesteps,
+            branch=branch,
+            dtype=dtype,
+            device=device,
+            seed=seed,
+            token_fraction=token_fraction,
         )
         recorder = Recorder(names, context=lambda: self.call_context, guidance=self.spec.guidance, options=options)
         with self.listening(recorder), self.hooks(fwd_hooks=[(name, recorder.hook(name)) for name in names]):
@@ -416,10 +411,13 @@ class HookedDiT(HookedRootModule):
                     sae.use_error_term = value
 
 
-def _own_hook_points(hooks: _BlockHooks) -> Iterator[DiTHookPoint]:
-    """The HookPoints of one block (its own and its submodules'), not those of blocks nested under it."""
-    for child in hooks.children():
-        if isinstance(child, DiTHookPoint):
-            yield child
-        elif isinstance(child, _SubmoduleHooks):
-            yield from (point for point in child.children() if isinstance(point, DiTHookPoint))
+def denoiser(pipe: Any) -> nn.Module:
+    """The network a diffusers pipeline denoises with: its `transformer`, else its `unet`."""
+    for name in ("transformer", "unet"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise ValueError(
+        f"{type(pipe).__name__} has neither a `transformer` nor a `unet`; pass the denoising network itself to "
+        f"HookedDiT(...)"
+    )

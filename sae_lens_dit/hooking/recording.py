@@ -211,6 +211,9 @@ class RecordOptions:
     """Device the kept activations are copied to, inside the hook."""
     seed: int = 0
     """Seeds the token draws."""
+    token_fraction: float | None = None
+    """Instead of `tokens_per_image`: keep this share of each activation's tokens (at least one), for hooks
+    whose token counts differ (UNet levels); drawn the same way."""
 
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
@@ -218,6 +221,11 @@ class RecordOptions:
         if self.tokens_per_image is not None and self.tokens_per_image < 1:
             raise ValueError(
                 f"tokens_per_image must be a positive int or None (all tokens), received {self.tokens_per_image}"
+            )
+        if self.token_fraction is not None and not (0 < self.token_fraction <= 1 and self.tokens_per_image is None):
+            raise ValueError(
+                f"token_fraction must be in (0, 1] and is used instead of tokens_per_image, received "
+                f"token_fraction={self.token_fraction}, tokens_per_image={self.tokens_per_image}"
             )
 
 
@@ -236,6 +244,7 @@ class Recorder:
         self.recording = Recording(names)
         self._context, self._guidance = context, guidance
         self._k, self._branch, self._seed = options.tokens_per_image, options.branch, options.seed
+        self._fraction = options.token_fraction
         timesteps = options.timesteps
         self._keep_t = None if timesteps is None else torch.as_tensor(list(timesteps), dtype=torch.float32)
         self._dtype, self._device = options.dtype, torch.device(options.device)
@@ -310,15 +319,16 @@ class Recorder:
     def _draw_tokens(self, plan: _CallPlan, n_tokens: int) -> Tensor:
         """[batch_kept, k] sorted token positions, drawn per (seed, run, step, sample): reproducible, and the
         cond and uncond rows of one image get the same positions."""
-        if self._k is None:
+        k = self._k if self._fraction is None else max(1, int(n_tokens * self._fraction))
+        if k is None:
             return torch.arange(n_tokens).expand(len(plan.sample), n_tokens)
-        if self._k > n_tokens:
-            raise ValueError(f"tokens_per_image={self._k} but the activation has only {n_tokens} tokens per image")
+        if k > n_tokens:
+            raise ValueError(f"tokens_per_image={k} but the activation has only {n_tokens} tokens per image")
         drawn: dict[int, Tensor] = {}
         for sample in plan.sample.tolist():
             if sample not in drawn:
                 generator = torch.Generator().manual_seed(_mix(self._seed, plan.run, plan.step, sample))
-                drawn[sample] = torch.randperm(n_tokens, generator=generator)[: self._k].sort().values
+                drawn[sample] = torch.randperm(n_tokens, generator=generator)[:k].sort().values
         return torch.stack([drawn[sample] for sample in plan.sample.tolist()])
 
 

@@ -190,8 +190,8 @@ def resolve_keep_timesteps(pipe: Any, cfg: HarvestConfig) -> list[float] | None:
     return [float(t) for t in cfg.keep_timesteps]
 
 
-def default_tokens_per_image(hooked: HookedDiT, cfg: HarvestConfig) -> int:
-    return cfg.tokens_per_image or max(1, hooked.image_tokens // 16)
+DEFAULT_TOKEN_FRACTION = 1 / 16
+"""Share of each image's tokens a harvest keeps per step when `tokens_per_image` is None (the paper's choice)."""
 
 
 def sample_batch(
@@ -209,7 +209,8 @@ def sample_batch(
         kwargs["class_labels"] = plan.labels
     with hooked.record(
         list(cfg.hook_names),
-        tokens_per_image=default_tokens_per_image(hooked, cfg),
+        tokens_per_image=cfg.tokens_per_image,
+        token_fraction=None if cfg.tokens_per_image else DEFAULT_TOKEN_FRACTION,
         timesteps=keep,
         branch=cfg.branch,
         dtype=dtype,

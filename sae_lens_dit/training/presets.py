@@ -13,6 +13,30 @@ from typing import Any
 from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE
 from sae_lens_dit.training.runner_config import DiTSAERunnerConfig
 
+_SUBJECTS = (
+    "a cat",
+    "a dog",
+    "a red car",
+    "a wooden house",
+    "a bowl of fruit",
+    "an old man",
+    "a young woman",
+    "a mountain lake",
+    "a city street",
+    "a sailing boat",
+    "a bird on a branch",
+    "a bicycle",
+    "a cup of coffee",
+    "a forest path",
+    "a horse in a field",
+    "a robot",
+)
+_STYLES = ("a photo of {}", "a painting of {}", "a pencil sketch of {}", "{} at night, cinematic lighting")
+STARTER_PROMPTS: tuple[str, ...] = tuple(style.format(subject) for style in _STYLES for subject in _SUBJECTS)
+"""64 generic prompts (16 subjects in 4 styles) that the text-to-image presets cycle through: a starting point
+that covers objects, people, scenes and styles; pass your own (`--prompts`, or `harvest.prompts` in a config)
+for the concepts you study."""
+
 PRESETS: dict[str, dict[str, Any]] = {
     "dit-tiny-digits": {
         "model": "digits",
@@ -53,6 +77,53 @@ PRESETS: dict[str, dict[str, Any]] = {
         "device": "cuda",
         "output_dir": "runs/tide-dit-xl-2-256",
     },
+}
+# Stable Diffusion 1.5 at 512 px (64x64x4 latents): SAeUron's block, up_blocks.1.attentions.1 (16x16 tokens
+# of width 1280), as its update (output minus input). Needs a GPU and the Hub (or a cached copy).
+PRESETS["sd15"] = {
+    "model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "hook_name": "up.1.1.hook_update",
+    "sae": {"architecture": TIDE_ARCHITECTURE, "d_in": 1280, "d_sae": 16 * 1280, "k": 64},
+    "harvest": {
+        "hook_names": ["up.1.1.hook_update"],
+        "prompts": list(STARTER_PROMPTS),
+        "num_images": 20_000,
+        "images_per_batch": 32,
+        "num_inference_steps": 50,
+        "guidance_scale": 7.5,
+        "branch": "both",
+        "storage_dtype": "float16",
+    },
+    "training_tokens": 100_000_000,
+    "batch_size": 4096,
+    "dead_feature_window": 1000,
+    "data_mode": "cached",
+    "device": "cuda",
+    "output_dir": "runs/tide-sd15",
+}
+# SDXL-Turbo at 512 px: sdxl-unbox's block down_blocks.2.attentions.1 (16x16 tokens of width 1280) as its
+# update, with sdxl-unbox's dictionary (5120 latents, k 10); 4 steps rather than 1, so TIDE has a timestep
+# axis to condition on; no guidance (Turbo is distilled without it).
+PRESETS["sdxl-turbo"] = {
+    "model": "stabilityai/sdxl-turbo",
+    "hook_name": "down.2.1.hook_update",
+    "sae": {"architecture": TIDE_ARCHITECTURE, "d_in": 1280, "d_sae": 5120, "k": 10},
+    "harvest": {
+        "hook_names": ["down.2.1.hook_update"],
+        "prompts": list(STARTER_PROMPTS),
+        "num_images": 20_000,
+        "images_per_batch": 32,
+        "num_inference_steps": 4,
+        "guidance_scale": 0.0,
+        "branch": "cond",
+        "storage_dtype": "float16",
+    },
+    "training_tokens": 100_000_000,
+    "batch_size": 4096,
+    "dead_feature_window": 1000,
+    "data_mode": "cached",
+    "device": "cuda",
+    "output_dir": "runs/tide-sdxl-turbo",
 }
 PRESETS["dit-tiny-shapes"] = {**PRESETS["dit-tiny-digits"], "model": "shapes", "output_dir": "runs/tide-shapes"}
 """Preset name -> `DiTSAERunnerConfig.from_dict` input (the fields it leaves out keep their defaults)."""

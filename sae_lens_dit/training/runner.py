@@ -47,7 +47,7 @@ from sae_lens_dit.analysis.evals import BucketMetrics, LatentUsage, format_bucke
 from sae_lens_dit.conventions import DATA_STATE_FILENAME, DEFAULT_BUCKET_EDGES, TIMESTEP_CONVENTION, sae_id
 from sae_lens_dit.guards.data import finite_batches
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
-from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT, denoiser
 from sae_lens_dit.saes import feed_timesteps
 from sae_lens_dit.saes.data_init import init_from_rows
 from sae_lens_dit.toy.backbones import load_pipeline
@@ -138,7 +138,7 @@ class DiTSAETrainingRunner:
         self.device = self.dist.device(cfg.device)
         self._check_output_dir(overwrite)
         self.pipe = load_pipeline(cfg.model, device=self.device)
-        self.hooked = HookedDiT(self.pipe.transformer)
+        self.hooked = HookedDiT.from_pipeline(self.pipe)
         self._check_inputs()
         torch.manual_seed(cfg.seed)
         sae_cls = get_sae_training_class(cfg.sae.architecture())[0]
@@ -184,14 +184,14 @@ class DiTSAETrainingRunner:
         self.hooked.check_hook_names(self.cfg.harvest.hook_names)
         class_ids(self.pipe, self.cfg.harvest)
         resolve_keep_timesteps(self.pipe, self.cfg.harvest)
-        widths = dict.fromkeys(sublayer_hooks(self.cfg.hook_name), self.hooked.d_model)  # every hook is d_model wide
+        widths = {hook: self.hooked.d_in(hook) for hook in sublayer_hooks(self.cfg.hook_name)}
         check_sae_fits(self.cfg.sae, self.cfg.hook_name, widths, self.cfg.model)
 
     def _with_metadata(self, sae_cfg: TrainingSAEConfig) -> TrainingSAEConfig:
         sae_cfg = copy.deepcopy(sae_cfg)  # the caller's config stays as it was
         meta = sae_cfg.metadata
         meta.model_name = self.cfg.model
-        meta.model_class_name = type(self.pipe.transformer).__name__
+        meta.model_class_name = type(denoiser(self.pipe)).__name__
         hooks = sublayer_hooks(self.cfg.hook_name)  # a transcoder: reads the first, writes the second (SAELens's way)
         meta.hook_name = hooks[0]
         if len(hooks) == 2:

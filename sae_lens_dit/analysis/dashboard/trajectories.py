@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from sae_lens_dit.analysis.dashboard.cache import Cache, digest, module_digest
 from sae_lens_dit.analysis.dashboard.config import DashboardConfig
 from sae_lens_dit.analysis.evals import sample_images
-from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT, denoiser
 
 SHAPE_FACTOR_NAMES = {
     "colour": ["red", "yellow", "green", "cyan", "blue", "magenta"],
@@ -196,7 +196,7 @@ def trajectories_key(pipe: Any, model: str, cfg: DashboardConfig) -> str:
         "trajectories",
         model,
         type(pipe).__name__,
-        module_digest(pipe.transformer, getattr(pipe, "vae", None)),
+        module_digest(denoiser(pipe), getattr(pipe, "vae", None)),
         type(pipe.scheduler).__name__,
         scheduler,
         sorted(_class_names(pipe).items()),

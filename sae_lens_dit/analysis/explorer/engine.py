@@ -44,7 +44,7 @@ from sae_lens_dit.analysis.interventions.selection import TYPICAL_PERCENTILE
 from sae_lens_dit.analysis.interventions.windows import auto_window
 from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, timestep_scope
 from sae_lens_dit.guards.output_dirs import claim
-from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT, denoiser
 
 CACHE_KIND = "serve"
 SUMMARY_CLASSES = 8
@@ -114,14 +114,14 @@ class Explorer:
         (self.cache_dir / "images").mkdir(exist_ok=True)
         (self.cache_dir / "summaries").mkdir(exist_ok=True)
         self.lock = threading.Lock()
-        self.model_key = fingerprint(pipe.transformer, dict(pipe.transformer.config))
+        self.model_key = fingerprint(denoiser(pipe), dict(denoiser(pipe).config))
         self.sae_keys = [fingerprint(sae, sae.cfg.to_dict()) for sae in self.saes]
         self._summaries: dict[int, dict[str, Any]] = {}
 
     # --- what the page needs to know -----------------------------------------------------------
 
     def token_grid(self) -> tuple[int, int]:
-        config = self.pipe.transformer.config
+        config = denoiser(self.pipe).config
         size, patch = getattr(config, "sample_size", None), getattr(config, "patch_size", None) or 1
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         return height // patch, width // patch

@@ -140,7 +140,7 @@ def preview_latent(
     scale) limits the edit in time; None = the whole run. Pass the pipeline's call arguments
     (class_labels=[3], num_inference_steps=..., ...).
     """
-    hooked = hooked if hooked is not None else HookedDiT(pipe.transformer)
+    hooked = hooked if hooked is not None else HookedDiT.from_pipeline(pipe)
     unit = {"unit": "typical", "typical": (typical,)} if typical is not None else {}
     spec = SteeringSpec((LatentEdit(sae.cfg.metadata.hook_name, (latent,), op, strength, timesteps=window, **unit),))
     return edit(pipe, hooked, [sae], spec, seed, **pipe_kwargs)

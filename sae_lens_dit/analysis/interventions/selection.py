@@ -33,7 +33,7 @@ from torch import Tensor
 from sae_lens_dit.analysis.evals import bucket_masks, sample_images
 from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, TIMESTEP_MAX, Branch, timestep_scope
 from sae_lens_dit.guards.config import check_keys
-from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.hooking.hooked import HookedDiT, denoiser
 
 Method = Literal["mean_diff", "auroc"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -159,7 +159,7 @@ def record_noised(
     generator = torch.Generator().manual_seed(seed)
     parts: list[dict[str, Tensor]] = []
     for start in range(0, len(images), batch_size):
-        x0 = images[start : start + batch_size].to(pipe.device, pipe.transformer.dtype)
+        x0 = images[start : start + batch_size].to(pipe.device, denoiser(pipe).dtype)
         if vae is not None and hasattr(vae, "encode"):  # a latent-space pipeline: encode like its training data
             x0 = vae.encode(x0).latent_dist.mean * vae.config.scaling_factor
         n = len(x0)

@@ -368,7 +368,7 @@ def build_shape_concepts(
     folder = Path(folder)
     check_claimable(folder, "concepts")
     pipe = load_tiny_dit("shapes")
-    hooked = HookedDiT(pipe.transformer)
+    hooked = HookedDiT.from_pipeline(pipe)
     classify = load_tiny_classifier("shapes").predict
     sae_ids = {hook: sae_id(hook, architecture) for hook in hooks}
     saes = {hook: SAE.from_pretrained(release, id_) for hook, id_ in sae_ids.items()}
