@@ -22,6 +22,9 @@ class DashboardConfig:
     """Denoising steps per image (the timestep axis of every plot)."""
     guidance_scale: float | None = None
     """Classifier-free guidance of the samples; None: the pipeline's default."""
+    prompts: tuple[str, ...] | None = None
+    """Prompts of a text-conditioned pipeline (SD, SDXL, PixArt, ...), cycled over the images; pages name the
+    prompt where they name a class. None: the pipeline's class labels (class-conditional backbones)."""
     max_latents: int = 64
     """Latents that get a page: the first alive ones by id (the index lists every latent)."""
     latents: tuple[int, ...] | None = None

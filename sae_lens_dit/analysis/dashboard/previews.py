@@ -58,6 +58,7 @@ def steering_previews(
     sample of each class is generated once; with a `cache`, every sample is kept under `key` (which must
     determine the backbone, the SAE and the settings: `build` hashes them) and reused by the next build. Call
     `.save()` on the returned function once every page is built."""
+    from sae_lens_dit.analysis.evals.generation import condition_kwargs
     from sae_lens_dit.analysis.interventions import steering
     from sae_lens_dit.analysis.interventions.editing import generate
     from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
@@ -76,10 +77,14 @@ def steering_previews(
         if name not in stored:
             computed.append(name)
             if spec is None:
-                stored[name] = torch.from_numpy(generate(pipe, cfg.seed, class_labels=[label], **pipe_kwargs))
+                stored[name] = torch.from_numpy(
+                    generate(pipe, cfg.seed, **condition_kwargs([label], cfg.prompts), **pipe_kwargs)
+                )
             else:
                 with steering.steer(hooked, [sae], spec):
-                    stored[name] = torch.from_numpy(generate(pipe, cfg.seed, class_labels=[label], **pipe_kwargs))
+                    stored[name] = torch.from_numpy(
+                        generate(pipe, cfg.seed, **condition_kwargs([label], cfg.prompts), **pipe_kwargs)
+                    )
         used[name] = stored[name]
         return used[name].numpy()
 

@@ -10,6 +10,7 @@ as `evals.sample_images` samples them (classes cycled, seeded), so they are the 
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -108,12 +109,19 @@ def _capture_predictions(
             del scheduler.step
 
 
-def _class_names(pipe: Any) -> dict[int, str]:
+def condition_names(pipe: Any, cfg: DashboardConfig) -> dict[int, str]:
+    """What the images are sampled from, by label id: the prompts given, else the pipeline's class names."""
+    if cfg.prompts is not None:
+        if "prompt" not in inspect.signature(pipe.__call__).parameters:
+            raise ValueError(
+                f"prompts: {type(pipe).__name__} is class-conditional and takes no prompt; leave prompts unset"
+            )
+        return dict(enumerate(cfg.prompts))
     labels = getattr(pipe, "labels", None)
     if not labels:
         raise ValueError(
-            f"{type(pipe).__name__} has no label map (pipe.labels): dashboards sample class-conditional "
-            "pipelines (DiTPipeline and the bundled backbones)"
+            f"{type(pipe).__name__} has no label map (pipe.labels): pass prompts (--prompts) for a "
+            "text-conditioned pipeline, or use a class-conditional one (DiTPipeline, the bundled backbones)"
         )
     return {int(i): name for name, i in sorted(labels.items(), key=lambda item: item[1])}
 
@@ -134,7 +142,7 @@ def sample_trajectories(
 ) -> Trajectories:
     """Sample `cfg.num_images` images and record every token of `hooks` at every step (cond branch)."""
     hooked.check_hook_names(hooks)
-    names = _class_names(pipe)
+    names = condition_names(pipe, cfg)
     labels = [int(c) for c in np.resize(sorted(names), cfg.num_images)]
     predictions: list[Tensor] = []
     calls = -(-cfg.num_images // cfg.batch_size)
@@ -144,7 +152,8 @@ def sample_trajectories(
         hooked.record(list(hooks), branch="cond") as rec,
         _capture_predictions(pipe.scheduler, predictions, bar.update),
     ):
-        images = sample_images(pipe, labels, cfg.seed, cfg.num_inference_steps, cfg.guidance_scale, cfg.batch_size)
+        sampling = (cfg.num_inference_steps, cfg.guidance_scale, cfg.batch_size, cfg.prompts)
+        images = sample_images(pipe, labels, cfg.seed, *sampling)
     steps = cfg.num_inference_steps
     if len(predictions) != steps * -(-cfg.num_images // cfg.batch_size):
         raise ValueError(
@@ -199,7 +208,7 @@ def trajectories_key(pipe: Any, model: str, cfg: DashboardConfig) -> str:
         module_digest(denoiser(pipe), getattr(pipe, "vae", None)),
         type(pipe.scheduler).__name__,
         scheduler,
-        sorted(_class_names(pipe).items()),
+        sorted(condition_names(pipe, cfg).items()),
         cfg.seed,
         cfg.num_inference_steps,
         cfg.guidance_scale,

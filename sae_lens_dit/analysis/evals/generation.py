@@ -26,15 +26,17 @@ def sample_images(
     num_inference_steps: int = 50,
     guidance_scale: float | None = None,
     batch_size: int = 100,
+    prompts: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Pipeline `np` output [n, H, W, C] in [0, 1]; image i always gets the noise of (seed, i // batch_size)."""
+    """Pipeline `np` output [n, H, W, C] in [0, 1]; image i always gets the noise of (seed, i // batch_size).
+    `labels` are class ids, or indices into `prompts` for a text-conditioned pipeline."""
     parts = []
     for i in range(0, len(labels), batch_size):
         gen = torch.Generator().manual_seed(seed * 100_003 + i)
         kwargs = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+        kwargs |= condition_kwargs(labels[i : i + batch_size], prompts)
         parts.append(
             pipe(
-                class_labels=list(labels[i : i + batch_size]),
                 num_inference_steps=num_inference_steps,
                 generator=gen,
                 output_type="np",
@@ -42,6 +44,13 @@ def sample_images(
             ).images
         )
     return np.concatenate(parts)
+
+
+def condition_kwargs(labels: Sequence[int], prompts: Sequence[str] | None) -> dict[str, list]:
+    """The pipeline keyword that asks for `labels`: `class_labels`, or `prompt` (the labels index `prompts`)."""
+    if prompts is None:
+        return {"class_labels": [int(label) for label in labels]}
+    return {"prompt": [prompts[int(label)] for label in labels]}
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

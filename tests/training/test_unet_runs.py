@@ -1,4 +1,4 @@
-"""The sd15 and sdxl-turbo presets' code paths, and `sae-lens-dit train` / `edit` on a UNet pipeline.
+"""The sd15 and sdxl-turbo presets' code paths, and `sae-lens-dit train` / `edit` / `dashboard` on a UNet pipeline.
 
 No pretrained SD or SDXL can be downloaded here, so each test saves a local diffusers folder of a stock
 StableDiffusion(XL)Pipeline with tiny random parts (`toy.random_unet`: the real level layout, so the
@@ -80,6 +80,23 @@ def test_train_and_edit_from_the_cli_on_a_tiny_sd_pipeline(tiny_pipes, tmp_path,
     edit = json.loads((tmp_path / "edit" / "edit.json").read_text())
     assert edit["mean_abs_pixel_change"] > 0
     assert "edited 1 image(s)" in capsys.readouterr().out
+
+    dash = tmp_path / "dash"
+    args = ["dashboard", "--sae", str(run), "--output-dir", str(dash), "--num-images", "2", "--batch-size", "2"]
+    args += ["--num-inference-steps", "2", "--max-latents", "2", "--prompts", "a red square", "a blue circle"]
+    assert main(args) == 0
+    pages = sorted((dash / f"{hook}-tide" / "latents").glob("*.html"))
+    assert len(pages) == 2 and all("a red square" in page.read_text() for page in pages)  # the prompt names images
+
+
+def test_a_dashboard_of_a_text_pipeline_without_prompts_says_what_to_pass(tiny_pipes, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--model", str(tiny_pipes["sd"]), "--hook", "up.1.1.hook_update", "--d-in", "8", "--d-sae", "16"]
+    args += ["--k", "2", "--prompts", "a cat", "--num-images", "2", "--images-per-batch", "2", "--eval-images", "1"]
+    args += ["--num-inference-steps", "1", "--training-tokens", "64", "--batch-size", "16", "--shuffle-buffer", "32"]
+    assert main([*args, "--wandb-mode", "disabled", "--output-dir", str(run)]) == 0
+    assert main(["dashboard", "--sae", str(run), "--output-dir", str(tmp_path / "dash")]) == 2
+    assert "pass prompts (--prompts)" in capsys.readouterr().err
 
 
 def test_a_wrong_width_for_a_unet_hook_is_one_clear_error(tiny_pipes, tmp_path, capsys):
