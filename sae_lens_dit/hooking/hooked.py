@@ -253,6 +253,10 @@ class HookedDiT(HookedRootModule):
             call.context = self._reader.context(*call.args)
         return call.context
 
+    def read_call(self, args: tuple, kwargs: dict[str, Any]) -> CallContext:
+        """The `CallContext` of a transformer call given its arguments (as a forward pre-hook receives them)."""
+        return self._reader.context(args, kwargs)
+
     def _site_switched(self, installed: bool) -> None:
         self._installed_sites += 1 if installed else -1
         self._refresh_call_hooks()

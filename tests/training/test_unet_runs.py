@@ -1,4 +1,4 @@
-"""The sd15 and sdxl-turbo presets' code paths, and `sae-lens-dit train` / `edit` / `dashboard` on a UNet pipeline.
+"""The sd15 and sdxl-turbo presets, and `sae-lens-dit train` / `eval` / `edit` / `dashboard` on a UNet pipeline.
 
 No pretrained SD or SDXL can be downloaded here, so each test saves a local diffusers folder of a stock
 StableDiffusion(XL)Pipeline with tiny random parts (`toy.random_unet`: the real level layout, so the
@@ -80,6 +80,19 @@ def test_train_and_edit_from_the_cli_on_a_tiny_sd_pipeline(tiny_pipes, tmp_path,
     edit = json.loads((tmp_path / "edit" / "edit.json").read_text())
     assert edit["mean_abs_pixel_change"] > 0
     assert "edited 1 image(s)" in capsys.readouterr().out
+
+    evaluated = tmp_path / "eval"
+    args = ["eval", "--sae", str(run), "--output-dir", str(evaluated), "--num-inference-steps", "2"]
+    args += ["--prompts", "a red square", "a blue circle", "--edges", "0", "500", "1000"]
+    assert main([*args, "--num-images", "4"]) == 2  # no classifier for spliced generation: one line, before work
+    assert "--num-samples 0" in capsys.readouterr().err
+    assert main([*args, "--num-images", "2", "--num-samples", "0"]) == 2  # one image per prompt: no probe
+    assert "2 images per prompt" in capsys.readouterr().err
+    args += ["--num-images", "4"]
+    assert main([*args, "--num-samples", "0"]) == 0
+    report = json.loads((evaluated / "eval.json").read_text())["reports"][0]
+    assert {row["branch"] for row in report["denoising"]} == {"cond", "uncond"}
+    assert all(row["loss_clean"] > 0 for row in report["denoising"])
 
     dash = tmp_path / "dash"
     args = ["dashboard", "--sae", str(run), "--output-dir", str(dash), "--num-images", "2", "--batch-size", "2"]

@@ -53,6 +53,7 @@ from sae_lens_dit.analysis.evals.probes import (
     probe_accuracy,
     summarize_factors,
 )
+from sae_lens_dit.analysis.evals.prompted import prompted_heldout_pass
 from sae_lens_dit.analysis.evals.protocol import EvalConfig, evaluate
 from sae_lens_dit.analysis.evals.reconstruction import (
     DENSE_THRESHOLD,
@@ -98,6 +99,7 @@ __all__ = [
     "heldout_pass",
     "heldout_reconstruction",
     "interpretability_by_bucket",
+    "prompted_heldout_pass",
     "latent_timestep_stats",
     "latent_usage",
     "plot_reports",

@@ -12,7 +12,7 @@ scored against the same noise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,27 +23,31 @@ from sae_lens_dit.conventions import BRANCH_NAMES, DEFAULT_BUCKET_EDGES, TIMESTE
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.image_sets import LabelledImages
 
-"""Names of the held-out rows' branch labels: 0 = cond (the image's class), 1 = uncond (the null class)."""
+Conditioning = Callable[[torch.Tensor], dict[str, Any]]
+"""Row indices of a held-out pass -> the denoiser's keyword arguments for those rows, besides the latents and
+the timestep (`class_labels` for a DiT; the prompt embeddings a text pipeline computed, `prompted`)."""
 
 
 @dataclass
 class HeldoutPass:
     """Held-out images noised (the scheduler's own `add_noise`) to one random timestep per image and
-    bucket, run through the transformer once per CFG branch (cond = the image's class, uncond = the
-    null class). Built once per backbone and hook; every SAE scored against it sees the same noise.
+    bucket, run through the denoiser once per CFG branch (cond = the image's class or prompt, uncond = the
+    null class or the negative prompt). Built once per backbone and hook; every SAE scored against it sees
+    the same noise.
 
-    Rows are (bucket, branch, image) in that order. `loss_*` is the model's own noise-prediction
-    MSE per row: clean, with the hook zero-ablated, and with it mean-ablated (replaced by the
-    per-token-position mean over the rows of the same bucket and branch).
+    Rows are (bucket, branch, image) in that order. `loss_*` is the model's own training loss per row
+    (MSE of its prediction against `target`: the noise, or v for v-prediction models): clean, with the hook
+    zero-ablated, and with it mean-ablated (replaced by the per-token-position mean over the rows of the
+    same bucket and branch).
     """
 
     hook_name: str
     edges: tuple[float, ...]
     images: LabelledImages
     noisy: torch.Tensor  # [rows, C, H, W]
-    noise: torch.Tensor  # [rows, C, H, W]
+    noise: torch.Tensor  # [rows, C, H, W] what the prediction is scored against (the noise, or v)
     timestep: torch.Tensor  # [rows]
-    class_labels: torch.Tensor  # [rows] (the null class on uncond rows)
+    conditioning: Conditioning
     bucket: torch.Tensor  # [rows]
     branch: torch.Tensor  # [rows] 0 = cond, 1 = uncond
     image_index: torch.Tensor  # [rows] into `images`
@@ -71,8 +75,9 @@ def _losses_with(hooked: HookedDiT, hp: HeldoutPass, rows: torch.Tensor, fwd_hoo
     out = []
     for i in range(0, len(rows), batch_size):
         idx = rows[i : i + batch_size]
+        inputs = {hooked.spec.latents: hp.noisy[idx], hooked.spec.timestep.argument: hp.timestep[idx]}
         with hooked.hooks(fwd_hooks=fwd_hooks):
-            pred = hooked.transformer(hp.noisy[idx], timestep=hp.timestep[idx], class_labels=hp.class_labels[idx])
+            pred = hooked.transformer(**inputs, **hp.conditioning(idx))
         out.append(_noise_losses(pred.sample, hp.noise[idx]))
     return torch.cat(out)
 
@@ -111,6 +116,7 @@ def heldout_pass(
             noisy.append(xt), noise.append(eps), timestep.append(t), labels.append(y)
             bucket.append(torch.full((n,), b)), branch.append(torch.full((n,), br)), index.append(torch.arange(n))
     device, dtype = hooked.transformer.device, hooked.transformer.dtype
+    class_labels = torch.cat(labels).to(device)  # [rows], the null class on uncond rows
     hp = HeldoutPass(
         hook_name,
         tuple(float(e) for e in edges),
@@ -118,7 +124,7 @@ def heldout_pass(
         torch.cat(noisy).to(device, dtype),
         torch.cat(noise).to(device),
         torch.cat(timestep).to(device),
-        torch.cat(labels).to(device),
+        lambda idx: {"class_labels": class_labels[idx]},
         torch.cat(bucket),
         torch.cat(branch),
         torch.cat(index),
@@ -127,6 +133,12 @@ def heldout_pass(
         torch.empty(0),
         torch.empty(0),
     )
+    return with_losses(hooked, hp, batch_size)
+
+
+def with_losses(hooked: HookedDiT, hp: HeldoutPass, batch_size: int) -> HeldoutPass:
+    """Fill `hp`'s activations and clean, zero- and mean-ablated losses at its hook (one pass per kind)."""
+    hook_name, device, dtype = hp.hook_name, hooked.transformer.device, hooked.transformer.dtype
     rows = torch.arange(len(hp.timestep))
     captured: list[torch.Tensor] = []
     hp.loss_clean = _losses_with(

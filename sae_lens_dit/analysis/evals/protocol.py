@@ -20,6 +20,7 @@ from sae_lens_dit.analysis.evals.denoising import HeldoutPass, heldout_pass, hel
 from sae_lens_dit.analysis.evals.generation import FeatureFn, sample_images, spliced_generation, torchscript_features
 from sae_lens_dit.analysis.evals.latents import latent_timestep_stats, latent_usage
 from sae_lens_dit.analysis.evals.probes import interpretability_by_bucket
+from sae_lens_dit.analysis.evals.prompted import check_prompted, prompted_heldout_pass
 from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, PROFILES, sae_display_name
 from sae_lens_dit.toy.image_sets import LabelledImages
 
@@ -30,6 +31,10 @@ class EvalConfig:
 
     num_images: int = 128
     """Held-out images of the backbone's own held-out split (bundled backbones), noised into every bucket."""
+    prompts: tuple[str, ...] | None = None
+    """Prompts of a text-conditioned pipeline (SD, SDXL, PixArt): its own samples for them, cycled over
+    num_images, are the held-out images, and each prompt's conditioning is the pipeline's own (needs
+    num_samples 0: there is no classifier to score spliced generation)."""
     num_samples: int = 100
     """Images sampled clean and with the SAE spliced in (0 skips spliced generation); classes cycle."""
     num_inference_steps: int = 50
@@ -73,8 +78,22 @@ def evaluate(
 
     cfg = cfg or EvalConfig()
     for model in saes_by_backbone(saes):
-        if images is None and model.removeprefix("tiny-dit-") not in TINY_DIT_NAMES:
-            raise ValueError(f"no held-out images known for model {model!r}: pass images= (LabelledImages)")
+        if cfg.prompts is not None:
+            if cfg.num_samples:
+                raise ValueError(
+                    "prompts: spliced generation needs a classifier of the backbone's images, which a text "
+                    "pipeline has not; set num_samples to 0 (--num-samples 0)"
+                )
+            if cfg.factors and cfg.num_images < 2 * len(cfg.prompts):
+                raise ValueError(
+                    f"prompts: the prompt probe needs 2 images per prompt, and {cfg.num_images} images over "
+                    f"{len(cfg.prompts)} prompts give fewer; raise num_images or set factors off (--no-factors)"
+                )
+        elif images is None and model.removeprefix("tiny-dit-") not in TINY_DIT_NAMES:
+            raise ValueError(
+                f"no held-out images known for model {model!r}: pass images= (LabelledImages), or prompts "
+                f"(--prompts) for a text-conditioned pipeline"
+            )
     reports: list[dict[str, Any]] = []
     for backbone in load_backbones(saes, cfg.device):
         reports += _evaluate_backbone(backbone, cfg, images)
@@ -84,12 +103,23 @@ def evaluate(
 def _evaluate_backbone(backbone: Backbone, cfg: EvalConfig, images: LabelledImages | None) -> list[dict[str, Any]]:
     from sae_lens_dit.toy.image_sets import training_split
 
-    name = backbone.model.removeprefix("tiny-dit-")
-    held = (images or training_split(name, seed=0)[1]).take(cfg.num_images)
-    passes = {
-        hook: heldout_pass(backbone.pipe, backbone.hooked, hook, held, cfg.edges, cfg.seed, cfg.batch_size)
-        for hook in backbone.hooks
-    }
+    if cfg.prompts is not None:
+        check_prompted(backbone.pipe)
+        sampling = {"num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale}
+        passes = {
+            hook: prompted_heldout_pass(
+                backbone.pipe, backbone.hooked, hook, cfg.prompts, cfg.num_images, cfg.edges, cfg.seed, **sampling
+            )
+            for hook in backbone.hooks
+        }
+        held = next(iter(passes.values())).images
+    else:
+        name = backbone.model.removeprefix("tiny-dit-")
+        held = (images or training_split(name, seed=0)[1]).take(cfg.num_images)
+        passes = {
+            hook: heldout_pass(backbone.pipe, backbone.hooked, hook, held, cfg.edges, cfg.seed, cfg.batch_size)
+            for hook in backbone.hooks
+        }
     samples = _clean_samples(backbone, held, cfg) if cfg.num_samples else None
     return [
         _report(sae, backbone, len(held), passes[sae.cfg.metadata.hook_name], samples, cfg) for sae in backbone.saes

@@ -48,14 +48,15 @@ def setup():
 
 def test_heldout_pass_layout_and_clean_loss_equal_the_unhooked_model(setup):
     pipe, _, hp = setup
+    class_labels = hp.conditioning(torch.arange(len(hp.timestep)))["class_labels"]
     n_buckets = len(hp.edges) - 1
     assert len(hp.timestep) == n_buckets * len(BRANCH_NAMES) * 12
     for b, br, mask in hp.groups():
         t = hp.timestep[mask]
         assert ((t >= hp.edges[b]) & (t <= hp.edges[b + 1])).all()
-        assert (hp.class_labels[mask] == 1000).all() == (br == 1)
+        assert (class_labels[mask] == 1000).all() == (br == 1)
     with torch.no_grad():
-        pred = pipe.transformer(hp.noisy, timestep=hp.timestep, class_labels=hp.class_labels).sample
+        pred = pipe.transformer(hp.noisy, timestep=hp.timestep, class_labels=class_labels).sample
     expected = (pred - hp.noise).pow(2).flatten(1).mean(1)
     torch.testing.assert_close(hp.loss_clean, expected, rtol=1e-5, atol=1e-7)
     assert hp.activation.shape == (len(hp.timestep), 64, 96)
@@ -68,7 +69,8 @@ def test_mean_ablation_equals_a_plain_torch_hook(setup):
     handle = pipe.transformer.transformer_blocks[1].register_forward_hook(lambda m, i, o: mean.expand_as(o))
     try:
         with torch.no_grad():
-            pred = pipe.transformer(hp.noisy[mask], timestep=hp.timestep[mask], class_labels=hp.class_labels[mask])
+            labels = hp.conditioning(mask.nonzero().squeeze(1))["class_labels"]
+            pred = pipe.transformer(hp.noisy[mask], timestep=hp.timestep[mask], class_labels=labels)
     finally:
         handle.remove()
     expected = (pred.sample - hp.noise[mask]).pow(2).flatten(1).mean(1)
