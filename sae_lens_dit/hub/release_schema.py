@@ -33,7 +33,9 @@ LOADER_PREFIX = "sae_lens_dit:"
 ReleaseStatus = Literal["published", "not yet published"]
 RELEASE_ID = re.compile(r"^tide-[a-z0-9]+(-[a-z0-9]+)*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 """Release ids follow `tide-<backbone>/<variant>`."""
-HOOK_NAME = re.compile(r"^(blocks|single_blocks)\.\d+\.([a-z_]+\.)?hook_[a-z_]+$")
+HOOK_NAME = re.compile(r"^[a-z][a-z_0-9]*(\.\d+)+(\.[a-z][a-z_0-9]*(\.\d+)*)*\.hook_[a-z_]+$")
+"""A HookedDiT hook name: a stack prefix, its indices, optional sub-parts, a `hook_*` leaf (`blocks.3.hook_resid_post`,
+`single_blocks.0.attn.hook_out`, a UNet's `down.2.1.hook_update` or `up.0.1.blocks.0.mlp.hook_in`)."""
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _RELEASE_KEYS = {
     "status",
@@ -180,7 +182,8 @@ def _parse_sae(data: Any, index: int, status: str) -> ReleaseSAE:
     hook = _get(data, "hook", str, where)
     if not HOOK_NAME.match(hook):
         raise ReleaseEntryError(
-            f"{where}hook", f"expected a HookedDiT hook name like blocks.3.hook_resid_post, got {hook!r}"
+            f"{where}hook",
+            f"expected a HookedDiT hook name like blocks.3.hook_resid_post or down.2.1.hook_update, got {hook!r}",
         )
     architecture = _get(data, "architecture", str, where)
     if architecture not in SAE_CLASS_REGISTRY:

@@ -228,3 +228,16 @@ def test_registering_again_is_idempotent():
     register_releases()
     assert (len(directory), len(NAMED_PRETRAINED_SAE_LOADERS)) == (size, loaders)
     assert sae_lens_dit.list_releases() == {rid: [sae["id"] for sae in entry["saes"]] for rid, entry in SHIPPED.items()}
+
+
+def test_every_hook_of_a_dit_and_of_sd_and_sdxl_unets_is_a_valid_release_hook():
+    from sae_lens_dit import HookedDiT
+    from sae_lens_dit.hub.release_schema import HOOK_NAME
+    from sae_lens_dit.toy.random_dit import random_dit
+    from sae_lens_dit.toy.random_unet import random_unet
+
+    for model in (random_dit(), random_unet("sd"), random_unet("sdxl")):
+        names = HookedDiT(model).hook_names
+        assert names and all(HOOK_NAME.match(name) for name in names), [n for n in names if not HOOK_NAME.match(n)]
+    for name in ("layer1", "blocks.hook_resid_post", "down.2.1", "blocks.1..hook_out", "Blocks.1.hook_out"):
+        assert not HOOK_NAME.match(name), name
