@@ -14,6 +14,7 @@ from typing import Any
 
 from sae_lens_dit.conventions import sae_display_name
 from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.hooking.splicing import hook_pair
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class Backbone:
     def hooks(self) -> list[str]:
         """The hooks the SAEs read, each once, in the SAEs' order."""
         return list(dict.fromkeys(sae.cfg.metadata.hook_name for sae in self.saes))
+
+    @property
+    def hook_pairs(self) -> list[tuple[str, str]]:
+        """(hook read, hook written) of every SAE, each pair once: equal for an SAE, a transcoder's input and
+        output hooks (`hooking.splicing.hook_pair`)."""
+        return list(dict.fromkeys(hook_pair(sae) for sae in self.saes))
 
 
 def saes_by_backbone(saes: Sequence[Any]) -> dict[str, list[Any]]:
@@ -61,6 +68,14 @@ def check_sae_fits(sae: Any, hooked: HookedDiT, model: str) -> None:
             f"SAE {sae_display_name(sae)} has d_in={sae.cfg.d_in} but hook {hook!r} of {model!r} carries "
             f"{hooked.d_in(hook)}-dimensional activations: the SAE was trained on another backbone or hook"
         )
+    out = hook_pair(sae)[1]
+    if out != hook:  # a transcoder: it writes d_out-wide rows into its output hook
+        hooked.check_hook_names([out])
+        if getattr(sae.cfg, "d_out", None) != hooked.d_in(out):
+            raise ValueError(
+                f"transcoder {sae_display_name(sae)} has d_out={getattr(sae.cfg, 'd_out', None)} but its output hook "
+                f"{out!r} of {model!r} carries {hooked.d_in(out)}-dimensional activations"
+            )
 
 
 def load_backbones(saes: Sequence[Any], device: str = "cpu") -> Iterator[Backbone]:

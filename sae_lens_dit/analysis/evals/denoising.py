@@ -55,6 +55,15 @@ class HeldoutPass:
     loss_clean: torch.Tensor  # [rows]
     loss_zero: torch.Tensor  # [rows]
     loss_mean: torch.Tensor  # [rows]
+    hook_name_out: str | None = None
+    """A transcoder's output hook (e.g. `blocks.2.mlp.hook_out` for input `blocks.2.mlp.hook_in`): recorded as
+    `activation_out`, and the hook the ablations replace (zero or mean MLP output). None: an SAE's one hook."""
+    activation_out: torch.Tensor | None = None  # [rows, tokens, d_out] at hook_name_out
+
+    @property
+    def target(self) -> torch.Tensor:
+        """What a reconstruction is scored against: the output hook's activations (a transcoder), else the input's."""
+        return self.activation if self.activation_out is None else self.activation_out
 
     def groups(self) -> Iterator[tuple[int, int, torch.Tensor]]:
         """(bucket, branch, row mask) for every non-empty group."""
@@ -91,9 +100,11 @@ def heldout_pass(
     edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
     seed: int = 0,
     batch_size: int = 256,
+    hook_name_out: str | None = None,
 ) -> HeldoutPass:
-    """Noise `images` to one timestep per image in each bucket and record clean/ablated losses at `hook_name`."""
-    hooked.check_hook_names([hook_name])
+    """Noise `images` to one timestep per image in each bucket and record clean/ablated losses at `hook_name`
+    (at `hook_name_out`, recorded as well, for a transcoder that reads one hook and writes another)."""
+    hooked.check_hook_names([hook_name] + ([hook_name_out] if hook_name_out else []))
     if len(images) == 0:
         raise ValueError("no held-out images to evaluate on")
     gen = torch.Generator().manual_seed(seed)
@@ -132,25 +143,29 @@ def heldout_pass(
         torch.empty(0),
         torch.empty(0),
         torch.empty(0),
+        hook_name_out,
     )
     return with_losses(hooked, hp, batch_size)
 
 
 def with_losses(hooked: HookedDiT, hp: HeldoutPass, batch_size: int) -> HeldoutPass:
     """Fill `hp`'s activations and clean, zero- and mean-ablated losses at its hook (one pass per kind)."""
-    hook_name, device, dtype = hp.hook_name, hooked.transformer.device, hooked.transformer.dtype
+    device, dtype = hooked.transformer.device, hooked.transformer.dtype
+    read, write = hp.hook_name, hp.hook_name_out or hp.hook_name
     rows = torch.arange(len(hp.timestep))
-    captured: list[torch.Tensor] = []
-    hp.loss_clean = _losses_with(
-        hooked, hp, rows, [(hook_name, lambda a, hook: captured.append(a.float().cpu()))], batch_size
-    )
-    hp.activation = torch.cat(captured)
-    hp.loss_zero = _losses_with(hooked, hp, rows, [(hook_name, lambda a, hook: torch.zeros_like(a))], batch_size)
+    captured: dict[str, list[torch.Tensor]] = {read: [], write: []}
+    record = [(name, lambda a, hook: captured[hook.name].append(a.float().cpu())) for name in captured]
+    hp.loss_clean = _losses_with(hooked, hp, rows, record, batch_size)
+    hp.activation = torch.cat(captured[read])
+    if write != read:
+        hp.activation_out = torch.cat(captured[write])
+    # Ablations replace what the SAE or transcoder writes (for a transcoder: the MLP's whole output).
+    hp.loss_zero = _losses_with(hooked, hp, rows, [(write, lambda a, hook: torch.zeros_like(a))], batch_size)
     hp.loss_mean = torch.empty_like(hp.loss_clean)
     for _, _, mask in hp.groups():
-        mean = hp.activation[mask].mean(0).to(device, dtype)  # [tokens, d]
+        mean = hp.target[mask].mean(0).to(device, dtype)  # [tokens, d]
         hp.loss_mean[mask] = _losses_with(
-            hooked, hp, mask.nonzero().squeeze(1), [(hook_name, lambda a, hook, m=mean: m.expand_as(a))], batch_size
+            hooked, hp, mask.nonzero().squeeze(1), [(write, lambda a, hook, m=mean: m.expand_as(a))], batch_size
         )
     return hp
 
@@ -187,13 +202,15 @@ def spliced_denoising(sae, hooked: HookedDiT, hp: HeldoutPass, batch_size: int =
 
 @torch.no_grad()
 def heldout_reconstruction(sae, hp: HeldoutPass) -> list[dict[str, Any]]:
-    """`bucket_metrics` of `sae` on the held-out pass's activations, per bucket and CFG branch (all tokens)."""
+    """`bucket_metrics` of `sae` on the held-out pass's activations, per bucket and CFG branch (all tokens); a
+    transcoder's reconstruction of its input hook is scored against its output hook."""
     out = []
     for b, br, mask in hp.groups():
         x = hp.activation[mask]  # [images, tokens, d]
         t = hp.timestep[mask].cpu().repeat_interleave(x.shape[1]).float()
         x = x.flatten(0, 1).to(sae.device, sae.dtype)
         x_hat, acts = reconstruct(sae, x, t.to(sae.device))
-        metrics = bucket_metrics(x.cpu(), x_hat.cpu(), acts.cpu(), hp.edges[b], hp.edges[b + 1])
+        y = hp.target[mask].flatten(0, 1)  # the input itself, or a transcoder's output
+        metrics = bucket_metrics(y, x_hat.cpu(), acts.cpu(), hp.edges[b], hp.edges[b + 1])
         out.append({**metrics.to_dict(), "branch": BRANCH_NAMES[br]})
     return out

@@ -55,10 +55,12 @@ def prompted_heldout_pass(
     batch_size: int = 64,
     num_inference_steps: int = 20,
     guidance_scale: float | None = None,
+    hook_name_out: str | None = None,
 ) -> HeldoutPass:
     """`num_images` samples of the pipeline (prompts cycled, seed `seed`) noised to one timestep per image in
-    each bucket and run once per CFG branch with the conditioning the pipeline gave each prompt."""
-    hooked.check_hook_names([hook_name])
+    each bucket and run once per CFG branch with the conditioning the pipeline gave each prompt (`hook_name_out`: a
+    transcoder's output hook, as in `denoising.heldout_pass`)."""
+    hooked.check_hook_names([hook_name] + ([hook_name_out] if hook_name_out else []))
     check_prompted(pipe)
     if num_images < 1 or not prompts:
         raise ValueError(
@@ -99,6 +101,7 @@ def prompted_heldout_pass(
         torch.empty(0),
         torch.empty(0),
         torch.empty(0),
+        hook_name_out,
     )
     return with_losses(hooked, hp, batch_size)
 

@@ -22,6 +22,7 @@ from sae_lens_dit.analysis.evals.latents import latent_timestep_stats, latent_us
 from sae_lens_dit.analysis.evals.probes import interpretability_by_bucket
 from sae_lens_dit.analysis.evals.prompted import check_prompted, prompted_heldout_pass
 from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, PROFILES, sae_display_name
+from sae_lens_dit.hooking.splicing import hook_pair
 from sae_lens_dit.toy.image_sets import LabelledImages
 
 
@@ -107,23 +108,38 @@ def _evaluate_backbone(backbone: Backbone, cfg: EvalConfig, images: LabelledImag
         check_prompted(backbone.pipe)
         sampling = {"num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale}
         passes = {
-            hook: prompted_heldout_pass(
-                backbone.pipe, backbone.hooked, hook, cfg.prompts, cfg.num_images, cfg.edges, cfg.seed, **sampling
+            (read, write): prompted_heldout_pass(
+                backbone.pipe,
+                backbone.hooked,
+                read,
+                cfg.prompts,
+                cfg.num_images,
+                cfg.edges,
+                cfg.seed,
+                **sampling,
+                hook_name_out=None if write == read else write,
             )
-            for hook in backbone.hooks
+            for read, write in backbone.hook_pairs
         }
         held = next(iter(passes.values())).images
     else:
         name = backbone.model.removeprefix("tiny-dit-")
         held = (images or training_split(name, seed=0)[1]).take(cfg.num_images)
         passes = {
-            hook: heldout_pass(backbone.pipe, backbone.hooked, hook, held, cfg.edges, cfg.seed, cfg.batch_size)
-            for hook in backbone.hooks
+            (read, write): heldout_pass(
+                backbone.pipe,
+                backbone.hooked,
+                read,
+                held,
+                cfg.edges,
+                cfg.seed,
+                cfg.batch_size,
+                hook_name_out=None if write == read else write,
+            )
+            for read, write in backbone.hook_pairs
         }
     samples = _clean_samples(backbone, held, cfg) if cfg.num_samples else None
-    return [
-        _report(sae, backbone, len(held), passes[sae.cfg.metadata.hook_name], samples, cfg) for sae in backbone.saes
-    ]
+    return [_report(sae, backbone, len(held), passes[hook_pair(sae)], samples, cfg) for sae in backbone.saes]
 
 
 def _clean_samples(backbone: Backbone, held: LabelledImages, cfg: EvalConfig) -> _CleanSamples:
@@ -158,6 +174,7 @@ def _report(
         "sae": sae_display_name(sae),
         "model": backbone.model,
         "hook": sae.cfg.metadata.hook_name,
+        **({"hook_out": hook_pair(sae)[1]} if hook_pair(sae)[1] != sae.cfg.metadata.hook_name else {}),
         "architecture": sae.cfg.architecture(),
         "d_sae": sae.cfg.d_sae,
         "heldout_images": heldout_images,
