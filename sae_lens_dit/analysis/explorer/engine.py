@@ -117,14 +117,29 @@ class Explorer:
         self.model_key = fingerprint(denoiser(pipe), dict(denoiser(pipe).config))
         self.sae_keys = [fingerprint(sae, sae.cfg.to_dict()) for sae in self.saes]
         self._summaries: dict[int, dict[str, Any]] = {}
+        self._grids: dict[int, tuple[int, int]] = {}
 
     # --- what the page needs to know -----------------------------------------------------------
 
-    def token_grid(self) -> tuple[int, int]:
-        config = denoiser(self.pipe).config
-        size, patch = getattr(config, "sample_size", None), getattr(config, "patch_size", None) or 1
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-        return height // patch, width // patch
+    def token_grid(self, index: int = 0) -> tuple[int, int]:
+        """(rows, columns) of the tokens at SAE `index`'s hook, at the pipeline's default resolution: measured
+        once from a one-step sample (a UNet's levels differ), then kept."""
+        if index not in self._grids:
+            hook = self.saes[index].cfg.metadata.hook_name
+            seen: list[int] = []
+            kwargs = self.call_kwargs(ViewRequest(class_label=self._any_label(), prompt="a photo"))
+            with (
+                self.lock,
+                torch.no_grad(),
+                self.hooked.hooks(fwd_hooks=[(hook, lambda x, hook: seen.append(x.shape[1]))]),
+            ):
+                generate(self.pipe, 0, **{**kwargs, "num_inference_steps": 1})
+            self._grids[index] = self.hooked.token_grid(seen[0])
+        return self._grids[index]
+
+    def _any_label(self) -> int | None:
+        labels = self.limits.class_labels
+        return labels[0] if labels else None
 
     def info(self) -> dict[str, Any]:
         names = {v: k for k, v in (getattr(self.pipe, "labels", None) or {}).items()}
@@ -135,7 +150,13 @@ class Explorer:
             "token_grid": list(self.token_grid()),
             "classes": None if labels is None else [{"id": c, "name": names.get(c, str(c))} for c in labels[:1000]],
             "saes": [
-                {"index": i, "name": n, "hook": s.cfg.metadata.hook_name, "d_sae": int(s.cfg.d_sae)}
+                {
+                    "index": i,
+                    "name": n,
+                    "hook": s.cfg.metadata.hook_name,
+                    "d_sae": int(s.cfg.d_sae),
+                    "token_grid": list(self.token_grid(i)),
+                }
                 for i, (n, s) in enumerate(zip(self.names, self.saes, strict=True))
             ],
             "max_strength": self.limits.max_strength,
@@ -210,8 +231,8 @@ class Explorer:
         if not view.latents:
             raise BadRequest("no latents to edit; pick one or more, e.g. latents=12")
         sae = self.saes[view.sae]
-        if view.box is not None and not bool(region_mask(self.token_grid(), box=view.box).any()):
-            rows, cols = self.token_grid()
+        if view.box is not None and not bool(region_mask(self.token_grid(view.sae), box=view.box).any()):
+            rows, cols = self.token_grid(view.sae)
             raise BadRequest(f"box {list(view.box)} holds no token centre of the {rows}x{cols} token grid; enlarge it")
         window = view.window
         unit: dict[str, Any] = {}
@@ -277,7 +298,7 @@ class Explorer:
         hook = sae.cfg.metadata.hook_name
         kwargs: dict[str, Any] = {"num_inference_steps": self.steps}
         kwargs.update({"class_labels": labels} if labels else {"prompt": ["a photo"]})
-        rows, cols = self.token_grid()
+        rows, cols = self.token_grid(index)
         keep = SUMMARY_TOKENS if rows * cols > SUMMARY_TOKENS else None
         with self.lock, torch.no_grad():
             with self.hooked.record([hook], tokens_per_image=keep, branch="cond") as rec:
