@@ -23,7 +23,8 @@ encoder matmul runs in bf16; the sparse ops run in the parameters' dtype. The st
 cores (`benchmarks/results/fast_train_compile.md`), against ~30 s of compilation per process and
 AuxK shapes that follow the number of dead latents (possible recompiles; not measured).
 
-`SparseTopKTraining` is the mixin (TIDE's training class uses it); `SparseTopKTrainingSAE` is
+`SparseTopKTraining` is the mixin (TIDE's training SAE and transcoder use it; a transcoder's batch holds its
+input and target side by side, `_sparse_split`); `SparseTopKTrainingSAE` is
 SAELens's TopK training SAE with it, registered as training architecture `topk_sparse`. It saves as
 a plain SAELens `topk` SAE, so its checkpoints load without this package.
 """
@@ -149,6 +150,15 @@ class SparseTopKTraining(TrainingSAE[Any]):
         """How many dead latents AuxK uses (SAELens TopK: d_in // 2)."""
         return self.cfg.d_in // 2
 
+    def _sparse_split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the encoder reads, what the output is scored against) of a batch: an SAE reconstructs its input;
+        a transcoder's rows hold its input and its target side by side."""
+        return rows, rows
+
+    def _sparse_skip(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A term added to the output that does not go through the latents (a skip transcoder's), or None."""
+        return None
+
     def _sparse_path_applies(self, x: torch.Tensor) -> bool:
         return (
             uses_sparse_decode(self.cfg)
@@ -159,9 +169,9 @@ class SparseTopKTraining(TrainingSAE[Any]):
 
     @override
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
-        x = step_input.sae_in
-        if not self._sparse_path_applies(x):
+        if not self._sparse_path_applies(step_input.sae_in):
             return super().training_forward_pass(step_input)
+        x, target = self._sparse_split(step_input.sae_in)
         sae_in = self._sparse_encoder_input(x)
         rescale = self.cfg.rescale_acts_by_decoder_norm
         W_dec_norm = self.W_dec.norm(dim=-1) if rescale else None
@@ -187,20 +197,20 @@ class SparseTopKTraining(TrainingSAE[Any]):
         inv_norm = 1 / W_dec_norm if W_dec_norm is not None else None
 
         sae_out = self._decode_at(top_indices, top_acts, inv_norm) + self.b_dec
-        decoder_bias = self._sparse_decoder_bias(x)
-        if decoder_bias is not None:
-            sae_out = sae_out + decoder_bias
+        for extra in (self._sparse_decoder_bias(x), self._sparse_skip(x)):
+            if extra is not None:
+                sae_out = sae_out + extra
         sae_out = self.run_time_activation_norm_fn_out(self.hook_sae_recons(sae_out))
 
-        mse_loss = self.mse_loss_fn(sae_out, x).sum(dim=-1).mean()
+        mse_loss = self.mse_loss_fn(sae_out, target).sum(dim=-1).mean()
         aux_loss = sae_out.new_tensor(0.0)
         if n_dead:  # Gao et al. 2024, A.2: the dead latents reconstruct the residual, no bias
-            residual = (x - sae_out).detach()
+            residual = (target - sae_out).detach()
             recons = self._decode_at(aux_indices, aux_acts, inv_norm)
             aux_loss = scaled_residual_loss(recons, residual, n_dead, k_aux)
         aux_loss = self.cfg.aux_loss_coefficient * aux_loss
         return TrainStepOutput(
-            sae_in=x,
+            sae_in=target,
             sae_out=sae_out,
             feature_acts=sparse_codes(top_indices, top_acts, self.cfg.d_sae),
             hidden_pre=hidden_pre,

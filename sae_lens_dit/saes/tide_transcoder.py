@@ -47,6 +47,7 @@ from torch import nn
 from typing_extensions import override
 
 from sae_lens_dit.conventions import TIDE_TRANSCODER_ARCHITECTURE
+from sae_lens_dit.saes.sparse_topk import SparseTopKTraining
 from sae_lens_dit.saes.tide_config import TideFields, TideTrainingSAEConfig, _validate_tide_fields
 from sae_lens_dit.saes.tide_sae import TideSAE
 from sae_lens_dit.saes.tide_training import TideTrainingSAE
@@ -110,8 +111,7 @@ class TideTranscoderConfig(TopKSAEConfig, TideFields):
 @dataclass(kw_only=True)
 class TideTrainingTranscoderConfig(TideTrainingSAEConfig):
     """Configuration for training a `TideTrainingTranscoder`: `TideTrainingSAEConfig`'s fields (TIDE's
-    timestep MLP, k, AuxK) plus `d_out` and `skip`. Trains with the dense step (`sparse_decode` must not
-    be True)."""
+    timestep MLP, k, AuxK, `sparse_decode`) plus `d_out` and `skip`."""
 
     d_out: int = field()
     skip: bool = False
@@ -121,11 +121,6 @@ class TideTrainingTranscoderConfig(TideTrainingSAEConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _validate_transcoder(self)
-        if self.sparse_decode:
-            raise ValueError(
-                "TideTrainingTranscoderConfig: sparse_decode=True is not supported for transcoders (the "
-                "sparse step reconstructs its own input); leave it None or False"
-            )
 
     @override
     @classmethod
@@ -217,7 +212,8 @@ class TideTranscoder(_TranscoderParts, TideSAE):
 
 
 class TideTrainingTranscoder(_TranscoderParts, TideTrainingSAE):
-    """TIDE transcoder with training (dense step): MSE to the MLP output + AuxK, on `transcoder_rows`.
+    """TIDE transcoder with training: MSE to the MLP output + AuxK, on `transcoder_rows`; the sparse step
+    (`saes.sparse_topk`) where `sparse_decode` resolves to True, else the dense one.
 
     >>> cfg = TideTrainingTranscoderConfig(d_in=8, d_out=6, d_sae=32, k=4)
     >>> tc = TideTrainingTranscoder(cfg)
@@ -238,8 +234,11 @@ class TideTrainingTranscoder(_TranscoderParts, TideTrainingSAE):
                 f"TideTrainingTranscoder trains on rows [batch, d_in + d_out] = [batch, {d_in + d_out}] "
                 f"(transcoder_rows(mlp_inputs, mlp_outputs)), got {tuple(rows.shape)}"
             )
-        x, target = rows.split([d_in, d_out], dim=-1)
+        x, target = self._sparse_split(rows)
         timesteps = self._take_batch_timesteps(rows)
+        if self._sparse_path_applies(rows):
+            with self._terms_once(x, timesteps):
+                return SparseTopKTraining.training_forward_pass(self, step_input)
         with self._terms_once(x, timesteps):
             feature_acts, hidden_pre = self.encode_with_hidden_pre(x)
             sae_out = self.decode(feature_acts)
@@ -260,3 +259,12 @@ class TideTrainingTranscoder(_TranscoderParts, TideTrainingSAE):
     @override
     def _aux_k(self) -> int:
         return self.cfg.k_aux if self.cfg.k_aux is not None else self.cfg.d_out // 2
+
+    @override
+    def _sparse_split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, target = rows.split([self.cfg.d_in, self.cfg.d_out], dim=-1)  # transcoder_rows(input, output)
+        return x, target
+
+    @override
+    def _sparse_skip(self, x: torch.Tensor) -> torch.Tensor | None:
+        return self._skip(x)

@@ -2,7 +2,8 @@
 parameter's gradient, on fresh random inputs; and training either way ends at the same loss.
 
 References: SAELens's own `TopKTrainingSAE` (same weights) for the TopK baseline; TIDE's dense path
-(SAELens's `TrainingSAE.training_forward_pass` over TIDE's encode/decode) for TIDE."""
+(SAELens's `TrainingSAE.training_forward_pass` over TIDE's encode/decode) for TIDE; the transcoder's own dense
+step (encode, decode, skip, MSE against the MLP output) for TIDE transcoders."""
 
 from __future__ import annotations
 
@@ -86,6 +87,40 @@ def test_sparse_step_equals_dense_step(kind: str, d_in: int, d_sae: int, k: int)
         torch.testing.assert_close(out_sparse.losses[name], loss, rtol=1e-5, atol=1e-6)
     assert grads_sparse.keys() == grads_dense.keys()
     for name, grad in grads_dense.items():
+        scale = grad.abs().max().item()
+        assert scale > 0, f"{name}: zero gradient, the test could not tell the paths apart"
+        torch.testing.assert_close(grads_sparse[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize(("d_in", "d_out", "d_sae", "k"), [(16, 16, 64, 4), (12, 20, 48, 7)])
+def test_sparse_transcoder_step_equals_its_dense_step(d_in: int, d_out: int, d_sae: int, k: int, skip: bool) -> None:
+    from sae_lens_dit.saes.tide_transcoder import TideTrainingTranscoder, TideTrainingTranscoderConfig
+    from sae_lens_dit.training.sublayers import transcoder_rows
+
+    generator = torch.Generator().manual_seed(d_in * d_out + k + skip)
+    cfg = TideTrainingTranscoderConfig(
+        d_in=d_in, d_out=d_out, d_sae=d_sae, k=k, skip=skip, sparse_decode=True, **TIMESTEP_MLP
+    )
+    sparse = _perturbed(TideTrainingTranscoder(cfg), generator)
+    dense = copy.deepcopy(sparse)
+    dense.cfg.sparse_decode = False
+    rows = transcoder_rows(2 * torch.randn(40, d_in, generator=generator), torch.randn(40, d_out, generator=generator))
+    t = torch.randint(0, 1001, (40,), generator=generator).float()
+    dead = torch.rand(d_sae, generator=generator) < 0.5
+    out_sparse, grads_sparse = _step(sparse, rows, t, dead)
+    out_dense, grads_dense = _step(dense, rows, t, dead)
+    assert out_sparse.feature_acts.is_sparse and not out_dense.feature_acts.is_sparse
+    torch.testing.assert_close(out_sparse.sae_in, rows[:, d_in:])  # scored against the MLP output
+    torch.testing.assert_close(out_sparse.feature_acts.to_dense(), out_dense.feature_acts, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_sparse.sae_out, out_dense.sae_out, rtol=1e-5, atol=1e-5)
+    assert out_dense.losses["auxiliary_reconstruction_loss"] > 0
+    for name, loss in out_dense.losses.items():
+        torch.testing.assert_close(out_sparse.losses[name], loss, rtol=1e-5, atol=1e-6)
+    for name, grad in grads_dense.items():
+        if grad is None:  # timestep MLP parts no term uses
+            assert grads_sparse[name] is None, name
+            continue
         scale = grad.abs().max().item()
         assert scale > 0, f"{name}: zero gradient, the test could not tell the paths apart"
         torch.testing.assert_close(grads_sparse[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)

@@ -100,8 +100,6 @@ def test_refuses_what_it_cannot_do() -> None:
         tc(torch.randn(3, D_OUT), timestep=10.0)
     with pytest.raises(ValueError, match="apply_b_dec_to_input"):
         TideTrainingTranscoderConfig(**SMALL, apply_b_dec_to_input=True)
-    with pytest.raises(ValueError, match="sparse_decode"):
-        TideTrainingTranscoderConfig(**SMALL, sparse_decode=True)
     training = TideTrainingTranscoder(TideTrainingTranscoderConfig(**SMALL))
     training.receive_batch_timesteps(torch.zeros(4))
     with pytest.raises(ValueError, match="d_in \\+ d_out"):
