@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE
+from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE, TIDE_TRANSCODER_ARCHITECTURE
 from sae_lens_dit.training.runner_config import DiTSAERunnerConfig
 
 _SUBJECTS = (
@@ -126,6 +126,25 @@ PRESETS["sdxl-turbo"] = {
     "output_dir": "runs/tide-sdxl-turbo",
 }
 PRESETS["dit-tiny-shapes"] = {**PRESETS["dit-tiny-digits"], "model": "shapes", "output_dir": "runs/tide-shapes"}
+
+
+def _transcoder_preset(base: str, sublayer: str, output_dir: str) -> dict[str, Any]:
+    """`base` with a TIDE transcoder on the MLP of `sublayer` (e.g. blocks.2.mlp: its hook_in -> hook_out pair)."""
+    preset = PRESETS[base]
+    width = preset["sae"]["d_in"]
+    return {
+        **preset,
+        "hook_name": sublayer,
+        "sae": {**preset["sae"], "architecture": TIDE_TRANSCODER_ARCHITECTURE, "d_out": width},
+        "harvest": {**preset["harvest"], "hook_names": [f"{sublayer}.hook_in", f"{sublayer}.hook_out"]},
+        "output_dir": output_dir,
+    }
+
+
+# Timestep-aware transcoders of one block's MLP, with each backbone's SAE settings (width, k, data, budget).
+PRESETS["transcoder-tiny-digits"] = _transcoder_preset("dit-tiny-digits", "blocks.2.mlp", "runs/tc-digits")
+PRESETS["transcoder-tiny-shapes"] = _transcoder_preset("dit-tiny-shapes", "blocks.2.mlp", "runs/tc-shapes")
+PRESETS["transcoder-dit-xl-2-256"] = _transcoder_preset("dit-xl-2-256", "blocks.13.mlp", "runs/tc-dit-xl-2-256")
 """Preset name -> `DiTSAERunnerConfig.from_dict` input (the fields it leaves out keep their defaults)."""
 DEFAULT_PRESET = "dit-tiny-digits"
 """The preset `sae-lens-dit train` runs when given no arguments."""

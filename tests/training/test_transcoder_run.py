@@ -59,6 +59,20 @@ def test_cli_trains_a_transcoder_saved_with_both_hooks(trained: Path) -> None:
     assert "output, reconstructed from its input" in (trained / "eval.md").read_text()
 
 
+@pytest.mark.parametrize("model", ["digits", "shapes"])
+def test_the_transcoder_presets_train_the_mlp_of_block_2(model: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--preset", f"transcoder-tiny-{model}", "--output-dir", str(out), *TINY_FLAGS]) == 0
+    meta = json.loads((out / "cfg.json").read_text())["metadata"]
+    assert (meta["hook_name"], meta["hook_name_out"], meta["model_name"]) == (
+        "blocks.2.mlp.hook_in",
+        "blocks.2.mlp.hook_out",
+        model,
+    )
+    tc = SAE.load_from_disk(str(out))
+    assert isinstance(tc, TideTranscoder) and (tc.cfg.d_in, tc.cfg.d_out, tc.cfg.d_sae) == (96, 96, 192)
+
+
 def _sample(pipe) -> torch.Tensor:
     generator = torch.Generator().manual_seed(3)
     images = pipe(class_labels=[1, 7], num_inference_steps=4, generator=generator, output_type="np").images
