@@ -38,7 +38,11 @@ CfgDetect = Literal["class_label", "equal_halves", "none"]
 Layout = Literal["tokens", "channels_first"]
 """Submodule output layout: [batch, tokens, d] or [batch, d, height, width]."""
 TokenSpan = Literal["all", "image_tail"]
-"""Which tokens of a submodule output are image tokens: all, or the last n (after the text)."""
+"""Which tokens of a stream are image tokens: all, or the last n after the text (a submodule's n: the block's
+image input; a joint [text | image] block stream's n: the call's `ImageCount`)."""
+ImageCount = Literal["sequence", "patches"]
+"""How a call's image tokens are counted from its latents: [batch, n, c] (packed), or [batch, c, h, w] in
+`config.patch_size` patches."""
 TimestepMap = Literal["affine", "edm_log_sigma"]
 """How the (affine-scaled) raw timestep becomes t: as is, or read as EDM's c_noise = 0.25 ln(sigma)."""
 
@@ -150,6 +154,10 @@ class StackSpec:
     """Whether blocks get `hook_update` (output minus input of the image stream); false where they differ in shape."""
     optional: bool = False
     """If true, a transformer where the module path reaches no block (a UNet without a mid block) is fine."""
+    tokens: TokenSpan = "all"
+    """`image_tail`: the block's stream is one joint [text | image] sequence (single-stream blocks of Chroma,
+    AuraFlow); its image hooks see the call's image tokens, the last `AdapterSpec.image_tokens` of them, and
+    `hook_txt_resid_post` the text tokens before them."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +174,8 @@ class AdapterSpec:
     guidance: GuidanceSpec
     """Classifier-free guidance layout (named `guidance`: everywhere else in the package `cfg` is a config)."""
     stacks: tuple[StackSpec, ...]
+    image_tokens: ImageCount | None = None
+    """How to count a call's image tokens (for stacks with `tokens: image_tail`); None: not needed."""
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
@@ -254,6 +264,7 @@ def _stack(fields: SpecFields) -> StackSpec:
             "width",
             "update",
             "optional",
+            "tokens",
         )
     )
     subs = fields.sub("submodules") if "submodules" in fields.data else None
@@ -281,6 +292,7 @@ def _stack(fields: SpecFields) -> StackSpec:
         width=fields.get("width", str, None, nullable=True),
         update=fields.get("update", bool, True),
         optional=fields.get("optional", bool, False),
+        tokens=fields.choice("tokens", TokenSpan, "all"),
     )
 
 
@@ -303,6 +315,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
             "guidance",
             "stacks",
             "cfg",
+            "image_tokens",
         )
     )
     classes = top.get("transformer_classes", list)
@@ -312,6 +325,9 @@ def load_spec(path: str | Path) -> AdapterSpec:
     if not stacks:
         top.fail("stacks", "expected at least one block list")
     parsed = tuple(_stack(SpecFields(source, f"stacks[{i}]", stack)) for i, stack in enumerate(stacks))
+    image_tokens = top.choice("image_tokens", ImageCount, None) if "image_tokens" in top.data else None
+    if image_tokens is None and any(stack.tokens == "image_tail" for stack in parsed):
+        top.fail("image_tokens", "a stack with tokens: image_tail needs image_tokens (sequence or patches)")
     prefixes = [stack.prefix for stack in parsed]
     if len(set(prefixes)) != len(prefixes):
         top.fail("stacks", f"prefixes must be unique, received {prefixes}")
@@ -325,6 +341,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
         guidance=_guidance(top.sub(_guidance_key(top))),
         stacks=parsed,
         match_config=_match_config(top),
+        image_tokens=image_tokens,
     )
 
 

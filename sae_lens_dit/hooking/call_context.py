@@ -33,6 +33,7 @@ class CallContext:
     timestep: Tensor | None  # [batch] float32, project convention; None if the call had no timestep
     branch: Tensor  # [batch] int64, 0 = cond, 1 = uncond
     sample: Tensor  # [batch] int64
+    image_tokens: int | None = None  # image tokens per row, where the spec counts them (`image_tokens:`)
 
 
 class ArgSlot:
@@ -85,6 +86,9 @@ class CallReader:
         if spec.timestep.divide_by_config is not None:
             self._divisor = float(_config_value(spec, transformer, spec.timestep.divide_by_config))
         self._null_class = None
+        self._patch = 1
+        if spec.image_tokens == "patches":
+            self._patch = int(_config_value(spec, transformer, "patch_size"))
         if guidance.detect == "class_label":
             self._class_labels = ArgSlot(transformer, guidance.class_argument)
             self._null_class = int(_config_value(spec, transformer, guidance.null_class_config))
@@ -104,9 +108,18 @@ class CallReader:
             if labels is not None:
                 branch = (torch.as_tensor(labels).reshape(-1).cpu() == self._null_class).long().expand(batch)
                 is_doubled = doubled is not None and torch.equal(branch, doubled)
+        n_image = self._image_tokens(latents)
         if is_doubled:
-            return CallContext(self._timestep(args, kwargs, batch), doubled, rows % (batch // 2))
-        return CallContext(self._timestep(args, kwargs, batch), branch.clone(), rows)
+            return CallContext(self._timestep(args, kwargs, batch), doubled, rows % (batch // 2), n_image)
+        return CallContext(self._timestep(args, kwargs, batch), branch.clone(), rows, n_image)
+
+    def _image_tokens(self, latents: Tensor) -> int | None:
+        """Image tokens per row of the call, counted from its latents as the spec says (None: not asked for)."""
+        if self.spec.image_tokens == "sequence":  # packed [batch, n, c]
+            return int(latents.shape[1])
+        if self.spec.image_tokens == "patches":  # [batch, c, h, w] in patch_size x patch_size patches
+            return int((latents.shape[-2] // self._patch) * (latents.shape[-1] // self._patch))
+        return None
 
     def _timestep(self, args: tuple, kwargs: dict[str, Any], batch: int) -> Tensor | None:
         raw = self._raw_timestep.get(args, kwargs)

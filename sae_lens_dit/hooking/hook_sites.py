@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -100,6 +100,44 @@ def from_tokens(tokens: Tensor, like: Tensor, layout: Layout) -> Tensor:
     return tokens.transpose(1, 2).reshape(like.shape) if layout == "channels_first" else tokens
 
 
+@dataclass
+class StreamView:
+    """How a hook sees a block's image stream: relaid from `layout` to [batch, tokens, d], and, for a joint
+    [text | image] stream, cut to its last `image_count()` tokens (the call's image tokens). `back` puts a
+    replacement of the view into the full stream; both are exact."""
+
+    layout: Layout = "tokens"
+    image_count: Callable[[], int | None] | None = None
+
+    def view(self, full: Tensor) -> Tensor:
+        tokens = as_tokens(full, self.layout)
+        return tokens[:, -self._count(tokens) :] if self.image_count is not None else tokens
+
+    def back(self, full: Tensor, y: Tensor) -> Tensor:
+        if self.image_count is not None:
+            tokens = as_tokens(full, self.layout)
+            y = torch.cat([tokens[:, : -self._count(tokens)], y], dim=1)
+        return from_tokens(y, full, self.layout)
+
+    def head(self, full: Tensor) -> Tensor:
+        """The text tokens of a joint stream (all but the image tail)."""
+        tokens = as_tokens(full, self.layout)
+        return tokens[:, : -self._count(tokens)]
+
+    def back_head(self, full: Tensor, y: Tensor) -> Tensor:
+        tokens = as_tokens(full, self.layout)
+        return from_tokens(torch.cat([y, tokens[:, -self._count(tokens) :]], dim=1), full, self.layout)
+
+    def _count(self, tokens: Tensor) -> int:
+        n = self.image_count()
+        if not n or n > tokens.shape[1]:
+            raise ValueError(
+                f"a joint [text | image] stream of {tokens.shape[1]} tokens but the call has {n} image tokens; "
+                f"check `image_tokens` in the adapter spec"
+            )
+        return n
+
+
 def _streams(output: Any) -> list[Any]:
     """A block's output tuple as a list (diffusers' `BaseOutput` by its fields, as `output[i]` reads it)."""
     return list(output.to_tuple()) if isinstance(output, BaseOutput) else list(output)
@@ -121,21 +159,22 @@ class BlockInputSite(Site):
         slot: ArgSlot,
         hook_point: DiTHookPoint,
         on_change: Callable[[bool], None],
-        layout: Layout = "tokens",
+        view: StreamView | None = None,
     ):
         super().__init__([hook_point], on_change)
-        self.block, self.slot, self.hook_point, self.layout = block, slot, hook_point, layout
+        self.block, self.slot, self.hook_point = block, slot, hook_point
+        self.stream = view if view is not None else StreamView()
 
     def _register(self) -> list[RemovableHandle]:
         return [self.block.register_forward_pre_hook(self._pre, with_kwargs=True)]
 
     def _pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
         full = self.slot.get(args, kwargs)
-        x = as_tokens(full, self.layout)  # [batch, tokens, d_model]
+        x = self.stream.view(full)  # [batch, tokens, d_model]
         y = self.hook_point(x)
         if y is x:
             return None
-        return self.slot.replace(args, kwargs, from_tokens(_checked(y, x, self.hook_point), full, self.layout))
+        return self.slot.replace(args, kwargs, self.stream.back(full, _checked(y, x, self.hook_point)))
 
 
 @dataclass
@@ -150,7 +189,7 @@ class BlockStreams:
     text_hook: DiTHookPoint | None = None
     update_hook: DiTHookPoint | None = None
     slot: ArgSlot | None = None
-    layout: Layout = "tokens"
+    view: StreamView = field(default_factory=StreamView)
 
 
 class BlockOutputSite(Site):
@@ -176,11 +215,16 @@ class BlockOutputSite(Site):
         changed = False
         if s.update_hook is not None and s.update_hook.active:
             streams[image], changed = self._update(streams[image], s.slot.get(args, kwargs))
-        x = as_tokens(streams[image], s.layout)  # [batch, tokens, d_model]
+        x = s.view.view(streams[image])  # [batch, tokens, d_model]
         y = s.image_hook(x)
         if y is not x:
-            streams[image], changed = from_tokens(_checked(y, x, s.image_hook), streams[image], s.layout), True
-        if s.text_hook is not None and streams[s.text_index] is not None:  # SD3's last block returns no text
+            streams[image], changed = s.view.back(streams[image], _checked(y, x, s.image_hook)), True
+        if s.text_hook is not None and s.view.image_count is not None:  # a joint stream: text is its head
+            x = s.view.head(streams[image])  # [batch, text_tokens, d_model]
+            y = s.text_hook(x)
+            if y is not x:
+                streams[image], changed = s.view.back_head(streams[image], _checked(y, x, s.text_hook)), True
+        elif s.text_hook is not None and streams[s.text_index] is not None:  # SD3's last block returns no text
             x = streams[s.text_index]  # [batch, text_tokens, d_model]
             y = s.text_hook(x)
             if y is not x:
@@ -191,7 +235,7 @@ class BlockOutputSite(Site):
 
     def _update(self, full: Tensor, block_input: Tensor) -> tuple[Tensor, bool]:
         s = self.streams
-        post, pre = as_tokens(full, s.layout), as_tokens(block_input, s.layout)
+        post, pre = s.view.view(full), s.view.view(block_input)
         if post.shape != pre.shape:
             raise ValueError(
                 f"{s.update_hook.name}: the block's image output {tuple(post.shape)} and input {tuple(pre.shape)} "
@@ -201,7 +245,7 @@ class BlockOutputSite(Site):
         v = s.update_hook(u)
         if v is u:
             return full, False
-        return from_tokens(post + (_checked(v, u, s.update_hook) - u), full, s.layout), True
+        return s.view.back(full, post + (_checked(v, u, s.update_hook) - u)), True
 
 
 class _ImageTokens:
@@ -212,20 +256,24 @@ class _ImageTokens:
     puts replaced image tokens back into the submodule's own layout. Both are exact relayouts.
     """
 
-    def __init__(self, spec: SubmoduleSpec):
+    def __init__(self, spec: SubmoduleSpec, image_count: Callable[[], int | None] | None = None):
         self.spec = spec
         self.image_tokens = 0
+        self.image_count = image_count  # a joint block's submodule: the call's image tokens, not the block input's
 
     def tokens(self, full: Tensor) -> Tensor:
         return as_tokens(full, self.spec.layout)
 
+    def _n(self) -> int:
+        return int(self.image_count() or 0) if self.image_count is not None else self.image_tokens
+
     def view(self, full: Tensor) -> Tensor:
         tokens = self.tokens(full)
-        return tokens[:, -self.image_tokens :] if self.spec.tokens == "image_tail" else tokens
+        return tokens[:, -self._n() :] if self.spec.tokens == "image_tail" else tokens
 
     def back(self, full: Tensor, y: Tensor) -> Tensor:
         if self.spec.tokens == "image_tail":
-            y = torch.cat([self.tokens(full)[:, : -self.image_tokens], y], dim=1)
+            y = torch.cat([self.tokens(full)[:, : -self._n()], y], dim=1)
         return from_tokens(y, full, self.spec.layout)
 
 
@@ -240,14 +288,15 @@ class SubmoduleSite(Site):
         slot: ArgSlot,
         hook_point: DiTHookPoint,
         on_change: Callable[[bool], None],
+        image_count: Callable[[], int | None] | None = None,
     ):
         super().__init__([hook_point], on_change)
         self.block, self.submodule, self.spec, self.slot, self.hook_point = block, submodule, spec, slot, hook_point
-        self._layout = _ImageTokens(spec)
+        self._layout = _ImageTokens(spec, image_count)
 
     def _register(self) -> list[RemovableHandle]:
         handles = [self._register_on_submodule()]
-        if self.spec.tokens == "image_tail":  # the image token count comes from the block's own input
+        if self.spec.tokens == "image_tail" and self._layout.image_count is None:  # counted from the block's input
             handles.append(self.block.register_forward_pre_hook(self._count_image_tokens, with_kwargs=True))
         return handles
 

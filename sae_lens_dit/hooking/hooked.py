@@ -73,6 +73,7 @@ from sae_lens_dit.hooking.hook_sites import (
     BlockOutputSite,
     BlockStreams,
     Site,
+    StreamView,
     SubmoduleInputSite,
     SubmoduleSite,
 )
@@ -141,8 +142,10 @@ class HookedDiT(HookedRootModule):
             slot = ArgSlot(block, stack.input)
         except ValueError as error:
             raise AdapterSpecError(f"adapter {self.spec.name!r}: {error}; fix {self.spec.source}") from None
-        has_text = stack.text_output is not None and not (
-            stack.text_off_attribute is not None and getattr(block, stack.text_off_attribute, False)
+        has_text = (
+            stack.tokens == "image_tail"
+            or stack.text_output is not None
+            and not (stack.text_off_attribute is not None and getattr(block, stack.text_off_attribute, False))
         )
         submodules = {sub.hook: submodule_at(block, sub.module, self.spec) for sub in stack.submodules}
         present = [sub for sub in stack.submodules if submodules[sub.hook] is not None or not sub.optional]
@@ -154,6 +157,8 @@ class HookedDiT(HookedRootModule):
                 )
         hooks = BlockHooks(has_text, [sub.hook for sub in present], has_update=stack.update)
         on_change = self._site_switched
+        joint = self._call_image_tokens if stack.tokens == "image_tail" else None  # a [text | image] stream
+        view = StreamView(stack.layout, joint)
         streams = BlockStreams(
             image_index=stack.image_output,
             image_hook=hooks.hook_resid_post,
@@ -161,18 +166,18 @@ class HookedDiT(HookedRootModule):
             text_hook=hooks.hook_txt_resid_post if has_text else None,
             update_hook=hooks.hook_update if stack.update else None,
             slot=slot,
-            layout=stack.layout,
+            view=view,
         )
         self._sites += [
-            BlockInputSite(block, slot, hooks.hook_resid_pre, on_change, stack.layout),
+            BlockInputSite(block, slot, hooks.hook_resid_pre, on_change, view),
             BlockOutputSite(block, streams, on_change),
         ]
         for sub in present:
+            parts = (block, submodules[sub.hook], sub, slot)
             hook_point = getattr(hooks, sub.hook).hook_out
-            self._sites.append(SubmoduleSite(block, submodules[sub.hook], sub, slot, hook_point, on_change))
+            self._sites.append(SubmoduleSite(*parts, hook_point, on_change, joint))
             if sub.hook in INPUT_HOOKED:
-                hook_in = getattr(hooks, sub.hook).hook_in
-                self._sites.append(SubmoduleInputSite(block, submodules[sub.hook], sub, slot, hook_in, on_change))
+                self._sites.append(SubmoduleInputSite(*parts, getattr(hooks, sub.hook).hook_in, on_change, joint))
         return hooks
 
     # ----------------------------------------------------------------------------------------------
@@ -252,6 +257,9 @@ class HookedDiT(HookedRootModule):
         if call.context is None:
             call.context = self._reader.context(*call.args)
         return call.context
+
+    def _call_image_tokens(self) -> int | None:
+        return self.call_context.image_tokens
 
     def read_call(self, args: tuple, kwargs: dict[str, Any]) -> CallContext:
         """The `CallContext` of a transformer call given its arguments (as a forward pre-hook receives them)."""

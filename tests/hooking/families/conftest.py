@@ -18,7 +18,9 @@ import pytest
 import torch
 from diffusers import (
     AllegroTransformer3DModel,
+    AuraFlowTransformer2DModel,
     BriaTransformer2DModel,
+    ChromaTransformer2DModel,
     ChronoEditTransformer3DModel,
     CogVideoXDDIMScheduler,
     CogVideoXDPMScheduler,
@@ -69,6 +71,7 @@ class Stack:
     image_index: int | None  # where the block output holds the image stream (None: the output is it)
     text_index: int | None = None  # where it holds the text stream (None: no text stream)
     submodules: dict[str, Submodule] = field(default_factory=dict)  # hook suffix -> Submodule
+    joint_image_tokens: int | None = None  # a joint [text | image] stream (in and out): its last n are the image
 
 
 @dataclass(frozen=True)
@@ -942,7 +945,96 @@ def _flow() -> Any:
     return FlowMatchEulerDiscreteScheduler(shift=3.0)
 
 
+# --- Chroma, AuraFlow: single-stream blocks over one joint [text | image] sequence ---------------
+# Both transformers concatenate [text | image] (AuraFlow: [registers | text | image]) before their first
+# single-stream block and split the image back out after the last, so the image is the last 16 tokens.
+
+JOINT_IMAGE_TOKENS = 16
+
+
+def _joint_tail(out: Tensor) -> Tensor:
+    return out[:, -JOINT_IMAGE_TOKENS:]
+
+
+def _chroma() -> nn.Module:
+    return ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=(4, 4, 8),
+        approximator_num_channels=8,
+        approximator_hidden_dim=16,
+        approximator_layers=1,
+    )
+
+
+def _auraflow() -> nn.Module:
+    return AuraFlowTransformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_mmdit_layers=2,
+        num_single_dit_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=32,
+        caption_projection_dim=32,
+        out_channels=4,
+        pos_embed_max_size=256,
+    )
+
+
+def _auraflow_inputs(b: int) -> dict[str, Any]:
+    # 8x8 latents in 2x2 patches: 16 image tokens, after 6 text tokens and the model's register tokens.
+    return {
+        "hidden_states": torch.randn(b, 4, 8, 8),
+        "encoder_hidden_states": torch.randn(b, 6, 32),
+        "timestep": torch.rand(b),
+    }
+
+
+_TWO_STREAM = {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}
+_CHROMA_STACKS = {
+    "blocks": Stack("transformer_blocks", 1, 0, _TWO_STREAM),
+    "single_blocks": Stack(
+        "single_transformer_blocks", None, None, {"attn": ("attn", None, _joint_tail)}, JOINT_IMAGE_TOKENS
+    ),
+}
+_AURAFLOW_STACKS = {
+    "blocks": Stack("joint_transformer_blocks", 1, 0, _TWO_STREAM),
+    "single_blocks": Stack(
+        "single_transformer_blocks",
+        None,
+        None,
+        {"attn": ("attn", None, _joint_tail), "mlp": ("ff", None, _joint_tail)},
+        JOINT_IMAGE_TOKENS,
+    ),
+}
+
+
 FAMILIES: dict[str, Family] = {
+    "chroma": Family(
+        "chroma",
+        _chroma,
+        _fluxlike_inputs,  # packed [batch, 16, 4] latents, 6 text tokens
+        _CHROMA_STACKS,
+        _flow,
+        lambda t, b: _expanded(t, b) / 1000,  # ChromaPipeline: timestep=timestep / 1000
+        "separate_calls",
+    ),
+    "auraflow": Family(
+        "auraflow",
+        _auraflow,
+        _auraflow_inputs,
+        _AURAFLOW_STACKS,
+        _flow,
+        lambda t, b: torch.tensor([t / 1000]).expand(b),  # AuraFlowPipeline: torch.tensor([t / 1000]).expand(batch)
+        "equal_halves",
+    ),
     "qwenimage": Family(
         "qwenimage",
         _qwenimage,

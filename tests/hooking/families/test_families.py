@@ -26,6 +26,8 @@ from sae_lens_dit.hooking.adapters import adapter_for
 
 
 def _streams(stack: Any, output: Any) -> tuple[Tensor, Tensor | None]:
+    if stack.joint_image_tokens:  # one [text | image] sequence
+        return output[:, -stack.joint_image_tokens :], output[:, : -stack.joint_image_tokens]
     if stack.image_index is None:
         return output, None
     return output[stack.image_index], output[stack.text_index] if stack.text_index is not None else None
@@ -38,8 +40,9 @@ def _capture(family: Any, model: nn.Module, inputs: dict) -> dict[str, Tensor | 
     for prefix, stack in family.stacks.items():
         for i, block in enumerate(getattr(model, stack.attribute)):
 
-            def pre(module, args, kwargs, key=f"{prefix}.{i}"):
-                seen[f"{key}.hook_resid_pre"] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            def pre(module, args, kwargs, key=f"{prefix}.{i}", stack=stack):
+                x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+                seen[f"{key}.hook_resid_pre"] = x[:, -stack.joint_image_tokens :] if stack.joint_image_tokens else x
 
             def post(module, args, output, key=f"{prefix}.{i}", stack=stack):
                 image, text = _streams(stack, output)
