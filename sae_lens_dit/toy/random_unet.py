@@ -51,14 +51,15 @@ def word_tokenizer(max_length: int = 16) -> PreTrainedTokenizerFast:
     )
 
 
-def _clip_config(max_length: int) -> CLIPTextConfig:
+def clip_config(width: int = TEXT_WIDTH, max_length: int = 16, layers: int = 2, heads: int = 2) -> CLIPTextConfig:
+    """A tiny CLIP text encoder's config over `word_tokenizer`'s vocabulary (random weights when built)."""
     return CLIPTextConfig(
         vocab_size=len(WORDS) + 4,
-        hidden_size=TEXT_WIDTH,
-        intermediate_size=32,
-        projection_dim=TEXT_WIDTH,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        projection_dim=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
         max_position_embeddings=max_length,
         bos_token_id=1,
         eos_token_id=2,
@@ -122,7 +123,7 @@ def random_sd_pipeline(kind: UNetKind = "sd", seed: int = 0) -> StableDiffusionP
     if kind == "sd":
         return StableDiffusionPipeline(
             vae=vae,
-            text_encoder=CLIPTextModel(_clip_config(max_length)).eval(),
+            text_encoder=CLIPTextModel(clip_config(max_length=max_length)).eval(),
             tokenizer=word_tokenizer(max_length),
             unet=unet,
             scheduler=scheduler,
@@ -132,8 +133,8 @@ def random_sd_pipeline(kind: UNetKind = "sd", seed: int = 0) -> StableDiffusionP
         )
     return StableDiffusionXLPipeline(
         vae=vae,
-        text_encoder=CLIPTextModel(_clip_config(max_length)).eval(),
-        text_encoder_2=CLIPTextModelWithProjection(_clip_config(max_length)).eval(),
+        text_encoder=CLIPTextModel(clip_config(max_length=max_length)).eval(),
+        text_encoder_2=CLIPTextModelWithProjection(clip_config(max_length=max_length)).eval(),
         tokenizer=word_tokenizer(max_length),
         tokenizer_2=word_tokenizer(max_length),
         unet=unet,

@@ -78,53 +78,55 @@ PRESETS: dict[str, dict[str, Any]] = {
         "output_dir": "runs/tide-dit-xl-2-256",
     },
 }
+
+
+def _text_to_image_preset(name: str, model: str, hook: str, sae: dict[str, Any], **harvest: Any) -> dict[str, Any]:
+    """A GPU preset for a text-to-image pipeline on the Hub: `STARTER_PROMPTS`, 20k images, float16 storage,
+    100M training rows in batches of 4096 (the DiT-XL preset's scale), output in runs/tide-<name>."""
+    return {
+        "model": model,
+        "hook_name": hook,
+        "sae": {"architecture": TIDE_ARCHITECTURE, **sae},
+        "harvest": {
+            "hook_names": [hook],
+            "prompts": list(STARTER_PROMPTS),
+            "num_images": 20_000,
+            "images_per_batch": 32,
+            "storage_dtype": "float16",
+            **harvest,
+        },
+        "training_tokens": 100_000_000,
+        "batch_size": 4096,
+        "dead_feature_window": 1000,
+        "data_mode": "cached",
+        "device": "cuda",
+        "output_dir": f"runs/tide-{name}",
+    }
+
+
 # Stable Diffusion 1.5 at 512 px (64x64x4 latents): SAeUron's block, up_blocks.1.attentions.1 (16x16 tokens
 # of width 1280), as its update (output minus input). Needs a GPU and the Hub (or a cached copy).
-PRESETS["sd15"] = {
-    "model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "hook_name": "up.1.1.hook_update",
-    "sae": {"architecture": TIDE_ARCHITECTURE, "d_in": 1280, "d_sae": 16 * 1280, "k": 64},
-    "harvest": {
-        "hook_names": ["up.1.1.hook_update"],
-        "prompts": list(STARTER_PROMPTS),
-        "num_images": 20_000,
-        "images_per_batch": 32,
-        "num_inference_steps": 50,
-        "guidance_scale": 7.5,
-        "branch": "both",
-        "storage_dtype": "float16",
-    },
-    "training_tokens": 100_000_000,
-    "batch_size": 4096,
-    "dead_feature_window": 1000,
-    "data_mode": "cached",
-    "device": "cuda",
-    "output_dir": "runs/tide-sd15",
-}
+PRESETS["sd15"] = _text_to_image_preset(
+    "sd15",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "up.1.1.hook_update",
+    {"d_in": 1280, "d_sae": 16 * 1280, "k": 64},
+    num_inference_steps=50,
+    guidance_scale=7.5,
+    branch="both",
+)
 # SDXL-Turbo at 512 px: sdxl-unbox's block down_blocks.2.attentions.1 (16x16 tokens of width 1280) as its
 # update, with sdxl-unbox's dictionary (5120 latents, k 10); 4 steps rather than 1, so TIDE has a timestep
 # axis to condition on; no guidance (Turbo is distilled without it).
-PRESETS["sdxl-turbo"] = {
-    "model": "stabilityai/sdxl-turbo",
-    "hook_name": "down.2.1.hook_update",
-    "sae": {"architecture": TIDE_ARCHITECTURE, "d_in": 1280, "d_sae": 5120, "k": 10},
-    "harvest": {
-        "hook_names": ["down.2.1.hook_update"],
-        "prompts": list(STARTER_PROMPTS),
-        "num_images": 20_000,
-        "images_per_batch": 32,
-        "num_inference_steps": 4,
-        "guidance_scale": 0.0,
-        "branch": "cond",
-        "storage_dtype": "float16",
-    },
-    "training_tokens": 100_000_000,
-    "batch_size": 4096,
-    "dead_feature_window": 1000,
-    "data_mode": "cached",
-    "device": "cuda",
-    "output_dir": "runs/tide-sdxl-turbo",
-}
+PRESETS["sdxl-turbo"] = _text_to_image_preset(
+    "sdxl-turbo",
+    "stabilityai/sdxl-turbo",
+    "down.2.1.hook_update",
+    {"d_in": 1280, "d_sae": 5120, "k": 10},
+    num_inference_steps=4,
+    guidance_scale=0.0,
+    branch="cond",
+)
 PRESETS["dit-tiny-shapes"] = {**PRESETS["dit-tiny-digits"], "model": "shapes", "output_dir": "runs/tide-shapes"}
 
 

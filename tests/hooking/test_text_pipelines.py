@@ -1,51 +1,26 @@
 """HookedDiT inside a stock StableDiffusion3Pipeline, built offline from tiny random parts.
 
-The CLIP tokenizers are word-level `tokenizers` models made in memory and the text encoders tiny
-random CLIPs (no T5), so the pipeline's own prompt path, CFG layout and flow-matching scheduler run.
+The CLIP tokenizers are word-level `tokenizers` models made in memory (`toy.random_unet.word_tokenizer`) and
+the text encoders tiny random CLIPs (no T5), so the pipeline's own prompt path, CFG layout and flow-matching
+scheduler run.
 """
 
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import Whitespace
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, PreTrainedTokenizerFast
+from transformers import CLIPTextModelWithProjection
 
 from sae_lens_dit import HookedDiT
+from sae_lens_dit.toy.random_unet import clip_config, word_tokenizer
 
-WORDS = ["a", "red", "square", "blue", "circle", "on", "grey"]
 
-
-def _tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
-    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token="<pad>",
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        model_max_length=16,
-    )
+def _tokenizer():
+    return word_tokenizer(16)
 
 
 def _clip() -> CLIPTextModelWithProjection:
-    config = CLIPTextConfig(
-        vocab_size=len(WORDS) + 4,
-        hidden_size=32,
-        intermediate_size=37,
-        projection_dim=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        max_position_embeddings=16,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return CLIPTextModelWithProjection(config).eval()
+    return CLIPTextModelWithProjection(clip_config(width=32, layers=3, heads=4)).eval()
 
 
 @pytest.fixture(scope="module")

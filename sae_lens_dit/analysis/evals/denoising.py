@@ -13,7 +13,7 @@ scored against the same noise.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,6 +26,10 @@ from sae_lens_dit.toy.image_sets import LabelledImages
 Conditioning = Callable[[torch.Tensor], dict[str, Any]]
 """Row indices of a held-out pass -> the denoiser's keyword arguments for those rows, besides the latents and
 the timestep (`class_labels` for a DiT; the prompt embeddings a text pipeline computed, `prompted`)."""
+
+
+def _empty() -> torch.Tensor:
+    return torch.empty(0)
 
 
 @dataclass
@@ -51,13 +55,14 @@ class HeldoutPass:
     bucket: torch.Tensor  # [rows]
     branch: torch.Tensor  # [rows] 0 = cond, 1 = uncond
     image_index: torch.Tensor  # [rows] into `images`
-    activation: torch.Tensor  # [rows, tokens, d]
-    loss_clean: torch.Tensor  # [rows]
-    loss_zero: torch.Tensor  # [rows]
-    loss_mean: torch.Tensor  # [rows]
     hook_name_out: str | None = None
     """A transcoder's output hook (e.g. `blocks.2.mlp.hook_out` for input `blocks.2.mlp.hook_in`): recorded as
     `activation_out`, and the hook the ablations replace (zero or mean MLP output). None: an SAE's one hook."""
+    # Filled by `with_losses`:
+    activation: torch.Tensor = field(default_factory=_empty)  # [rows, tokens, d]
+    loss_clean: torch.Tensor = field(default_factory=_empty)  # [rows]
+    loss_zero: torch.Tensor = field(default_factory=_empty)  # [rows]
+    loss_mean: torch.Tensor = field(default_factory=_empty)  # [rows]
     activation_out: torch.Tensor | None = None  # [rows, tokens, d_out] at hook_name_out
 
     @property
@@ -139,10 +144,6 @@ def heldout_pass(
         torch.cat(bucket),
         torch.cat(branch),
         torch.cat(index),
-        torch.empty(0),
-        torch.empty(0),
-        torch.empty(0),
-        torch.empty(0),
         hook_name_out,
     )
     return with_losses(hooked, hp, batch_size)

@@ -97,10 +97,6 @@ def prompted_heldout_pass(
         torch.cat(bucket),
         branch_of_row,
         torch.cat(index),
-        torch.empty(0),
-        torch.empty(0),
-        torch.empty(0),
-        torch.empty(0),
         hook_name_out,
     )
     return with_losses(hooked, hp, batch_size)
