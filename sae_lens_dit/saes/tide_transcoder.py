@@ -117,6 +117,12 @@ class TideTrainingTranscoderConfig(TideTrainingSAEConfig):
     skip: bool = False
     """Add the skip connection `x @ W_skip.T` (SAELens's `SkipTranscoder`), zero-initialised."""
     apply_b_dec_to_input: bool = False
+    timestep_scale: bool = False
+    """Off for transcoders: a DiT block's MLP input is already adaLN-modulated by the timestep, and TIDE's input
+    modulation on top cost 0.02 of held-out MLP-output explained variance on the digits DiT (block 2, seed 1;
+    `benchmarks/results/transcoder_ablations.md`). The decoder's timestep bias stays on."""
+    timestep_shift: bool = False
+    """Off for transcoders, as `timestep_scale`."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

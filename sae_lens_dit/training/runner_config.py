@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 from sae_lens import LoggingConfig, TrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
 
-from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE
+from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE, TIDE_TRANSCODER_ARCHITECTURE
 from sae_lens_dit.guards.config import ConfigError, check_keys, check_ranges, check_types, training_sae_config
 from sae_lens_dit.saes.data_init import BDecInit
 from sae_lens_dit.training.harvest import HarvestConfig
@@ -29,6 +29,7 @@ WandbMode = Literal["offline", "online", "disabled"]
 FALLBACK_LR = 4e-4
 DEFAULT_LR: dict[str, float] = {
     TIDE_ARCHITECTURE: 1e-3,
+    TIDE_TRANSCODER_ARCHITECTURE: 1e-3,  # transcoder ablations (benchmarks/results/transcoder_ablations.md)
     "topk": 4e-4,
     "topk_sparse": 4e-4,
     "batchtopk": 4e-4,

@@ -30,6 +30,7 @@ from sae_lens_dit.saes.sparse_topk import (
 from sae_lens_dit.saes.synthetic import SyntheticTimestepData, recovery_scores, train_through_sae_trainer
 
 TIMESTEP_MLP = {"timestep_embed_dim": 16, "timestep_hidden_dim": 12}
+EVERY_TERM = {"timestep_scale": True, "timestep_shift": True, "timestep_decoder_bias": True}
 SHAPES = [(16, 64, 4), (12, 48, 7), (8, 32, 32), (24, 96, 1)]  # (d_in, d_sae, k), k = d_sae included
 
 
@@ -100,7 +101,7 @@ def test_sparse_transcoder_step_equals_its_dense_step(d_in: int, d_out: int, d_s
 
     generator = torch.Generator().manual_seed(d_in * d_out + k + skip)
     cfg = TideTrainingTranscoderConfig(
-        d_in=d_in, d_out=d_out, d_sae=d_sae, k=k, skip=skip, sparse_decode=True, **TIMESTEP_MLP
+        d_in=d_in, d_out=d_out, d_sae=d_sae, k=k, skip=skip, sparse_decode=True, **TIMESTEP_MLP, **EVERY_TERM
     )
     sparse = _perturbed(TideTrainingTranscoder(cfg), generator)
     dense = copy.deepcopy(sparse)
