@@ -19,6 +19,7 @@ import torch
 from diffusers import (
     AllegroTransformer3DModel,
     AuraFlowTransformer2DModel,
+    BriaFiboTransformer2DModel,
     BriaTransformer2DModel,
     ChromaTransformer2DModel,
     ChronoEditTransformer3DModel,
@@ -945,9 +946,10 @@ def _flow() -> Any:
     return FlowMatchEulerDiscreteScheduler(shift=3.0)
 
 
-# --- Chroma, AuraFlow: single-stream blocks over one joint [text | image] sequence ---------------
-# Both transformers concatenate [text | image] (AuraFlow: [registers | text | image]) before their first
-# single-stream block and split the image back out after the last, so the image is the last 16 tokens.
+# --- Chroma, AuraFlow, Bria FIBO: single-stream blocks over one joint [text | image] sequence ------
+# Chroma and AuraFlow concatenate [text | image] (AuraFlow: [registers | text | image]) before their first
+# single-stream block and split the image back out after the last; FIBO joins and splits around every single
+# block. In all three the image is the last 16 tokens of a single block's stream.
 
 JOINT_IMAGE_TOKENS = 16
 
@@ -997,6 +999,32 @@ def _auraflow_inputs(b: int) -> dict[str, Any]:
     }
 
 
+def _bria_fibo() -> nn.Module:
+    return BriaFiboTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        text_encoder_dim=16,
+        axes_dims_rope=[0, 4, 4],
+    )
+
+
+def _bria_fibo_inputs(b: int) -> dict[str, Any]:
+    # Packed [batch, 16, 4] latents, 6 text tokens, one text-encoder layer per block (2 double + 2 single).
+    return {
+        "hidden_states": torch.randn(b, JOINT_IMAGE_TOKENS, 4),
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "text_encoder_layers": [torch.randn(b, 6, 16) for _ in range(4)],
+        "timestep": torch.rand(b) * 1000,
+        "img_ids": torch.randn(JOINT_IMAGE_TOKENS, 3),
+        "txt_ids": torch.randn(6, 3),
+    }
+
+
 _TWO_STREAM = {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}
 _CHROMA_STACKS = {
     "blocks": Stack("transformer_blocks", 1, 0, _TWO_STREAM),
@@ -1025,6 +1053,15 @@ FAMILIES: dict[str, Family] = {
         _flow,
         lambda t, b: _expanded(t, b) / 1000,  # ChromaPipeline: timestep=timestep / 1000
         "separate_calls",
+    ),
+    "bria_fibo": Family(
+        "bria_fibo",
+        _bria_fibo,
+        _bria_fibo_inputs,
+        _CHROMA_STACKS,  # the same layout: double-stream blocks, then joint single-stream ones (attention only)
+        _flow,
+        _expanded,  # BriaFiboPipeline: timestep = t.expand(batch), sigma * 1000
+        "equal_halves",
     ),
     "auraflow": Family(
         "auraflow",
