@@ -44,6 +44,8 @@ from diffusers import (
     Kandinsky5Transformer3DModel,
     Kandinsky6SRTransformer3DModel,
     Kandinsky6Transformer3DModel,
+    Krea2Pipeline,
+    Krea2Transformer2DModel,
     LongCatImageTransformer2DModel,
     LTX2VideoTransformer3DModel,
     LTXVideoTransformer3DModel,
@@ -946,10 +948,10 @@ def _flow() -> Any:
     return FlowMatchEulerDiscreteScheduler(shift=3.0)
 
 
-# --- Chroma, AuraFlow, Bria FIBO: single-stream blocks over one joint [text | image] sequence ------
+# --- Chroma, AuraFlow, Bria FIBO, Krea 2: single-stream blocks over one joint [text | image] sequence
 # Chroma and AuraFlow concatenate [text | image] (AuraFlow: [registers | text | image]) before their first
 # single-stream block and split the image back out after the last; FIBO joins and splits around every single
-# block. In all three the image is the last 16 tokens of a single block's stream.
+# block; every Krea 2 block is single-stream. In all four the image is the last 16 tokens of such a block's stream.
 
 JOINT_IMAGE_TOKENS = 16
 
@@ -1025,6 +1027,36 @@ def _bria_fibo_inputs(b: int) -> dict[str, Any]:
     }
 
 
+def _krea2() -> nn.Module:
+    return Krea2Transformer2DModel(
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+        timestep_embed_dim=16,
+        text_hidden_dim=16,
+        num_text_layers=2,
+        text_num_attention_heads=2,
+        text_num_key_value_heads=2,
+        text_intermediate_size=32,
+        num_layerwise_text_blocks=1,
+        num_refiner_text_blocks=1,
+        axes_dims_rope=(2, 2, 4),
+    )
+
+
+def _krea2_inputs(b: int) -> dict[str, Any]:
+    # Packed [batch, 16, 4] latents on a 4x4 grid; 6 text tokens, each from 2 text-encoder layers of width 16.
+    return {
+        "hidden_states": torch.randn(b, JOINT_IMAGE_TOKENS, 4),
+        "encoder_hidden_states": torch.randn(b, 6, 2, 16),
+        "timestep": torch.rand(b),
+        "position_ids": Krea2Pipeline.prepare_position_ids(6, 4, 4, "cpu"),
+    }
+
+
 _TWO_STREAM = {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}
 _CHROMA_STACKS = {
     "blocks": Stack("transformer_blocks", 1, 0, _TWO_STREAM),
@@ -1062,6 +1094,23 @@ FAMILIES: dict[str, Family] = {
         _flow,
         _expanded,  # BriaFiboPipeline: timestep = t.expand(batch), sigma * 1000
         "equal_halves",
+    ),
+    "krea2": Family(
+        "krea2",
+        _krea2,
+        _krea2_inputs,
+        {
+            "blocks": Stack(
+                "transformer_blocks",
+                None,
+                None,
+                {"attn": ("attn", None, _joint_tail), "mlp": ("ff", None, _joint_tail)},
+                JOINT_IMAGE_TOKENS,
+            )
+        },
+        _flow,
+        lambda t, b: _expanded(t, b) / 1000,  # Krea2Pipeline: t / scheduler.config.num_train_timesteps
+        "separate_calls",
     ),
     "auraflow": Family(
         "auraflow",
