@@ -37,6 +37,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--model", help="Backbone (default: the release's model, else the SAE's model_name)")
     serve.add_argument("--num-inference-steps", type=int, default=20, help="Denoising steps of every sample")
     serve.add_argument("--max-strength", type=float, default=100.0, help="Largest |strength| a request may ask for")
+    serve.add_argument(
+        "--max-cache-mb",
+        type=float,
+        default=512.0,
+        help="Size the cached images may reach; beyond it the least recently used are removed (default: 512)",
+    )
     serve.add_argument("--device", default="cpu", help="Torch device")
     serve.set_defaults(run=_serve)
 
@@ -91,6 +97,7 @@ def _serve(args: argparse.Namespace) -> None:
         model=model,
         num_inference_steps=args.num_inference_steps,
         max_strength=args.max_strength,
+        max_cache_mb=args.max_cache_mb,
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     if args.host not in ("127.0.0.1", "localhost", "::1"):

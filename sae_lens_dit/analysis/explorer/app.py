@@ -46,12 +46,14 @@ def create_app(
     model: str | None = None,
     num_inference_steps: int = 20,
     max_strength: float = 100.0,
+    max_cache_mb: float = 512.0,
 ) -> Any:
     """A Starlette app exploring `saes` on `pipe` (already loaded); writes only inside `cache_dir`.
 
     `sources` (one per SAE: release + sae_id, or folder) go into exported specs so `sae-lens-dit edit
     --spec` finds the SAEs; `model` names the backbone in the replay command; `num_inference_steps`
-    is fixed for every sample; `max_strength` bounds |strength|. `app.state.explorer` is the `Explorer`.
+    is fixed for every sample; `max_strength` bounds |strength|; cached images beyond `max_cache_mb` are removed,
+    least recently used first. `app.state.explorer` is the `Explorer`.
     """
     try:
         from starlette.applications import Starlette
@@ -71,6 +73,7 @@ def create_app(
         model=model,
         num_inference_steps=num_inference_steps,
         max_strength=max_strength,
+        max_cache_mb=max_cache_mb,
     )
 
     def bad(message: str, status: int = 400) -> Response:

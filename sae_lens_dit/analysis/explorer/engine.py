@@ -97,6 +97,7 @@ class Explorer:
         model: str | None = None,
         num_inference_steps: int = 20,
         max_strength: float = 100.0,
+        max_cache_mb: float = 512.0,
     ):
         if not saes:
             raise ValueError("the explorer needs at least one SAE")
@@ -110,6 +111,10 @@ class Explorer:
         self.model, self.steps = model, int(num_inference_steps)
         labels = class_labels_of(pipe)
         self.limits = Limits(tuple(int(s.cfg.d_sae) for s in self.saes), labels, float(max_strength))
+        if not max_cache_mb > 0:
+            raise ValueError(f"max_cache_mb must be positive, received {max_cache_mb}")
+        self.max_cache_bytes = int(max_cache_mb * 2**20)
+        self._cache_bytes: int | None = None  # size of images/, known after the first scan
         self.cache_dir = claim(cache_dir, CACHE_KIND, flag="--cache-dir")
         (self.cache_dir / "images").mkdir(exist_ok=True)
         (self.cache_dir / "summaries").mkdir(exist_ok=True)
@@ -183,16 +188,43 @@ class Explorer:
             raise BadRequest(f"image names are 64 hex digits + .png, received {name[:80]!r}")
         return self.cache_dir / "images" / name
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, data: bytes, keep: Sequence[Path] = ()) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
+        if path.parent == self.cache_dir / "images":
+            self._cache_bytes = (self._cache_bytes or 0) + len(data) if self._cache_bytes is not None else None
+            if self._cache_bytes is None or self._cache_bytes > self.max_cache_bytes:  # first write, or maybe over
+                self._prune(keep=(path, *keep))
+
+    def _used(self, path: Path) -> None:
+        """Mark a cached file as just used (its mtime), so that pruning removes the least recently used first."""
+        os.utime(path)
+
+    def _prune(self, keep: Sequence[Path] = ()) -> None:
+        """Remove the least recently used cached images (and edit records) until the folder is within
+        `max_cache_bytes`; only names of our own form (64 hex digits) in `images/`, never the ones in `keep`."""
+        files = [
+            (entry.stat().st_mtime, entry.stat().st_size, entry)
+            for entry in (self.cache_dir / "images").iterdir()
+            if entry.is_file() and not entry.is_symlink() and _is_cache_name(entry.name)
+        ]
+        total = sum(size for _, size, _ in files)
+        for _, size, entry in sorted(files, key=lambda item: item[0]):
+            if total <= self.max_cache_bytes:
+                break
+            if entry not in keep:
+                entry.unlink(missing_ok=True)
+                total -= size
+        self._cache_bytes = total  # exact after a scan; kept up to date by `_write` until it may be over again
 
     def original(self, view: ViewRequest) -> str:
         """Name of the cached PNG of the unedited sample of `view` (sampled when not cached)."""
         name = self._key(kind="original", sample=view.sample_key(), call=self.call_kwargs(view)) + ".png"
         path = self.image_path(name)
-        if not path.exists():
+        if path.exists():
+            self._used(path)
+        else:
             with self.lock, torch.no_grad():
                 images = generate(self.pipe, view.seed, **self.call_kwargs(view))
             self._write(path, png_bytes(images[0]))
@@ -219,8 +251,12 @@ class Explorer:
                 raise BadRequest(
                     f"the edit matched no denoising step (window {list(spec.edits[0].timesteps or [])}); widen it"
                 )
-            self._write(self.image_path(after), png_bytes(images[0]))
-            self._write(meta_path, json.dumps({"edited": edited}).encode())
+            keep = (self.image_path(before), self.image_path(after), meta_path)
+            self._write(self.image_path(after), png_bytes(images[0]), keep)
+            self._write(meta_path, json.dumps({"edited": edited}).encode(), keep)
+        else:
+            self._used(self.image_path(after))
+            self._used(meta_path)
         meta = json.loads(meta_path.read_text())
         return {"before": before, "after": after, "spec": spec.to_dict(), **meta}
 
@@ -344,6 +380,12 @@ class Explorer:
             for i, (f, t, p) in enumerate(zip(summary["firing"], summary["typical"], summary["profile"], strict=True))
         ]
         return {"sae": index, "name": self.names[index], "bucket_edges": summary["bucket_edges"], "latents": rows}
+
+
+def _is_cache_name(name: str) -> bool:
+    """A file name the explorer writes into `images/`: 64 hex digits and .png or .json."""
+    stem, _, suffix = name.partition(".")
+    return suffix in ("png", "json") and len(stem) == 64 and all(c in "0123456789abcdef" for c in stem)
 
 
 def _sae_name(sae: SAE) -> str:

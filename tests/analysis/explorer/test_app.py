@@ -46,10 +46,35 @@ def test_edit_returns_before_and_after_and_caches_them(tiny):
     assert after.status_code == 200 and after.headers["content-type"] == "image/png"
     assert not np.array_equal(_pixels(after.content), _pixels(client.get(original).content))
     images = sorted(p.name for p in (cache / "images").iterdir())
-    mtimes = {p: p.stat().st_mtime_ns for p in (cache / "images").iterdir()}
+    inodes = {p: p.stat().st_ino for p in (cache / "images").iterdir()}  # a rewrite (os.replace) gives a new inode
     assert client.get(EDIT).json()["after"] == body["after"]  # same view: served from the cache
     assert sorted(p.name for p in (cache / "images").iterdir()) == images
-    assert {p: p.stat().st_mtime_ns for p in (cache / "images").iterdir()} == mtimes
+    assert {p: p.stat().st_ino for p in (cache / "images").iterdir()} == inodes
+
+
+def test_the_cache_keeps_to_its_size_removing_the_least_recently_used(tiny):
+    from starlette.testclient import TestClient
+
+    from sae_lens_dit.analysis.explorer import create_app
+
+    client, pipe, hooked, sae, cache = tiny
+
+    def original(seed: int) -> str:  # the cached file's name (the API answers with its URL path)
+        return client.get(f"/api/original?class=3&seed={seed}").json()["image"].rsplit("/", 1)[-1]
+
+    first = original(0)
+    size = (cache / "images" / first).stat().st_size
+    foreign = cache / "images" / "notes.txt"
+    foreign.write_text("not the explorer's")
+    limit_mb = 2.5 * size / 2**20  # room for two images
+    client = TestClient(create_app(pipe, hooked, [sae], cache, num_inference_steps=4, max_cache_mb=limit_mb))
+    names = [original(seed) for seed in (1, 2)]
+    original(0)  # used again: now the most recent
+    latest = original(3)
+    kept = {p.name for p in (cache / "images").iterdir()}
+    assert {first, latest} <= kept and names[0] not in kept  # the least recently used went first
+    assert foreign.exists()  # only files of the explorer's own naming are removed
+    assert sum(p.stat().st_size for p in (cache / "images").iterdir() if p != foreign) <= limit_mb * 2**20
 
 
 def test_exported_spec_replays_to_the_same_bytes(tiny):
