@@ -248,35 +248,6 @@ class BlockOutputSite(Site):
         return s.view.back(full, post + (_checked(v, u, s.update_hook) - u)), True
 
 
-class _ImageTokens:
-    """How a submodule tensor (its input or output) lays out the block's image tokens, as its spec says.
-
-    `view(full)` gives the image tokens [batch, tokens, d] (channels_first [batch, d, h, w] flattened
-    and transposed; `image_tail`: the last as many tokens as the block's input has); `back(full, y)`
-    puts replaced image tokens back into the submodule's own layout. Both are exact relayouts.
-    """
-
-    def __init__(self, spec: SubmoduleSpec, image_count: Callable[[], int | None] | None = None):
-        self.spec = spec
-        self.image_tokens = 0
-        self.image_count = image_count  # a joint block's submodule: the call's image tokens, not the block input's
-
-    def tokens(self, full: Tensor) -> Tensor:
-        return as_tokens(full, self.spec.layout)
-
-    def _n(self) -> int:
-        return int(self.image_count() or 0) if self.image_count is not None else self.image_tokens
-
-    def view(self, full: Tensor) -> Tensor:
-        tokens = self.tokens(full)
-        return tokens[:, -self._n() :] if self.spec.tokens == "image_tail" else tokens
-
-    def back(self, full: Tensor, y: Tensor) -> Tensor:
-        if self.spec.tokens == "image_tail":
-            y = torch.cat([self.tokens(full)[:, : -self._n()], y], dim=1)
-        return from_tokens(y, full, self.spec.layout)
-
-
 class SubmoduleSite(Site):
     """`<sub>.hook_out`: a submodule's image-token output (attention, MLP), before the block gates it."""
 
@@ -292,16 +263,21 @@ class SubmoduleSite(Site):
     ):
         super().__init__([hook_point], on_change)
         self.block, self.submodule, self.spec, self.slot, self.hook_point = block, submodule, spec, slot, hook_point
-        self._layout = _ImageTokens(spec, image_count)
+        # `image_tail`: the submodule sees [text | image]; its image tokens are the last as many as the call has
+        # (`image_count`, a joint block) or as the block's own image input has (counted by a pre-hook).
+        self._counts_input = spec.tokens == "image_tail" and image_count is None
+        self._input_tokens = 0
+        count = (lambda: self._input_tokens) if self._counts_input else image_count
+        self._view = StreamView(spec.layout, count if spec.tokens == "image_tail" else None)
 
     def _register(self) -> list[RemovableHandle]:
         handles = [self._register_on_submodule()]
-        if self.spec.tokens == "image_tail" and self._layout.image_count is None:  # counted from the block's input
+        if self._counts_input:
             handles.append(self.block.register_forward_pre_hook(self._count_image_tokens, with_kwargs=True))
         return handles
 
     def _count_image_tokens(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        self._layout.image_tokens = self.slot.get(args, kwargs).shape[1]
+        self._input_tokens = self.slot.get(args, kwargs).shape[1]
 
     def _register_on_submodule(self) -> RemovableHandle:
         return self.submodule.register_forward_hook(self._post)
@@ -309,11 +285,11 @@ class SubmoduleSite(Site):
     def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
         index = self.spec.output_index
         full = output if index is None else output[index]  # [batch, tokens, d] (or [batch, d, h, w])
-        x = self._layout.view(full)
+        x = self._view.view(full)
         y = self.hook_point(x)
         if y is x:
             return None
-        y = self._layout.back(full, _checked(y, x, self.hook_point))
+        y = self._view.back(full, _checked(y, x, self.hook_point))
         return y if index is None else (*output[:index], y, *output[index + 1 :])
 
 
@@ -331,8 +307,8 @@ class SubmoduleInputSite(SubmoduleSite):
 
     def _pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
         full = self.arg.get(args, kwargs)  # [batch, tokens, d] (or [batch, d, h, w])
-        x = self._layout.view(full)
+        x = self._view.view(full)
         y = self.hook_point(x)
         if y is x:
             return None
-        return self.arg.replace(args, kwargs, self._layout.back(full, _checked(y, x, self.hook_point)))
+        return self.arg.replace(args, kwargs, self._view.back(full, _checked(y, x, self.hook_point)))
