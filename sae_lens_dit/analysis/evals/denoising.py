@@ -178,9 +178,10 @@ def _recovered(ablated: float, spliced: float, clean: float) -> float:
 
 @torch.no_grad()
 def spliced_denoising(sae, hooked: HookedDiT, hp: HeldoutPass, batch_size: int = 256) -> list[dict[str, Any]]:
-    """Per bucket and branch: the model's loss with `sae` replacing the hook (no error term), and the
+    """Per bucket and branch: the model's loss with `sae` replacing the hook (no error term; a list of SAEs or
+    transcoders replaces each of their hooks at once, e.g. every MLP for a replacement model), and the
     denoising loss recovered against zero- and mean-ablation: (L_ablated - L_spliced) / (L_ablated - L_clean)."""
-    with hooked.saes([sae], use_error_term=False):
+    with hooked.saes(sae if isinstance(sae, (list, tuple)) else [sae], use_error_term=False):
         spliced = _losses_with(hooked, hp, torch.arange(len(hp.timestep)), [], batch_size)
     out = []
     for b, br, mask in hp.groups():

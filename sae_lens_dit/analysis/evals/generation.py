@@ -114,8 +114,9 @@ def spliced_generation(
     num_inference_steps: int = 50,
     guidance_scale: float | None = None,
 ) -> GenerationDrift:
-    """Sample `labels` with `sae` spliced in and compare with `clean` (same seed) and `reference` (another seed)."""
-    with hooked.saes([sae], use_error_term=False):
+    """Sample `labels` with `sae` (or a list of them, spliced at once) spliced in and compare with `clean` (same
+    seed) and `reference` (another seed)."""
+    with hooked.saes(sae if isinstance(sae, (list, tuple)) else [sae], use_error_term=False):
         spliced = sample_images(pipe, labels, seed, num_inference_steps, guidance_scale)
     features = features or classifier.embed
     labels_np = np.asarray(labels)

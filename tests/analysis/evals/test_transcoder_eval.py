@@ -20,7 +20,7 @@ from sae_lens_dit.toy.image_sets import training_split
 READ, WRITE = "blocks.2.mlp.hook_in", "blocks.2.mlp.hook_out"
 
 
-def _transcoder(zero_decoder: bool = False) -> TideTranscoder:
+def _transcoder(zero_decoder: bool = False, block: int = 2) -> TideTranscoder:
     cfg = TideTranscoderConfig(
         d_in=96,
         d_out=96,
@@ -32,7 +32,9 @@ def _transcoder(zero_decoder: bool = False) -> TideTranscoder:
         timestep_embed_dim=16,
         timestep_hidden_dim=8,
         timestep_decoder_bias=not zero_decoder,  # the zero one writes exactly zero at every timestep
-        metadata=SAEMetadata(hook_name=READ, hook_name_out=WRITE, model_name="digits"),
+        metadata=SAEMetadata(
+            hook_name=f"blocks.{block}.mlp.hook_in", hook_name_out=f"blocks.{block}.mlp.hook_out", model_name="digits"
+        ),
     )
     torch.manual_seed(4)
     tc = TideTranscoder(cfg).eval()
@@ -98,6 +100,24 @@ def test_a_transcoder_that_writes_zeros_recovers_nothing_against_zero_ablation(s
     for row in rows:
         assert row["loss_spliced"] == pytest.approx(row["loss_zero_ablated"], rel=1e-6)
         assert row["recovered_vs_zero"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_several_transcoders_replace_their_mlps_at_once(setup):
+    pipe, hooked, hp = setup
+    both = [_transcoder(zero_decoder=True, block=1), _transcoder(zero_decoder=True, block=2)]
+    spliced = spliced_denoising(both, hooked, hp, batch_size=64)
+    blocks = pipe.transformer.transformer_blocks
+    handles = [blocks[i].ff.register_forward_hook(lambda m, a, out: torch.zeros_like(out)) for i in (1, 2)]
+    try:
+        with torch.no_grad():
+            labels = hp.conditioning(torch.arange(len(hp.timestep)))["class_labels"]
+            pred = pipe.transformer(hp.noisy, timestep=hp.timestep, class_labels=labels).sample
+    finally:
+        for handle in handles:
+            handle.remove()
+    by_hand = (pred[:, : hp.noise.shape[1]] - hp.noise).pow(2).flatten(1).mean(1)  # both MLPs write zeros
+    for (_, _, mask), row in zip(hp.groups(), spliced, strict=True):
+        assert row["loss_spliced"] == pytest.approx(float(by_hand[mask].mean()), rel=1e-5)
 
 
 def test_evaluate_reports_both_hooks():
