@@ -30,6 +30,7 @@ from sae_lens import SAE
 from sae_lens_dit.analysis.evals import heldout_pass, sample_images, spliced_denoising, spliced_generation
 from sae_lens_dit.analysis.evals.denoising import _losses_with
 from sae_lens_dit.cli import main as cli
+from sae_lens_dit.conventions import BRANCH_NAMES
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_tiny_classifier, load_tiny_dit
 from sae_lens_dit.toy.image_sets import training_split
@@ -66,7 +67,7 @@ def replacement_denoising(hooked: HookedDiT, tcs: list[SAE], hp) -> dict:
     out = {}
     for b, br, mask in hp.groups():
         c, z, m, r = (float(v[mask].mean()) for v in (clean, zero, mean, replaced))
-        out[f"{hp.edges[b]:g}-{hp.edges[b + 1]:g} {('cond', 'uncond')[br]}"] = {
+        out[f"{hp.edges[b]:g}-{hp.edges[b + 1]:g} {BRANCH_NAMES[br]}"] = {
             "loss_clean": c,
             "loss_zero_ablated": z,
             "loss_mean_ablated": m,
