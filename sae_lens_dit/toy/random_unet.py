@@ -14,7 +14,7 @@ word-level tokenizers made in memory, and a one-level VAE (latent size = image s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from diffusers import (
@@ -101,16 +101,18 @@ def random_unet(kind: UNetKind = "sd") -> UNet2DConditionModel:
     raise ValueError(f"kind must be 'sd' or 'sdxl', received {kind!r}")
 
 
-def _vae() -> AutoencoderKL:
-    return AutoencoderKL(
-        sample_size=SAMPLE_SIZE,
+def tiny_vae(sample_size: int = SAMPLE_SIZE, **overrides: Any) -> AutoencoderKL:
+    """A one-level random AutoencoderKL (latent size = image size, 4 latent channels); `overrides`: any config."""
+    config = dict(
+        sample_size=sample_size,
         in_channels=3,
         out_channels=3,
         block_out_channels=(4,),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=1,
-    ).eval()
+    )
+    return AutoencoderKL(**{**config, **overrides}).eval()
 
 
 def random_sd_pipeline(kind: UNetKind = "sd", seed: int = 0) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
@@ -118,7 +120,7 @@ def random_sd_pipeline(kind: UNetKind = "sd", seed: int = 0) -> StableDiffusionP
     (DDIM scheduler; swap it as with any pipeline), 16x16 images, prompts over `WORDS`."""
     torch.manual_seed(seed)
     scheduler = DDIMScheduler(clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # SD's own settings
-    unet, vae = random_unet(kind), _vae()
+    unet, vae = random_unet(kind), tiny_vae()
     max_length = 16
     if kind == "sd":
         return StableDiffusionPipeline(

@@ -8,11 +8,11 @@ scheduler run.
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from transformers import CLIPTextModelWithProjection
 
 from sae_lens_dit import HookedDiT
-from sae_lens_dit.toy.random_unet import clip_config, word_tokenizer
+from sae_lens_dit.toy.random_unet import clip_config, tiny_vae, word_tokenizer
 
 
 def _tokenizer():
@@ -38,19 +38,9 @@ def sd3():
         pooled_projection_dim=64,
         out_channels=4,
     ).eval()
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = tiny_vae(
+        32, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035
+    )  # SD3's latent statistics
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         vae=vae,
