@@ -1,12 +1,12 @@
 """Backbone adapters: one declarative YAML per diffusers transformer family, loaded into `AdapterSpec`.
 
-Why data and not code: every family differs only in a handful of facts (where the block lists
-are, which output element carries image tokens, where the raw timestep enters and in what
-units and direction (`TimestepSpec`: affine, reversed, or EDM's log sigma), how classifier-free
-guidance lays out the batch, and, when two families share a class, which config tells them
-apart (`match_config`). Writing those facts down once, and
-validating them on load, keeps hooking code generic and makes a new backbone mostly a new file
-in `adapters/`. The specs know nothing about hooks; `sae_lens_dit.hooking.hooked` reads them.
+Why data and not code: every family differs only in a handful of facts (where the block lists are, which
+output element carries image tokens, where the raw timestep enters and in what units and direction
+(`TimestepSpec`: affine, reversed, or EDM's log sigma), how classifier-free guidance lays out the batch,
+where a video's frames are (`hooking.frames`), and, when two families share a class, which config tells
+them apart (`match_config`). Writing those facts down once, and validating them on load, keeps hooking
+code generic and makes a new backbone mostly a new file in `adapters/`. The specs know nothing about
+hooks; `sae_lens_dit.hooking.hooked` reads them.
 
 >>> spec = load_spec(adapters_dir() / "dit.yaml")
 >>> spec.name, spec.stacks[0].prefix, spec.stacks[0].module
@@ -28,6 +28,7 @@ import yaml
 from torch import Tensor, nn
 
 from sae_lens_dit.conventions import TIMESTEP_MAX, CfgOrder
+from sae_lens_dit.hooking.frames import FramesSpec, parse_frames
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
 from sae_lens_dit.resources import adapters_dir
 
@@ -96,8 +97,7 @@ class TimestepSpec:
 
 @dataclass(frozen=True)
 class GuidanceSpec:
-    """How classifier-free guidance lays out the transformer's batch (the `guidance:` section of
-    `adapters/*.yaml`)."""
+    """How classifier-free guidance lays out the transformer's batch (`guidance:` in `adapters/*.yaml`)."""
 
     detect: CfgDetect
     order: CfgOrder
@@ -179,6 +179,8 @@ class AdapterSpec:
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
+    frames: FramesSpec | None = None
+    """Where a video call's frame count is (`hooking.frames`); None: the family's tokens are one image."""
 
     def matches(self, transformer: nn.Module) -> bool:
         """True when every `match_config` pair holds on the transformer's config."""
@@ -316,6 +318,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
             "stacks",
             "cfg",
             "image_tokens",
+            "frames",
         )
     )
     classes = top.get("transformer_classes", list)
@@ -342,6 +345,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
         stacks=parsed,
         match_config=_match_config(top),
         image_tokens=image_tokens,
+        frames=parse_frames(top.sub("frames")) if "frames" in top.data else None,
     )
 
 

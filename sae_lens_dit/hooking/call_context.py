@@ -34,6 +34,7 @@ class CallContext:
     branch: Tensor  # [batch] int64, 0 = cond, 1 = uncond
     sample: Tensor  # [batch] int64
     image_tokens: int | None = None  # image tokens per row, where the spec counts them (`image_tokens:`)
+    frames: int | None = None  # token frames of a video call, where the spec has `frames:`; None for images
 
 
 class ArgSlot:
@@ -92,6 +93,11 @@ class CallReader:
         if guidance.detect == "class_label":
             self._class_labels = ArgSlot(transformer, guidance.class_argument)
             self._null_class = int(_config_value(spec, transformer, guidance.null_class_config))
+        frames = spec.frames
+        self._frames_argument = ArgSlot(transformer, frames.argument) if frames and frames.argument else None
+        self._temporal_patch = (
+            frames.temporal_patch_of(getattr(transformer, "config", None), str(spec.source)) if frames else 1
+        )
 
     def context(self, args: tuple, kwargs: dict[str, Any]) -> CallContext:
         guidance = self.spec.guidance
@@ -108,10 +114,17 @@ class CallReader:
             if labels is not None:
                 branch = (torch.as_tensor(labels).reshape(-1).cpu() == self._null_class).long().expand(batch)
                 is_doubled = doubled is not None and torch.equal(branch, doubled)
-        n_image = self._image_tokens(latents)
+        n_image, frames = self._image_tokens(latents), self._frames(latents, args, kwargs)
         if is_doubled:
-            return CallContext(self._timestep(args, kwargs, batch), doubled, rows % (batch // 2), n_image)
-        return CallContext(self._timestep(args, kwargs, batch), branch.clone(), rows, n_image)
+            return CallContext(self._timestep(args, kwargs, batch), doubled, rows % (batch // 2), n_image, frames)
+        return CallContext(self._timestep(args, kwargs, batch), branch.clone(), rows, n_image, frames)
+
+    def _frames(self, latents: Tensor, args: tuple, kwargs: dict[str, Any]) -> int | None:
+        """Token frames of the call (`hooking.frames`); None for a family without `frames:` or an image call."""
+        if self.spec.frames is None:
+            return None
+        argument = self._frames_argument.get(args, kwargs) if self._frames_argument is not None else None
+        return self.spec.frames.count(latents, argument, self._temporal_patch)
 
     def _image_tokens(self, latents: Tensor) -> int | None:
         """Image tokens per row of the call, counted from its latents as the spec says (None: not asked for)."""

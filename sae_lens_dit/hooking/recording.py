@@ -28,10 +28,11 @@ from transformer_lens.hook_points import HookPoint
 from sae_lens_dit.conventions import BRANCHES, Branch, branch_label, branch_order  # noqa: F401 (BRANCHES re-exported)
 from sae_lens_dit.hooking.adapters import GuidanceSpec
 from sae_lens_dit.hooking.call_context import CallContext
+from sae_lens_dit.hooking.frames import spread_over_frames
 
 TIMESTEP_ATOL = 0.5
 """A row is kept by a `timesteps` filter when its timestep is within this of a listed value."""
-ROW_COLUMNS = ("activation", "timestep", "step", "branch", "sample", "token", "run")
+ROW_COLUMNS = ("activation", "timestep", "step", "branch", "sample", "token", "frame", "run")
 """Keys of `Recording.rows(name)`."""
 
 
@@ -44,6 +45,7 @@ class _CallMeta:
     sample: Tensor  # [batch_kept] int64
     step: int
     run: int
+    frames: int  # token frames of the call (1: an image)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class _Entry:
     call: int
     activation: Tensor  # [batch_kept, tokens_kept, d]
     token: Tensor  # [batch_kept, tokens_kept] int64
+    tokens_per_frame: int | None  # the hook's tokens per frame (all for an image; None: not whole frames)
 
 
 class Recording:
@@ -104,12 +107,18 @@ class Recording:
         return torch.tensor([meta.step for meta in self._calls], dtype=torch.long)
 
     @property
+    def frames(self) -> Tensor:
+        """[n_calls] int64: token frames of each call (1 for an image; video families with `frames:`)."""
+        return torch.tensor([meta.frames for meta in self._calls], dtype=torch.long)
+
+    @property
     def run(self) -> Tensor:
         """[n_calls] int64: which sampling run (pipeline call) each call belongs to."""
         return torch.tensor([meta.run for meta in self._calls], dtype=torch.long)
 
     def rows(self, name: str) -> dict[str, Tensor]:
-        """Flat columns over all calls: activation [R, d] and timestep, step, branch, sample, token, run [R]."""
+        """Flat columns over all calls: activation [R, d] and timestep, step, branch, sample, token, frame (the
+        token's video frame: 0 for an image, -1 where a hook's tokens are not whole frames), run [R]."""
         entries = self._entries_of(name)
         columns: dict[str, list[Tensor]] = {key: [] for key in ROW_COLUMNS}
         for entry in entries:
@@ -117,6 +126,9 @@ class Recording:
             rows, tokens, width = entry.activation.shape
             columns["activation"].append(entry.activation.reshape(rows * tokens, width))
             columns["token"].append(entry.token.reshape(-1))
+            per_frame = entry.tokens_per_frame
+            token = entry.token.reshape(-1)
+            columns["frame"].append(token // per_frame if per_frame else torch.full_like(token, -1))
             for key in ("timestep", "branch", "sample"):
                 columns[key].append(getattr(meta, key)[:, None].expand(rows, tokens).reshape(-1))
             columns["step"].append(torch.full((rows * tokens,), meta.step, dtype=torch.long))
@@ -188,6 +200,7 @@ class _CallPlan:
     sample: Tensor  # [batch_kept] int64
     step: int
     run: int
+    frames: int
     tokens: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
 
@@ -270,7 +283,10 @@ class Recorder:
         if not keep.any():
             return
         rows = keep.nonzero().squeeze(1)
-        meta = _CallMeta(ctx.timestep[rows], branch[rows], ctx.sample[rows], self._tracker.step, self._tracker.run)
+        frames = ctx.frames or 1
+        meta = _CallMeta(
+            ctx.timestep[rows], branch[rows], ctx.sample[rows], self._tracker.step, self._tracker.run, frames
+        )
         self.recording._calls.append(meta)
         self._plan = _CallPlan(
             index=self.recording.n_calls - 1,
@@ -278,6 +294,7 @@ class Recorder:
             sample=meta.sample,
             step=meta.step,
             run=meta.run,
+            frames=frames,
         )
 
     def on_call_end(self) -> None:
@@ -295,7 +312,9 @@ class Recorder:
                 raise RuntimeError(f"{name} fired twice in one transformer call; record() expects one firing per call")
             rows, tokens, tokens_on_device = self._positions(plan, activation)
             kept = activation.detach()[rows[:, None], tokens_on_device]  # [batch_kept, tokens_kept, d] (a copy)
-            entries.append(_Entry(plan.index, kept.to(self._device, self._dtype), tokens))
+            n_tokens = activation.shape[1]
+            per_frame = n_tokens // plan.frames if n_tokens % plan.frames == 0 else None
+            entries.append(_Entry(plan.index, kept.to(self._device, self._dtype), tokens, per_frame))
 
         return capture
 
@@ -317,8 +336,8 @@ class Recorder:
         return plan.tokens[key]
 
     def _draw_tokens(self, plan: _CallPlan, n_tokens: int) -> Tensor:
-        """[batch_kept, k] sorted token positions, drawn per (seed, run, step, sample): reproducible, and the
-        cond and uncond rows of one image get the same positions."""
+        """[batch_kept, k] sorted token positions, drawn per (seed, run, step, sample): reproducible, the cond and
+        uncond rows of one image get the same positions, and a video's are spread evenly over its frames."""
         k = self._k if self._fraction is None else max(1, int(n_tokens * self._fraction))
         if k is None:
             return torch.arange(n_tokens).expand(len(plan.sample), n_tokens)
@@ -328,7 +347,7 @@ class Recorder:
         for sample in plan.sample.tolist():
             if sample not in drawn:
                 generator = torch.Generator().manual_seed(_mix(self._seed, plan.run, plan.step, sample))
-                drawn[sample] = torch.randperm(n_tokens, generator=generator)[:k].sort().values
+                drawn[sample] = spread_over_frames(n_tokens, plan.frames, k, generator)
         return torch.stack([drawn[sample] for sample in plan.sample.tolist()])
 
 

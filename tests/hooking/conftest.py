@@ -277,3 +277,42 @@ def pixart_pipe():
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _check_video_frames(model: nn.Module, inputs: dict[str, Any], run: Callable[[nn.Module, dict], Any]) -> None:
+    """A change to one latent frame reaches, at the first block's input, exactly the tokens `rec.rows` puts in
+    that frame (the patch embedding is per frame; attention has not mixed tokens yet), and every frame holds
+    the same number of tokens: the frame count and the frame-major order, checked without the YAML."""
+    from sae_lens_dit import HookedDiT
+    from sae_lens_dit.hooking.adapters import adapter_for
+
+    spec = adapter_for(model).frames
+    hooked = HookedDiT(model)
+    latents = inputs["hidden_states"]
+    name = next(n for n in hooked.hook_names if n.endswith(".hook_resid_pre"))
+    with torch.no_grad(), hooked.record([name], tokens_per_image=None) as rec:
+        run(model, inputs)
+    frames = int(rec.frames[0])
+    rows = rec.rows(name)
+    assert frames >= 2 and sorted(rows["frame"].unique().tolist()) == list(range(frames))
+    per_frame = len(rows["frame"]) // frames
+    assert rows["frame"].bincount().tolist() == [per_frame] * frames
+    temporal = spec.temporal_patch_of(model.config, "test")
+    for frame in (0, frames - 1):
+        edited = latents.clone()
+        if spec.axis is not None:
+            index = [slice(None)] * latents.ndim
+            index[spec.axis] = slice(frame * temporal, (frame + 1) * temporal)
+            edited[tuple(index)] += 1.0
+        else:  # packed [batch, frames * h * w, c]: the latents' own token order
+            edited[:, frame * per_frame : (frame + 1) * per_frame] += 1.0
+        with torch.no_grad(), hooked.record([name], tokens_per_image=None) as changed:
+            run(model, {**inputs, "hidden_states": edited})
+        moved = (changed.rows(name)["activation"] - rows["activation"]).abs().amax(dim=1) > 0
+        assert torch.equal(moved, rows["frame"] == frame), f"frame {frame}"
+
+
+@pytest.fixture
+def check_video_frames() -> Callable[[nn.Module, dict[str, Any], Callable[[nn.Module, dict], Any]], None]:
+    """(model, forward kwargs of one video, run) -> asserts the adapter's `frames:` against a per-frame edit."""
+    return _check_video_frames

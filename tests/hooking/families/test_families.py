@@ -240,3 +240,22 @@ def test_history_tokens_are_recorded_with_the_video(families):
     assert shapes["hunyuan_video_framepack"]["blocks.0.hook_resid_pre"] == 11 + 3 * 2 * 2  # history | 3 frames of 2x2
     assert shapes["helios"]["blocks.0.hook_resid_pre"] == 21 + 2 * 4 * 4  # history | 2 frames of 4x4
     assert shapes["helios"]["blocks.0.cross_attn.hook_out"] == 2 * 4 * 4
+
+
+def test_video_frames_are_read_and_frame_major(family, check_video_frames):
+    model = family.make()
+    if adapter_for(model).frames is None:
+        pytest.skip("not a video family (no frames: section)")
+    check_video_frames(model, family.inputs(1), family.run)
+
+
+def test_tokens_per_image_are_spread_evenly_over_a_videos_frames(families):
+    family = families["wan"]
+    model = family.make()
+    hooked = HookedDiT(model)
+    with torch.no_grad(), hooked.record(["blocks.0.hook_resid_post"], tokens_per_image=5, seed=3) as rec:
+        family.run(model, family.inputs(2))
+    rows = rec.rows("blocks.0.hook_resid_post")
+    for sample in (0, 1):
+        counts = rows["frame"][rows["sample"] == sample].bincount(minlength=2)
+        assert sorted(counts.tolist()) == [2, 3]  # 5 tokens over 2 frames: as even as 5 allows

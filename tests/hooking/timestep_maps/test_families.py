@@ -92,3 +92,12 @@ def test_lumina2_joint_rows_are_ragged_so_only_the_noise_refiner_is_hooked(famil
     assert joint[0].shape == (2, 16 + image_tokens, 24)
     # row 0: image at [10, 74) then 6 padding rows (zeros); row 1: image at [16, 80), no padding
     assert bool((joint[0][0, 10 + image_tokens :] == 0).all()) and not bool((joint[0][1, -6:] == 0).all())
+
+
+@pytest.mark.parametrize("name", ["mochi", "cosmos1"])
+def test_video_frames_are_read_and_frame_major(families, check_video_frames, name):
+    family = families[name]
+    inputs = family.inputs(1, torch.tensor([family.raw_at(0.5)]))
+    latents = inputs["hidden_states"]
+    inputs["hidden_states"] = torch.randn(*latents.shape[:2], 3, *latents.shape[3:])  # three frames
+    check_video_frames(family.make(), inputs, family.run)
