@@ -12,6 +12,11 @@ touch keeps its activation bit for bit, and an edit costs one encode of the touc
 `add`) instead of two full SAE passes per call. `use_error_term=False` replaces every row with
 the SAE's reconstruction of its edited codes instead. `check_spec` refuses, before any sampling, a
 spec that cannot run (unknown hook, missing SAE, latent out of range, normalising SAE).
+
+`steer` also takes one spec per sample of the pipeline's batch: spec i then edits only the rows of
+sample i (`CallContext.sample`, both CFG rows of an image), so one pipeline call steers every sample
+its own way (dashboard previews batch a different latent per sample so). Rows a sample's spec does
+not touch keep their activation bit for bit, as with one spec.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from sae_lens import SAE
@@ -36,7 +41,8 @@ from sae_lens_dit.hooking.recording import StepTracker
 
 @dataclass
 class SteeringTrace:
-    """What a `steer` block did: one record per (transformer call, edit) that touched something."""
+    """What a `steer` block did: one record per (transformer call, edit) that touched something; with one spec
+    per sample, records also name the `sample` whose spec the edit is in (`edit` indexes that spec's edits)."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -44,12 +50,14 @@ class SteeringTrace:
         return [r for r in self.records if edit is None or r["edit"] == edit]
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per edit: calls touched, their step and timestep range, and rows x tokens edited."""
+        """Per edit (per sample and edit with one spec per sample): calls touched, their step and timestep range,
+        and rows x tokens edited."""
         out = []
-        for index in sorted({r["edit"] for r in self.records}):
-            records = self.touched(index)
+        for sample, index in sorted({(r.get("sample", -1), r["edit"]) for r in self.records}):
+            records = [r for r in self.touched(index) if r.get("sample", -1) == sample]
             out.append(
                 {
+                    **({} if sample == -1 else {"sample": sample}),
                     "edit": index,
                     "calls": len(records),
                     "steps": sorted({r["step"] for r in records}),
@@ -75,6 +83,14 @@ class _StepCounter:
         pass
 
 
+class _Entry(NamedTuple):
+    """One edit as a hook applies it: its index in its spec, and the sample it is limited to (None: every row)."""
+
+    index: int
+    edit: LatentEdit
+    sample: int | None = None
+
+
 class _SAESteering:
     """The hook function of one SAE's edits (the order of `edits` is the order they apply in)."""
 
@@ -82,18 +98,22 @@ class _SAESteering:
         self,
         hooked: HookedDiT,
         sae: SAE,
-        edits: list[tuple[int, LatentEdit]],
+        edits: list[_Entry],
         use_error_term: bool,
         steps: _StepCounter,
         trace: SteeringTrace,
+        n_samples: int | None = None,
     ):
         self.hooked, self.sae, self.edits, self.use_error_term = hooked, sae, edits, use_error_term
-        self.steps, self.trace = steps, trace
-        self.columns = sorted({i for _, edit in edits for i in edit.columns})  # edited latents, ascending
+        self.steps, self.trace, self.n_samples = steps, trace, n_samples
+        self.columns = sorted({i for e in edits for i in e.edit.columns})  # edited latents, ascending
         self._index = {latent: j for j, latent in enumerate(self.columns)}
         self._regions: dict[tuple[int, int], Tensor | None] = {}
-        self._probes = {e.gate.probe: LinearProbe.load(e.gate.probe) for _, e in edits if e.gate and e.gate.probe}
-        for _, edit in edits:
+        self._probes = {
+            e.edit.gate.probe: LinearProbe.load(e.edit.gate.probe) for e in edits if e.edit.gate and e.edit.gate.probe
+        }
+        self._samples = None if n_samples is None else torch.tensor(sorted({e.sample for e in edits}))
+        for edit in (e.edit for e in edits):
             probe = self._probes.get(edit.gate.probe) if edit.gate is not None else None
             if probe is not None and probe.hook and probe.hook != edit.hook:
                 raise ValueError(
@@ -101,19 +121,29 @@ class _SAESteering:
                     f"fit a probe on {edit.hook}"
                 )
         self._needs_codes = not use_error_term or any(
-            edit.op != "add" or (edit.gate is not None and edit.gate.latents is not None) for _, edit in edits
+            e.edit.op != "add" or (e.edit.gate is not None and e.edit.gate.latents is not None) for e in edits
         )
 
-    def _region(self, index: int, edit: LatentEdit, n_tokens: int) -> Tensor | None:
-        key = (index, n_tokens)
+    def _region(self, position: int, edit: LatentEdit, n_tokens: int) -> Tensor | None:
+        key = (position, n_tokens)
         if key not in self._regions:
             self._regions[key] = region_mask(self.hooked.token_grid(n_tokens), edit.box, edit.mask, edit.tokens)
         return self._regions[key]
 
-    def _rows(self, edit: LatentEdit, batch: int) -> Tensor:
-        """[batch] bool: rows of the call in progress the edit applies to."""
+    def _check_samples(self) -> None:
+        """With one spec per sample, the call's batch must hold exactly that many samples."""
+        samples = self.hooked.call_context.sample
+        n = int(samples.max()) + 1 if len(samples) else 0
+        if n != self.n_samples:
+            raise ValueError(
+                f"steer was given {self.n_samples} per-sample specs but the pipeline's batch holds {n} sample(s); "
+                f"give one spec per sample (an empty SteeringSpec() for a sample to leave unedited)"
+            )
+
+    def _rows(self, edit: LatentEdit, batch: int, sample: int | None = None) -> Tensor:
+        """[batch] bool: rows of the call in progress the edit applies to (only `sample`'s rows when given)."""
         ctx = self.hooked.call_context
-        rows = torch.ones(batch, dtype=torch.bool)
+        rows = torch.ones(batch, dtype=torch.bool) if sample is None else ctx.sample == sample
         if edit.branch != "both":
             rows &= ctx.branch == branch_label(edit.branch)
         if edit.timesteps is not None or edit.steps is not None:
@@ -130,18 +160,24 @@ class _SAESteering:
 
     def __call__(self, activation: Tensor, hook: HookPoint) -> Tensor | None:  # activation: [batch, tokens, d]
         batch, n_tokens, _ = activation.shape
+        if self.n_samples is not None:
+            self._check_samples()
         plans = []
-        for index, edit in self.edits:
-            rows = self._rows(edit, batch)
+        for position, (index, edit, sample) in enumerate(self.edits):
+            rows = self._rows(edit, batch, sample)
             if rows.any():
-                plans.append((index, edit, rows, self._region(index, edit, n_tokens)))
+                plans.append((index, edit, sample, rows, self._region(position, edit, n_tokens)))
         if not plans and self.use_error_term:
             return None
         touched = torch.zeros(batch, dtype=torch.bool)
-        for _, _, rows, _ in plans:
+        for *_, rows, _ in plans:
             touched |= rows
-        if not self.use_error_term:
-            touched[:] = True
+        if not self.use_error_term:  # every row (of a sample with edits here) becomes the SAE's reconstruction
+            touched = (
+                torch.ones_like(touched)
+                if self._samples is None
+                else torch.isin(self.hooked.call_context.sample, self._samples)
+            )
         idx = touched.nonzero().squeeze(1)  # [r] rows encoded
         sae, device = self.sae, self.sae.device
         x = activation[idx.to(activation.device)].to(device, self.sae.dtype)  # [r, tokens, d]
@@ -157,7 +193,7 @@ class _SAESteering:
         new = old.clone()
         position = torch.full((batch,), -1, dtype=torch.long)
         position[idx] = torch.arange(len(idx))
-        for index, edit, rows, region in plans:
+        for index, edit, sample, rows, region in plans:
             where = torch.zeros(len(idx), n_tokens, dtype=torch.bool, device=device)
             where[position[rows]] = True if region is None else region.to(device)
             if edit.gate is not None:
@@ -180,6 +216,7 @@ class _SAESteering:
                 new[..., rivals] = torch.where(where, torch.zeros_like(new[..., rivals]), new[..., rivals])
             self.trace.records.append(
                 {
+                    **({} if sample is None else {"sample": sample}),
                     "edit": index,
                     "hook": edit.hook,
                     "step": self.steps.tracker.step,
@@ -190,12 +227,16 @@ class _SAESteering:
                     "edited_tokens": changed_tokens,
                 }
             )
+        out = activation.clone()
         if not self.use_error_term:
             edited = codes.clone()
             edited[..., self.columns] = new
-            with torch.no_grad(), timestep_scope(sae, ctx.timestep.to(device) if ctx.timestep is not None else None):
-                return sae.decode(edited).to(activation.device, activation.dtype)
-        out = activation.clone()
+            with (
+                torch.no_grad(),
+                timestep_scope(sae, ctx.timestep[idx].to(device) if ctx.timestep is not None else None),
+            ):
+                out[idx.to(activation.device)] = sae.decode(edited).to(activation.device, activation.dtype)
+            return out
         out[idx.to(activation.device)] += decoder_delta(sae, new - old, self.columns).to(
             activation.device, activation.dtype
         )
@@ -257,23 +298,41 @@ def check_spec(hooked: HookedDiT, saes: Sequence[SAE], spec: SteeringSpec) -> di
 
 @contextmanager
 def steer(
-    hooked: HookedDiT, saes: Sequence[SAE], spec: SteeringSpec, use_error_term: bool = True
+    hooked: HookedDiT,
+    saes: Sequence[SAE],
+    spec: SteeringSpec | Sequence[SteeringSpec],
+    use_error_term: bool = True,
 ) -> Iterator[SteeringTrace]:
     """Apply `spec` to every transformer call made inside the block (e.g. a whole pipeline run).
 
     `saes` are the SAEs the edits refer to, one per hook (`sae.cfg.metadata.hook_name`); with the
-    error term (default) only what the edits touch changes, bit for bit. Yields the trace of what
-    was edited. Hooks are removed on exit, also when the pipeline raises.
+    error term (default) only what the edits touch changes, bit for bit. A list of specs gives one spec
+    per sample of the pipeline's batch (spec i edits sample i's rows only; the batch must hold exactly
+    that many samples). Yields the trace of what was edited. Hooks are removed on exit, also when the
+    pipeline raises.
 
     >>> with steer(hooked, [sae], SteeringSpec([LatentEdit("blocks.1.hook_resid_post", [7], "add", 4.0)])):
     ...     images = pipe(class_labels=[3], output_type="np").images  # doctest: +SKIP
+    >>> specs = [SteeringSpec([LatentEdit("blocks.1.hook_resid_post", [i], "add", 4.0)]) for i in (7, 9)]
+    >>> with steer(hooked, [sae], specs):  # sample 0 steers latent 7, sample 1 latent 9
+    ...     images = pipe(class_labels=[3, 3], output_type="np").images  # doctest: +SKIP
     """
-    by_hook = check_spec(hooked, saes, spec)
+    if isinstance(spec, SteeringSpec):
+        entries, n_samples = [_Entry(i, edit) for i, edit in enumerate(spec.edits)], None
+    else:
+        specs = list(spec)
+        if not specs or not all(isinstance(s, SteeringSpec) for s in specs):
+            raise ValueError(
+                f"steer takes a SteeringSpec or a non-empty list of them (one per sample), received {spec!r}"
+            )
+        entries = [_Entry(i, edit, n) for n, s in enumerate(specs) for i, edit in enumerate(s.edits)]
+        n_samples = len(specs)
+    by_hook = check_spec(hooked, saes, SteeringSpec(tuple(e.edit for e in entries)))
     trace, steps = SteeringTrace(), _StepCounter(hooked)
     fwd_hooks = []
-    for hook in spec.hooks:
-        edits = [(i, edit) for i, edit in enumerate(spec.edits) if edit.hook == hook]
-        fwd_hooks.append((hook, _SAESteering(hooked, by_hook[hook], edits, use_error_term, steps, trace)))
+    for hook in dict.fromkeys(e.edit.hook for e in entries):
+        edits = [e for e in entries if e.edit.hook == hook]
+        fwd_hooks.append((hook, _SAESteering(hooked, by_hook[hook], edits, use_error_term, steps, trace, n_samples)))
     if not fwd_hooks:
         yield trace
         return
