@@ -44,7 +44,7 @@ from sae_lens_dit.training.harvest import (
 logger = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ("timestep", "step", "branch", "sample", "token", "label")
-"""The columns of a shard besides the activations (one per hook)."""
+"""The columns of a shard besides the activations (one per hook) and `frame` (absent from older caches)."""
 CARD_TAG = "# DiT activations harvested by sae-lens-dit"
 """The dataset card's title: a README.md without it is the user's and is never replaced."""
 
@@ -57,6 +57,8 @@ def _chunk_to_table(chunk: ActivationChunk) -> pa.Table:
     for key in METADATA_COLUMNS:
         values = getattr(chunk, key).numpy()
         columns[key] = pa.array(values.astype(np.float32 if key == "timestep" else np.int64))
+    if chunk.frame is not None:
+        columns["frame"] = pa.array(chunk.frame.numpy().astype(np.int64))
     return pa.table(columns)
 
 
@@ -68,7 +70,8 @@ def _table_to_chunk(table: pa.Table, hook_names: tuple[str, ...], dtype: torch.d
         acts[name] = torch.from_numpy(flat.reshape(len(column), column.type.list_size).copy()).to(dtype)
     meta = {key: torch.from_numpy(table.column(key).to_numpy().copy()) for key in METADATA_COLUMNS}
     meta["timestep"] = meta["timestep"].float()
-    return ActivationChunk(activations=acts, **meta)
+    frame = torch.from_numpy(table.column("frame").to_numpy().copy()) if "frame" in table.column_names else None
+    return ActivationChunk(activations=acts, **meta, frame=frame)
 
 
 def _dataset_card(cfg: HarvestConfig, model: str) -> str:
@@ -77,7 +80,8 @@ def _dataset_card(cfg: HarvestConfig, model: str) -> str:
         f"{CARD_TAG}\n\nModel: `{model}`. Hooks: "
         f"{', '.join(f'`{h}`' for h in cfg.hook_names)}. One row per kept token; columns: the hooks' "
         "activations, `timestep` (DDPM scale [0, 1000], 1000 = noise), `step`, `branch` (0 cond, 1 uncond), "
-        "`sample`, `token`, `label` (class id, or prompt index).\n\n```python\nimport datasets\n"
+        "`sample`, `token`, `label` (class id, or prompt index), `frame` (the token's video frame, 0 for images)."
+        "\n\n```python\nimport datasets\n"
         'ds = datasets.load_dataset(FOLDER, split="train")\n```\n'
         f"\nHarvest settings: `{json.dumps(cfg.to_dict())}`\n"
     )

@@ -115,6 +115,7 @@ class ActivationChunk(NamedTuple):
     sample: torch.Tensor  # [rows] int, global image id
     token: torch.Tensor  # [rows] int, token position in the image
     label: torch.Tensor  # [rows] int, the class asked for (or the prompt's index)
+    frame: torch.Tensor | None = None  # [rows] int, the token's video frame (0: an image; None: an older cache)
 
     @property
     def num_rows(self) -> int:
@@ -235,6 +236,7 @@ def sample_batch(
         sample=first["sample"].long() + plan.first_sample,
         token=first["token"].long(),
         label=labels,
+        frame=first["frame"].long(),
     )
 
 

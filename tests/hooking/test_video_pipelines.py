@@ -12,6 +12,7 @@ import torch
 from sae_lens_dit import HookedDiT
 from sae_lens_dit.conventions import COND, UNCOND
 from sae_lens_dit.toy.random_video import TEXT_LENGTH, random_wan_pipeline
+from sae_lens_dit.training.harvest import HarvestConfig, harvest_chunks
 
 STEPS, FRAMES, SIZE = 3, 5, 64  # 5 frames -> 2 latent frames; 64 px -> 8x8 latents -> 2 x 4 x 4 = 32 tokens
 TOKENS = 2 * 4 * 4
@@ -92,3 +93,22 @@ def test_wan_pipeline_tokens_per_image_are_drawn_evenly_over_the_frames(wan):
     per_call = rows["frame"].reshape(2 * STEPS, 2, 4)  # calls, videos, tokens
     assert (per_call.sum(-1) == 2).all() and ((per_call == 0).sum(-1) == 2).all()  # two tokens in each frame
     assert torch.equal(rows["frame"], rows["token"] // (TOKENS // 2))  # frame-major: token i is in frame i // 16
+
+
+def test_a_harvest_of_the_wan_pipeline_carries_each_rows_frame(wan):
+    cfg = HarvestConfig(
+        hook_names=("blocks.1.hook_resid_post",),
+        prompts=("a red square", "a blue circle"),
+        pipeline_kwargs={"height": SIZE, "width": SIZE, "num_frames": FRAMES, "max_sequence_length": TEXT_LENGTH},
+        num_images=2,
+        images_per_batch=2,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        tokens_per_image=6,
+        branch="both",
+    )
+    chunks = list(harvest_chunks(wan, HookedDiT(wan.transformer), cfg, progress=False))
+    chunk = chunks[0]
+    assert torch.equal(chunk.frame, chunk.token // (TOKENS // 2))
+    per_row = chunk.frame.reshape(-1, 6)  # each (call, video) row keeps 6 tokens: 3 in each of the 2 frames
+    assert (per_row.sum(-1) == 3).all()

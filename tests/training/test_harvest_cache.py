@@ -39,7 +39,7 @@ def test_cache_equals_streaming_and_loads_with_datasets(digits, tmp_path, tiny_h
     ds = datasets.load_dataset(str(tmp_path / "cache"), split="train")
     rows = sum(c.num_rows for c in cached)
     assert ds.num_rows == rows
-    assert set(ds.column_names) == {*cfg.hook_names, "timestep", "step", "branch", "sample", "token", "label"}
+    assert set(ds.column_names) == {*cfg.hook_names, "timestep", "step", "branch", "sample", "token", "label", "frame"}
     first = ds.with_format("torch")[: cached[0].num_rows]
     torch.testing.assert_close(first["blocks.0.hook_resid_post"], cached[0].activations["blocks.0.hook_resid_post"])
     # Metadata is what the sampler did: 4 steps, both CFG branches, 4 tokens of 64 per image.
