@@ -7,7 +7,8 @@ back: it calls the pipeline zero times (counted with a spy on the pipeline class
 Both builds run in this process on a fresh folder, with the `DashboardConfig` defaults unless
 `--max-latents` (pages per SAE) or `--no-steering` say otherwise.
 
-Run: HF_HUB_OFFLINE=1 python benchmarks/bench_dashboard.py [--release tide-dit-tiny/shapes] [--max-latents N]
+Run: OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/bench_dashboard.py [--release tide-dit-tiny/shapes]
+[--max-latents N]  (OMP_NUM_THREADS=1 when another job holds one of the two cores)
 Prints a table and writes benchmarks/results/dashboard.md (`--append` adds a section to it).
 """
 
@@ -87,8 +88,10 @@ def main() -> None:
         f"| ratio first / rebuild | {ratio:.1f}x | | | |",
     ]
     cores = os.cpu_count()
+    threads = os.environ.get("OMP_NUM_THREADS")
     command = (
-        "HF_HUB_OFFLINE=1 python benchmarks/bench_dashboard.py"
+        ("" if threads is None else f"OMP_NUM_THREADS={threads} ")
+        + "HF_HUB_OFFLINE=1 python benchmarks/bench_dashboard.py"
         + (f" --max-latents {args.max_latents}" if args.max_latents != DashboardConfig.max_latents else "")
         + (" --no-steering" if args.no_steering else "")
     )
@@ -105,8 +108,9 @@ def main() -> None:
             + (
                 ""
                 if args.no_steering
-                else ", then each SAE's steering previews (one unedited sample per class, two "
-                "edited samples per page, each its own pipeline call)"
+                else f", then each SAE's steering previews (one unedited sample per class, shared by the SAEs of "
+                f"the backbone, and two edited samples per page, in pipeline calls of {cfg.batch_size} samples that "
+                "steer a different latent in each sample)"
             )
             + ". The rebuild reads the content-addressed cache in the dashboard folder and calls the pipeline zero "
             "times.",

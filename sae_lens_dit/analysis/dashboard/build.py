@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from sae_lens_dit.analysis.backbone_groups import load_backbones
@@ -52,7 +53,7 @@ from sae_lens_dit.analysis.dashboard.latent_summary import (
     selectivity,
     summarize,
 )
-from sae_lens_dit.analysis.dashboard.previews import preview_window, steering_previews
+from sae_lens_dit.analysis.dashboard.previews import SteeringPreviews, preview_window, steering_previews
 from sae_lens_dit.analysis.dashboard.thumbnails import OVERLAY_ALPHA, OVERLAY_RGB, render_thumbnail, token_heatmap
 from sae_lens_dit.analysis.dashboard.trajectories import (
     SHAPE_FACTOR_NAMES,
@@ -60,8 +61,8 @@ from sae_lens_dit.analysis.dashboard.trajectories import (
     cached_trajectories,
     sample_trajectories,
 )
-from sae_lens_dit.analysis.evals import DENSE_THRESHOLD, bucket_masks, reconstruct
-from sae_lens_dit.conventions import PROFILES, sae_display_name
+from sae_lens_dit.analysis.evals import DENSE_THRESHOLD, bucket_masks
+from sae_lens_dit.conventions import PROFILES, sae_display_name, timestep_scope
 
 __all__ = [  # the names of the single module this was before the split, re-exported
     "ASSETS",
@@ -152,11 +153,16 @@ def build_dashboard(
             summary = cached_summary(sae, traj, cfg.edges, cache, key)
             plans.append(_Site(sae, backbone, traj, summary, folder, _page_latents(summary, cfg, sae.cfg.d_sae), key))
     entries = []
+    befores: dict[int, dict] = {}  # per backbone: class label -> unedited preview sample, shared by its SAEs
     for plan in plans:
         steering = None
         if cfg.steering:
             key = digest("previews", plan.key, cfg.steering_strength)
-            steering = steering_previews(plan.backbone.pipe, plan.backbone.hooked, plan.sae, plan.traj, cfg, cache, key)
+            shared = befores.setdefault(id(plan.backbone), {})
+            backbone = plan.backbone
+            steering = steering_previews(
+                backbone.pipe, backbone.hooked, plan.sae, plan.traj, cfg, cache, key, shared, progress
+            )
         siblings = [p for p in plans if p is not plan and p.backbone is plan.backbone]
         entries.append(_build_site(plan, siblings, files_, cfg, steering, progress, cache))
         if steering is not None:
@@ -189,7 +195,7 @@ def _build_site(
     siblings: Sequence[_Site],
     files_: SiteFiles,
     cfg: DashboardConfig,
-    steering: Callable[..., list[dict[str, Any]]] | None,
+    steering: SteeringPreviews | None,
     progress: bool,
     cache: Cache,
 ) -> dict[str, Any]:
@@ -232,7 +238,8 @@ def _build_site(
     ]
     files_.write(f"{folder}/index.html", html.sae_index(info, rows).encode())
     drawn, code = PageCache(cache, digest("pages", plan.key, folder)), source_digest()  # pages a rebuild may keep
-    for position, i in enumerate(tqdm(page_ids, desc=f"pages {info['name']}", unit="page", disable=not progress)):
+    to_draw = []
+    for position, i in enumerate(page_ids):
         nav = (
             page_ids[position - 1] if position else None,
             page_ids[position + 1] if position + 1 < len(page_ids) else None,
@@ -247,10 +254,30 @@ def _build_site(
         ]
         rel = f"{folder}/latents/{i}.html"
         page_key = digest("page", code, plan.key, cfg.__dict__, i, nav, page_ids, same, info, rows[i])
-        if drawn.reuse(rel, page_key):
-            continue
+        if not drawn.reuse(rel, page_key):
+            to_draw.append((i, nav, same, rel, page_key))
+    layouts = {i: _PageLayout.of(summary, traj, cfg, i) for i, *_ in to_draw}
+    if steering is not None:  # every preview of the pages to draw, in batched pipeline calls
+        steering.prepare([(i, layouts[i].label(traj)) for i in layouts if rows[i]["peak"] is not None], summary)
+    heat = _token_activations(sae, traj, {i: layout.pairs for i, layout in layouts.items()})
+    for i, nav, same, rel, page_key in tqdm(to_draw, desc=f"pages {info['name']}", unit="page", disable=not progress):
         page = _latent_page(
-            sae, traj, summary, i, info, rows[i], neighbours.get(i, []), pages, nav, files_, folder, cfg, steering, same
+            sae,
+            traj,
+            summary,
+            i,
+            info,
+            rows[i],
+            neighbours.get(i, []),
+            pages,
+            nav,
+            files_,
+            folder,
+            cfg,
+            steering,
+            same,
+            layouts[i],
+            heat[i],
         ).encode()
         files_.write(rel, page)
         drawn.add(rel, page_key, page)
@@ -258,14 +285,62 @@ def _build_site(
     return info
 
 
+@dataclass(frozen=True)
+class _PageLayout:
+    """Which (step, image) pairs a latent page shows: its top images at their best step inside the latent's peak
+    bucket, then a strip following the top image (`strip_image`) through denoising."""
+
+    top_pairs: list[tuple[int, int]]
+    strip_pairs: list[tuple[int, int]]
+    strip_image: int
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        return self.top_pairs + self.strip_pairs
+
+    def label(self, traj: Trajectories) -> int:
+        """Class of the strip image (the steering previews sample this class)."""
+        return int(traj.labels[self.strip_image])
+
+    @classmethod
+    def of(cls, summary: LatentSummary, traj: Trajectories, cfg: DashboardConfig, latent: int) -> _PageLayout:
+        peak = int(summary.stats.frequency[:, latent].argmax()) if summary.max_activation[latent] > 0 else None
+        steps = torch.arange(len(traj.timesteps))
+        in_peak = steps if peak is None else steps[bucket_masks(traj.timesteps, cfg.edges)[peak]]
+        scores, best = summary.image_step_max[in_peak, :, latent].max(0)  # [images]
+        order = [int(n) for n in scores.argsort(descending=True)[: cfg.top_images] if scores[n] > 0]
+        top_pairs = [(int(in_peak[best[n]]), n) for n in order]
+        strip_image = order[0] if order else 0
+        strip_steps = np.unique(np.linspace(0, len(traj.timesteps) - 1, cfg.strip_steps).round().astype(int))
+        return cls(top_pairs, [(int(s), strip_image) for s in strip_steps], strip_image)
+
+
 @torch.no_grad()
-def _token_activations(sae: Any, traj: Trajectories, pairs: Sequence[tuple[int, int]], latent: int) -> np.ndarray:
-    """[len(pairs), tokens] activation of `latent` at every token of each (step, image)."""
-    x = traj.activations[sae.cfg.metadata.hook_name]
-    rows = torch.stack([x[s, n] for s, n in pairs])  # [pairs, tokens, d]
-    t = torch.stack([traj.timesteps[s].expand(rows.shape[1]) for s, _ in pairs]).reshape(-1)
-    latents = reconstruct(sae, rows.flatten(0, 1).to(sae.device, sae.dtype), t.to(sae.device))[1]
-    return latents[:, latent].float().cpu().view(len(pairs), -1).numpy()
+def _token_activations(
+    sae: Any, traj: Trajectories, pages: dict[int, list[tuple[int, int]]], batch_rows: int = 8192
+) -> dict[int, np.ndarray]:
+    """Latent -> [len(pairs), tokens] activation of the latent at every token of each of its (step, image) pairs:
+    every pair any page shows is encoded once (SAE encoder only), in batches of whole steps."""
+    x = traj.activations[sae.cfg.metadata.hook_name]  # [steps, images, tokens, d]
+    tokens = x.shape[2]
+    wanted = sorted({pair for pairs in pages.values() for pair in pairs})
+    latents = sorted(pages)
+    column = {latent: j for j, latent in enumerate(latents)}
+    codes: dict[tuple[int, int], Tensor] = {}  # pair -> [tokens, len(latents)]
+    per_chunk = max(1, batch_rows // tokens)
+    for start in range(0, len(wanted), per_chunk):
+        chunk = wanted[start : start + per_chunk]
+        rows = torch.stack([x[s, n] for s, n in chunk]).flatten(0, 1).to(sae.device, sae.dtype)  # [pairs x tokens, d]
+        t = torch.stack([traj.timesteps[s] for s, _ in chunk]).repeat_interleave(tokens).to(sae.device)
+        with timestep_scope(sae, t):
+            z = sae.encode(rows)[:, latents].float().cpu().view(len(chunk), tokens, len(latents))
+        codes.update(zip(chunk, z, strict=True))
+    return {
+        latent: torch.stack([codes[pair][:, column[latent]] for pair in pairs]).numpy()
+        if pairs
+        else np.zeros((0, tokens), np.float32)
+        for latent, pairs in pages.items()
+    }
 
 
 def _latent_page(
@@ -281,20 +356,14 @@ def _latent_page(
     files_: SiteFiles,
     folder: str,
     cfg: DashboardConfig,
-    steering: Callable[..., list[dict[str, Any]]] | None,
-    same: Sequence[tuple[str, str, bool]] = (),
+    steering: SteeringPreviews | None,
+    same: Sequence[tuple[str, str, bool]],
+    layout: _PageLayout,
+    codes: np.ndarray,
 ) -> str:
-    stats, peak = summary.stats, row["peak"]
-    steps = torch.arange(len(traj.timesteps))
-    in_peak = steps if peak is None else steps[bucket_masks(traj.timesteps, cfg.edges)[peak]]
-    scores, best = summary.image_step_max[in_peak, :, latent].max(0)  # [images]
-    order = [int(n) for n in scores.argsort(descending=True)[: cfg.top_images] if scores[n] > 0]
-    top_pairs = [(int(in_peak[best[n]]), n) for n in order]
-    strip_image = order[0] if order else 0
-    strip_steps = np.unique(np.linspace(0, len(traj.timesteps) - 1, cfg.strip_steps).round().astype(int))
-    strip_pairs = [(int(s), strip_image) for s in strip_steps]
-    pairs = top_pairs + strip_pairs
-    heat = _token_activations(sae, traj, pairs, latent) / max(float(summary.max_activation[latent]), 1e-12)
+    """One latent page; `codes` [pairs, tokens] are the latent's activations on the layout's pairs."""
+    stats, pairs, top_pairs = summary.stats, layout.pairs, layout.top_pairs
+    heat = codes / max(float(summary.max_activation[latent]), 1e-12)
     frames = traj.frames(pairs)
     thumbs = []
     for (s, n), frame, h in zip(pairs, frames, heat, strict=True):
@@ -326,7 +395,7 @@ def _latent_page(
     }
     steer = None
     if steering is not None and row["peak"] is not None:
-        steer = steering(latent, int(traj.labels[strip_image]), summary, files_, folder)
+        steer = steering(latent, layout.label(traj), summary, files_, folder)
     return html.latent_page(
         info,
         row,

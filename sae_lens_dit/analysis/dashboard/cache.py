@@ -30,8 +30,9 @@ from sae_lens_dit.guards.output_dirs import confined
 
 FOLDER = "cache"
 """Cache files live under `<output>/cache/`."""
-FORMAT = 1
-"""Bumped whenever what a cache file holds, or how it is computed, changes: old files then miss."""
+FORMAT = 2
+"""Bumped whenever what a cache file holds, or how it is computed, changes: old files then miss. 2: previews
+sampled in batches (one latent per sample) and stored as [H, W, C]; summaries from one encoder-only pass."""
 META = "sae_lens_dit.dashboard"
 """The one metadata entry: JSON {"key": the key the file was written under (checked on load), "values": ...}. One
 entry, because safetensors writes a metadata map in no fixed order and cache files must be byte-stable."""

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from sae_lens_dit.analysis.dashboard.cache import Cache
 from sae_lens_dit.analysis.dashboard.trajectories import Trajectories
-from sae_lens_dit.analysis.evals import LatentTimestepStats, latent_timestep_stats, reconstruct
+from sae_lens_dit.analysis.evals import LatentTimestepStats, bucket_masks
+from sae_lens_dit.conventions import timestep_scope
 
 
 @dataclass
@@ -41,13 +42,15 @@ class LatentSummary:
 
 @torch.no_grad()
 def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: int = 8192) -> LatentSummary:
-    """Encode every recorded token with `sae` (`evals.reconstruct`) and summarize per latent."""
+    """Encode every recorded token with `sae` (its encoder only, once) and summarize per latent; the timestep
+    statistics are `evals.latent_timestep_stats`'s, accumulated from the same codes (every token of a step
+    falls in the step's bucket)."""
     x = traj.activations[sae.cfg.metadata.hook_name]  # [steps, images, tokens, d]
     steps, n_images, tokens, _ = x.shape
-    flat_t = traj.timesteps[:, None, None].expand(steps, n_images, tokens).reshape(-1)
-    stats = latent_timestep_stats(
-        sae, x.reshape(-1, x.shape[-1]).to(sae.device, sae.dtype), flat_t.to(sae.device), edges, batch_rows
-    )
+    step_bucket = torch.stack(bucket_masks(traj.timesteps, edges)).double().argmax(0)  # [steps]
+    in_bucket = torch.stack(bucket_masks(traj.timesteps, edges)).any(0)  # [steps] inside [edges[0], edges[-1]]
+    counts = torch.zeros(len(edges) - 1, sae.cfg.d_sae, dtype=torch.float64)  # firing tokens per bucket
+    sums = torch.zeros_like(counts)
     step_max = torch.zeros(steps, n_images, sae.cfg.d_sae)
     step_mean = torch.zeros_like(step_max)
     per_chunk = max(1, batch_rows // tokens)
@@ -56,13 +59,20 @@ def summarize(sae: Any, traj: Trajectories, edges: Sequence[float], batch_rows: 
         for i in range(0, n_images, per_chunk):
             chunk = x[s, i : i + per_chunk].to(sae.device, sae.dtype)
             t = traj.timesteps[s].expand(chunk.shape[0] * tokens).to(sae.device)
-            latents = reconstruct(sae, chunk.flatten(0, 1), t)[1].float().cpu().view(chunk.shape[0], tokens, -1)
+            with timestep_scope(sae, t):
+                latents = sae.encode(chunk.flatten(0, 1)).float().cpu().view(chunk.shape[0], tokens, -1)
             step_max[s, i : i + per_chunk] = latents.max(1).values
             step_mean[s, i : i + per_chunk] = latents.mean(1)
             fires = latents != 0
+            if in_bucket[s]:
+                counts[step_bucket[s]] += fires.sum((0, 1))
+                sums[step_bucket[s]] += latents.double().sum((0, 1))
             active_ids.append(fires.nonzero()[:, 2].int())
             active_codes.append(latents[fires])
-    rows = stats.rows.double()
+    rows = in_bucket.double() * n_images * tokens  # tokens per step, summed into buckets
+    rows = torch.zeros(len(edges) - 1, dtype=torch.float64).index_add_(0, step_bucket, rows)
+    denom = rows.clamp_min(1).unsqueeze(1)
+    stats = LatentTimestepStats(tuple(float(e) for e in edges), rows.long(), counts / denom, sums / denom)
     density = (stats.frequency * rows[:, None]).sum(0) / rows.sum().clamp_min(1)
     image_mean = step_mean.mean(0).double().numpy()  # [images, d_sae]
     fired = (step_max.amax(0) > 0).double().numpy()

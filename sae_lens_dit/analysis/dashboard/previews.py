@@ -2,18 +2,22 @@
 multiple of its typical active value, then zeroed, inside the latent's own timestep window.
 
 Why its own module: it is the one part of a build that edits generation, through the interventions
-package (`interventions.preview_latent`), and it needs the window logic that turns a latent's
-per-bucket firing frequency into the timesteps where editing it means something.
+package (`interventions.steering.steer`), and it needs the window logic that turns a latent's
+per-bucket firing frequency into the timesteps where editing it means something. Previews are sampled
+in batches of `DashboardConfig.batch_size`: one pipeline call steers a different latent in each sample
+(`steer` with one spec per sample), every sample from the same seed, so sample i of a batch is the
+single-sample preview of its latent (within float32 rounding of another batch size).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sae_lens_dit.analysis.dashboard.cache import Cache
 from sae_lens_dit.analysis.dashboard.config import DashboardConfig
@@ -23,6 +27,9 @@ from sae_lens_dit.analysis.dashboard.thumbnails import render_thumbnail
 from sae_lens_dit.analysis.dashboard.trajectories import Trajectories, to_uint8
 from sae_lens_dit.analysis.evals import LatentTimestepStats
 from sae_lens_dit.hooking.hooked import HookedDiT
+
+if TYPE_CHECKING:
+    from sae_lens_dit.analysis.interventions.spec import LatentEdit
 
 
 def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, float]:
@@ -43,6 +50,124 @@ def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, floa
     return auto_window(curve, stats.edges)
 
 
+class SteeringPreviews:
+    """Before / after thumbnails of one SAE's latents (see `steering_previews`): `prepare` samples every preview
+    the pages will ask for in batched pipeline calls; calling the object returns one page's previews."""
+
+    OPS = ("clamp", "zero")
+
+    def __init__(
+        self,
+        pipe: Any,
+        hooked: HookedDiT,
+        sae: Any,
+        traj: Trajectories,
+        cfg: DashboardConfig,
+        cache: Cache | None = None,
+        key: str = "",
+        befores: dict[int, Tensor] | None = None,
+        progress: bool = False,
+    ):
+        self.pipe, self.hooked, self.sae, self.traj, self.cfg = pipe, hooked, sae, traj, cfg
+        self.cache, self.key, self.progress = cache, key, progress
+        self.befores = befores if befores is not None else {}  # label -> unedited sample, shared by a backbone's SAEs
+        self.rel = f"previews/{key[:24]}.safetensors"
+        self.cached = (cache.load(self.rel, key) if cache is not None and key else None) or ({}, {})
+        self.stored: dict[str, Tensor] = dict(self.cached[0])  # name -> [H, W, C] float image in [0, 1]
+        self.used: dict[str, Tensor] = {}
+        self.computed: list[str] = []
+
+    def edits(self, latent: int, summary: LatentSummary) -> list[tuple[str, LatentEdit]]:
+        """(op, edit) of the latent's two previews: clamp at strength x typical, then zero, in its own window."""
+        from sae_lens_dit.analysis.interventions.spec import LatentEdit
+
+        typical, window = float(summary.typical[latent]), preview_window(summary.stats, latent)
+        hook = self.sae.cfg.metadata.hook_name
+        return [
+            (
+                op,
+                LatentEdit(
+                    hook,
+                    (latent,),
+                    op,
+                    self.cfg.steering_strength,
+                    timesteps=window,
+                    unit="typical",
+                    typical=(typical,),
+                ),
+            )
+            for op in self.OPS
+        ]
+
+    def prepare(self, pages: Sequence[tuple[int, int]], summary: LatentSummary) -> None:
+        """Sample, in batched pipeline calls, every preview of the (latent, class label) `pages` not stored yet."""
+        from sae_lens_dit.analysis.interventions.spec import SteeringSpec
+
+        wanted: dict[str, tuple[int, SteeringSpec]] = {}
+        for latent, label in pages:
+            before = f"before.{label}"
+            if before not in self.stored and label in self.befores:
+                self.stored[before] = self.befores[label]
+                self.computed.append(before)
+            wanted.setdefault(before, (label, SteeringSpec()))
+            for op, edit in self.edits(latent, summary):
+                wanted.setdefault(f"after.{op}.{latent}.{label}", (label, SteeringSpec((edit,))))
+        missing = [(name, *job) for name, job in wanted.items() if name not in self.stored]
+        size = self.cfg.batch_size
+        batches = [missing[i : i + size] for i in range(0, len(missing), size)]
+        name = self.sae.cfg.metadata.hook_name
+        for batch in tqdm(batches, desc=f"previews {name}", unit="batch", disable=not self.progress or not batches):
+            images = self._sample([label for _, label, _ in batch], [spec for *_, spec in batch])
+            for (name, label, spec), image in zip(batch, images, strict=True):
+                self.stored[name] = image
+                self.computed.append(name)
+                if not spec.edits:
+                    self.befores.setdefault(label, image)
+
+    def _sample(self, labels: list[int], specs: list[Any]) -> Tensor:
+        """[n, H, W, C]: one pipeline call, sample i of class labels[i] steered by specs[i], each from cfg.seed."""
+        from sae_lens_dit.analysis.evals.generation import condition_kwargs
+        from sae_lens_dit.analysis.interventions import steering
+
+        kwargs: dict[str, Any] = {"num_inference_steps": self.cfg.num_inference_steps}
+        if self.cfg.guidance_scale is not None:
+            kwargs["guidance_scale"] = self.cfg.guidance_scale
+        generators = [torch.Generator(self.pipe.device).manual_seed(self.cfg.seed) for _ in labels]
+        with torch.no_grad(), steering.steer(self.hooked, [self.sae], specs):
+            out = self.pipe(
+                generator=generators, output_type="np", **condition_kwargs(labels, self.cfg.prompts), **kwargs
+            )
+        return torch.from_numpy(np.ascontiguousarray(out.images))
+
+    def __call__(self, latent: int, label: int, summary: LatentSummary, files_: SiteFiles, folder: str) -> list[dict]:
+        """The page's two previews (before / after thumbnails and a caption), sampled now if not prepared."""
+        names = self.traj.factor_names["class"]
+        edits = self.edits(latent, summary)
+        if any(f"after.{op}.{latent}.{label}" not in self.stored for op in self.OPS):
+            self.prepare([(latent, label)], summary)
+        typical, window = float(summary.typical[latent]), edits[0][1].timesteps
+        span = f"t {window[0]:g}-{window[1]:g}"
+        captions = {
+            "clamp": f"clamp {self.cfg.steering_strength:g}x typical ({typical:.3g}), {span}",
+            "zero": f"zero, {span}",
+        }
+        out = []
+        for op, _ in edits:
+            thumbs = []
+            for name in (f"before.{label}", f"after.{op}.{latent}.{label}"):
+                self.used[name] = self.stored[name]
+                png = render_thumbnail(to_uint8(self.stored[name].numpy()), self.cfg.thumb_size)
+                thumbs.append({"src": "../../" + files_.image(png, f"{folder}/img"), "size": self.cfg.thumb_size})
+            out.append({"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, {captions[op]}"})
+        return out
+
+    def save(self) -> None:
+        """Write the previews this build sampled into the cache (with those it reused); else the loaded file is kept
+        as it is (pages a rebuild keeps use no previews, so nothing cached is dropped)."""
+        if self.cache is not None and self.key and self.computed:
+            self.cache.save(self.rel, self.key, {**self.cached[0], **self.used})
+
+
 def steering_previews(
     pipe: Any,
     hooked: HookedDiT,
@@ -51,70 +176,14 @@ def steering_previews(
     cfg: DashboardConfig,
     cache: Cache | None = None,
     key: str = "",
-) -> Callable[..., list[dict[str, Any]]]:
-    """A function (latent, class, summary, files, folder) -> before / after thumbnails of one sample of the class
-    with the latent clamped at `steering_strength` x its typical active value, then zeroed, on every token inside
-    its own timestep window (`preview_window`; the steering of `interventions.preview_latent`). The unedited
-    sample of each class is generated once; with a `cache`, every sample is kept under `key` (which must
-    determine the backbone, the SAE and the settings: `build` hashes them) and reused by the next build. Call
-    `.save()` on the returned function once every page is built."""
-    from sae_lens_dit.analysis.evals.generation import condition_kwargs
-    from sae_lens_dit.analysis.interventions import steering
-    from sae_lens_dit.analysis.interventions.editing import generate
-    from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
-
-    names = traj.factor_names["class"]
-    pipe_kwargs: dict[str, Any] = {"num_inference_steps": cfg.num_inference_steps}
-    if cfg.guidance_scale is not None:
-        pipe_kwargs["guidance_scale"] = cfg.guidance_scale
-    rel = f"previews/{key[:24]}.safetensors"
-    cached = (cache.load(rel, key) if cache is not None and key else None) or ({}, {})
-    stored: dict[str, Tensor] = dict(cached[0])
-    used: dict[str, Tensor] = {}
-    computed: list[str] = []
-
-    def sample(name: str, spec: SteeringSpec | None, label: int) -> np.ndarray:
-        if name not in stored:
-            computed.append(name)
-            if spec is None:
-                stored[name] = torch.from_numpy(
-                    generate(pipe, cfg.seed, **condition_kwargs([label], cfg.prompts), **pipe_kwargs)
-                )
-            else:
-                with steering.steer(hooked, [sae], spec):
-                    stored[name] = torch.from_numpy(
-                        generate(pipe, cfg.seed, **condition_kwargs([label], cfg.prompts), **pipe_kwargs)
-                    )
-        used[name] = stored[name]
-        return used[name].numpy()
-
-    def previews(latent: int, label: int, summary: LatentSummary, files_: SiteFiles, folder: str) -> list[dict]:
-        typical, window = float(summary.typical[latent]), preview_window(summary.stats, latent)
-        span = f"t {window[0]:g}-{window[1]:g}"
-        hook = sae.cfg.metadata.hook_name
-        out = []
-        for op, caption in (
-            ("clamp", f"clamp {cfg.steering_strength:g}x typical ({typical:.3g}), {span}"),
-            ("zero", f"zero, {span}"),
-        ):
-            edit = LatentEdit(
-                hook, (latent,), op, cfg.steering_strength, timesteps=window, unit="typical", typical=(typical,)
-            )
-            before = sample(f"before.{label}", None, label)
-            after = sample(f"after.{op}.{latent}.{label}", SteeringSpec((edit,)), label)
-            thumbs = [
-                {
-                    "src": "../../" + files_.image(render_thumbnail(to_uint8(im[0]), cfg.thumb_size), f"{folder}/img"),
-                    "size": cfg.thumb_size,
-                }
-                for im in (before, after)
-            ]
-            out.append({"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, {caption}"})
-        return out
-
-    def save() -> None:
-        if cache is not None and key and computed:  # else the loaded file is kept as it is (pages a rebuild
-            cache.save(rel, key, {**cached[0], **used})  # keeps use no previews, so nothing cached is dropped)
-
-    previews.save = save  # type: ignore[attr-defined]
-    return previews
+    befores: dict[int, Tensor] | None = None,
+    progress: bool = False,
+) -> SteeringPreviews:
+    """The previews of one SAE's pages: before / after thumbnails of one sample of a class with the latent clamped
+    at `steering_strength` x its typical active value, then zeroed, on every token inside its own timestep window
+    (`preview_window`). Call `.prepare(pages, summary)` with every (latent, class) the pages will show to sample
+    them in batches; then `previews(latent, class, summary, files, folder)` per page. The unedited sample of each
+    class is generated once (shared through `befores` by the SAEs of one backbone); with a `cache`, every sample
+    is kept under `key` (which must determine the backbone, the SAE and the settings: `build` hashes them) and
+    reused by the next build. Call `.save()` once every page is built."""
+    return SteeringPreviews(pipe, hooked, sae, traj, cfg, cache, key, befores, progress)

@@ -244,11 +244,12 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
     just outside below it; zero in the same window; on every token and branch."""
     from sae_lens_dit.analysis.interventions import steering  # where the previews look up `steer`
 
-    seen = []
+    seen, calls = [], []
     real_steer = steering.steer
 
-    def spy(hooked, saes, spec, *args, **kwargs):
-        seen.append(spec)
+    def spy(hooked, saes, spec, *args, **kwargs):  # previews are batched: one spec per sample, empty = unedited
+        calls.append(spec)
+        seen.extend(s for s in ([spec] if isinstance(spec, steering.SteeringSpec) else spec) if s.edits)
         return real_steer(hooked, saes, spec, *args, **kwargs)
 
     monkeypatch.setattr(steering, "steer", spy)
@@ -258,6 +259,9 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
     rows, codes = _independent_codes(sae, cfg)
     pages = sorted(int(p.stem) for p in (build.sites[SAE_ID] / "latents").glob("*.html"))
     assert len(seen) == 2 * len(pages) > 0
+    assert all(isinstance(c, list) and len(c) == cfg.batch_size for c in calls[:-1])  # full batches, then the rest
+    unedited = sum(not s.edits for c in calls for s in c)  # one per class the pages show
+    assert sum(map(len, calls)) == len(seen) + unedited and 1 <= unedited <= len(pages)
     for latent, (more, less) in zip(pages, zip(seen[::2], seen[1::2], strict=True), strict=True):
         column = codes[:, latent]
         typical = torch.quantile(column[column != 0].double(), 0.5)
