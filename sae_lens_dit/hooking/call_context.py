@@ -11,6 +11,11 @@ Conventions (the same for every backbone):
   named `map`; reversed maps such as Lumina's 1 - sigma and EDM's 0.25 ln(sigma) come out the same way).
 - branch: 0 = cond, 1 = uncond; all 0 for a call without classifier-free guidance.
 - sample: index of the image in the pipeline's batch; both CFG rows of one image share it.
+- per-token timesteps: where a pipeline passes one t per token or per frame ([batch, m], or any shape with
+  more than one value per row: Wan 2.2 TI2V's first-frame tokens at 0, LTX and Sana-Video image-to-video,
+  SkyReels-V2 diffusion forcing), `token_timestep` keeps them as [batch, m]
+  and `timestep` holds each row's largest (the noise level of the tokens being generated); hooks spread
+  them over their tokens with `timestep_at`, so recordings, harvests and TIDE splices get each token's own t.
 """
 
 from __future__ import annotations
@@ -35,6 +40,24 @@ class CallContext:
     sample: Tensor  # [batch] int64
     image_tokens: int | None = None  # image tokens per row, where the spec counts them (`image_tokens:`)
     frames: int | None = None  # token frames of a video call, where the spec has `frames:`; None for images
+    token_timestep: Tensor | None = None  # [batch, m] float32: per-token (or per-frame) t; None: one t per row
+
+    def timestep_at(self, n_tokens: int) -> Tensor | None:
+        """t for a hook with `n_tokens` image tokens per row: [batch, n_tokens] where the call has per-token or
+        per-frame timesteps (`token_timesteps`), else `timestep` [batch]."""
+        return self.timestep if self.token_timestep is None else token_timesteps(self.token_timestep, n_tokens)
+
+
+def token_timesteps(per_token: Tensor, n_tokens: int) -> Tensor:
+    """[batch, m] timesteps (per token, or per frame: m values, frame-major, each covering n_tokens / m
+    consecutive tokens) -> [batch, n_tokens]."""
+    m = per_token.shape[1]
+    if n_tokens % m:
+        raise ValueError(
+            f"the transformer call has {m} timesteps per row (per token or per frame) but this hook has "
+            f"{n_tokens} tokens, not a multiple of {m}, so its tokens cannot be given their own timestep"
+        )
+    return per_token.repeat_interleave(n_tokens // m, dim=1)
 
 
 class ArgSlot:
@@ -115,9 +138,10 @@ class CallReader:
                 branch = (torch.as_tensor(labels).reshape(-1).cpu() == self._null_class).long().expand(batch)
                 is_doubled = doubled is not None and torch.equal(branch, doubled)
         n_image, frames = self._image_tokens(latents), self._frames(latents, args, kwargs)
+        timestep, per_token = self._timestep(args, kwargs, batch)
         if is_doubled:
-            return CallContext(self._timestep(args, kwargs, batch), doubled, rows % (batch // 2), n_image, frames)
-        return CallContext(self._timestep(args, kwargs, batch), branch.clone(), rows, n_image, frames)
+            return CallContext(timestep, doubled, rows % (batch // 2), n_image, frames, per_token)
+        return CallContext(timestep, branch.clone(), rows, n_image, frames, per_token)
 
     def _frames(self, latents: Tensor, args: tuple, kwargs: dict[str, Any]) -> int | None:
         """Token frames of the call (`hooking.frames`); None for a family without `frames:` or an image call."""
@@ -134,13 +158,22 @@ class CallReader:
             return int((latents.shape[-2] // self._patch) * (latents.shape[-1] // self._patch))
         return None
 
-    def _timestep(self, args: tuple, kwargs: dict[str, Any], batch: int) -> Tensor | None:
+    def _timestep(self, args: tuple, kwargs: dict[str, Any], batch: int) -> tuple[Tensor | None, Tensor | None]:
+        """(t per row [batch], per-token t [batch, m] or None) of the call."""
         raw = self._raw_timestep.get(args, kwargs)
         if raw is None:
-            return None
-        t = torch.as_tensor(raw).detach().to("cpu", torch.float64).reshape(-1)
-        t = self.spec.timestep.to_convention(t, self._divisor).float()  # [1] or [batch]
-        return t.expand(batch).clone() if t.numel() == 1 else t
+            return None, None
+        raw = torch.as_tensor(raw).detach().to("cpu", torch.float64)
+        if raw.ndim >= 2 and raw.shape[0] == batch and raw[0].numel() > 1:  # one t per token or per frame
+            per_token = self.spec.timestep.to_convention(raw.reshape(batch, -1), self._divisor).float()
+            return per_token.amax(dim=1), per_token
+        t = self.spec.timestep.to_convention(raw.reshape(-1), self._divisor).float()  # [1] or [batch]
+        if t.numel() not in (1, batch):
+            raise ValueError(
+                f"adapter {self.spec.name!r}: the transformer got {t.numel()} timestep values for a batch of "
+                f"{batch} (shape {tuple(raw.shape)}); expected one, one per row, or [batch, tokens or frames]"
+            )
+        return (t.expand(batch).clone() if t.numel() == 1 else t), None
 
 
 def _doubled_layout(batch: int, order: CfgOrder) -> Tensor | None:

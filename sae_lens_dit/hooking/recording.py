@@ -27,7 +27,7 @@ from transformer_lens.hook_points import HookPoint
 
 from sae_lens_dit.conventions import BRANCHES, Branch, branch_label, branch_order  # noqa: F401 (BRANCHES re-exported)
 from sae_lens_dit.hooking.adapters import GuidanceSpec
-from sae_lens_dit.hooking.call_context import CallContext
+from sae_lens_dit.hooking.call_context import CallContext, token_timesteps
 from sae_lens_dit.hooking.frames import spread_over_frames
 
 TIMESTEP_ATOL = 0.5
@@ -54,6 +54,7 @@ class _Entry:
     activation: Tensor  # [batch_kept, tokens_kept, d]
     token: Tensor  # [batch_kept, tokens_kept] int64
     tokens_per_frame: int | None  # the hook's tokens per frame (all for an image; None: not whole frames)
+    timestep: Tensor | None = None  # [batch_kept, tokens_kept] float32 where the call has per-token timesteps
 
 
 class Recording:
@@ -131,6 +132,8 @@ class Recording:
             columns["frame"].append(token // per_frame if per_frame else torch.full_like(token, -1))
             for key in ("timestep", "branch", "sample"):
                 columns[key].append(getattr(meta, key)[:, None].expand(rows, tokens).reshape(-1))
+            if entry.timestep is not None:  # the tokens' own timesteps (`CallContext.token_timestep`)
+                columns["timestep"][-1] = entry.timestep.reshape(-1)
             columns["step"].append(torch.full((rows * tokens,), meta.step, dtype=torch.long))
             columns["run"].append(torch.full((rows * tokens,), meta.run, dtype=torch.long))
         return {key: torch.cat(values) for key, values in columns.items()}
@@ -201,6 +204,7 @@ class _CallPlan:
     step: int
     run: int
     frames: int
+    token_timestep: Tensor | None = None  # [batch, m] of the whole call (rows not yet selected)
     tokens: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
 
@@ -295,6 +299,7 @@ class Recorder:
             step=meta.step,
             run=meta.run,
             frames=frames,
+            token_timestep=ctx.token_timestep,
         )
 
     def on_call_end(self) -> None:
@@ -314,7 +319,10 @@ class Recorder:
             kept = activation.detach()[rows[:, None], tokens_on_device]  # [batch_kept, tokens_kept, d] (a copy)
             n_tokens = activation.shape[1]
             per_frame = n_tokens // plan.frames if n_tokens % plan.frames == 0 else None
-            entries.append(_Entry(plan.index, kept.to(self._device, self._dtype), tokens, per_frame))
+            token_t = None
+            if plan.token_timestep is not None:  # [batch, m] -> this hook's tokens -> the kept ones
+                token_t = token_timesteps(plan.token_timestep, n_tokens)[rows.cpu()[:, None], tokens]
+            entries.append(_Entry(plan.index, kept.to(self._device, self._dtype), tokens, per_frame, token_t))
 
         return capture
 

@@ -3,7 +3,8 @@
 Why a module of its own: an SAE replaces one activation with its reconstruction, a transcoder
 replaces a sublayer's output with its reconstruction *from the sublayer's input*, so it needs two
 hooks that cooperate within one forward call (the input hook keeps the input, the output hook
-uses it). Both kinds get each batch row's timestep when they are timestep-conditioned (TIDE), and
+uses it). Both kinds get each batch row's timestep (each token's, where the call has per-token or
+per-frame timesteps: `CallContext.timestep_at`) when they are timestep-conditioned (TIDE), and
 both may keep the model exact with an error term. SAELens's conventions decide which is which
 (`HookedSAETransformer.add_sae`): `cfg.metadata.hook_name` is the hook an SAE reads, and
 `cfg.metadata.hook_name_out`, when set and different, the hook a transcoder writes, e.g.
@@ -120,10 +121,10 @@ def _check_width(activation: Tensor, width: int, what: str, sae: SAE[Any], hook:
 def _timestep_scope(sae: SAE[Any], context: Callable[[], CallContext], activation: Tensor) -> Any:
     if not isinstance(sae, TimestepConditioned):
         return nullcontext()
-    timestep = context().timestep
+    timestep = context().timestep_at(activation.shape[1])  # [batch], or [batch, tokens] (per-token timesteps)
     if timestep is None:
         raise ValueError(
             f"SAE at {sae.cfg.metadata.hook_name} needs a timestep (it is timestep-conditioned) but the "
             f"transformer was called without one; pass `timestep` to the transformer"
         )
-    return timestep_scope(sae, timestep.to(activation.device))  # [batch]
+    return timestep_scope(sae, timestep.to(activation.device))

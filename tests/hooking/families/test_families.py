@@ -259,3 +259,69 @@ def test_tokens_per_image_are_spread_evenly_over_a_videos_frames(families):
     for sample in (0, 1):
         counts = rows["frame"][rows["sample"] == sample].bincount(minlength=2)
         assert sorted(counts.tolist()) == [2, 3]  # 5 tokens over 2 frames: as even as 5 allows
+
+
+def _per_token_case(families: dict, name: str) -> tuple[Any, dict, Tensor, Tensor]:
+    """(family, inputs, raw timestep [1, m], expected t per image token [1, 32]) for a call whose pipeline passes
+    one timestep per token (Wan 2.2 TI2V: first-frame tokens at 0; LTX and Sana-Video image-to-video) or per frame (SkyReels-V2
+    diffusion forcing), all already t on the [0, 1000] scale. All three test configs have 2 frames of 4 x 4 tokens,
+    frame-major."""
+    family = families[name]
+    inputs = family.inputs(1)
+    if name == "skyreels_v2":  # one t per latent frame, the first frame ahead of the second
+        raw = torch.tensor([[250.0, 800.0]])
+        inputs["enable_diffusion_forcing"] = True
+        return family, {**inputs, "timestep": raw}, raw, raw.repeat_interleave(16, dim=1)
+    raw = torch.full((1, 32), 700.0)
+    raw[:, :16] = 0.0  # the conditioning frame's tokens are clean
+    return family, {**inputs, "timestep": raw}, raw, torch.where(torch.arange(32) < 16, 0.0, 700.0)[None]
+
+
+@pytest.mark.parametrize("name", ["wan", "skyreels_v2", "ltx", "sana_video"])
+def test_per_token_timesteps_reach_every_recorded_row(families, name):
+    family, inputs, _, expected = _per_token_case(families, name)
+    model = family.make()
+    reference = family.run(model, inputs)
+    hooked = HookedDiT(model)
+    hook = "blocks.0.hook_resid_post"
+    with torch.no_grad(), hooked.record([hook], tokens_per_image=None) as rec:
+        out = family.run(model, inputs)
+    assert torch.equal(out, reference)
+    assert rec.timesteps.tolist() == [[expected.max().item()]]  # a row's t: its noisiest tokens'
+    rows = rec.rows(hook)
+    torch.testing.assert_close(rows["timestep"], expected[0, rows["token"]], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["wan", "skyreels_v2"])
+def test_a_tide_sae_spliced_into_a_per_token_call_gets_each_tokens_timestep(families, name):
+    from sae_lens_dit.saes.tide_sae import TideSAE, TideSAEConfig
+
+    family, inputs, _, expected = _per_token_case(families, name)
+    model = family.make()
+    hooked = HookedDiT(model)
+    hook = "blocks.0.hook_resid_post"
+    torch.manual_seed(1)
+    config = dict(apply_b_dec_to_input=True, normalize_activations="none", rescale_acts_by_decoder_norm=False)
+    sae = TideSAE(TideSAEConfig(d_in=hooked.d_in(hook), d_sae=48, k=4, **config))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        for parameter in sae.timestep_mlp.parameters():
+            parameter.normal_(0, 0.3)  # timestep terms far from identity, so a wrong t shows
+    seen: dict[str, Tensor] = {}
+
+    def replace(module, args, output):  # independent reference: the block output through sae(x, t per token)
+        seen["x"] = output.detach().clone()
+        return sae(output, timestep=expected.to(output.dtype))
+
+    handle = model.blocks[0].register_forward_hook(replace)
+    try:
+        reference = family.run(model, inputs)
+    finally:
+        handle.remove()
+    sae.cfg.metadata.hook_name = hook
+    with torch.no_grad(), hooked.saes([sae], use_error_term=False):
+        spliced = family.run(model, inputs)
+    torch.testing.assert_close(spliced, reference, rtol=0, atol=0)
+    with torch.no_grad():  # and a per-row t (the row's max) would have given another output
+        per_row = sae(seen["x"], timestep=expected.amax(dim=1))
+    assert not torch.allclose(per_row, sae(seen["x"], timestep=expected))
