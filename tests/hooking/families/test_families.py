@@ -263,9 +263,9 @@ def test_tokens_per_image_are_spread_evenly_over_a_videos_frames(families):
 
 def _per_token_case(families: dict, name: str) -> tuple[Any, dict, Tensor, Tensor]:
     """(family, inputs, raw timestep [1, m], expected t per image token [1, 32]) for a call whose pipeline passes
-    one timestep per token (Wan 2.2 TI2V: first-frame tokens at 0; LTX and Sana-Video image-to-video) or per frame (SkyReels-V2
-    diffusion forcing), all already t on the [0, 1000] scale. All three test configs have 2 frames of 4 x 4 tokens,
-    frame-major."""
+    one timestep per token (Wan 2.2 TI2V: first-frame tokens at 0; LTX and Sana-Video image-to-video) or per
+    frame (SkyReels-V2 diffusion forcing), all already t on the [0, 1000] scale. The test configs have 2 frames
+    of 4 x 4 tokens, frame-major."""
     family = families[name]
     inputs = family.inputs(1)
     if name == "skyreels_v2":  # one t per latent frame, the first frame ahead of the second
