@@ -34,6 +34,7 @@ from diffusers import (
     EasyAnimateTransformer3DModel,
     EulerAncestralDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    Flux3Transformer2DModel,
     GlmImageTransformer2DModel,
     HeliosTransformer3DModel,
     HunyuanDiT2DModel,
@@ -41,6 +42,7 @@ from diffusers import (
     HunyuanVideo15Transformer3DModel,
     HunyuanVideoFramepackTransformer3DModel,
     HunyuanVideoTransformer3DModel,
+    JoyImageEditTransformer3DModel,
     Kandinsky5Transformer3DModel,
     Kandinsky6SRTransformer3DModel,
     Kandinsky6Transformer3DModel,
@@ -49,6 +51,7 @@ from diffusers import (
     LongCatImageTransformer2DModel,
     LTX2VideoTransformer3DModel,
     LTXVideoTransformer3DModel,
+    MotifVideoTransformer3DModel,
     NucleusMoEImageTransformer2DModel,
     OvisImageTransformer2DModel,
     PRXTransformer2DModel,
@@ -70,7 +73,7 @@ output -> image tokens [batch, tokens, d] as a view)"""
 
 @dataclass(frozen=True)
 class Stack:
-    attribute: str  # the ModuleList on the transformer
+    attribute: str  # the ModuleList on the transformer (a dotted path: `mode_blocks.image`)
     image_index: int | None  # where the block output holds the image stream (None: the output is it)
     text_index: int | None = None  # where it holds the text stream (None: no text stream)
     submodules: dict[str, Submodule] = field(default_factory=dict)  # hook suffix -> Submodule
@@ -1057,6 +1060,85 @@ def _krea2_inputs(b: int) -> dict[str, Any]:
     }
 
 
+# --- FLUX.3: per-mode image blocks, then joint single blocks over [text | content] -------------------------------
+
+
+def _flux3() -> nn.Module:
+    return Flux3Transformer2DModel(
+        in_channels=4,
+        cond_in_channels=4,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        timestep_channels=16,
+        axes_dims_rope=(2, 2, 2, 2),
+    )
+
+
+def _flux3_inputs(b: int) -> dict[str, Any]:
+    # Packed [batch, 16, 4] latents of a 4x4 grid, 6 text tokens; (t, h, w, l) position ids shared by the batch.
+    return {
+        "hidden_states": torch.randn(b, JOINT_IMAGE_TOKENS, 4),
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "timestep": torch.rand(b),
+        "img_ids": torch.randn(JOINT_IMAGE_TOKENS, 4),
+        "txt_ids": torch.randn(6, 4),
+    }
+
+
+# --- JoyImage Edit ----------------------------------------------------------------------------------------------
+
+
+def _joyimage() -> nn.Module:
+    return JoyImageEditTransformer3DModel(
+        patch_size=[1, 2, 2],
+        in_channels=4,
+        hidden_size=16,
+        num_attention_heads=2,
+        text_dim=8,
+        num_layers=2,
+        rope_dim_list=[2, 2, 4],
+    )
+
+
+def _joyimage_inputs(b: int) -> dict[str, Any]:
+    # JoyImageEditPipeline without a reference image: [batch, items = 1, channels, frames = 1, height, width].
+    return {
+        "hidden_states": torch.randn(b, 1, 4, 1, 8, 8),
+        "timestep": torch.rand(b) * 1000,
+        "encoder_hidden_states": torch.randn(b, 6, 8),
+    }
+
+
+# --- Motif-Video ------------------------------------------------------------------------------------------------
+
+
+def _motif_video() -> nn.Module:
+    return MotifVideoTransformer3DModel(
+        in_channels=9,  # noisy latents | first-frame condition latents | mask, as MotifVideoPipeline joins them
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        num_single_layers=2,
+        patch_size=2,
+        patch_size_t=1,
+        text_embed_dim=16,
+        rope_axes_dim=(2, 2, 4),
+    )
+
+
+def _motif_video_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 9, 2, 8, 8),  # [batch, channels, frames, height, width]
+        "timestep": torch.rand(b) * 1000,
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "encoder_attention_mask": torch.ones(b, 6),
+    }
+
+
 _TWO_STREAM = {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}
 _CHROMA_STACKS = {
     "blocks": Stack("transformer_blocks", 1, 0, _TWO_STREAM),
@@ -1516,6 +1598,47 @@ FAMILIES: dict[str, Family] = {
         _flow,
         _expanded,  # Kandinsky6SRPipeline: timestep = t.expand(batch)
         "none",
+    ),
+    "flux3": Family(
+        "flux3",
+        _flux3,
+        _flux3_inputs,
+        {
+            "blocks": Stack(
+                "mode_blocks.image", None, None, {"attn": ("attn", None, _whole), "mlp": ("ff", None, _whole)}
+            ),
+            # The joint attention and feed-forward run over [text | image]: the image is the last 16 tokens.
+            "single_blocks": Stack(
+                "single_transformer_blocks",
+                1,
+                0,
+                {"attn": ("attn", None, _joint_tail), "mlp": ("ff", None, _joint_tail)},
+            ),
+        },
+        lambda: FlowMatchEulerDiscreteScheduler(shift=6.93),  # Flux3SetTimestepsStep's constant shift
+        lambda t, b: _expanded(t, b) / 1000,  # Flux3 denoise step: (t / 1000).expand(batch)
+        "separate_calls",
+    ),
+    "joyimage": Family(
+        "joyimage",
+        _joyimage,
+        _joyimage_inputs,
+        {"blocks": Stack("double_blocks", 0, 1, {"attn": ("attn", 0, _whole), "mlp": ("img_mlp", None, _whole)})},
+        _flow,
+        _expanded,  # JoyImageEditPipeline: t.repeat(batch)
+        "separate_calls",
+    ),
+    "motif_video": Family(
+        "motif_video",
+        _motif_video,
+        _motif_video_inputs,
+        {
+            "blocks": Stack("transformer_blocks", 0, 1, {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}),
+            "single_blocks": Stack("single_transformer_blocks", 0, 1, {"attn": ("attn", 0, _whole)}),
+        },
+        _flow,
+        _expanded,  # MotifVideoPipeline: t.expand(batch)
+        "separate_calls",
     ),
 }
 

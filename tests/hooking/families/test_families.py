@@ -38,7 +38,7 @@ def _capture(family: Any, model: nn.Module, inputs: dict) -> dict[str, Tensor | 
     seen: dict[str, Tensor | None] = {}
     handles = []
     for prefix, stack in family.stacks.items():
-        for i, block in enumerate(getattr(model, stack.attribute)):
+        for i, block in enumerate(model.get_submodule(stack.attribute)):
 
             def pre(module, args, kwargs, key=f"{prefix}.{i}", stack=stack):
                 x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
@@ -101,7 +101,7 @@ def _block_output(family: Any, hooked: HookedDiT, inputs: dict, prefix: str, ind
     """(image, text) streams block `index` of `prefix` returns, after HookedDiT's hooks edit them, and the
     model output."""
     stack = family.stacks[prefix]
-    block = getattr(hooked.transformer, stack.attribute)[index]
+    block = hooked.transformer.get_submodule(stack.attribute)[index]
     seen = {}
     with hooked.hooks(fwd_hooks=hooks):
         # Registered after HookedDiT's own torch hook, so it sees the output as the next block does.
@@ -117,7 +117,7 @@ def test_zeroing_an_image_hook_leaves_the_text_stream_untouched(family):
     hooked = HookedDiT(family.make())
     inputs = family.inputs(2)
     for prefix, stack in family.stacks.items():
-        last = len(getattr(hooked.transformer, stack.attribute)) - 1
+        last = len(hooked.transformer.get_submodule(stack.attribute)) - 1
         for index in (0, last):
             clean_image, clean_text, clean_out = _block_output(family, hooked, inputs, prefix, index, [])
             names = [f"{prefix}.{index}.hook_resid_post"]
@@ -206,6 +206,25 @@ def test_qwenimage_edit_reference_tokens_are_recorded_with_the_image(families):
     with torch.no_grad():
         _, cache = hooked.run_with_cache(**family.inputs(1), names_filter="blocks.0.hook_resid_pre")
     assert cache["blocks.0.hook_resid_pre"].shape[:2] == (1, 16 + 16)  # generated 4x4 grid, then the reference's
+
+
+def test_joyimage_and_flux3_reference_tokens_are_recorded_with_the_image(families):
+    """Documented limit of the current schema (adapters/joyimage.yaml, adapters/flux3.yaml): JoyImage Edit flattens
+    its items into one token axis, [generated image | references]; FLUX.3's joint blocks get the content stream
+    [image | reference image tokens]. The hooks carry the references too; FLUX.3's image-mode blocks do not."""
+    joy = families["joyimage"]
+    hooked = HookedDiT(joy.make())
+    edit = {**joy.inputs(1), "hidden_states": torch.randn(1, 2, 4, 1, 8, 8)}  # a reference, then the generated image
+    with torch.no_grad():
+        _, cache = hooked.run_with_cache(**edit, names_filter="blocks.0.hook_resid_pre")
+    assert cache["blocks.0.hook_resid_pre"].shape[:2] == (1, 2 * 16)
+    flux3 = families["flux3"]
+    hooked = HookedDiT(flux3.make())
+    i2i = {**flux3.inputs(1), "image_cond_hidden_states": torch.randn(1, 8, 4), "image_cond_ids": torch.randn(8, 4)}
+    names = ["blocks.0.hook_resid_pre", "single_blocks.0.hook_resid_pre", "single_blocks.0.attn.hook_out"]
+    with torch.no_grad():
+        _, cache = hooked.run_with_cache(**i2i, names_filter=names)
+    assert [cache[name].shape[1] for name in names] == [16, 16 + 8, 16 + 8]
 
 
 def test_why_cogview4_and_sana_video_have_no_mlp_hook(families):
