@@ -57,6 +57,8 @@ from diffusers import (
     PRXTransformer2DModel,
     QwenImageTransformer2DModel,
     SanaVideoTransformer3DModel,
+    SanaWMLTX2RefinerTransformer3DModel,
+    SanaWMTransformer3DModel,
     SkyReelsV2Transformer3DModel,
     UniPCMultistepScheduler,
     WanAnimateTransformer3DModel,
@@ -1139,6 +1141,73 @@ def _motif_video_inputs(b: int) -> dict[str, Any]:
     }
 
 
+# --- SANA-WM and its stage-2 refiner ------------------------------------------------------------------------------
+
+
+def _sana_wm() -> nn.Module:
+    return SanaWMTransformer3DModel(
+        in_channels=4,
+        num_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        linear_head_dim=16,
+        softmax_every_n=2,  # block 0: gated-delta-net linear attention, block 1: softmax attention
+        chunk_plucker_channels=4,
+        chunk_plucker_post_attn_blocks=2,
+        caption_channels=16,
+        mixed_precision="fp32",
+    )
+
+
+def _sana_wm_timestep(t: Tensor, b: int) -> Tensor:
+    # SanaWMPipeline: min(t, (1 - condition mask) * 1000) per latent frame, [batch, 1, frames]; the first frame is
+    # the conditioning anchor, pinned to 0.
+    condition = torch.tensor([1.0, 0.0])
+    return torch.minimum(t.float().expand(b, 1, 2), (1.0 - condition) * 1000.0)
+
+
+def _sana_wm_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 4, 2, 4, 4),  # [batch, channels, frames, height, width], (1, 1, 1) patches
+        "timestep": _sana_wm_timestep(torch.rand(b)[:, None, None] * 1000, b),
+        "encoder_hidden_states": torch.randn(b, 1, 6, 16),  # Gemma hidden states [batch, 1, tokens, d]
+        "mask": torch.ones(b, 6),
+    }
+
+
+def _sana_wm_refiner() -> nn.Module:
+    return SanaWMLTX2RefinerTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=4,
+        audio_cross_attention_dim=8,
+        num_layers=2,
+        caption_channels=16,
+        rope_double_precision=False,
+    )
+
+
+def _sana_wm_refiner_inputs(b: int) -> dict[str, Any]:
+    # SanaWMRefiner: one active block of 2 latent frames of 4x4, packed; its RoPE from the model's own helper (no
+    # weights: a fresh instance gives the same), every token at sigma * timestep_scale_multiplier.
+    rope = _sana_wm_refiner().build_rotary_emb_for_absolute_positions(
+        batch_size=b, frame_positions=[0, 1], height=4, width=4, device="cpu", fps=24.0
+    )
+    return {
+        "hidden_states": torch.randn(b, 2 * 4 * 4, 4),
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+        "timestep": (torch.rand(b, 1) * 1000).expand(b, 32),
+        "video_rotary_emb": rope,
+        "encoder_attention_mask": torch.ones(b, 6),
+    }
+
+
 _TWO_STREAM = {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}
 _CHROMA_STACKS = {
     "blocks": Stack("transformer_blocks", 1, 0, _TWO_STREAM),
@@ -1639,6 +1708,44 @@ FAMILIES: dict[str, Family] = {
         _flow,
         _expanded,  # MotifVideoPipeline: t.expand(batch)
         "separate_calls",
+    ),
+    "sana_wm": Family(
+        "sana_wm",
+        _sana_wm,
+        _sana_wm_inputs,
+        {
+            "blocks": Stack(
+                "blocks",
+                None,
+                submodules={
+                    "attn": ("attn", None, _whole),
+                    "cross_attn": ("cross_attn", None, _whole),
+                    "mlp": ("mlp", None, _whole),
+                },
+            )
+        },
+        _flow,
+        _sana_wm_timestep,
+        "equal_halves",
+    ),
+    "sana_wm_refiner": Family(
+        "sana_wm_refiner",
+        _sana_wm_refiner,
+        _sana_wm_refiner_inputs,
+        {
+            "blocks": Stack(
+                "transformer_blocks",
+                None,
+                submodules={
+                    "attn": ("attn1", None, _whole),
+                    "cross_attn": ("attn2", None, _whole),
+                    "mlp": ("ff", None, _whole),
+                },
+            )
+        },
+        lambda: FlowMatchEulerDiscreteScheduler(shift=1.0),  # SanaWMRefiner's distilled sigmas pass through
+        lambda t, b: torch.full((b, 32), float(t) / 1000 * 1000),  # sigma * timestep_scale_multiplier, per token
+        "none",
     ),
 }
 
