@@ -69,10 +69,15 @@ class SteeringTrace:
 
 
 class _StepCounter:
-    """A call listener: the denoising step (and run) of the transformer call in progress."""
+    """A call listener: the denoising step (and run) of the transformer call in progress; `step` counts from
+    `first_step` (the schedule step of the block's first call, for a run resumed mid-schedule)."""
 
-    def __init__(self, hooked: HookedDiT):
-        self.hooked, self.tracker = hooked, StepTracker()
+    def __init__(self, hooked: HookedDiT, first_step: int = 0):
+        self.hooked, self.tracker, self.first_step = hooked, StepTracker(), first_step
+
+    @property
+    def step(self) -> int:
+        return self.tracker.step + self.first_step
 
     def on_call_start(self) -> None:
         timestep = self.hooked.call_context.timestep
@@ -154,7 +159,7 @@ class _SAESteering:
                 )
             if edit.timesteps is not None:
                 rows &= (ctx.timestep >= edit.timesteps[0]) & (ctx.timestep <= edit.timesteps[1])
-            if edit.steps is not None and self.steps.tracker.step not in edit.steps:
+            if edit.steps is not None and self.steps.step not in edit.steps:
                 rows[:] = False
         return rows
 
@@ -219,7 +224,7 @@ class _SAESteering:
                     **({} if sample is None else {"sample": sample}),
                     "edit": index,
                     "hook": edit.hook,
-                    "step": self.steps.tracker.step,
+                    "step": self.steps.step,
                     "run": self.steps.tracker.run,
                     "timestep": float(ctx.timestep[rows][0]) if ctx.timestep is not None else None,
                     "rows": int(rows.sum()),
@@ -302,6 +307,7 @@ def steer(
     saes: Sequence[SAE],
     spec: SteeringSpec | Sequence[SteeringSpec],
     use_error_term: bool = True,
+    first_step: int = 0,
 ) -> Iterator[SteeringTrace]:
     """Apply `spec` to every transformer call made inside the block (e.g. a whole pipeline run).
 
@@ -309,7 +315,8 @@ def steer(
     error term (default) only what the edits touch changes, bit for bit. A list of specs gives one spec
     per sample of the pipeline's batch (spec i edits sample i's rows only; the batch must hold exactly
     that many samples). Yields the trace of what was edited. Hooks are removed on exit, also when the
-    pipeline raises.
+    pipeline raises. `first_step`: the schedule step of the block's first transformer call, for a run resumed
+    mid-schedule (`resume.steer_resumed`): edits limited by `steps` and the trace count steps from it.
 
     >>> with steer(hooked, [sae], SteeringSpec([LatentEdit("blocks.1.hook_resid_post", [7], "add", 4.0)])):
     ...     images = pipe(class_labels=[3], output_type="np").images  # doctest: +SKIP
@@ -328,7 +335,7 @@ def steer(
         entries = [_Entry(i, edit, n) for n, s in enumerate(specs) for i, edit in enumerate(s.edits)]
         n_samples = len(specs)
     by_hook = check_spec(hooked, saes, SteeringSpec(tuple(e.edit for e in entries)))
-    trace, steps = SteeringTrace(), _StepCounter(hooked)
+    trace, steps = SteeringTrace(), _StepCounter(hooked, first_step)
     fwd_hooks = []
     for hook in dict.fromkeys(e.edit.hook for e in entries):
         edits = [e for e in entries if e.edit.hook == hook]
