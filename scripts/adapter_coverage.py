@@ -50,8 +50,6 @@ MEASURED_REASONS = {
     "image tokens: single-block input of 22)",
     "Krea2Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence (4 text + 4 image "
     "tokens: block input of 8)",
-    "AnyFlowTransformer3DModel": "the pipeline passes a per-frame timestep [batch, frames] (and r_timestep), which "
-    "the schema flattens (batch 2, 2 frames: 4 timesteps for 2 rows)",
 }
 """Why a class has no adapter, where that was measured on a tiny config (issue 17)."""
 

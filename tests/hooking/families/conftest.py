@@ -18,6 +18,7 @@ import pytest
 import torch
 from diffusers import (
     AllegroTransformer3DModel,
+    AnyFlowTransformer3DModel,
     AuraFlowTransformer2DModel,
     BriaFiboTransformer2DModel,
     BriaTransformer2DModel,
@@ -33,6 +34,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EasyAnimateTransformer3DModel,
     EulerAncestralDiscreteScheduler,
+    FlowMapEulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     Flux3Transformer2DModel,
     GlmImageTransformer2DModel,
@@ -1208,6 +1210,29 @@ def _sana_wm_refiner_inputs(b: int) -> dict[str, Any]:
     }
 
 
+# --- AnyFlow: Wan-style blocks, per-frame source time t and target time r -----------------------------------------
+
+
+def _anyflow() -> nn.Module:
+    config = {key: value for key, value in _wan_config().items() if key not in ("cross_attn_norm", "qk_norm")}
+    return AnyFlowTransformer3DModel(**config)
+
+
+def _anyflow_timestep(t: Tensor, b: int) -> Tensor:
+    # AnyFlowPipeline: t.expand(batch).unsqueeze(-1).repeat((1, frames)), one t per latent frame.
+    return t.float().expand(b).unsqueeze(-1).repeat((1, 2))
+
+
+def _anyflow_inputs(b: int) -> dict[str, Any]:
+    t = torch.rand(b) * 1000
+    return {
+        "hidden_states": torch.randn(b, 2, 4, 8, 8),  # [batch, frames, channels, height, width]
+        "timestep": _anyflow_timestep(t, b),
+        "r_timestep": _anyflow_timestep(t * 0.5, b),  # the flow map's target: a later (cleaner) time
+        "encoder_hidden_states": torch.randn(b, 6, 16),
+    }
+
+
 _TWO_STREAM = {"attn": ("attn", 0, _whole), "mlp": ("ff", None, _whole)}
 _CHROMA_STACKS = {
     "blocks": Stack("transformer_blocks", 1, 0, _TWO_STREAM),
@@ -1746,6 +1771,15 @@ FAMILIES: dict[str, Family] = {
         lambda: FlowMatchEulerDiscreteScheduler(shift=1.0),  # SanaWMRefiner's distilled sigmas pass through
         lambda t, b: torch.full((b, 32), float(t) / 1000 * 1000),  # sigma * timestep_scale_multiplier, per token
         "none",
+    ),
+    "anyflow": Family(
+        "anyflow",
+        _anyflow,
+        _anyflow_inputs,
+        _WAN_STACKS,
+        FlowMapEulerDiscreteScheduler,
+        _anyflow_timestep,
+        "equal_halves",
     ),
 }
 

@@ -283,13 +283,16 @@ def test_tokens_per_image_are_spread_evenly_over_a_videos_frames(families):
 def _per_token_case(families: dict, name: str) -> tuple[Any, dict, Tensor, Tensor]:
     """(family, inputs, raw timestep [1, m], expected t per image token [1, 32]) for a call whose pipeline passes
     one timestep per token (Wan 2.2 TI2V: first-frame tokens at 0; LTX and Sana-Video image-to-video) or per
-    frame (SkyReels-V2 diffusion forcing, SANA-WM), all already t on the [0, 1000] scale. The test configs have 2 frames
-    of 4 x 4 tokens, frame-major."""
+    frame (SkyReels-V2 diffusion forcing, SANA-WM, AnyFlow), all already t on the [0, 1000] scale. The test configs
+    have 2 frames of 4 x 4 tokens, frame-major."""
     family = families[name]
     inputs = family.inputs(1)
     if name == "skyreels_v2":  # one t per latent frame, the first frame ahead of the second
         raw = torch.tensor([[250.0, 800.0]])
         inputs["enable_diffusion_forcing"] = True
+        return family, {**inputs, "timestep": raw}, raw, raw.repeat_interleave(16, dim=1)
+    if name == "anyflow":  # AnyFlowPipeline video-to-video: [batch, frames], the context frame at 0
+        raw = torch.tensor([[0.0, 700.0]])
         return family, {**inputs, "timestep": raw}, raw, raw.repeat_interleave(16, dim=1)
     if name == "sana_wm":  # SanaWMPipeline: [batch, 1, frames], the conditioning first frame at 0
         raw = torch.tensor([[[0.0, 700.0]]])
@@ -299,7 +302,7 @@ def _per_token_case(families: dict, name: str) -> tuple[Any, dict, Tensor, Tenso
     return family, {**inputs, "timestep": raw}, raw, torch.where(torch.arange(32) < 16, 0.0, 700.0)[None]
 
 
-@pytest.mark.parametrize("name", ["wan", "skyreels_v2", "ltx", "sana_video", "sana_wm"])
+@pytest.mark.parametrize("name", ["wan", "skyreels_v2", "ltx", "sana_video", "sana_wm", "anyflow"])
 def test_per_token_timesteps_reach_every_recorded_row(families, name):
     family, inputs, _, expected = _per_token_case(families, name)
     model = family.make()
