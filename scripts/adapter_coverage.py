@@ -50,6 +50,26 @@ MEASURED_REASONS = {
     "image tokens: single-block input of 22)",
     "Krea2Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence (4 text + 4 image "
     "tokens: block input of 8)",
+    "ErnieImageTransformer2DModel": "blocks see one sequence-first [image | text] stream [tokens, batch, d] (16 image "
+    "+ 6 text tokens, batch 2: layer input (22, 2, 32)); the schema reads batch-first streams with the image last",
+    "Ideogram4Transformer2DModel": "the cond call packs [left-padded text slots | image] into hidden_states (4 text "
+    "slots + 16 image tokens: latents and block input of 20), so the latents do not count the image; the uncond call "
+    "runs a second model (unconditional_transformer) on the 16 image tokens alone; reversed map 1 - sigma",
+    "BriaFibo2Transformer2DModel": "main blocks see [gist | image | context], or [image | context | gist] when a "
+    "batch's prompts give different gist counts (16 image + 8 gist tokens: image at 8-23 unpadded, at 0-15 with "
+    "gist counts 8 and 4): the image is at neither end in general; only the noise-refiner blocks are image-only",
+    "DreamLiteTransformer2DModel": "the attention block inside DreamLiteUNetModel's levels (Transformer2DModel's "
+    "continuous branch), not a backbone: the UNet calls it without a timestep; DreamLitePipeline calls the UNet",
+    "JoyImageEditPlusTransformer3DModel": "rows are flat padded patches [target | references | padding] with lengths "
+    "from shape_list (target 16 + references 16 and 4 tokens: block input of 32, the second row 12 padding)",
+    "MiniMaxH3Transformer3DModel": "one packed sequence of text, video and audio rows scattered by index (6 text + 32 "
+    "video + 5 audio: block input of 43); timestep holds the distinct noise levels [levels], not one per row",
+    "WanAnimate2Transformer3DModel": "latents and text are passed as lists; a reference pass (kv_cache_mode "
+    "'extract', timestep forced to 1) runs the same blocks before the denoising passes; the denoising self-attention "
+    "needs flex attention's compiled block mask (read from the source, not run on CPU)",
+    "AnyFlowFARTransformer3DModel": "cache-prefill calls join FAR-compressed context frames ((1, 4, 4) patches: 4 "
+    "tokens per 8x8 latent frame) and full frames ((1, 2, 2): 16 per frame) in one token axis; the steps see one "
+    "chunk against a KV cache and return (sample, kv_cache) (read from the source, not run)",
 }
 """Why a class has no adapter, where that was measured on a tiny config (issue 17)."""
 
