@@ -3,7 +3,8 @@
 The first build samples the backbone once for all the release's SAEs (recording every hook they read),
 encodes each SAE's tokens, samples the steering previews and writes the pages; everything expensive is
 cached, content-addressed, in the dashboard folder (`analysis/dashboard/cache.py`). The rebuild reads it
-back: it calls the pipeline zero times (counted with a spy on the pipeline class) and rewrites nothing.
+back: it calls the pipeline and the transformer zero times (counted with spies on the pipeline class and on
+the transformer's forward: resumed previews run the package's own loop, not the pipeline) and rewrites nothing.
 Both builds run in this process on a fresh folder, with the `DashboardConfig` defaults unless
 `--max-latents` (pages per SAE) or `--no-steering` say otherwise.
 
@@ -15,6 +16,7 @@ Prints a table and writes benchmarks/results/dashboard.md (`--append` adds a sec
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shutil
@@ -28,6 +30,7 @@ from sae_lens import SAE
 import sae_lens_dit  # noqa: F401  (registers the bundled releases)
 from sae_lens_dit.analysis.dashboard import DashboardConfig, build_dashboard
 from sae_lens_dit.analysis.dashboard.cache import FOLDER
+from sae_lens_dit.hooking.hooked import denoiser
 from sae_lens_dit.toy.backbones import load_pipeline
 
 OUT = Path(__file__).parent / "results" / "dashboard.md"
@@ -51,29 +54,39 @@ def main() -> None:
     saes = release_saes(args.release)
     cfg = DashboardConfig(max_latents=args.max_latents, steering=not args.no_steering)
     model = saes[0].cfg.metadata.model_name
-    cls = type(load_pipeline(model))
-    calls = [0]
-    real = cls.__call__
+    pipe = load_pipeline(model)
+    cls, net = type(pipe), type(denoiser(pipe))
+    calls = [0, 0]  # pipeline calls, transformer forward calls
+    real, real_forward = cls.__call__, net.forward
 
     def spy(self, *a, **kw):
         calls[0] += 1
         return real(self, *a, **kw)
 
-    cls.__call__ = spy
+    @functools.wraps(real_forward)  # hooks read the call's arguments through forward's signature
+    def forward_spy(self, *a, **kw):
+        calls[1] += 1
+        return real_forward(self, *a, **kw)
+
+    cls.__call__, net.forward = spy, forward_spy
     folder = Path(tempfile.mkdtemp(prefix="bench-dashboard-")) / "site"
     rows = []
     try:
         for label in ("first build", "rebuild (nothing changed)"):
-            calls[0] = 0
+            calls[:] = [0, 0]
             start = time.perf_counter()
             build = build_dashboard(saes, folder, cfg, progress=args.progress)
             seconds = time.perf_counter() - start
-            rows.append((label, seconds, calls[0], build.written, build.reused))
-            print(f"{label}: {seconds:.1f} s, {calls[0]} pipeline calls, {build.written} files written", flush=True)
+            rows.append((label, seconds, *calls, build.written, build.reused))
+            print(
+                f"{label}: {seconds:.1f} s, {calls[0]} pipeline calls, {calls[1]} transformer calls, "
+                f"{build.written} files written",
+                flush=True,
+            )
         cache_mb = sum(p.stat().st_size for p in (folder / FOLDER).rglob("*") if p.is_file()) / 2**20
         pages = sum(len(list((site / "latents").glob("*.html"))) for site in build.sites.values())
     finally:
-        cls.__call__ = real
+        cls.__call__, net.forward = real, real_forward
         shutil.rmtree(folder.parent, ignore_errors=True)
     ratio = rows[0][1] / rows[1][1]
     settings = (
@@ -82,10 +95,10 @@ def main() -> None:
         f"all), steering previews {'off' if args.no_steering else 'on'}; cache {cache_mb:.1f} MiB"
     )
     table = [
-        "| build | seconds | pipeline calls | files written | files reused |",
-        "|---|---|---|---|---|",
-        *(f"| {label} | {s:.1f} | {c} | {w} | {r} |" for label, s, c, w, r in rows),
-        f"| ratio first / rebuild | {ratio:.1f}x | | | |",
+        "| build | seconds | pipeline calls | transformer calls | files written | files reused |",
+        "|---|---|---|---|---|---|",
+        *(f"| {label} | {s:.1f} | {c} | {f} | {w} | {r} |" for label, s, c, f, w, r in rows),
+        f"| ratio first / rebuild | {ratio:.1f}x | | | | |",
     ]
     cores = os.cpu_count()
     threads = os.environ.get("OMP_NUM_THREADS")
@@ -108,12 +121,13 @@ def main() -> None:
             + (
                 ""
                 if args.no_steering
-                else f", then each SAE's steering previews (one unedited sample per class, shared by the SAEs of "
-                f"the backbone, and two edited samples per page, in pipeline calls of {cfg.batch_size} samples that "
-                "steer a different latent in each sample)"
+                else f", then each SAE's steering previews (one unedited sample per class with its latents at every "
+                "step, shared by the SAEs of the backbone, and two edited samples per page, each resumed from those "
+                f"latents at its window's first step, in batches of {cfg.batch_size} samples that steer a different "
+                "latent in each sample and that each sample joins at its own step)"
             )
-            + ". The rebuild reads the content-addressed cache in the dashboard folder and calls the pipeline zero "
-            "times.",
+            + ". The rebuild reads the content-addressed cache in the dashboard folder and calls the pipeline and "
+            "the transformer zero times.",
             "",
         ]
     )

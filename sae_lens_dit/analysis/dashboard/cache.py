@@ -30,9 +30,10 @@ from sae_lens_dit.guards.output_dirs import confined
 
 FOLDER = "cache"
 """Cache files live under `<output>/cache/`."""
-FORMAT = 2
+FORMAT = 3
 """Bumped whenever what a cache file holds, or how it is computed, changes: old files then miss. 2: previews
-sampled in batches (one latent per sample) and stored as [H, W, C]; summaries from one encoder-only pass."""
+sampled in batches (one latent per sample) and stored as [H, W, C]; summaries from one encoder-only pass. 3: previews
+resumed at their window's first step from the unedited sample's latents (`interventions.resume`)."""
 META = "sae_lens_dit.dashboard"
 """The one metadata entry: JSON {"key": the key the file was written under (checked on load), "values": ...}. One
 entry, because safetensors writes a metadata map in no fixed order and cache files must be byte-stable."""

@@ -247,9 +247,10 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
     seen, calls = [], []
     real_steer = steering.steer
 
-    def spy(hooked, saes, spec, *args, **kwargs):  # previews are batched: one spec per sample, empty = unedited
+    def spy(hooked, saes, spec, *args, **kwargs):  # one spec per sample present (a resumed sample's spec recurs)
         calls.append(spec)
-        seen.extend(s for s in ([spec] if isinstance(spec, steering.SteeringSpec) else spec) if s.edits)
+        specs = [spec] if isinstance(spec, steering.SteeringSpec) else spec
+        seen.extend(s for s in specs if s.edits and not any(s is t for t in seen))
         return real_steer(hooked, saes, spec, *args, **kwargs)
 
     monkeypatch.setattr(steering, "steer", spy)
@@ -259,10 +260,10 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
     rows, codes = _independent_codes(sae, cfg)
     pages = sorted(int(p.stem) for p in (build.sites[SAE_ID] / "latents").glob("*.html"))
     assert len(seen) == 2 * len(pages) > 0
-    assert all(isinstance(c, list) and len(c) == cfg.batch_size for c in calls[:-1])  # full batches, then the rest
-    unedited = sum(not s.edits for c in calls for s in c)  # one per class the pages show
-    assert sum(map(len, calls)) == len(seen) + unedited and 1 <= unedited <= len(pages)
-    for latent, (more, less) in zip(pages, zip(seen[::2], seen[1::2], strict=True), strict=True):
+    assert all(isinstance(c, list) and 1 <= len(c) <= cfg.batch_size for c in calls)  # batches of one spec per sample
+    by_latent = {(s.edits[0].latents, s.edits[0].op): s for s in seen}
+    for latent in pages:
+        more, less = by_latent[(latent,), "clamp"], by_latent[(latent,), "zero"]
         column = codes[:, latent]
         typical = torch.quantile(column[column != 0].double(), 0.5)
         t = rows["timestep"]  # at most 800: no row sits on the closed end of the last bucket
@@ -283,6 +284,49 @@ def test_steering_previews_clamp_strength_x_median_code_inside_the_half_peak_fre
         page = (build.sites[SAE_ID] / "latents" / f"{latent}.html").read_text()
         span = f"t {clamp.timesteps[0]:g}-{clamp.timesteps[1]:g}"
         assert f"clamp 3x typical ({float(typical):.3g}), {span}" in page and f"zero, {span}" in page
+
+
+def test_resumed_previews_equal_the_stock_pipeline_from_step_zero(sae, tmp_path, monkeypatch):
+    """Every cached preview (resumed at its window's first step from the unedited sample's latents) against the
+    stock pipeline sampling the same class from the same seed from step 0 inside `steer` with the same spec
+    (atol 1e-5 on images in [0, 1]); some windows open after step 0, so resuming was exercised."""
+    from safetensors.torch import load_file
+
+    from sae_lens_dit.analysis.interventions import steering
+    from sae_lens_dit.analysis.interventions.resume import first_edited_step
+
+    seen = []
+    real_steer = steering.steer
+
+    def spy(hooked, saes, spec, *args, **kwargs):  # the previews pass lists; the reference below one spec
+        seen.extend(s for s in (spec if isinstance(spec, list) else []) if s.edits and not any(s is t for t in seen))
+        return real_steer(hooked, saes, spec, *args, **kwargs)
+
+    monkeypatch.setattr(steering, "steer", spy)
+    edges = (0.0, 200.0, 400.0, 600.0, 800.0, 1000.0)
+    cfg = DashboardConfig(**{**TINY.__dict__, "num_inference_steps": 5, "edges": edges, "max_latents": 4})
+    build_dashboard([sae], tmp_path / "site", cfg, progress=False)
+    (path,) = (tmp_path / "site" / "cache" / "previews").glob("*.safetensors")
+    stored = load_file(path)
+    by_latent = {(s.edits[0].latents[0], s.edits[0].op): s for s in seen}
+    pipe = load_tiny_dit("digits")
+    hooked = HookedDiT(pipe.transformer)
+    steps = [(800.0,), (600.0,), (400.0,), (200.0,), (0.0,)]
+    starts = []
+    for name, image in stored.items():
+        kind, *rest = name.split(".")
+        label = int(rest[-1])
+        kwargs = {"class_labels": [label], "num_inference_steps": 5, "output_type": "np"}
+        generator = torch.Generator().manual_seed(cfg.seed)
+        if kind == "before":
+            reference = pipe(generator=generator, **kwargs).images[0]
+        else:
+            spec = by_latent[int(rest[1]), rest[0]]
+            starts.append(first_edited_step(spec, steps))
+            with steering.steer(hooked, [sae], spec):
+                reference = pipe(generator=generator, **kwargs).images[0]
+        np.testing.assert_allclose(image.numpy(), reference, atol=1e-5, rtol=0)
+    assert len(starts) == len(seen) > 0 and max(starts) > 0
 
 
 def test_preview_window_bridges_buckets_no_step_fell_in():

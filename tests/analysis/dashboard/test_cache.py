@@ -4,12 +4,14 @@ fresh build in another folder (the cache never returns stale data), and every cr
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from diffusers import DiTTransformer2DModel
 from sae_lens import SAE
 from safetensors import safe_open
 
@@ -53,6 +55,22 @@ def calls(monkeypatch):
     return seen
 
 
+@pytest.fixture
+def forwards(monkeypatch):
+    """Every forward call of the DiT transformer: the pipeline's steps and the steering previews' steps (resumed
+    in the package's own loop, `interventions.resume`, which does not call the pipeline)."""
+    real = DiTTransformer2DModel.forward
+    seen: list[int] = []
+
+    @functools.wraps(real)  # hooks read the call's arguments through forward's signature
+    def spy(self, *args, **kwargs):
+        seen.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiTTransformer2DModel, "forward", spy)
+    return seen
+
+
 def _cfg(**changes) -> DashboardConfig:
     return DashboardConfig(**{**CFG.__dict__, **changes})
 
@@ -74,14 +92,15 @@ def test_saes_of_one_backbone_share_one_recorded_run(saes, calls, tmp_path):
     assert names == ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]  # one file per hook, both recorded
 
 
-def test_rebuild_samples_nothing_and_gives_byte_identical_pages(saes, calls, tmp_path):
+def test_rebuild_samples_nothing_and_gives_byte_identical_pages(saes, calls, forwards, tmp_path):
     out = tmp_path / "site"
     first = build_dashboard(saes, out, CFG, progress=False)
-    assert len(calls) > 2  # the sampling run and the steering previews
+    assert calls == [4, 2] and len(forwards) > 2 * CFG.num_inference_steps  # the sampling run and the previews
     before = _snapshot(out)
     calls.clear()
+    forwards.clear()
     again = build_dashboard(saes, out, CFG, progress=False)
-    assert calls == []
+    assert calls == [] and forwards == []
     assert (again.written, again.removed) == (0, 0) and again.reused == first.written
     assert _snapshot(out) == before
 
