@@ -41,7 +41,6 @@ MEASURED_REASONS = {
     "ZImageTransformer2DModel": "latents and captions are passed as lists; reversed map (1000 - t) / 1000",
     "LatteTransformer3DModel": "blocks alternate [B*F, HW, D] and [B*HW, F, D] layouts",
     "ChromaTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
-    "Flux2Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence; reference tokens",
     "AuraFlowTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
     "HiDreamImageTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
     "QwenImage21Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence, image slots "

@@ -36,6 +36,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     FlowMapEulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    Flux2Transformer2DModel,
     Flux3Transformer2DModel,
     GlmImageTransformer2DModel,
     HeliosTransformer3DModel,
@@ -1064,6 +1065,39 @@ def _krea2_inputs(b: int) -> dict[str, Any]:
     }
 
 
+# --- FLUX.2: double-stream blocks, then parallel single-stream blocks over one joint [text | image] sequence ------
+# The transformer concatenates [text | image] before its first single block and keeps the image (the last 16 tokens
+# here) after the last; each single block's one `attn` (attention and MLP fused) runs over the joint sequence.
+
+
+def _flux2() -> nn.Module:
+    return Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        timestep_guidance_channels=256,
+        axes_dims_rope=(4, 4, 4, 4),
+    )
+
+
+def _flux2_inputs(b: int) -> dict[str, Any]:
+    # Flux2Pipeline: packed [batch, 16, 4] latents of a 4x4 grid, position ids (t, h, w, l) per token.
+    grid = torch.cartesian_prod(torch.arange(1), torch.arange(4), torch.arange(4), torch.arange(1))
+    text = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(6))
+    return {
+        "hidden_states": torch.randn(b, JOINT_IMAGE_TOKENS, 4),
+        "encoder_hidden_states": torch.randn(b, 6, 32),
+        "img_ids": grid.expand(b, -1, -1),
+        "txt_ids": text.expand(b, -1, -1),
+        "timestep": torch.rand(b),
+        "guidance": torch.full((b,), 4.0),
+    }
+
+
 # --- FLUX.3: per-mode image blocks, then joint single blocks over [text | content] -------------------------------
 
 
@@ -1296,6 +1330,20 @@ FAMILIES: dict[str, Family] = {
         _flow,
         lambda t, b: torch.tensor([t / 1000]).expand(b),  # AuraFlowPipeline: torch.tensor([t / 1000]).expand(batch)
         "equal_halves",
+    ),
+    "flux2": Family(
+        "flux2",
+        _flux2,
+        _flux2_inputs,
+        {
+            "blocks": Stack("transformer_blocks", 1, 0, _TWO_STREAM),
+            "single_blocks": Stack(
+                "single_transformer_blocks", None, None, {"attn": ("attn", None, _joint_tail)}, JOINT_IMAGE_TOKENS
+            ),
+        },
+        _flow,
+        lambda t, b: _expanded(t, b) / 1000,  # Flux2Pipeline, Flux2KleinPipeline: timestep=timestep / 1000
+        "separate_calls",
     ),
     "qwenimage": Family(
         "qwenimage",
