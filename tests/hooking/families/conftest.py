@@ -56,6 +56,7 @@ from diffusers import (
     LTXVideoTransformer3DModel,
     MotifVideoTransformer3DModel,
     NucleusMoEImageTransformer2DModel,
+    OmniGenTransformer2DModel,
     OvisImageTransformer2DModel,
     PRXTransformer2DModel,
     QwenImageTransformer2DModel,
@@ -94,6 +95,7 @@ class Family:
     scheduler: Callable[[], Any]  # the scheduler the family's pipelines use
     pipeline_timestep: Callable[[Tensor, int], Tensor]  # scheduler timestep t, batch -> the `timestep` argument
     cfg: Literal["equal_halves", "separate_calls", "none"]  # how the pipelines lay out classifier-free guidance
+    cond_first: bool = False  # equal_halves: the pipelines put the cond half first (most put uncond first)
 
     def make(self) -> nn.Module:
         torch.manual_seed(0)
@@ -1098,6 +1100,42 @@ def _flux2_inputs(b: int) -> dict[str, Any]:
     }
 
 
+# --- OmniGen: decoder blocks over one [condition | time token | image] sequence ----------------------------------
+# OmniGenPipeline's processor gives 24 condition tokens here (text ids, an input image's 16 patch tokens put in place
+# of its placeholder ids 0-16), the transformer adds one time token and the 8x8 latents in 2x2 patches: the image is
+# the last 16 of 41 tokens of every block's stream, and of the attention and MLP outputs.
+
+OMNIGEN_CONDITION_TOKENS = 24
+
+
+def _omnigen() -> nn.Module:
+    return OmniGenTransformer2DModel(
+        hidden_size=16,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=32,
+        num_layers=2,
+        pad_token_id=0,
+        vocab_size=1000,
+        in_channels=4,
+        time_step_dim=4,
+        rope_scaling={"long_factor": [1, 2], "short_factor": [1, 2]},
+    )
+
+
+def _omnigen_inputs(b: int) -> dict[str, Any]:
+    n = OMNIGEN_CONDITION_TOKENS + 1 + JOINT_IMAGE_TOKENS
+    return {
+        "hidden_states": torch.randn(b, 4, 8, 8),
+        "timestep": torch.rand(b),
+        "input_ids": torch.randint(0, 10, (b, OMNIGEN_CONDITION_TOKENS)),
+        "input_img_latents": [torch.randn(1, 4, 8, 8)],
+        "input_image_sizes": {0: [[0, JOINT_IMAGE_TOKENS]]},
+        "attention_mask": torch.ones(b, n, n),
+        "position_ids": torch.arange(n).expand(b, -1),
+    }
+
+
 # --- FLUX.3: per-mode image blocks, then joint single blocks over [text | content] -------------------------------
 
 
@@ -1344,6 +1382,25 @@ FAMILIES: dict[str, Family] = {
         _flow,
         lambda t, b: _expanded(t, b) / 1000,  # Flux2Pipeline, Flux2KleinPipeline: timestep=timestep / 1000
         "separate_calls",
+    ),
+    "omnigen": Family(
+        "omnigen",
+        _omnigen,
+        _omnigen_inputs,
+        {
+            "blocks": Stack(
+                "layers",
+                None,
+                None,
+                {"attn": ("self_attn", None, _joint_tail), "mlp": ("mlp", None, _joint_tail)},
+                JOINT_IMAGE_TOKENS,
+            )
+        },
+        _flow,  # the noise level sigma = t / 1000 of each step
+        # OmniGenPipeline's scheduler (invert_sigmas=True, num_train_timesteps=1) passes 1 - sigma, 0 = noise.
+        lambda t, b: 1 - _expanded(t, b) / 1000,
+        "equal_halves",
+        cond_first=True,  # OmniGenPipeline: torch.cat([latents] * 2), cond then uncond
     ),
     "qwenimage": Family(
         "qwenimage",

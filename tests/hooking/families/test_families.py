@@ -8,8 +8,8 @@ Four claims per class, each against a reference that does not read `adapters/*.y
   text stream (where the block has one) bit-identical;
 - the timestep read inside a hook equals the scheduler's t on the [0, 1000] scale (1000 = noise)
   when the transformer is called with what the family's pipeline passes for that step;
-- CFG: a batch doubled as the pipelines double it is labelled [uncond | cond] with shared sample
-  indices; families whose pipelines make separate cond / uncond calls get them labelled per call;
+- CFG: a batch doubled as the pipelines double it is labelled [uncond | cond] ([cond | uncond] for OmniGen) with
+  shared sample indices; families whose pipelines make separate cond / uncond calls get them labelled per call;
   families without guidance get every row labelled cond.
 """
 
@@ -174,7 +174,8 @@ def test_cfg_branches_are_labelled_as_the_pipelines_lay_them_out(family):
             hook = [(name, lambda x, hook: contexts.append(hooked.call_context))]
             with torch.no_grad():
                 hooked.run_with_hooks(**call, return_dict=False, fwd_hooks=hook)
-        assert contexts[0].branch.tolist() == [1, 0] and contexts[0].sample.tolist() == [0, 0]  # uncond first
+        expected = [0, 1] if family.cond_first else [1, 0]  # most pipelines put uncond first
+        assert contexts[0].branch.tolist() == expected and contexts[0].sample.tolist() == [0, 0]
         assert contexts[1].branch.tolist() == [0, 0] and contexts[1].sample.tolist() == [0, 1]  # distinct latents
     else:
         # The pipeline's cond call, then its negative-prompt call, at the same timestep; two steps.
