@@ -56,7 +56,7 @@ def main() -> None:
     model = saes[0].cfg.metadata.model_name
     pipe = load_pipeline(model)
     cls, net = type(pipe), type(denoiser(pipe))
-    calls = [0, 0]  # pipeline calls, transformer forward calls
+    calls = [0, 0, 0]  # pipeline calls, transformer forward calls, batch rows through the transformer
     real, real_forward = cls.__call__, net.forward
 
     def spy(self, *a, **kw):
@@ -66,6 +66,7 @@ def main() -> None:
     @functools.wraps(real_forward)  # hooks read the call's arguments through forward's signature
     def forward_spy(self, *a, **kw):
         calls[1] += 1
+        calls[2] += len(a[0] if a else kw["hidden_states"])
         return real_forward(self, *a, **kw)
 
     cls.__call__, net.forward = spy, forward_spy
@@ -73,14 +74,14 @@ def main() -> None:
     rows = []
     try:
         for label in ("first build", "rebuild (nothing changed)"):
-            calls[:] = [0, 0]
-            start = time.perf_counter()
+            calls[:] = [0, 0, 0]
+            start, cpu = time.perf_counter(), time.process_time()
             build = build_dashboard(saes, folder, cfg, progress=args.progress)
-            seconds = time.perf_counter() - start
-            rows.append((label, seconds, *calls, build.written, build.reused))
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            rows.append((label, seconds, cpu, *calls, build.written, build.reused))
             print(
-                f"{label}: {seconds:.1f} s, {calls[0]} pipeline calls, {calls[1]} transformer calls, "
-                f"{build.written} files written",
+                f"{label}: {seconds:.1f} s ({cpu:.1f} s CPU), {calls[0]} pipeline calls, {calls[1]} transformer "
+                f"calls ({calls[2]} rows), {build.written} files written",
                 flush=True,
             )
         cache_mb = sum(p.stat().st_size for p in (folder / FOLDER).rglob("*") if p.is_file()) / 2**20
@@ -95,10 +96,10 @@ def main() -> None:
         f"all), steering previews {'off' if args.no_steering else 'on'}; cache {cache_mb:.1f} MiB"
     )
     table = [
-        "| build | seconds | pipeline calls | transformer calls | files written | files reused |",
-        "|---|---|---|---|---|---|",
-        *(f"| {label} | {s:.1f} | {c} | {f} | {w} | {r} |" for label, s, c, f, w, r in rows),
-        f"| ratio first / rebuild | {ratio:.1f}x | | | | |",
+        "| build | seconds | CPU seconds | pipeline calls | transformer calls (rows) | files written | files reused |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {label} | {s:.1f} | {u:.1f} | {c} | {f} ({n}) | {w} | {r} |" for label, s, u, c, f, n, w, r in rows),
+        f"| ratio first / rebuild | {ratio:.1f}x | | | | | |",
     ]
     cores = os.cpu_count()
     threads = os.environ.get("OMP_NUM_THREADS")
