@@ -47,7 +47,8 @@ from sae_lens_dit.analysis.interventions.concepts import list_concepts, load_con
 from sae_lens_dit.analysis.interventions.editing import sample_seeded, steer_groups
 from sae_lens_dit.analysis.interventions.gates import LinearProbe
 from sae_lens_dit.analysis.interventions.recipes import encode_reference, match_reference, swap_spec
-from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
+from sae_lens_dit.analysis.interventions.selection import LatentSelection, select_latents
+from sae_lens_dit.analysis.interventions.selection_rows import record_samples
 from sae_lens_dit.analysis.interventions.shape_concepts import (
     HUE_BINS,
     build_shape_concepts,

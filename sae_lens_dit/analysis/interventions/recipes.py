@@ -27,7 +27,8 @@ from sae_lens import SAE
 from torch import Tensor
 
 from sae_lens_dit.analysis.interventions.gates import Gate
-from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_noised
+from sae_lens_dit.analysis.interventions.selection import LatentSelection
+from sae_lens_dit.analysis.interventions.selection_rows import record_noised
 from sae_lens_dit.analysis.interventions.spec import LatentEdit, Operation, SteeringSpec
 from sae_lens_dit.analysis.interventions.windows import WindowArg, resolve_window
 from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, Branch, timestep_scope

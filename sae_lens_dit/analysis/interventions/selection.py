@@ -10,8 +10,9 @@ shape). A `LatentSelection` also stores each latent's typical active value (a pe
 non-zero codes on the target), so strengths are given in units a user can reason about ("clamp at
 1.5x typical") instead of raw code values that differ per latent and per SAE.
 
-Rows come from `record_samples` (recorded generations, with an `image` column) or from
-`record_noised` (labelled real images noised by the scheduler to each timestep bucket); targets are
+Rows come from `selection_rows` (re-exported here): `record_samples` (recorded generations, with an `image`
+column), `record_contrast` (two user-given sets of class ids or prompts) or `record_noised` (labelled real
+images noised by the scheduler to each timestep bucket); targets are
 given per image (`target_images`) or per row (`target_rows`, e.g. a box). Scores: `mean_diff` (mean
 code of the target groups minus the rest's) or `auroc` (how well a latent's mean code on a group
 separates target groups from the rest, 0.5 = chance), both averaged over timestep buckets.
@@ -30,10 +31,14 @@ import torch
 from sae_lens import SAE
 from torch import Tensor
 
-from sae_lens_dit.analysis.evals import bucket_masks, sample_images
-from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, TIMESTEP_MAX, Branch, timestep_scope
+from sae_lens_dit.analysis.evals import bucket_masks
+from sae_lens_dit.analysis.interventions.selection_rows import (  # noqa: F401 (re-exported)
+    record_contrast,
+    record_noised,
+    record_samples,
+)
+from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, timestep_scope
 from sae_lens_dit.guards.config import check_keys
-from sae_lens_dit.hooking.hooked import HookedDiT, denoiser
 
 Method = Literal["mean_diff", "auroc"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -103,84 +108,6 @@ class LatentSelection:
             return cls.from_dict(read_config_file(Path(path), "latent selection"))
         except (TypeError, ValueError) as err:
             raise ValueError(f"latent selection {path}: {err}") from None
-
-
-# ------------------------------------------------------------------------------------------------
-# Rows to select from.
-
-
-def record_samples(
-    pipe: Any,
-    hooked: HookedDiT,
-    hook: str | Sequence[str],
-    class_labels: Sequence[int],
-    seed: int,
-    num_inference_steps: int = 50,
-    guidance_scale: float | None = None,
-    batch_size: int = 100,
-    tokens_per_image: int | None = None,
-    branch: Branch = "cond",
-) -> tuple[dict[str, Tensor] | dict[str, dict[str, Tensor]], np.ndarray]:
-    """Sample `class_labels` (as `evals.sample_images` does) while recording `hook`: (rows, images).
-
-    Rows get an extra column `image`, the index into `class_labels` (and into the images) of their
-    sample. Several hooks: rows is {hook: rows}, recorded in the same run.
-    """
-    hooks = [hook] if isinstance(hook, str) else list(hook)
-    with hooked.record(hooks, tokens_per_image=tokens_per_image, branch=branch, seed=seed) as rec:
-        images = sample_images(pipe, class_labels, seed, num_inference_steps, guidance_scale, batch_size)
-    out = {}
-    for name in hooks:
-        rows = rec.rows(name)
-        rows["image"] = rows["run"] * batch_size + rows["sample"]
-        out[name] = rows
-    return (out[hooks[0]] if isinstance(hook, str) else out), images
-
-
-@torch.no_grad()
-def record_noised(
-    pipe: Any,
-    hooked: HookedDiT,
-    hook: str,
-    images: Tensor,
-    seed: int = 0,
-    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
-    batch_size: int = 64,
-    **transformer_kwargs: Any,
-) -> dict[str, Tensor]:
-    """Rows of real images: each of `images` ([n, C, H, W] in the pipeline's pixel range [-1, 1]) noised
-    with the scheduler's own `add_noise` to the middle of every timestep bucket of `edges`, one
-    transformer call per batch (per-image tensors in `transformer_kwargs`, e.g. class_labels=[n], are
-    sliced with it). Columns as `Recording.rows` plus `image` (index into `images`)."""
-    mids = [(lo + hi) / 2.0 for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-    train_steps = pipe.scheduler.config.num_train_timesteps
-    raw = torch.tensor([min(round(m * train_steps / TIMESTEP_MAX), train_steps - 1) for m in mids], dtype=torch.long)
-    vae = getattr(pipe, "vae", None)
-    generator = torch.Generator().manual_seed(seed)
-    parts: list[dict[str, Tensor]] = []
-    for start in range(0, len(images), batch_size):
-        x0 = images[start : start + batch_size].to(pipe.device, denoiser(pipe).dtype)
-        if vae is not None and hasattr(vae, "encode"):  # a latent-space pipeline: encode like its training data
-            x0 = vae.encode(x0).latent_dist.mean * vae.config.scaling_factor
-        n = len(x0)
-        noise = torch.randn((len(raw), *x0.shape), generator=generator).to(x0)
-        noisy = pipe.scheduler.add_noise(
-            x0[None].expand(len(raw), *x0.shape).reshape(-1, *x0.shape[1:]),
-            noise.reshape(-1, *x0.shape[1:]),
-            raw.repeat_interleave(n),
-        )
-        kwargs = {
-            k: v[start : start + batch_size].repeat(len(raw), *([1] * (v.dim() - 1)))
-            if isinstance(v, Tensor) and len(v) == len(images)
-            else v
-            for k, v in transformer_kwargs.items()
-        }
-        with hooked.record([hook]) as rec:
-            hooked.transformer(noisy, timestep=raw.repeat_interleave(n).to(pipe.device), **kwargs)
-        rows = rec.rows(hook)
-        rows["image"] = start + rows["sample"] % n
-        parts.append(rows)
-    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
 # ------------------------------------------------------------------------------------------------

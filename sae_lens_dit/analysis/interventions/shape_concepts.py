@@ -35,7 +35,8 @@ from sae_lens_dit.analysis.interventions.concepts import write_concepts
 from sae_lens_dit.analysis.interventions.editing import sample_seeded, steer_groups
 from sae_lens_dit.analysis.interventions.gates import Gate, fit_probe
 from sae_lens_dit.analysis.interventions.recipes import selection_edit, swap_spec
-from sae_lens_dit.analysis.interventions.selection import LatentSelection, record_samples, select_latents
+from sae_lens_dit.analysis.interventions.selection import LatentSelection, select_latents
+from sae_lens_dit.analysis.interventions.selection_rows import record_samples
 from sae_lens_dit.analysis.interventions.spec import LatentEdit, SAESource, SteeringSpec
 from sae_lens_dit.analysis.interventions.windows import commitment_curve, grow_window
 from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIMESTEP_MAX, sae_id

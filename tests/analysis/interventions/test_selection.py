@@ -37,6 +37,7 @@ from sae_lens_dit.analysis.interventions.selection import (
     LatentSelection,
     encode_rows,
     latents_for_bucket,
+    record_contrast,
     record_noised,
     record_samples,
     select_latents,
@@ -394,3 +395,41 @@ def test_record_noised_rows_match_a_hand_noising(pipe):
     assert torch.equal(rows["image"], torch.cat(expected_image))
     assert torch.equal(rows["timestep"], torch.cat(expected_t))
     assert torch.equal(rows["token"], torch.arange(16).repeat(2 * 3))
+
+
+def test_record_contrast_of_two_class_sets_is_record_samples_with_a_target_mask(pipe):
+    hooked = HookedDiT(pipe.transformer)
+    rows, images, target = record_contrast(
+        pipe, hooked, HOOK, target=[3], rest=[5, 6], per_condition=2, seed=9, num_inference_steps=2, batch_size=3
+    )
+    expected_rows, expected_images = record_samples(
+        pipe, hooked, HOOK, [3, 3, 5, 5, 6, 6], seed=9, num_inference_steps=2, batch_size=3
+    )
+    np.testing.assert_array_equal(images, expected_images)
+    assert torch.equal(rows["activation"], expected_rows["activation"])
+    assert target.tolist() == [True, True, False, False, False, False]
+
+
+def test_record_contrast_of_two_prompt_sets_asks_the_pipeline_for_those_prompts():
+    from sae_lens_dit.toy.random_unet import random_sd_pipeline
+
+    pipe = random_sd_pipeline("sd")
+    pipe.set_progress_bar_config(disable=True)
+    asked: list[list[str]] = []
+    encode = pipe.encode_prompt
+
+    def spy(prompt, *args, **kwargs):
+        asked.append(list(prompt))
+        return encode(prompt, *args, **kwargs)
+
+    pipe.encode_prompt = spy
+    hooked = HookedDiT.from_pipeline(pipe)
+    hook = next(name for name in hooked.hook_names if name.endswith("hook_resid_post"))
+    rows, images, target = record_contrast(
+        pipe, hooked, hook, ["a red square"], ["a blue circle"], per_condition=2, seed=1, num_inference_steps=2
+    )
+    assert asked == [["a red square", "a red square", "a blue circle", "a blue circle"]]
+    assert target.tolist() == [True, True, False, False] and len(images) == 4
+    assert sorted(rows["image"].unique().tolist()) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="both class ids or both prompts"):
+        record_contrast(pipe, hooked, hook, ["a red square"], [3], per_condition=1, seed=1)
