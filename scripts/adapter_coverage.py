@@ -40,7 +40,6 @@ MEASURED_REASONS = {
     "LatteTransformer3DModel": "blocks alternate [B*F, HW, D] and [B*HW, F, D] layouts",
     "ChromaTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
     "AuraFlowTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
-    "HiDreamImageTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
     "QwenImage21Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence, image slots "
     "interleaved with the text (4 text + 4 image tokens: block input of 8)",
     "BriaFiboTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence (6 text + 16 "

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from sae_lens_dit.conventions import TIMESTEP_MAX, CfgOrder
 from sae_lens_dit.hooking.frames import FramesSpec, parse_frames
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
+from sae_lens_dit.hooking.token_spans import ImageCount, TokenSpan, check_submodule_spans, parse_image_tokens
 from sae_lens_dit.resources import adapters_dir
 
 logger = logging.getLogger(__name__)
@@ -38,12 +39,6 @@ CfgDetect = Literal["class_label", "equal_halves", "none"]
 """How uncond rows are found: by a null class label, by identical batch halves, or never."""
 Layout = Literal["tokens", "channels_first"]
 """Submodule output layout: [batch, tokens, d] or [batch, d, height, width]."""
-TokenSpan = Literal["all", "image_tail"]
-"""Which tokens of a stream are image tokens: all, or the last n after the text (a submodule's n: the block's
-image input; a joint [text | image] block stream's n: the call's `ImageCount`)."""
-ImageCount = Literal["sequence", "patches"]
-"""How a call's image tokens are counted from its latents: [batch, n, c] (packed), or [batch, c, h, w] in
-`config.patch_size` patches."""
 TimestepMap = Literal["affine", "edm_log_sigma"]
 """How the (affine-scaled) raw timestep becomes t: as is, or read as EDM's c_noise = 0.25 ln(sigma)."""
 
@@ -155,9 +150,9 @@ class StackSpec:
     optional: bool = False
     """If true, a transformer where the module path reaches no block (a UNet without a mid block) is fine."""
     tokens: TokenSpan = "all"
-    """`image_tail`: the block's stream is one joint [text | image] sequence (single-stream blocks of Chroma,
-    AuraFlow); its image hooks see the call's image tokens, the last `AdapterSpec.image_tokens` of them, and
-    `hook_txt_resid_post` the text tokens before them."""
+    """`image_tail` / `image_head`: the stream is one joint [text | image] / [image | rest] sequence (`token_spans`);
+    image hooks see the call's image tokens at that end, `hook_txt_resid_post` the rest (text, any padding)."""
+    text: bool = True  # joint stacks: whether the rest gets hook_txt_resid_post (false where it is padding alone)
 
 
 @dataclass(frozen=True)
@@ -175,7 +170,8 @@ class AdapterSpec:
     """Classifier-free guidance layout (named `guidance`: everywhere else in the package `cfg` is a config)."""
     stacks: tuple[StackSpec, ...]
     image_tokens: ImageCount | None = None
-    """How to count a call's image tokens (for stacks with `tokens: image_tail`); None: not needed."""
+    """How to count a call's image tokens (for stacks with `tokens: image_tail` or `image_head`); None: not needed."""
+    image_patch: int | str = "patch_size"  # image_tokens patches: a number or a config value (all_patch_size[0])
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
@@ -267,6 +263,7 @@ def _stack(fields: SpecFields) -> StackSpec:
             "update",
             "optional",
             "tokens",
+            "text",
         )
     )
     subs = fields.sub("submodules") if "submodules" in fields.data else None
@@ -282,6 +279,8 @@ def _stack(fields: SpecFields) -> StackSpec:
         fields.fail("module", f"expected a dotted attribute path, `*` for every index of a list; received {module!r}")
     if segments.count("*") > module.split(".").count("*"):
         fields.fail("prefix", f"{prefix!r} has more `*` than the module path {module!r} has indices to fill them")
+    submodules = tuple(_submodule(subs.sub(hook), hook) for hook in subs.data) if subs else ()
+    tokens = check_submodule_spans(fields, fields.choice("tokens", TokenSpan, "all"), submodules)
     return StackSpec(
         prefix=prefix,
         module=fields.get("module", str),
@@ -289,12 +288,13 @@ def _stack(fields: SpecFields) -> StackSpec:
         image_output=fields.get("image_output", int, None, nullable=True),
         text_output=fields.get("text_output", int, None, nullable=True),
         text_off_attribute=fields.get("text_off_attribute", str, None, nullable=True),
-        submodules=tuple(_submodule(subs.sub(hook), hook) for hook in subs.data) if subs else (),
+        submodules=submodules,
         layout=fields.choice("layout", Layout, "tokens"),
         width=fields.get("width", str, None, nullable=True),
         update=fields.get("update", bool, True),
         optional=fields.get("optional", bool, False),
-        tokens=fields.choice("tokens", TokenSpan, "all"),
+        tokens=tokens,
+        text=fields.get("text", bool, True),
     )
 
 
@@ -318,6 +318,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
             "stacks",
             "cfg",
             "image_tokens",
+            "image_patch",
             "frames",
         )
     )
@@ -328,9 +329,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
     if not stacks:
         top.fail("stacks", "expected at least one block list")
     parsed = tuple(_stack(SpecFields(source, f"stacks[{i}]", stack)) for i, stack in enumerate(stacks))
-    image_tokens = top.choice("image_tokens", ImageCount, None) if "image_tokens" in top.data else None
-    if image_tokens is None and any(stack.tokens == "image_tail" for stack in parsed):
-        top.fail("image_tokens", "a stack with tokens: image_tail needs image_tokens (sequence or patches)")
+    image_tokens, image_patch = parse_image_tokens(top, [stack.tokens for stack in parsed])
     prefixes = [stack.prefix for stack in parsed]
     if len(set(prefixes)) != len(prefixes):
         top.fail("stacks", f"prefixes must be unique, received {prefixes}")
@@ -343,22 +342,11 @@ def load_spec(path: str | Path) -> AdapterSpec:
         timestep=_timestep(top.sub("timestep")),
         guidance=_guidance(top.sub(_guidance_key(top))),
         stacks=parsed,
-        match_config=_match_config(top),
+        match_config=top.scalars("match_config") if "match_config" in top.data else (),
         image_tokens=image_tokens,
+        image_patch=image_patch,
         frames=parse_frames(top.sub("frames")) if "frames" in top.data else None,
     )
-
-
-def _match_config(top: SpecFields) -> tuple[tuple[str, Any], ...]:
-    if "match_config" not in top.data:
-        return ()
-    fields = top.sub("match_config")
-    if not fields.data:
-        top.fail("match_config", "expected at least one config key (or leave the section out)")
-    for key, value in fields.data.items():
-        if not isinstance(value, (str, int, float, bool)) and value is not None:
-            fields.fail(str(key), f"expected a scalar config value (string, number, bool or null), received {value!r}")
-    return tuple((str(key), value) for key, value in fields.data.items())
 
 
 def _guidance_key(top: SpecFields) -> str:

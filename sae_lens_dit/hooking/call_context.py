@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from sae_lens_dit.conventions import COND, UNCOND, CfgOrder, branch_order  # noqa: F401 (COND, UNCOND re-exported)
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError
+from sae_lens_dit.hooking.token_spans import batch_view, count_image_tokens, halves_equal, patch_size_of
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class CallReader:
         self._null_class = None
         self._patch = 1
         if spec.image_tokens == "patches":
-            self._patch = int(_config_value(spec, transformer, "patch_size"))
+            self._patch = patch_size_of(spec.image_patch, getattr(transformer, "config", None), str(spec.source))
         if guidance.detect == "class_label":
             self._class_labels = ArgSlot(transformer, guidance.class_argument)
             self._null_class = int(_config_value(spec, transformer, guidance.null_class_config))
@@ -124,20 +125,21 @@ class CallReader:
 
     def context(self, args: tuple, kwargs: dict[str, Any]) -> CallContext:
         guidance = self.spec.guidance
-        latents = self._latents.get(args, kwargs)
-        batch = latents.shape[0]
+        latents = self._latents.get(args, kwargs)  # a tensor [batch, ...], or a list of per-sample tensors
+        batch, row = batch_view(latents, self.spec.latents)  # row: [1, ...], shaped like one row of the latents
         rows = torch.arange(batch)
         branch = torch.zeros(batch, dtype=torch.long)
         doubled = _doubled_layout(batch, guidance.order)  # [batch] branch of a CFG-doubled batch
         is_doubled = False
         if guidance.detect == "equal_halves" and doubled is not None:
-            is_doubled = torch.equal(latents[: batch // 2], latents[batch // 2 :])
+            is_doubled = halves_equal(latents, batch)
         elif self._class_labels is not None:
             labels = self._class_labels.get(args, kwargs)
             if labels is not None:
                 branch = (torch.as_tensor(labels).reshape(-1).cpu() == self._null_class).long().expand(batch)
                 is_doubled = doubled is not None and torch.equal(branch, doubled)
-        n_image, frames = self._image_tokens(latents), self._frames(latents, args, kwargs)
+        n_image = count_image_tokens(self.spec.image_tokens, row, self._patch)
+        frames = self._frames(row, args, kwargs)
         timestep, per_token = self._timestep(args, kwargs, batch)
         if is_doubled:
             return CallContext(timestep, doubled, rows % (batch // 2), n_image, frames, per_token)
@@ -149,14 +151,6 @@ class CallReader:
             return None
         argument = self._frames_argument.get(args, kwargs) if self._frames_argument is not None else None
         return self.spec.frames.count(latents, argument, self._temporal_patch)
-
-    def _image_tokens(self, latents: Tensor) -> int | None:
-        """Image tokens per row of the call, counted from its latents as the spec says (None: not asked for)."""
-        if self.spec.image_tokens == "sequence":  # packed [batch, n, c]
-            return int(latents.shape[1])
-        if self.spec.image_tokens == "patches":  # [batch, c, h, w] in patch_size x patch_size patches
-            return int((latents.shape[-2] // self._patch) * (latents.shape[-1] // self._patch))
-        return None
 
     def _timestep(self, args: tuple, kwargs: dict[str, Any], batch: int) -> tuple[Tensor | None, Tensor | None]:
         """(t per row [batch], per-token t [batch, m] or None) of the call."""

@@ -102,37 +102,48 @@ def from_tokens(tokens: Tensor, like: Tensor, layout: Layout) -> Tensor:
 
 @dataclass
 class StreamView:
-    """How a hook sees a block's image stream: relaid from `layout` to [batch, tokens, d], and, for a joint
-    [text | image] stream, cut to its last `image_count()` tokens (the call's image tokens). `back` puts a
-    replacement of the view into the full stream; both are exact."""
+    """How a hook sees a block's image stream: relaid from `layout` to [batch, tokens, d], and, for a joint stream,
+    cut to the call's `image_count()` image tokens: the last ones of [text | image], or the first ones of
+    [image | rest] when `at_head` (`hooking.token_spans`). `back` puts a replacement of the view into the full
+    stream, `rest` / `back_rest` read and replace the other tokens (the text, and any padding); all are exact."""
 
     layout: Layout = "tokens"
     image_count: Callable[[], int | None] | None = None
+    at_head: bool = False
 
     def view(self, full: Tensor) -> Tensor:
         tokens = as_tokens(full, self.layout)
-        return tokens[:, -self._count(tokens) :] if self.image_count is not None else tokens
+        return tokens if self.image_count is None else self._split(tokens)[0]
 
     def back(self, full: Tensor, y: Tensor) -> Tensor:
         if self.image_count is not None:
-            tokens = as_tokens(full, self.layout)
-            y = torch.cat([tokens[:, : -self._count(tokens)], y], dim=1)
+            y = self._join(y, self._split(as_tokens(full, self.layout))[1])
         return from_tokens(y, full, self.layout)
 
-    def head(self, full: Tensor) -> Tensor:
-        """The text tokens of a joint stream (all but the image tail)."""
-        tokens = as_tokens(full, self.layout)
-        return tokens[:, : -self._count(tokens)]
+    def rest(self, full: Tensor) -> Tensor:
+        """The tokens of a joint stream beside the image span (the text, and any padding)."""
+        return self._split(as_tokens(full, self.layout))[1]
 
-    def back_head(self, full: Tensor, y: Tensor) -> Tensor:
-        tokens = as_tokens(full, self.layout)
-        return from_tokens(torch.cat([y, tokens[:, -self._count(tokens) :]], dim=1), full, self.layout)
+    def back_rest(self, full: Tensor, y: Tensor) -> Tensor:
+        image = self._split(as_tokens(full, self.layout))[0]
+        return from_tokens(self._join(image, y), full, self.layout)
+
+    def _split(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """(image span, rest) of a joint stream [batch, tokens, d]."""
+        n = self._count(tokens)
+        if self.at_head:
+            return tokens[:, :n], tokens[:, n:]
+        return tokens[:, tokens.shape[1] - n :], tokens[:, : tokens.shape[1] - n]
+
+    def _join(self, image: Tensor, rest: Tensor) -> Tensor:
+        return torch.cat([image, rest] if self.at_head else [rest, image], dim=1)
 
     def _count(self, tokens: Tensor) -> int:
         n = self.image_count()
         if not n or n > tokens.shape[1]:
+            layout = "[image | rest]" if self.at_head else "[text | image]"
             raise ValueError(
-                f"a joint [text | image] stream of {tokens.shape[1]} tokens but the call has {n} image tokens; "
+                f"a joint {layout} stream of {tokens.shape[1]} tokens but the call has {n} image tokens; "
                 f"check `image_tokens` in the adapter spec"
             )
         return n
@@ -219,11 +230,11 @@ class BlockOutputSite(Site):
         y = s.image_hook(x)
         if y is not x:
             streams[image], changed = s.view.back(streams[image], _checked(y, x, s.image_hook)), True
-        if s.text_hook is not None and s.view.image_count is not None:  # a joint stream: text is its head
-            x = s.view.head(streams[image])  # [batch, text_tokens, d_model]
+        if s.text_hook is not None and s.text_index is None:  # a joint stream: the text is the rest of it
+            x = s.view.rest(streams[image])  # [batch, text_tokens, d_model]
             y = s.text_hook(x)
             if y is not x:
-                streams[image], changed = s.view.back_head(streams[image], _checked(y, x, s.text_hook)), True
+                streams[image], changed = s.view.back_rest(streams[image], _checked(y, x, s.text_hook)), True
         elif s.text_hook is not None and streams[s.text_index] is not None:  # SD3's last block returns no text
             x = streams[s.text_index]  # [batch, text_tokens, d_model]
             y = s.text_hook(x)
@@ -263,12 +274,12 @@ class SubmoduleSite(Site):
     ):
         super().__init__([hook_point], on_change)
         self.block, self.submodule, self.spec, self.slot, self.hook_point = block, submodule, spec, slot, hook_point
-        # `image_tail`: the submodule sees [text | image]; its image tokens are the last as many as the call has
-        # (`image_count`, a joint block) or as the block's own image input has (counted by a pre-hook).
-        self._counts_input = spec.tokens == "image_tail" and image_count is None
+        # `image_tail` / `image_head`: the submodule sees [text | image] / [image | rest]; its image tokens are as many
+        # as the call has (`image_count`, a joint block) or as the block's own image input has (counted by a pre-hook).
+        self._counts_input = spec.tokens != "all" and image_count is None
         self._input_tokens = 0
         count = (lambda: self._input_tokens) if self._counts_input else image_count
-        self._view = StreamView(spec.layout, count if spec.tokens == "image_tail" else None)
+        self._view = StreamView(spec.layout, count if spec.tokens != "all" else None, spec.tokens == "image_head")
 
     def _register(self) -> list[RemovableHandle]:
         handles = [self._register_on_submodule()]

@@ -142,11 +142,9 @@ class HookedDiT(HookedRootModule):
             slot = ArgSlot(block, stack.input)
         except ValueError as error:
             raise AdapterSpecError(f"adapter {self.spec.name!r}: {error}; fix {self.spec.source}") from None
-        has_text = (
-            stack.tokens == "image_tail"
-            or stack.text_output is not None
-            and not (stack.text_off_attribute is not None and getattr(block, stack.text_off_attribute, False))
-        )
+        text_off = stack.text_off_attribute is not None and getattr(block, stack.text_off_attribute, False)
+        joint_text = stack.tokens != "all" and stack.text and stack.text_output is None  # the rest of a joint stream
+        has_text = joint_text or (stack.text_output is not None and not text_off)
         submodules = {sub.hook: submodule_at(block, sub.module, self.spec) for sub in stack.submodules}
         present = [sub for sub in stack.submodules if submodules[sub.hook] is not None or not sub.optional]
         for sub in present:
@@ -157,8 +155,8 @@ class HookedDiT(HookedRootModule):
                 )
         hooks = BlockHooks(has_text, [sub.hook for sub in present], has_update=stack.update)
         on_change = self._site_switched
-        joint = self._call_image_tokens if stack.tokens == "image_tail" else None  # a [text | image] stream
-        view = StreamView(stack.layout, joint)
+        joint = self._call_image_tokens if stack.tokens != "all" else None  # a joint stream, cut to its image span
+        view = StreamView(stack.layout, joint, stack.tokens == "image_head")
         streams = BlockStreams(
             image_index=stack.image_output,
             image_hook=hooks.hook_resid_post,

@@ -53,6 +53,18 @@ class SpecFields:
             self.fail(key, f"expected one of {list(allowed)}, received {value!r}")
         return value
 
+    def scalars(self, key: str) -> tuple[tuple[str, Any], ...]:
+        """A non-empty mapping of scalar values (`match_config`) as (key, value) pairs."""
+        fields = self.sub(key)
+        if not fields.data:
+            self.fail(key, "expected at least one config key (or leave the section out)")
+        for name, value in fields.data.items():
+            if not isinstance(value, (str, int, float, bool)) and value is not None:
+                fields.fail(
+                    str(name), f"expected a scalar config value (string, number, bool or null), received {value!r}"
+                )
+        return tuple((str(name), value) for name, value in fields.data.items())
+
     def sub(self, key: str) -> SpecFields:
         return SpecFields(self.source, f"{self.path}.{key}" if self.path else key, self.get(key, dict))
 

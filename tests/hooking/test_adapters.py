@@ -119,6 +119,29 @@ MALFORMED = [
     (_set("match_config", "learnable"), r"field 'match_config': expected dict"),
     (_set("transformer_classes", []), r"field 'transformer_classes': expected a non-empty list"),
     (lambda data: data["stacks"].append(copy.deepcopy(data["stacks"][0])), r"field 'stacks': prefixes must be unique"),
+    (
+        _set("stacks", 0, "tokens", "image_middle"),
+        r"field 'stacks\[0\].tokens': expected one of \['all', 'image_tail', 'image_head'\]",
+    ),
+    (_set("stacks", 0, "tokens", "image_head"), r"field 'image_tokens': a stack with tokens: image_tail or image_head"),
+    (
+        lambda data: (
+            data.update(image_tokens="patches")
+            or data["stacks"][0].update(tokens="image_head")
+            or data["stacks"][0]["submodules"]["mlp"].update(tokens="image_tail")
+        ),
+        r"field 'stacks\[0\].submodules.mlp.tokens': the stack's stream is cut with tokens: image_head",
+    ),
+    (_set("stacks", 0, "text", "no"), r"field 'stacks\[0\].text': expected bool"),
+    (_set("image_patch", 2), r"field 'image_patch': image_patch is the patch size of `image_tokens: patches`"),
+    (
+        lambda data: data.update(image_tokens="patches", image_patch="all_patch_size(0)"),
+        r"field 'image_patch': expected a config key like patch_size or all_patch_size\[0\]",
+    ),
+    (
+        lambda data: data.update(image_tokens="patches", image_patch=0),
+        r"field 'image_patch': expected a positive int or a config value name",
+    ),
 ]
 
 

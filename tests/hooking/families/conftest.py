@@ -40,6 +40,7 @@ from diffusers import (
     Flux3Transformer2DModel,
     GlmImageTransformer2DModel,
     HeliosTransformer3DModel,
+    HiDreamImageTransformer2DModel,
     HunyuanDiT2DModel,
     HunyuanImageTransformer2DModel,
     HunyuanVideo15Transformer3DModel,
@@ -84,6 +85,7 @@ class Stack:
     text_index: int | None = None  # where it holds the text stream (None: no text stream)
     submodules: dict[str, Submodule] = field(default_factory=dict)  # hook suffix -> Submodule
     joint_image_tokens: int | None = None  # a joint [text | image] stream (in and out): its last n are the image
+    image_first: bool = False  # the joint stream is [image | rest] instead: its first n are the image
 
 
 @dataclass(frozen=True)
@@ -96,15 +98,22 @@ class Family:
     pipeline_timestep: Callable[[Tensor, int], Tensor]  # scheduler timestep t, batch -> the `timestep` argument
     cfg: Literal["equal_halves", "separate_calls", "none"]  # how the pipelines lay out classifier-free guidance
     cond_first: bool = False  # equal_halves: the pipelines put the cond half first (most put uncond first)
+    latents_argument: str = "hidden_states"  # the forward argument with the latents
+    timestep_argument: str = "timestep"  # the forward argument with the timestep
 
     def make(self) -> nn.Module:
         torch.manual_seed(0)
         return self.build().eval()
 
     @staticmethod
+    def sample(output: Any) -> Tensor:
+        """The model output's sample as one tensor (Z-Image returns a list of per-sample tensors)."""
+        return torch.stack(output[0]) if isinstance(output[0], list) else output[0]
+
+    @staticmethod
     def run(model: nn.Module, inputs: dict[str, Any]) -> Tensor:
         with torch.no_grad():
-            return model(**inputs, return_dict=False)[0]
+            return Family.sample(model(**inputs, return_dict=False))
 
 
 def _whole(out: Tensor) -> Tensor:
@@ -1136,6 +1145,44 @@ def _omnigen_inputs(b: int) -> dict[str, Any]:
     }
 
 
+# --- HiDream-I1: double-stream blocks, then single-stream blocks over one joint [image | text] sequence -----------
+# 8x8 latents in 2x2 patches: 16 image tokens. The single-stream blocks get [image | T5 (8) and last Llama layer (8)
+# | the block's own Llama layer (8)]: the image is the FIRST 16 of 40 tokens. Each block is a wrapper around `.block`.
+
+
+def _hidream() -> nn.Module:
+    return HiDreamImageTransformer2DModel(
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_channels=[8, 4],
+        text_emb_dim=8,
+        num_routed_experts=2,
+        num_activated_experts=2,
+        axes_dims_rope=(4, 2, 2),
+        max_resolution=(32, 32),
+        llama_layers=(0, 1, 2, 3),  # one Llama layer per block
+    )
+
+
+def _hidream_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 4, 8, 8),
+        "timesteps": torch.rand(b) * 1000,
+        "encoder_hidden_states_t5": torch.randn(b, 8, 8),
+        "encoder_hidden_states_llama3": torch.randn(4, b, 8, 4),  # [Llama layers, batch, tokens, d]
+        "pooled_embeds": torch.randn(b, 8),
+    }
+
+
+def _joint_head(out: Tensor) -> Tensor:
+    return out[:, :JOINT_IMAGE_TOKENS]
+
+
 # --- FLUX.3: per-mode image blocks, then joint single blocks over [text | content] -------------------------------
 
 
@@ -1401,6 +1448,31 @@ FAMILIES: dict[str, Family] = {
         lambda t, b: 1 - _expanded(t, b) / 1000,
         "equal_halves",
         cond_first=True,  # OmniGenPipeline: torch.cat([latents] * 2), cond then uncond
+    ),
+    "hidream": Family(
+        "hidream",
+        _hidream,
+        _hidream_inputs,
+        {
+            "blocks": Stack(
+                "double_stream_blocks",
+                0,
+                1,
+                {"attn": ("block.attn1", 0, _whole), "mlp": ("block.ff_i", None, _whole)},
+            ),
+            "single_blocks": Stack(
+                "single_stream_blocks",
+                None,
+                None,
+                {"attn": ("block.attn1", None, _joint_head), "mlp": ("block.ff_i", None, _joint_head)},
+                JOINT_IMAGE_TOKENS,
+                image_first=True,
+            ),
+        },
+        _flow,
+        _expanded,  # HiDreamImagePipeline: timesteps=t.expand(batch), sigma * 1000
+        "equal_halves",
+        timestep_argument="timesteps",
     ),
     "qwenimage": Family(
         "qwenimage",

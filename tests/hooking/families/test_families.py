@@ -25,9 +25,15 @@ from sae_lens_dit import HookedDiT
 from sae_lens_dit.hooking.adapters import adapter_for
 
 
+def _joint(stack: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(image, rest) of a joint stream: [image | rest] for a stack whose image comes first, else [text | image]."""
+    n = stack.joint_image_tokens
+    return (x[:, :n], x[:, n:]) if stack.image_first else (x[:, x.shape[1] - n :], x[:, : x.shape[1] - n])
+
+
 def _streams(stack: Any, output: Any) -> tuple[Tensor, Tensor | None]:
-    if stack.joint_image_tokens:  # one [text | image] sequence
-        return output[:, -stack.joint_image_tokens :], output[:, : -stack.joint_image_tokens]
+    if stack.joint_image_tokens:  # one joint sequence
+        return _joint(stack, output)
     if stack.image_index is None:
         return output, None
     return output[stack.image_index], output[stack.text_index] if stack.text_index is not None else None
@@ -42,7 +48,7 @@ def _capture(family: Any, model: nn.Module, inputs: dict) -> dict[str, Tensor | 
 
             def pre(module, args, kwargs, key=f"{prefix}.{i}", stack=stack):
                 x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-                seen[f"{key}.hook_resid_pre"] = x[:, -stack.joint_image_tokens :] if stack.joint_image_tokens else x
+                seen[f"{key}.hook_resid_pre"] = _joint(stack, x)[0] if stack.joint_image_tokens else x
 
             def post(module, args, output, key=f"{prefix}.{i}", stack=stack):
                 image, text = _streams(stack, output)
@@ -89,7 +95,7 @@ def test_every_hook_equals_an_independent_torch_hook(family):
     seen = _capture(family, model, inputs)
     with torch.no_grad():
         out, cache = hooked.run_with_cache(**inputs, return_dict=False)
-    assert torch.equal(out[0], reference)  # caching every hook changes nothing
+    assert torch.equal(family.sample(out), reference)  # caching every hook changes nothing
     assert set(hooked.hook_names) == set(seen)
     for name in hooked.hook_names:
         assert cache[name].ndim == 3 and cache[name].shape[0] == 2, name  # [batch, tokens, d]
@@ -144,7 +150,7 @@ def test_the_timestep_is_the_scheduler_step_on_the_ddpm_scale(family):
 
     for step in (0, 2):
         t = scheduler.timesteps[step]
-        inputs = {**family.inputs(2), "timestep": family.pipeline_timestep(t, 2)}
+        inputs = {**family.inputs(2), family.timestep_argument: family.pipeline_timestep(t, 2)}
         with torch.no_grad():
             hooked.run_with_hooks(**inputs, return_dict=False, fwd_hooks=[("blocks.0.hook_resid_post", read)])
         expected = torch.full((2,), float(t))
@@ -157,10 +163,11 @@ def test_cfg_branches_are_labelled_as_the_pipelines_lay_them_out(family):
     hooked = HookedDiT(family.make())
     name = "blocks.0.hook_resid_post"
     inputs = family.inputs(2)
-    latents = inputs["hidden_states"]
+    latents = inputs[family.latents_argument]
+    first_twice = latents[:1] * 2 if isinstance(latents, list) else torch.cat([latents[:1], latents[:1]])
     if family.cfg == "none":
         # No guidance: even two identical latents in one batch are two cond samples.
-        same = {**inputs, "hidden_states": torch.cat([latents[:1], latents[:1]])}
+        same = {**inputs, family.latents_argument: first_twice}
         contexts = []
         hook = [(name, lambda x, hook: contexts.append(hooked.call_context))]
         with torch.no_grad():
@@ -168,7 +175,7 @@ def test_cfg_branches_are_labelled_as_the_pipelines_lay_them_out(family):
         assert contexts[0].branch.tolist() == [0, 0] and contexts[0].sample.tolist() == [0, 1]
     elif family.cfg == "equal_halves":
         # The pipeline's torch.cat([latents] * 2) with [negative | positive] text: same latents in both halves.
-        doubled = {**inputs, "hidden_states": torch.cat([latents[:1], latents[:1]])}
+        doubled = {**inputs, family.latents_argument: first_twice}
         contexts = []
         for call in (doubled, inputs):
             hook = [(name, lambda x, hook: contexts.append(hooked.call_context))]
@@ -182,7 +189,7 @@ def test_cfg_branches_are_labelled_as_the_pipelines_lay_them_out(family):
         with hooked.record([name], tokens_per_image=2) as rec, torch.no_grad():
             for t in (900.0, 900.0, 400.0, 400.0):
                 timestep = torch.full((1,), t)
-                hooked(**{**inputs, "timestep": family.pipeline_timestep(timestep, 2)}, return_dict=False)
+                hooked(**{**inputs, family.timestep_argument: family.pipeline_timestep(timestep, 2)}, return_dict=False)
         assert rec.branch.tolist() == [[0, 0], [1, 1], [0, 0], [1, 1]]
         assert rec.step.tolist() == [0, 0, 1, 1] and rec.sample_index.tolist() == [[0, 1]] * 4
         assert torch.allclose(rec.timesteps, torch.tensor([[900.0] * 2] * 2 + [[400.0] * 2] * 2), rtol=0, atol=1e-3)
@@ -351,3 +358,24 @@ def test_a_tide_sae_spliced_into_a_per_token_call_gets_each_tokens_timestep(fami
     with torch.no_grad():  # and a per-row t (the row's max) would have given another output
         per_row = sae(seen["x"], timestep=expected.amax(dim=1))
     assert not torch.allclose(per_row, sae(seen["x"], timestep=expected))
+
+
+def test_hidream_non_square_padding_is_cut_from_the_image_hooks(families):
+    """HiDream pads a non-square image's tokens to config.max_resolution's count (here 256) before its blocks; the
+    image hooks (`tokens: image_head`) see the real tokens only, the first (8 / 2) * (16 / 2) = 32."""
+    family = families["hidream"]
+    model = family.make()
+    hooked = HookedDiT(model)
+    inputs = {**family.inputs(1), "hidden_states": torch.randn(1, 4, 8, 16)}
+    seen = {}
+    handle = model.double_stream_blocks[0].register_forward_hook(lambda module, args, out: seen.update(out=out[0]))
+    names = ["blocks.0.hook_resid_post", "single_blocks.0.hook_resid_pre", "single_blocks.0.hook_txt_resid_post"]
+    try:
+        with torch.no_grad():
+            _, cache = hooked.run_with_cache(**inputs, names_filter=names)
+    finally:
+        handle.remove()
+    assert seen["out"].shape[1] == 256  # [image | padding], the double-stream blocks' image stream
+    assert torch.equal(cache["blocks.0.hook_resid_post"], seen["out"][:, :32])
+    assert cache["single_blocks.0.hook_resid_pre"].shape[1] == 32
+    assert cache["single_blocks.0.hook_txt_resid_post"].shape[1] == 256 - 32 + 3 * 8  # padding, then the text

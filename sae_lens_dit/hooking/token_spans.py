@@ -1,0 +1,110 @@
+"""Where a block stream's image tokens sit, and how many image tokens a call has.
+
+Why one home: joint single-stream blocks run one sequence in which the image is a contiguous span, at the tail
+after the text (`[text | image]`: Chroma, AuraFlow, FLUX.2, OmniGen) or at the head before it (`[image | text]`:
+HiDream's single-stream blocks, Z-Image's main layers), and a span may be followed by padding (Z-Image pads its
+image tokens to a multiple of 32; HiDream pads non-square images to `max_seq`). The adapter names the span
+(`tokens:`) and how to count a call's image tokens from its latents (`image_tokens:`, with the patch size from
+`image_patch:` where the config does not call it `patch_size`); `hook_sites.StreamView` cuts the span out exactly.
+Latents given as a list of per-sample tensors (Z-Image) are read as a batch of that many rows.
+
+>>> count_image_tokens("patches", torch.zeros(2, 16, 8, 6), 2), count_image_tokens("sequence", torch.zeros(2, 9, 4), 1)
+(12, 9)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
+
+TokenSpan = Literal["all", "image_tail", "image_head"]
+"""Which tokens of a stream are image tokens: all, the last n (`[text | image]`) or the first n (`[image | rest]`);
+a submodule's n: the block's image input; a joint block stream's n: the call's `ImageCount`."""
+ImageCount = Literal["sequence", "patches"]
+"""How a call's image tokens are counted from its latents: [batch, n, c] (packed), or image latents [batch, c, h, w]
+(or [batch, c, 1, h, w]) in patch x patch patches (the patch: `image_patch`, by default `config.patch_size`)."""
+
+_CONFIG_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\])?$")
+
+
+def parse_image_tokens(top: SpecFields, spans: list[TokenSpan]) -> tuple[ImageCount | None, int | str]:
+    """The top-level `image_tokens` and `image_patch` keys, checked against the stacks' token spans."""
+    count = top.choice("image_tokens", ImageCount, None) if "image_tokens" in top.data else None
+    if count is None and any(span != "all" for span in spans):
+        top.fail(
+            "image_tokens", "a stack with tokens: image_tail or image_head needs image_tokens (sequence or patches)"
+        )
+    patch = top.get("image_patch", (int, str), "patch_size")
+    if "image_patch" in top.data and count != "patches":
+        top.fail("image_patch", "image_patch is the patch size of `image_tokens: patches`; remove it or count patches")
+    if isinstance(patch, int) and patch < 1:
+        top.fail("image_patch", f"expected a positive int or a config value name, received {patch}")
+    if isinstance(patch, str) and not _CONFIG_REF.match(patch):
+        top.fail("image_patch", f"expected a config key like patch_size or all_patch_size[0], received {patch!r}")
+    return count, patch
+
+
+def check_submodule_spans(fields: SpecFields, stack_span: TokenSpan, submodules: tuple[Any, ...]) -> TokenSpan:
+    """`stack_span`, once every submodule of a joint stack (`tokens` other than all) has the same span or all."""
+    for sub in submodules:
+        if stack_span != "all" and sub.tokens not in ("all", stack_span):
+            fields.fail(
+                f"submodules.{sub.hook}.tokens",
+                f"the stack's stream is cut with tokens: {stack_span}, so its submodules' joint outputs are too; "
+                f"write tokens: {stack_span} (or all, for a submodule that sees the image alone), not {sub.tokens}",
+            )
+    return stack_span
+
+
+def patch_size_of(patch: int | str, config: Any, source: str) -> int:
+    """The patch size an `image_patch` value gives for one transformer's config."""
+    if isinstance(patch, int):
+        return patch
+    key, _, index = patch.partition("[")
+    value = getattr(config, key, None) if config is not None else None
+    if index and isinstance(value, (list, tuple)):
+        value = value[int(index[:-1])] if int(index[:-1]) < len(value) else None
+    if not isinstance(value, int) or value < 1:
+        raise AdapterSpecError(
+            f"adapter spec {source}: image_patch {patch!r} does not name a positive int config value of "
+            f"{type(config).__name__} (found {value!r}); fix the file"
+        )
+    return value
+
+
+def batch_view(latents: Any, name: str) -> tuple[int, Tensor]:
+    """(rows, a [1, ...] tensor shaped like one row) of the latents argument: a tensor [batch, ...], or a list of
+    per-sample tensors of one shape (Z-Image), which is read as a batch of len(list) rows."""
+    if isinstance(latents, Tensor):
+        return int(latents.shape[0]), latents[:1]
+    rows = list(latents) if isinstance(latents, (list, tuple)) else []
+    if not rows or not all(isinstance(row, Tensor) and row.shape == rows[0].shape for row in rows):
+        shapes = [tuple(row.shape) if isinstance(row, Tensor) else type(row).__name__ for row in rows]
+        raise ValueError(
+            f"the latents argument {name!r} is {type(latents).__name__} {shapes if rows else ''}; expected a tensor "
+            f"[batch, ...] or a list of per-sample tensors of one shape (nested lists, as Z-Image's omni mode passes, "
+            f"and samples of different sizes have no one image-token count per call)"
+        )
+    return len(rows), rows[0][None]
+
+
+def halves_equal(latents: Any, batch: int) -> bool:
+    """Whether the first and second half of the batch hold the same latents (a CFG-doubled batch)."""
+    half = batch // 2
+    if isinstance(latents, Tensor):
+        return torch.equal(latents[:half], latents[half:])
+    return all(torch.equal(a, b) for a, b in zip(latents[:half], latents[half:], strict=True))
+
+
+def count_image_tokens(count: ImageCount | None, row: Tensor, patch: int) -> int | None:
+    """Image tokens per row from one row's latents [1, ...] (None: the spec does not count them)."""
+    if count == "sequence":  # packed [batch, n, c]
+        return int(row.shape[1])
+    if count == "patches":  # [batch, c, h, w] in patch x patch patches
+        return int((row.shape[-2] // patch) * (row.shape[-1] // patch))
+    return None
