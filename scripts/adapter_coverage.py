@@ -36,7 +36,6 @@ NOT_IMAGE_OR_VIDEO = {
 """Classes of `diffusers.models.transformers` that are not image or video backbones."""
 
 MEASURED_REASONS = {
-    "ZImageTransformer2DModel": "latents and captions are passed as lists; reversed map (1000 - t) / 1000",
     "LatteTransformer3DModel": "blocks alternate [B*F, HW, D] and [B*HW, F, D] layouts",
     "ChromaTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
     "AuraFlowTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",

@@ -69,6 +69,7 @@ from diffusers import (
     WanAnimateTransformer3DModel,
     WanTransformer3DModel,
     WanVACETransformer3DModel,
+    ZImageTransformer2DModel,
 )
 from diffusers.models.embeddings import get_2d_rotary_pos_embed
 from torch import Tensor, nn
@@ -86,6 +87,7 @@ class Stack:
     submodules: dict[str, Submodule] = field(default_factory=dict)  # hook suffix -> Submodule
     joint_image_tokens: int | None = None  # a joint [text | image] stream (in and out): its last n are the image
     image_first: bool = False  # the joint stream is [image | rest] instead: its first n are the image
+    text: bool = True  # a joint stream's rest is text (hook_txt_resid_post), not padding alone
 
 
 @dataclass(frozen=True)
@@ -1183,6 +1185,37 @@ def _joint_head(out: Tensor) -> Tensor:
     return out[:, :JOINT_IMAGE_TOKENS]
 
 
+# --- Z-Image: noise refiner on the image, then layers over one [image | caption] sequence, latents as a list ------
+# Per-sample latents [16, 1, 8, 8] in 2x2 patches: 16 image tokens, padded with the model's pad token to 32; the
+# captions (6 and 36 tokens: ragged) to 32 and 64. The noise refiner sees [image | 16 pad], the layers each row's
+# [image | 16 pad | caption | caption pad] (and zeros to the longest row): the image is the FIRST 16 tokens.
+
+
+def _z_image() -> nn.Module:
+    return ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=16,
+        n_layers=2,
+        n_refiner_layers=2,
+        n_heads=1,
+        n_kv_heads=2,
+        qk_norm=True,
+        cap_feat_dim=16,
+        axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32],
+    )
+
+
+def _z_image_inputs(b: int) -> dict[str, Any]:
+    return {
+        "x": [torch.randn(16, 1, 8, 8) for _ in range(b)],
+        "t": torch.rand(b),
+        "cap_feats": [torch.randn(6 + 30 * (i % 2), 16) for i in range(b)],
+    }
+
+
 # --- FLUX.3: per-mode image blocks, then joint single blocks over [text | content] -------------------------------
 
 
@@ -1473,6 +1506,36 @@ FAMILIES: dict[str, Family] = {
         _expanded,  # HiDreamImagePipeline: timesteps=t.expand(batch), sigma * 1000
         "equal_halves",
         timestep_argument="timesteps",
+    ),
+    "z_image": Family(
+        "z_image",
+        _z_image,
+        _z_image_inputs,
+        {
+            "noise_refiner": Stack(
+                "noise_refiner",
+                None,
+                None,
+                {"attn": ("attention", None, _joint_head), "mlp": ("feed_forward", None, _joint_head)},
+                JOINT_IMAGE_TOKENS,
+                image_first=True,
+                text=False,
+            ),
+            "blocks": Stack(
+                "layers",
+                None,
+                None,
+                {"attn": ("attention", None, _joint_head), "mlp": ("feed_forward", None, _joint_head)},
+                JOINT_IMAGE_TOKENS,
+                image_first=True,
+            ),
+        },
+        _flow,
+        lambda t, b: (1000 - _expanded(t, b)) / 1000,  # ZImagePipeline: (1000 - t) / 1000, 0 = noise
+        "equal_halves",
+        cond_first=True,  # ZImagePipeline: latents.repeat(2, ...), prompt embeddings then negative ones
+        latents_argument="x",
+        timestep_argument="t",
     ),
     "qwenimage": Family(
         "qwenimage",

@@ -55,7 +55,7 @@ def _capture(family: Any, model: nn.Module, inputs: dict) -> dict[str, Tensor | 
                 seen[f"{key}.hook_resid_post"] = image
                 if image.shape == seen[f"{key}.hook_resid_pre"].shape:  # the update: output minus input
                     seen[f"{key}.hook_update"] = image - seen[f"{key}.hook_resid_pre"]
-                if text is not None:
+                if text is not None and stack.text:
                     seen[f"{key}.hook_txt_resid_post"] = text
 
             handles += [block.register_forward_pre_hook(pre, with_kwargs=True), block.register_forward_hook(post)]
@@ -379,3 +379,14 @@ def test_hidream_non_square_padding_is_cut_from_the_image_hooks(families):
     assert torch.equal(cache["blocks.0.hook_resid_post"], seen["out"][:, :32])
     assert cache["single_blocks.0.hook_resid_pre"].shape[1] == 32
     assert cache["single_blocks.0.hook_txt_resid_post"].shape[1] == 256 - 32 + 3 * 8  # padding, then the text
+
+
+def test_z_image_nested_latents_are_refused_naming_the_argument(families):
+    """Z-Image's omni mode passes nested lists ([condition images..., target] per sample) and lays its rows out
+    [caption | images | SigLIP]: no single image span, so the call is refused rather than recorded wrong."""
+    family = families["z_image"]
+    hooked = HookedDiT(family.make())
+    inputs = {**family.inputs(1), "x": [[torch.randn(16, 1, 8, 8), torch.randn(16, 1, 8, 8)]]}
+    with pytest.raises(ValueError, match="the latents argument 'x' is list"):
+        hooked.read_call((), inputs)  # what the hooks read at the call's first hook
+    assert hooked.read_call((), family.inputs(3)).image_tokens == 16  # a flat list: 3 rows of 4 x 4 tokens
