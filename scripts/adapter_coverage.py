@@ -50,9 +50,6 @@ MEASURED_REASONS = {
     "Ideogram4Transformer2DModel": "the cond call packs [left-padded text slots | image] into hidden_states (4 text "
     "slots + 16 image tokens: latents and block input of 20), so the latents do not count the image; the uncond call "
     "runs a second model (unconditional_transformer) on the 16 image tokens alone; reversed map 1 - sigma",
-    "BriaFibo2Transformer2DModel": "main blocks see [gist | image | context], or [image | context | gist] when a "
-    "batch's prompts give different gist counts (16 image + 8 gist tokens: image at 8-23 unpadded, at 0-15 with "
-    "gist counts 8 and 4): the image is at neither end in general; only the noise-refiner blocks are image-only",
     "DreamLiteTransformer2DModel": "the attention block inside DreamLiteUNetModel's levels (Transformer2DModel's "
     "continuous branch), not a backbone: the UNet calls it without a timestep; DreamLitePipeline calls the UNet",
     "JoyImageEditPlusTransformer3DModel": "rows are flat padded patches [target | references | padding] with lengths "
@@ -68,7 +65,12 @@ MEASURED_REASONS = {
 }
 """Why a class has no adapter, where that was measured on a tiny config (issue 17)."""
 
-PARTIAL = {"Lumina2Transformer2DModel": "noise-refiner blocks only; the joint blocks' rows are ragged"}
+PARTIAL = {
+    "Lumina2Transformer2DModel": "noise-refiner blocks only; the joint blocks' rows are ragged",
+    "BriaFibo2Transformer2DModel": "noise-refiner blocks only; the main blocks see [gist | image | context], or "
+    "[image | context | gist] when a batch's prompts give different gist counts (16 image + 8 gist tokens: image at "
+    "8-23 unpadded, at 0-15 with gist counts 8 and 4)",
+}
 """Classes whose adapter hooks only part of the model, and what is left out."""
 
 

@@ -20,6 +20,7 @@ from diffusers import (
     AllegroTransformer3DModel,
     AnyFlowTransformer3DModel,
     AuraFlowTransformer2DModel,
+    BriaFibo2Transformer2DModel,
     BriaFiboTransformer2DModel,
     BriaTransformer2DModel,
     ChromaTransformer2DModel,
@@ -1216,6 +1217,40 @@ def _z_image_inputs(b: int) -> dict[str, Any]:
     }
 
 
+# --- Bria FIBO 2 (partial): the noise refiner over [image | context images] ---------------------------------------
+# 8x8 latents in 2x2 patches: 16 image tokens, then a 6x10 image to edit: 15 context tokens.
+
+
+def _bria_fibo2() -> nn.Module:
+    return BriaFibo2Transformer2DModel(
+        in_channels=4,
+        patch_size=2,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=2,
+        n_heads=2,
+        cap_feat_dim=24,
+        injection_layer_ids=(1,),
+        perceiver_num_layers=1,
+        min_num_gist_tokens=4,
+        max_num_gist_tokens=8,
+        gist_step=4,
+        gist_min_text_len=4,
+        gist_max_text_len=16,
+        axes_dims=(4, 6, 6),
+        axes_lens=(16, 16, 16),
+    )
+
+
+def _bria_fibo2_inputs(b: int) -> dict[str, Any]:
+    return {
+        "hidden_states": torch.randn(b, 4, 8, 8),
+        "timestep": torch.rand(b),
+        "encoder_hidden_states": torch.randn(b, 2, 6, 24),  # the Perceiver's bundle, then one per injection block
+        "context_latents": [torch.randn(b, 4, 6, 10)],
+    }
+
+
 # --- FLUX.3: per-mode image blocks, then joint single blocks over [text | content] -------------------------------
 
 
@@ -1536,6 +1571,25 @@ FAMILIES: dict[str, Family] = {
         cond_first=True,  # ZImagePipeline: latents.repeat(2, ...), prompt embeddings then negative ones
         latents_argument="x",
         timestep_argument="t",
+    ),
+    "bria_fibo2": Family(
+        "bria_fibo2",
+        _bria_fibo2,
+        _bria_fibo2_inputs,
+        {
+            "noise_refiner": Stack(
+                "noise_refiner",
+                None,
+                None,
+                {"attn": ("attention", None, _joint_head), "mlp": ("feed_forward", None, _joint_head)},
+                JOINT_IMAGE_TOKENS,
+                image_first=True,
+                text=False,
+            )
+        },
+        _flow,
+        lambda t, b: _expanded(t, b) / 1000,  # BriaFibo2Pipeline: t.expand(batch) / 1000
+        "separate_calls",
     ),
     "qwenimage": Family(
         "qwenimage",

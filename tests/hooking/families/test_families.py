@@ -139,6 +139,10 @@ def test_zeroing_an_image_hook_leaves_the_text_stream_untouched(family):
                     assert torch.equal(text, clean_text), name
 
 
+def _first_hook(family: Any) -> str:
+    return f"{next(iter(family.stacks))}.0.hook_resid_post"  # blocks.0 (the noise refiner where only it is hooked)
+
+
 def test_the_timestep_is_the_scheduler_step_on_the_ddpm_scale(family):
     hooked = HookedDiT(family.make())
     scheduler = family.scheduler()
@@ -152,7 +156,7 @@ def test_the_timestep_is_the_scheduler_step_on_the_ddpm_scale(family):
         t = scheduler.timesteps[step]
         inputs = {**family.inputs(2), family.timestep_argument: family.pipeline_timestep(t, 2)}
         with torch.no_grad():
-            hooked.run_with_hooks(**inputs, return_dict=False, fwd_hooks=[("blocks.0.hook_resid_post", read)])
+            hooked.run_with_hooks(**inputs, return_dict=False, fwd_hooks=[(_first_hook(family), read)])
         expected = torch.full((2,), float(t))
         assert 0.0 <= float(t) <= 1000.0
         assert torch.allclose(seen[-1], expected, rtol=0, atol=1e-3), (step, seen[-1], t)
@@ -161,7 +165,7 @@ def test_the_timestep_is_the_scheduler_step_on_the_ddpm_scale(family):
 
 def test_cfg_branches_are_labelled_as_the_pipelines_lay_them_out(family):
     hooked = HookedDiT(family.make())
-    name = "blocks.0.hook_resid_post"
+    name = _first_hook(family)
     inputs = family.inputs(2)
     latents = inputs[family.latents_argument]
     first_twice = latents[:1] * 2 if isinstance(latents, list) else torch.cat([latents[:1], latents[:1]])
