@@ -111,7 +111,7 @@ def table() -> str:
             covered += 1
             for spec in claims:
                 cfg = spec.guidance.detect + (", separate calls" if spec.guidance.separate_calls else "")
-                partial = f" (partial: {PARTIAL[name]})" if name in PARTIAL else ""
+                partial = f" (partial: {PARTIAL[name]})".replace("|", "\\|") if name in PARTIAL else ""
                 rows.append(f"| {name} | `{spec.name}.yaml`{partial} | {_timestep(spec)} | {cfg} |")
         else:
             reason = MEASURED_REASONS.get(name, "not checked yet").replace("|", "\\|")
