@@ -39,8 +39,10 @@ MEASURED_REASONS = {
     "LatteTransformer3DModel": "blocks alternate [B*F, HW, D] and [B*HW, F, D] layouts",
     "ChromaTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
     "AuraFlowTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
-    "QwenImage21Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence, image slots "
-    "interleaved with the text (4 text + 4 image tokens: block input of 8)",
+    "QwenImage21Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence, condition-image "
+    "slots interleaved with the text (4 text + 4 image tokens: block input of 8); the target image is the tail, but "
+    "its token count is prod(img_shapes[0][-1]), not the latents' (which hold the condition images too), and the "
+    "schema counts image tokens from the latents only (read from the source)",
     "BriaFiboTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence (6 text + 16 "
     "image tokens: single-block input of 22)",
     "Krea2Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence (4 text + 4 image "
@@ -66,7 +68,9 @@ MEASURED_REASONS = {
 """Why a class has no adapter, where that was measured on a tiny config (issue 17)."""
 
 PARTIAL = {
-    "Lumina2Transformer2DModel": "noise-refiner blocks only; the joint blocks' rows are ragged",
+    "Lumina2Transformer2DModel": "noise-refiner blocks only; the joint blocks' rows are [caption | image | pad] with "
+    "the caption's own length per row (captions of 10 and 16 tokens, 64 image tokens: image at 10-73 and 16-79 of "
+    "80), a per-row span the schema has no key for",
     "BriaFibo2Transformer2DModel": "noise-refiner blocks only; the main blocks see [gist | image | context], or "
     "[image | context | gist] when a batch's prompts give different gist counts (16 image + 8 gist tokens: image at "
     "8-23 unpadded, at 0-15 with gist counts 8 and 4)",
