@@ -55,8 +55,13 @@ def preview_window(stats: LatentTimestepStats, latent: int) -> tuple[float, floa
 
 
 class SteeringPreviews:
-    """Before / after thumbnails of one SAE's latents (see `steering_previews`): `prepare` samples every preview
-    the pages will ask for in batched pipeline calls; calling the object returns one page's previews."""
+    """The previews of one SAE's pages: before / after thumbnails of one sample of a class with the latent clamped
+    at `steering_strength` x its typical active value, then zeroed, on every token inside its own timestep window
+    (`preview_window`). Call `.prepare(pages, summary)` with every (latent, class) the pages will show to sample
+    them in batches; then `previews(latent, class, summary, files, folder)` per page. The unedited sample of each
+    class is generated once (shared through `befores` by the SAEs of one backbone); with a `cache`, every sample
+    is kept under `key` (which must determine the backbone, the SAE and the settings: `build` hashes them) and
+    reused by the next build. Call `.save()` once every page is built."""
 
     OPS = ("clamp", "zero")
 
@@ -214,22 +219,5 @@ class SteeringPreviews:
             self.cache.save(self.rel, self.key, {**self.cached[0], **self.used})
 
 
-def steering_previews(
-    pipe: Any,
-    hooked: HookedDiT,
-    sae: Any,
-    traj: Trajectories,
-    cfg: DashboardConfig,
-    cache: Cache | None = None,
-    key: str = "",
-    befores: dict[int, Tensor] | None = None,
-    progress: bool = False,
-) -> SteeringPreviews:
-    """The previews of one SAE's pages: before / after thumbnails of one sample of a class with the latent clamped
-    at `steering_strength` x its typical active value, then zeroed, on every token inside its own timestep window
-    (`preview_window`). Call `.prepare(pages, summary)` with every (latent, class) the pages will show to sample
-    them in batches; then `previews(latent, class, summary, files, folder)` per page. The unedited sample of each
-    class is generated once (shared through `befores` by the SAEs of one backbone); with a `cache`, every sample
-    is kept under `key` (which must determine the backbone, the SAE and the settings: `build` hashes them) and
-    reused by the next build. Call `.save()` once every page is built."""
-    return SteeringPreviews(pipe, hooked, sae, traj, cfg, cache, key, befores, progress)
+steering_previews = SteeringPreviews
+"""The name `build` and earlier code construct previews by."""
