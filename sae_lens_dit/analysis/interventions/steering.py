@@ -130,6 +130,8 @@ class _SAESteering:
         )
 
     def _region(self, position: int, edit: LatentEdit, n_tokens: int) -> Tensor | None:
+        if edit.box is None and edit.mask is None and edit.tokens is None:
+            return None  # every token: no token grid needed (video hooks have frames, not one grid)
         key = (position, n_tokens)
         if key not in self._regions:
             self._regions[key] = region_mask(self.hooked.token_grid(n_tokens), edit.box, edit.mask, edit.tokens)
@@ -189,8 +191,7 @@ class _SAESteering:
         ctx = self.hooked.call_context
         codes = None
         if self._needs_codes:
-            timestep = ctx.timestep
-            with torch.no_grad(), timestep_scope(sae, timestep[idx].to(device) if timestep is not None else None):
+            with torch.no_grad(), timestep_scope(sae, _rows_timestep(ctx, n_tokens, idx, device)):
                 codes = sae.encode(x)  # [r, tokens, d_sae]
             old = codes[..., self.columns]
         else:
@@ -238,7 +239,7 @@ class _SAESteering:
             edited[..., self.columns] = new
             with (
                 torch.no_grad(),
-                timestep_scope(sae, ctx.timestep[idx].to(device) if ctx.timestep is not None else None),
+                timestep_scope(sae, _rows_timestep(ctx, n_tokens, idx, device)),
             ):
                 out[idx.to(activation.device)] = sae.decode(edited).to(activation.device, activation.dtype)
             return out
@@ -345,3 +346,9 @@ def steer(
         return
     with hooked.listening(steps), hooked.hooks(fwd_hooks=fwd_hooks):
         yield trace
+
+
+def _rows_timestep(ctx: Any, n_tokens: int, idx: Tensor, device: torch.device) -> Tensor | None:
+    """The encoded rows' timesteps: [rows], or [rows, tokens] where the call has per-token timesteps."""
+    timestep = ctx.timestep_at(n_tokens)
+    return timestep[idx].to(device) if timestep is not None else None

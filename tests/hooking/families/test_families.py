@@ -394,3 +394,38 @@ def test_z_image_nested_latents_are_refused_naming_the_argument(families):
     with pytest.raises(ValueError, match="the latents argument 'x' is list"):
         hooked.read_call((), inputs)  # what the hooks read at the call's first hook
     assert hooked.read_call((), family.inputs(3)).image_tokens == 16  # a flat list: 3 rows of 4 x 4 tokens
+
+
+def test_steering_a_tide_sae_in_a_per_token_call_encodes_each_token_at_its_own_timestep(families):
+    from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
+    from sae_lens_dit.analysis.interventions.steering import steer
+    from sae_lens_dit.saes.tide_sae import TideSAE, TideSAEConfig
+
+    family, inputs, _, expected = _per_token_case(families, "wan")
+    model = family.make()
+    hooked = HookedDiT(model)
+    hook = "blocks.0.hook_resid_post"
+    torch.manual_seed(2)
+    config = dict(apply_b_dec_to_input=True, normalize_activations="none", rescale_acts_by_decoder_norm=False)
+    sae = TideSAE(TideSAEConfig(d_in=hooked.d_in(hook), d_sae=48, k=4, **config))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        for parameter in sae.timestep_mlp.parameters():
+            parameter.normal_(0, 0.3)
+    sae.cfg.metadata.hook_name = hook
+
+    def edited(module, args, output):  # reference: encode at each token's t, add 2 to latent 5, decode at that t
+        codes = sae.encode(output, timestep=expected)
+        codes[..., 5] += 2.0
+        return sae.decode(codes, timestep=expected)
+
+    handle = model.blocks[0].register_forward_hook(edited)
+    try:
+        with torch.no_grad():
+            reference = family.run(model, inputs)
+    finally:
+        handle.remove()
+    spec = SteeringSpec([LatentEdit(hook, [5], "add", 2.0)])
+    with torch.no_grad(), steer(hooked, [sae], spec, use_error_term=False):
+        steered = family.run(model, inputs)
+    torch.testing.assert_close(steered, reference, rtol=1e-5, atol=1e-5)
