@@ -329,21 +329,28 @@ def test_per_token_timesteps_reach_every_recorded_row(families, name):
     torch.testing.assert_close(rows["timestep"], expected[0, rows["token"]], rtol=0, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["wan", "skyreels_v2"])
-def test_a_tide_sae_spliced_into_a_per_token_call_gets_each_tokens_timestep(families, name):
+def _random_tide(hooked: HookedDiT, hook: str, seed: int) -> Any:
+    """A random TIDE SAE at `hook` whose timestep terms are far from identity, so a wrong t shows."""
     from sae_lens_dit.saes.tide_sae import TideSAE, TideSAEConfig
 
-    family, inputs, _, expected = _per_token_case(families, name)
-    model = family.make()
-    hooked = HookedDiT(model)
-    hook = "blocks.0.hook_resid_post"
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     config = dict(apply_b_dec_to_input=True, normalize_activations="none", rescale_acts_by_decoder_norm=False)
     sae = TideSAE(TideSAEConfig(d_in=hooked.d_in(hook), d_sae=48, k=4, **config))
     with torch.no_grad():
         sae.W_enc.normal_(0, 0.3)
         for parameter in sae.timestep_mlp.parameters():
-            parameter.normal_(0, 0.3)  # timestep terms far from identity, so a wrong t shows
+            parameter.normal_(0, 0.3)
+    sae.cfg.metadata.hook_name = hook
+    return sae
+
+
+@pytest.mark.parametrize("name", ["wan", "skyreels_v2"])
+def test_a_tide_sae_spliced_into_a_per_token_call_gets_each_tokens_timestep(families, name):
+    family, inputs, _, expected = _per_token_case(families, name)
+    model = family.make()
+    hooked = HookedDiT(model)
+    hook = "blocks.0.hook_resid_post"
+    sae = _random_tide(hooked, hook, seed=1)
     seen: dict[str, Tensor] = {}
 
     def replace(module, args, output):  # independent reference: the block output through sae(x, t per token)
@@ -355,7 +362,6 @@ def test_a_tide_sae_spliced_into_a_per_token_call_gets_each_tokens_timestep(fami
         reference = family.run(model, inputs)
     finally:
         handle.remove()
-    sae.cfg.metadata.hook_name = hook
     with torch.no_grad(), hooked.saes([sae], use_error_term=False):
         spliced = family.run(model, inputs)
     torch.testing.assert_close(spliced, reference, rtol=0, atol=0)
@@ -399,20 +405,12 @@ def test_z_image_nested_latents_are_refused_naming_the_argument(families):
 def test_steering_a_tide_sae_in_a_per_token_call_encodes_each_token_at_its_own_timestep(families):
     from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
     from sae_lens_dit.analysis.interventions.steering import steer
-    from sae_lens_dit.saes.tide_sae import TideSAE, TideSAEConfig
 
     family, inputs, _, expected = _per_token_case(families, "wan")
     model = family.make()
     hooked = HookedDiT(model)
     hook = "blocks.0.hook_resid_post"
-    torch.manual_seed(2)
-    config = dict(apply_b_dec_to_input=True, normalize_activations="none", rescale_acts_by_decoder_norm=False)
-    sae = TideSAE(TideSAEConfig(d_in=hooked.d_in(hook), d_sae=48, k=4, **config))
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 0.3)
-        for parameter in sae.timestep_mlp.parameters():
-            parameter.normal_(0, 0.3)
-    sae.cfg.metadata.hook_name = hook
+    sae = _random_tide(hooked, hook, seed=2)
 
     def edited(module, args, output):  # reference: encode at each token's t, add 2 to latent 5, decode at that t
         codes = sae.encode(output, timestep=expected)
