@@ -11,6 +11,7 @@ or shapes differ from what the config implies, NaN or inf weights.
     SAE.load_from_disk(path, converter=validated_disk_loader)
     SAE.from_pretrained(repo_id, sae_id, converter=validated_huggingface_loader)
     load_sae_folder(path, device)   # the same, with the folder and the device checked first
+    weights_digest(sae)             # a fingerprint of the weights, for files that name latents by index
 
 `TideSAE` runs the weights checks itself (`check_state_dict`), so even SAELens's default loaders
 cannot load a TIDE SAE whose weights disagree with its config.
@@ -18,6 +19,7 @@ cannot load a TIDE SAE whose weights disagree with its config.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -182,3 +184,16 @@ def load_sae_folder(folder: str | Path, device: str = "cpu") -> SAE[Any]:
     if not (folder / SAE_CFG_FILENAME).is_file():
         raise FileNotFoundError(f"not an SAE folder (no {SAE_CFG_FILENAME}): {folder}")
     return SAE.load_from_disk(str(folder), device=device, converter=validated_disk_loader)
+
+
+def weights_digest(sae: SAE[Any]) -> str:
+    """A short fingerprint of `sae`'s weights (sha256 of every parameter and buffer as float32, by name).
+
+    A steering spec names latents by index; the index means a feature only for the weights it was chosen
+    on. Specs store this digest next to their SAE source so a retrained SAE is refused, not silently edited.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(sae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

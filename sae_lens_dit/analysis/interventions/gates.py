@@ -39,6 +39,9 @@ class Gate:
     """Code (latents) or logit (probe) a token must exceed."""
     invert: bool = False
     """Apply the edit outside the gate instead."""
+    grow: int = 0
+    """Tokens to grow the gate by on the image's token grid (8-neighbourhood, before `invert`); negative
+    shrinks it. Lets an edit reach the ring around a shape (make it larger) or only its rim (smaller)."""
 
     def __post_init__(self) -> None:
         if (self.latents is None) == (self.probe is None):
@@ -52,6 +55,8 @@ class Gate:
             raise FileNotFoundError(f"gate probe {self.probe} does not exist; fit one with gates.fit_probe(...).save()")
         if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
             raise ValueError(f"gate threshold must be a finite number, received {self.threshold!r}")
+        if not isinstance(self.grow, int) or isinstance(self.grow, bool):
+            raise ValueError(f"gate grow must be a whole number of tokens, received {self.grow!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Gate:
@@ -62,11 +67,18 @@ class Gate:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
-        return {k: v for k, v in out.items() if not (k == "threshold" and v == 0.0) and not (k == "invert" and not v)}
+        defaults = {"threshold": 0.0, "invert": False, "grow": 0}
+        return {k: v for k, v in out.items() if not (k in defaults and v == defaults[k])}
 
-    def inside(self, activation: Tensor, codes: Tensor | None, probe: LinearProbe | None = None) -> Tensor:
+    def inside(
+        self,
+        activation: Tensor,
+        codes: Tensor | None,
+        probe: LinearProbe | None = None,
+        grid: tuple[int, int] | None = None,
+    ) -> Tensor:
         """[rows, tokens] bool from the unedited `activation` [rows, tokens, d] and its SAE `codes`
-        [rows, tokens, d_sae] (needed for a latent gate)."""
+        [rows, tokens, d_sae] (needed for a latent gate); `grid` (rows, columns) of the tokens, needed to grow."""
         if self.latents is not None:
             if codes is None:
                 raise ValueError("a latent gate needs the SAE's codes of the activation")
@@ -74,7 +86,26 @@ class Gate:
         else:
             probe = probe if probe is not None else LinearProbe.load(self.probe)
             inside = probe.logits(activation) > self.threshold
+        if self.grow:
+            if grid is None:
+                raise ValueError("a gate with `grow` needs the token grid of the image")
+            inside = grow_mask(inside, grid, self.grow)
         return ~inside if self.invert else inside
+
+
+def grow_mask(inside: Tensor, grid: tuple[int, int], by: int) -> Tensor:
+    """[rows, tokens] bool grown by `by` tokens (8-neighbourhood) on the row-major `grid`; negative shrinks
+    (a token stays only if every token within |by| of it, inside the image, is inside)."""
+    rows, cols = grid
+    if inside.shape[-1] != rows * cols:
+        raise ValueError(f"gate covers {inside.shape[-1]} tokens but the grid {rows} x {cols} has {rows * cols}")
+    image = inside.reshape(-1, 1, rows, cols).float()
+    size = 2 * abs(by) + 1
+    if by > 0:
+        grown = torch.nn.functional.max_pool2d(image, size, stride=1, padding=abs(by)) > 0
+    else:  # shrink = not (grow the outside); the border of the image does not count as outside
+        grown = -torch.nn.functional.max_pool2d(-image, size, stride=1, padding=abs(by)) > 0
+    return grown.reshape(inside.shape)
 
 
 @dataclass(frozen=True)

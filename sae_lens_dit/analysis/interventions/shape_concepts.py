@@ -42,6 +42,7 @@ from sae_lens_dit.analysis.interventions.windows import commitment_curve, grow_w
 from sae_lens_dit.conventions import TIDE_ARCHITECTURE, TIMESTEP_MAX, sae_id
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
 from sae_lens_dit.hooking.hooked import HookedDiT
+from sae_lens_dit.saes.loading import weights_digest
 from sae_lens_dit.toy.backbones import (
     MeasuredFactors,
     load_tiny_classifier,
@@ -384,6 +385,8 @@ def build_shape_concepts(
     concepts = tune_shape_concepts(pipe, hooked, saes, samples, gates, tuning, classify, hue_hook, steps, log)
     out = {}
     for name, (spec, description, measured) in concepts.items():
-        sources = tuple(SAESource(release=release, sae_id=sae_ids[hook]) for hook in spec.hooks)
+        sources = tuple(
+            SAESource(release=release, sae_id=sae_ids[hook], weights=weights_digest(saes[hook])) for hook in spec.hooks
+        )
         out[name] = (SteeringSpec(spec.edits, sources), description, measured)
     return write_concepts(folder, out)

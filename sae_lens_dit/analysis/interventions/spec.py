@@ -26,7 +26,7 @@ from torch import Tensor
 from sae_lens_dit.analysis.interventions.gates import Gate
 from sae_lens_dit.conventions import BRANCHES, Branch
 from sae_lens_dit.guards.config import check_keys, read_config_file
-from sae_lens_dit.saes.loading import load_sae_folder
+from sae_lens_dit.saes.loading import load_sae_folder, weights_digest
 
 Operation = Literal["add", "clamp", "scale", "zero", "swap"]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
@@ -162,11 +162,14 @@ class LatentEdit:
 
 @dataclass(frozen=True)
 class SAESource:
-    """Where an SAE of a spec comes from: a release id and SAE id (SAE.from_pretrained), or a folder."""
+    """Where an SAE of a spec comes from: a release id and SAE id (SAE.from_pretrained), or a folder.
+    `weights`: the `weights_digest` of the SAE the spec's latent ids were chosen on; loading any other
+    weights under that name is refused (the ids would name other features)."""
 
     release: str | None = None
     sae_id: str | None = None
     path: str | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.release is None or self.sae_id is None):
@@ -174,8 +177,17 @@ class SAESource:
 
     def load(self, device: str = "cpu") -> SAE:
         if self.path is not None:
-            return load_sae_folder(self.path, device=device)
-        return SAE.from_pretrained(self.release, self.sae_id, device=device)
+            sae = load_sae_folder(self.path, device=device)
+        else:
+            sae = SAE.from_pretrained(self.release, self.sae_id, device=device)
+        if self.weights is not None and weights_digest(sae) != self.weights:
+            where = self.path or f"{self.release} {self.sae_id}"
+            raise ValueError(
+                f"the SAE {where} is not the one this spec was built on (weights {weights_digest(sae)}, spec "
+                f"says {self.weights}), so its latent ids name other features; rebuild the spec on these weights "
+                "(scripts/build_concepts.py for concepts), or delete its `weights:` line to apply it anyway"
+            )
+        return sae
 
 
 @dataclass(frozen=True)

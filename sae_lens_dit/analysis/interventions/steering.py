@@ -203,7 +203,8 @@ class _SAESteering:
             where = torch.zeros(len(idx), n_tokens, dtype=torch.bool, device=device)
             where[position[rows]] = True if region is None else region.to(device)
             if edit.gate is not None:
-                where &= edit.gate.inside(x, codes, self._probes.get(edit.gate.probe)).to(device)
+                grid = self.hooked.token_grid(n_tokens) if edit.gate.grow else None
+                where &= edit.gate.inside(x, codes, self._probes.get(edit.gate.probe), grid).to(device)
             changed_tokens = int(where.sum())
             where = where[..., None]  # [r, tokens, 1]
             cols = [self._index[i] for i in edit.latents]

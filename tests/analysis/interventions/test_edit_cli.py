@@ -88,6 +88,8 @@ def test_bundled_shapes_concepts_load_and_name_what_the_release_has(tmp_path):
     for name, entry in index.items():
         spec = load_concept(folder, name)
         assert {s.sae_id for s in spec.saes} <= set(hooks) and spec.edits, name
+        assert all(s.weights for s in spec.saes), name  # pinned to the weights the latents were chosen on
+        assert [sae.cfg.metadata.hook_name for sae in spec.load_saes()] == [hooks[s.sae_id] for s in spec.saes]
         for edit in spec.edits:
             if edit.gate is not None:
                 assert LinearProbe.load(edit.gate.probe).hook == edit.hook

@@ -127,6 +127,44 @@ def test_gate_inside_is_a_threshold_of_codes_or_logits(tmp_path):
         assert torch.equal(inverted.inside(activation, None), logit <= threshold)
 
 
+def _grown_by_hand(inside: torch.Tensor, grid: tuple[int, int], by: int) -> torch.Tensor:
+    """Token by token: grown = any inside token within Chebyshev distance `by`; shrunk = all of them."""
+    rows, cols = grid
+    out = torch.zeros_like(inside)
+    for r in range(inside.shape[0]):
+        for i in range(rows * cols):
+            y, x = divmod(i, cols)
+            near = [
+                inside[r, yy * cols + xx]
+                for yy in range(max(0, y - abs(by)), min(rows, y + abs(by) + 1))
+                for xx in range(max(0, x - abs(by)), min(cols, x + abs(by) + 1))
+            ]
+            out[r, i] = any(near) if by > 0 else all(near)
+    return out
+
+
+@pytest.mark.parametrize("by", [1, 2, -1])
+def test_grown_gate_is_the_hand_dilation_or_erosion_on_the_token_grid(by):
+    generator = torch.Generator().manual_seed(10 + by)
+    grid = (4, 5)  # not square: rows and columns must not be swapped
+    codes = torch.relu(torch.randn(3, 20, 6, generator=generator))
+    activation = torch.randn(3, 20, D, generator=generator)
+    plain = Gate(latents=(1,), threshold=0.8 if by > 0 else 0.2).inside(activation, codes)
+    expected = _grown_by_hand(plain, grid, by)
+    assert not torch.equal(expected, plain)
+    gate = Gate(latents=(1,), threshold=0.8 if by > 0 else 0.2, grow=by)
+    assert torch.equal(gate.inside(activation, codes, grid=grid), expected)
+    inverted = Gate(latents=(1,), threshold=0.8 if by > 0 else 0.2, grow=by, invert=True)
+    assert torch.equal(inverted.inside(activation, codes, grid=grid), ~expected)  # grow first, then invert
+    assert Gate.from_dict(gate.to_dict()) == gate and gate.to_dict()["grow"] == by
+    with pytest.raises(ValueError, match="needs the token grid"):
+        gate.inside(activation, codes)
+    with pytest.raises(ValueError, match=re.escape("grid 5 x 5 has 25")):
+        gate.inside(activation, codes, grid=(5, 5))
+    with pytest.raises(ValueError, match="whole number of tokens"):
+        Gate.from_dict({"latents": [1], "grow": 1.5})
+
+
 def test_gate_dict_round_trip_and_refusals(tmp_path):
     path = LinearProbe(HOOK, torch.zeros(D), 0.0).save(tmp_path / "probe.safetensors")
     for gate in (Gate(latents=(4, 1)), Gate(latents=(3,), threshold=0.5, invert=True), Gate(probe=str(path))):

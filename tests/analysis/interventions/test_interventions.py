@@ -250,6 +250,26 @@ def test_spec_round_trips_through_yaml_and_json(tmp_path):
     assert len(both.edits) == 3 and both.saes == spec.saes and both.hooks == [HOOK, "blocks.1.hook_resid_post"]
 
 
+def test_spec_refuses_an_sae_whose_weights_differ_from_the_ones_it_was_built_on(tmp_path):
+    from sae_lens_dit.saes.loading import weights_digest
+
+    sae = _tide()
+    sae.save_model(str(tmp_path / "sae"))
+    source = SAESource(path=str(tmp_path / "sae"), weights=weights_digest(sae))
+    spec = SteeringSpec((LatentEdit(HOOK, (3,), "zero"),), (source,))
+    reloaded = SteeringSpec.load(spec.save(tmp_path / "spec.yaml"))
+    assert reloaded.saes == (source,)
+    assert torch.equal(reloaded.load_saes()[0].W_dec, sae.W_dec)
+    with torch.no_grad():  # retrained: one weight moves by one float32 step
+        sae.W_dec[0, 0] = torch.nextafter(sae.W_dec[0, 0], torch.tensor(float("inf")))
+    sae.save_model(str(tmp_path / "sae"))
+    assert weights_digest(sae) != source.weights
+    with pytest.raises(ValueError, match="not the one this spec was built on .* rebuild the spec"):
+        reloaded.load_saes()
+    unpinned = SAESource(path=str(tmp_path / "sae"))  # no digest: loads whatever is there
+    assert torch.equal(unpinned.load().W_dec, sae.W_dec)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

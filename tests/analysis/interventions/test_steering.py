@@ -116,6 +116,28 @@ def test_gated_edit_touches_only_the_gated_tokens(block0_output, pipe, make_sae,
     assert [r["edited_tokens"] for r in records] == [int(inside.sum())]
 
 
+@pytest.mark.parametrize("grow", [1, -1])
+def test_grown_gate_edits_the_ring_around_or_the_core_of_the_gated_tokens(block0_output, pipe, make_sae, grow):
+    sae, hooked = make_sae("tide"), HookedDiT(pipe.transformer)
+    inputs = _inputs(seed=9)
+    t = inputs["timestep"]
+    x, _ = _block_output(block0_output, pipe, hooked, inputs)
+    codes = _encode(sae, x, t)
+    latent = int((codes > 0).sum((0, 1)).argmax())  # the latent that fires on most tokens here
+    score = codes[..., latent]
+    threshold = float(score[score > 0].quantile(0.7 if grow > 0 else 0.0)) - 1e-6
+    plain = (score > threshold).reshape(-1, 4, 4)  # the tiny DiT's 16 tokens on a 4 x 4 grid
+    pooled = torch.nn.functional.max_pool2d((plain if grow > 0 else ~plain).float()[:, None], 3, 1, 1)[:, 0] > 0
+    inside = (pooled if grow > 0 else ~pooled).reshape(len(plain), 16)  # dilation, or erosion = not dilated outside
+    assert 0 < int(inside.sum()) < inside.numel() and not torch.equal(inside, plain.reshape(inside.shape))
+    edit = LatentEdit(HOOK, (3,), "add", 2.0, gate=Gate(latents=(latent,), threshold=threshold, grow=grow))
+    got, records = _block_output(block0_output, pipe, hooked, inputs, sae, SteeringSpec((edit,)))
+    assert torch.equal(got[~inside], x[~inside])
+    expected = _hand(sae, x, t, _apply(codes, "add", [3], torch.tensor([2.0])), codes, inside)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert [r["edited_tokens"] for r in records] == [int(inside.sum())]
+
+
 def test_gate_reads_the_unedited_activation_when_edits_chain(block0_output, pipe, make_sae):
     sae, hooked = make_sae("standard"), HookedDiT(pipe.transformer)
     inputs = _inputs(seed=8)
