@@ -42,7 +42,9 @@ D_SAE, K, TOKENS, BATCH = 1536, 16, 2_000_000, 4096
 # dead window 200 steps (the runner's old default), AuxK weight 1.0; each later variant changes one thing. "aux"
 # absent: the architecture's own default (TIDE 1/32, SAELens TopK 1.0); "rows": training rows (default 2M);
 # "warmup": learning-rate warm-up steps (default 0); "batch": rows per step (default 4096); "normalize": inputs
-# scaled to mean norm sqrt(d_in) (SAELens's expected_average_only_in, folded back after training).
+# scaled to mean norm sqrt(d_in) (SAELens's expected_average_only_in, folded back after training); "unit":
+# inputs scaled so the mean row, centred on the training mean, has norm 1 (the plain-torch reference's scale), by
+# the same SAELens activation scaler (folded back after training).
 VARIANTS: dict[str, tuple[str, dict]] = {
     "topk sae_lens defaults": ("topk_sparse", {"b_dec": "zeros", "unit": False, "window": 200, "lr": 4e-4}),
     "topk + unit decoder": ("topk_sparse", {"b_dec": "zeros", "unit": True, "window": 200, "lr": 4e-4}),
@@ -90,6 +92,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "topk recipe 4M rows window 50 normalized": (
         "topk_sparse",
         {"b_dec": "geometric_median", "unit": True, "window": 50, "lr": 4e-4, "rows": 4_000_000, "normalize": True},
+    ),
+    "topk recipe 4M rows window 50 unit scale": (
+        "topk_sparse",
+        {"b_dec": "geometric_median", "unit": True, "window": 50, "lr": 4e-4, "rows": 4_000_000, "normalize": "unit"},
     ),
     "tide sae_lens defaults": ("tide", {"b_dec": "zeros", "unit": False, "window": 200, "lr": 4e-4, "aux": 1.0}),
     "tide recipe lr 4e-4 aux 1": (
@@ -167,10 +173,12 @@ def train_variant(architecture: str, recipe: dict, data: dict[str, torch.Tensor]
     torch.manual_seed(seed)
     sae_cls, cfg_cls = get_sae_training_class(architecture)
     aux = {"aux_loss_coefficient": recipe["aux"]} if "aux" in recipe else {}  # else the architecture's default
-    normalize = {"normalize_activations": "expected_average_only_in"} if recipe.get("normalize") else {}
+    normalize = {"normalize_activations": "expected_average_only_in"} if recipe.get("normalize") is True else {}
     sae = sae_cls(cfg_cls(d_in=data["train_x"].shape[1], d_sae=D_SAE, k=K, **aux, **normalize))
     init_rows = data["train_x"][:65536]
     scaling = init_rows.shape[1] ** 0.5 / float(init_rows.norm(dim=-1).mean()) if normalize else None  # as the runner
+    if recipe.get("normalize") == "unit":
+        scaling = 1.0 / float((init_rows - init_rows.mean(0)).norm(dim=-1).mean())
     init_from_rows(sae, init_rows, recipe["b_dec"], scaling, unit_decoder=recipe["unit"])
     batch = recipe.get("batch", BATCH)
     steps = recipe.get("rows", TOKENS) // batch

@@ -42,6 +42,10 @@ class Gate:
     grow: int = 0
     """Tokens to grow the gate by on the image's token grid (8-neighbourhood, before `invert`); negative
     shrinks it. Lets an edit reach the ring around a shape (make it larger) or only its rim (smaller)."""
+    center_at: tuple[float | None, float | None] | None = None
+    """Move the gate's tokens, per row, so their centre lands at (x, y) in fractions of the image (after `grow`,
+    before `invert`; a null coordinate stays where it is): the edit applies where the concept *would be* if it
+    sat there (draw a shape elsewhere, in its own outline)."""
 
     def __post_init__(self) -> None:
         if (self.latents is None) == (self.probe is None):
@@ -57,6 +61,16 @@ class Gate:
             raise ValueError(f"gate threshold must be a finite number, received {self.threshold!r}")
         if not isinstance(self.grow, int) or isinstance(self.grow, bool):
             raise ValueError(f"gate grow must be a whole number of tokens, received {self.grow!r}")
+        if self.center_at is not None:
+            center = tuple(self.center_at)
+            if len(center) != 2 or not all(
+                c is None or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 <= c <= 1.0)
+                for c in center
+            ):
+                raise ValueError(
+                    f"gate center_at must be [x, y], each in [0, 1] or null (stays), received {self.center_at!r}"
+                )
+            object.__setattr__(self, "center_at", tuple(None if c is None else float(c) for c in center))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Gate:
@@ -67,7 +81,7 @@ class Gate:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
-        defaults = {"threshold": 0.0, "invert": False, "grow": 0}
+        defaults = {"threshold": 0.0, "invert": False, "grow": 0, "center_at": None}
         return {k: v for k, v in out.items() if not (k in defaults and v == defaults[k])}
 
     def inside(
@@ -86,11 +100,40 @@ class Gate:
         else:
             probe = probe if probe is not None else LinearProbe.load(self.probe)
             inside = probe.logits(activation) > self.threshold
-        if self.grow:
+        if self.grow or self.center_at is not None:
             if grid is None:
-                raise ValueError("a gate with `grow` needs the token grid of the image")
-            inside = grow_mask(inside, grid, self.grow)
+                raise ValueError("a gate with `grow` or `center_at` needs the token grid of the image")
+            if self.grow:
+                inside = grow_mask(inside, grid, self.grow)
+            if self.center_at is not None:
+                inside = move_mask(inside, grid, self.center_at)
         return ~inside if self.invert else inside
+
+    @property
+    def needs_grid(self) -> bool:
+        return bool(self.grow) or self.center_at is not None
+
+
+def move_mask(inside: Tensor, grid: tuple[int, int], center: tuple[float | None, float | None]) -> Tensor:
+    """[rows, tokens] bool, each row's tokens shifted by whole tokens so their mean position lands nearest to
+    `center` (x, y in fractions of the image; None: not moved along that axis); tokens shifted off the image
+    are dropped, empty rows stay empty."""
+    rows, cols = grid
+    if inside.shape[-1] != rows * cols:
+        raise ValueError(f"gate covers {inside.shape[-1]} tokens but the grid {rows} x {cols} has {rows * cols}")
+    image = inside.reshape(-1, rows, cols)
+    out = torch.zeros_like(image)
+    ys, xs = torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64)
+    for r in range(len(image)):
+        if not image[r].any():
+            continue
+        y_now = float((image[r].sum(1) * ys).sum() / image[r].sum())
+        x_now = float((image[r].sum(0) * xs).sum() / image[r].sum())
+        dy = 0 if center[1] is None else round(center[1] * rows - 0.5 - y_now)
+        dx = 0 if center[0] is None else round(center[0] * cols - 0.5 - x_now)
+        source = image[r, max(0, -dy) : rows - max(0, dy), max(0, -dx) : cols - max(0, dx)]
+        out[r, max(0, dy) : max(0, dy) + source.shape[0], max(0, dx) : max(0, dx) + source.shape[1]] = source
+    return out.reshape(inside.shape)
 
 
 def grow_mask(inside: Tensor, grid: tuple[int, int], by: int) -> Tensor:

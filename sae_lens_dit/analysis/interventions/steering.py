@@ -203,7 +203,7 @@ class _SAESteering:
             where = torch.zeros(len(idx), n_tokens, dtype=torch.bool, device=device)
             where[position[rows]] = True if region is None else region.to(device)
             if edit.gate is not None:
-                grid = self.hooked.token_grid(n_tokens) if edit.gate.grow else None
+                grid = self.hooked.token_grid(n_tokens) if edit.gate.needs_grid else None
                 where &= edit.gate.inside(x, codes, self._probes.get(edit.gate.probe), grid).to(device)
             changed_tokens = int(where.sum())
             where = where[..., None]  # [r, tokens, 1]

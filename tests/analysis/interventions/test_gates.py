@@ -165,6 +165,49 @@ def test_grown_gate_is_the_hand_dilation_or_erosion_on_the_token_grid(by):
         Gate.from_dict({"latents": [1], "grow": 1.5})
 
 
+def _moved_by_hand(inside: torch.Tensor, grid: tuple[int, int], center: tuple) -> torch.Tensor:
+    """Per row: the (row, column) of every inside token, moved by the rounded distance from their mean to
+    `center` (token centres at (i + 0.5) / n), kept if still on the image."""
+    rows, cols = grid
+    out = torch.zeros_like(inside)
+    for r in range(inside.shape[0]):
+        cells = [divmod(i, cols) for i in range(rows * cols) if inside[r, i]]
+        if not cells:
+            continue
+        y_mean = sum(y for y, _ in cells) / len(cells)
+        x_mean = sum(x for _, x in cells) / len(cells)
+        dy = 0 if center[1] is None else round((center[1] * rows - 0.5) - y_mean)
+        dx = 0 if center[0] is None else round((center[0] * cols - 0.5) - x_mean)
+        for y, x in cells:
+            if 0 <= y + dy < rows and 0 <= x + dx < cols:
+                out[r, (y + dy) * cols + x + dx] = True
+    return out
+
+
+@pytest.mark.parametrize("center", [(0.1, None), (0.9, 0.2), (None, 0.95)])
+def test_gate_center_at_moves_each_rows_tokens_so_their_centre_lands_there(center):
+    generator = torch.Generator().manual_seed(21)
+    grid = (6, 7)
+    codes = torch.zeros(4, 42, 3)
+    for r, (y, x) in enumerate([(1, 1), (3, 4), (4, 2), (0, 5)]):  # a small blob per row, somewhere else each time
+        for dy, dx in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 1)]:
+            if y + dy < 6 and x + dx < 7:
+                codes[r, (y + dy) * 7 + x + dx, 0] = 1.0 + torch.rand(1, generator=generator)
+    codes[3] = 0.0  # a row where the concept is nowhere stays empty
+    activation = torch.randn(4, 42, D, generator=generator)
+    plain = Gate(latents=(0,)).inside(activation, codes)
+    expected = _moved_by_hand(plain, grid, center)
+    gate = Gate(latents=(0,), center_at=center)
+    got = gate.inside(activation, codes, grid=grid)
+    assert torch.equal(got, expected) and not torch.equal(got, plain) and not got[3].any()
+    assert torch.equal(Gate(latents=(0,), center_at=center, invert=True).inside(activation, codes, grid=grid), ~got)
+    assert Gate.from_dict(gate.to_dict()) == gate and gate.to_dict()["center_at"] == list(center)
+    with pytest.raises(ValueError, match=re.escape("gate center_at must be [x, y], each in [0, 1] or null")):
+        Gate.from_dict({"latents": [0], "center_at": [1.5, 0.2]})
+    with pytest.raises(ValueError, match="needs the token grid"):
+        gate.inside(activation, codes)
+
+
 def test_gate_dict_round_trip_and_refusals(tmp_path):
     path = LinearProbe(HOOK, torch.zeros(D), 0.0).save(tmp_path / "probe.safetensors")
     for gate in (Gate(latents=(4, 1)), Gate(latents=(3,), threshold=0.5, invert=True), Gate(probe=str(path))):

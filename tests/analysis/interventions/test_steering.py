@@ -136,6 +136,19 @@ def test_grown_gate_edits_the_ring_around_or_the_core_of_the_gated_tokens(block0
     expected = _hand(sae, x, t, _apply(codes, "add", [3], torch.tensor([2.0])), codes, inside)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert [r["edited_tokens"] for r in records] == [int(inside.sum())]
+    if grow > 0:  # the same tokens, moved to the left edge: the gate's columns shift by the rounded distance
+        moved = torch.zeros_like(plain)
+        for r in range(len(plain)):
+            if plain[r].any():
+                dx = round(0.125 * 4 - 0.5 - float(plain[r].nonzero()[:, 1].float().mean()))  # <= 0: leftward
+                moved[r, :, : 4 + dx] = plain[r, :, -dx:]
+        gate = Gate(latents=(latent,), threshold=threshold, center_at=(0.125, None))
+        edit = LatentEdit(HOOK, (3,), "add", 2.0, gate=gate)
+        got, _ = _block_output(block0_output, pipe, hooked, inputs, sae, SteeringSpec((edit,)))
+        inside = moved.reshape(len(plain), 16)
+        assert int(inside.sum()) > 0 and not torch.equal(inside, plain.reshape(inside.shape))
+        expected = _hand(sae, x, t, _apply(codes, "add", [3], torch.tensor([2.0])), codes, inside)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 def test_gate_reads_the_unedited_activation_when_edits_chain(block0_output, pipe, make_sae):
