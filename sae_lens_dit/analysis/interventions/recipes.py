@@ -10,9 +10,10 @@ colour, drop the window and the shape dissolves. This module is where that recip
   typical active value, a gate, a window or "auto").
 - `swap_spec`: steer a factor toward one of its values, given one selection per value: clamp the
   target value's latents, zero the other values' latents (its competitors).
-- `encode_reference`, `match_reference`, `transfer_spec`: take a reference image's value of a factor
-  (its colour) without the rest (its shape): read which value's selection fires most on the
-  reference, then swap toward it. Selections made with `avoid={"shape": ...}` leave shape latents out.
+- `encode_reference`, `match_reference`, `match_centroids`, `transfer_spec`: take a reference image's value
+  of a factor (its colour) without the rest (its shape): read which value's selection fires most on the
+  reference, or which value's mean code (`selection.code_centroids`) its code is closest to, then swap
+  toward it. Selections made with `avoid={"shape": ...}` leave shape latents out.
 - `suppression_spec`: zero a concept's selective latents, optionally gated and windowed.
 """
 
@@ -27,7 +28,7 @@ from sae_lens import SAE
 from torch import Tensor
 
 from sae_lens_dit.analysis.interventions.gates import Gate
-from sae_lens_dit.analysis.interventions.selection import LatentSelection
+from sae_lens_dit.analysis.interventions.selection import CodeCentroids, LatentSelection
 from sae_lens_dit.analysis.interventions.selection_rows import record_noised
 from sae_lens_dit.analysis.interventions.spec import LatentEdit, Operation, SteeringSpec
 from sae_lens_dit.analysis.interventions.windows import WindowArg, resolve_window
@@ -154,6 +155,24 @@ def match_reference(
     return max(scores, key=scores.get), scores
 
 
+def match_centroids(
+    reference: ReferenceLatents, centroids: CodeCentroids, tokens: Tensor | None = None
+) -> tuple[Hashable, dict[Hashable, float]]:
+    """Which value's mean code the reference's is closest to: per value, the cosine similarity of the
+    reference's mean code on `tokens` (all if None) with the value's centroid, summed over the buckets both
+    have. Reads the whole code rather than a selection's few latents (on the shapes DiT: the reference's hue
+    bin from 0.74 to 0.90 of references, `benchmarks/bench_interventions.py`). Returns (best, every score)."""
+    if centroids.hook != reference.hook:
+        raise ValueError(f"centroids read {centroids.hook} but the reference was encoded at {reference.hook}")
+    if tuple(centroids.edges) != tuple(reference.edges):
+        raise ValueError(f"centroid buckets {centroids.edges} differ from the reference's {reference.edges}")
+    codes = reference.codes.double()
+    mean = (codes if tokens is None else codes[:, tokens]).mean(1)  # [buckets, d_sae]
+    similarity = torch.nn.functional.cosine_similarity(mean[:, None], centroids.means, dim=-1)  # [buckets, values]
+    scores = {value: float(similarity[:, i].nansum()) for i, value in enumerate(centroids.values)}
+    return max(scores, key=scores.get), scores
+
+
 def transfer_spec(
     reference: ReferenceLatents,
     selections: Mapping[Hashable, LatentSelection],
@@ -162,10 +181,16 @@ def transfer_spec(
     gate: Gate | None = None,
     window: WindowArg = "auto",
     branch: Branch = "both",
+    centroids: CodeCentroids | None = None,
+    tokens: Tensor | None = None,
 ) -> tuple[SteeringSpec, Hashable]:
     """Give another generation the reference's value of a factor (e.g. its hue) without the rest of it:
-    `match_reference`, then `swap_spec` toward the matched value. Returns (spec, matched value)."""
-    key, _ = match_reference(reference, selections)
+    read the value (`match_centroids` when `centroids` are given, else `match_reference` on the selections'
+    latents), on the reference's `tokens`, then `swap_spec` toward it. Returns (spec, matched value)."""
+    if centroids is not None:
+        key, _ = match_centroids(reference, centroids, tokens)
+    else:
+        key, _ = match_reference(reference, selections, tokens)
     return swap_spec(selections, key, value, gate=gate, window=window, branch=branch), key
 
 

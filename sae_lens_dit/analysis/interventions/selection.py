@@ -351,3 +351,40 @@ def latents_for_bucket(
     chosen = _top(score, n, 0.0)
     where = bucket_masks(rows["timestep"], edges)[bucket]
     return _selection(sae, chosen, typical_values(sae, rows, chosen, where, percentile), score, per_bucket, edges)
+
+
+@dataclass(frozen=True)
+class CodeCentroids:
+    """The mean SAE code of each value of a factor (e.g. each hue bin), per timestep bucket, at one hook: what
+    `recipes.match_centroids` compares a reference with. Unlike a selection's few latents, it reads the whole
+    code, so a value is told apart by every latent that differs between values."""
+
+    hook: str
+    values: tuple[Any, ...]
+    means: Tensor
+    """[buckets, values, d_sae] float64; nan where a value has no row in a bucket."""
+    edges: tuple[float, ...] = DEFAULT_BUCKET_EDGES
+
+
+def code_centroids(
+    sae: SAE,
+    rows: Mapping[str, Tensor],
+    image_values: Any,
+    gate: Tensor | None = None,
+    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
+) -> CodeCentroids:
+    """Mean code of each value of `image_values` (one label per image of the rows' `image` column), per
+    timestep bucket of `edges`, over the rows where `gate` (bool per row, e.g. the shape's tokens) holds."""
+    if "image" not in rows:
+        raise ValueError("code_centroids needs rows with an `image` column (record_samples / record_noised)")
+    labels = np.asarray(image_values)
+    if int(rows["image"].max()) >= len(labels):
+        raise ValueError(f"image_values has {len(labels)} entries but rows come from {int(rows['image'].max()) + 1}")
+    values, index = np.unique(labels, return_inverse=True)
+    groups = torch.as_tensor(index.reshape(-1))[rows["image"]]
+    gate = None if gate is None else torch.as_tensor(gate, dtype=torch.bool)
+    stats = _group_stats(sae, rows, groups, len(values), gate, edges)
+    means = stats.sums / stats.rows[..., None]  # [values, buckets, d_sae]; 0 / 0 = nan where a value has no row
+    return CodeCentroids(
+        sae.cfg.metadata.hook_name, tuple(v.item() for v in values), means.transpose(0, 1), tuple(edges)
+    )

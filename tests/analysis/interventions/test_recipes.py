@@ -245,3 +245,54 @@ def test_encode_reference_reads_codes_at_bucket_middles(pipe, make_sae):
         expected = sae.encode(store[0])
     assert reference.codes.shape == (2, 16, 32)
     torch.testing.assert_close(reference.codes, expected, atol=1e-5, rtol=0)
+
+
+def test_code_centroids_and_match_centroids_against_hand_means_and_cosines(make_sae):
+    from sae_lens_dit.analysis.interventions.recipes import match_centroids
+    from sae_lens_dit.analysis.interventions.selection import code_centroids
+
+    sae = make_sae("tide")
+    generator = torch.Generator().manual_seed(3)
+    n_rows, d_in = 240, sae.cfg.d_in
+    rows = {
+        "activation": torch.randn(n_rows, d_in, generator=generator),
+        "timestep": torch.randint(0, 1001, (n_rows,), generator=generator).float(),
+        "image": torch.randint(0, 6, (n_rows,), generator=generator),
+    }
+    hue = ["red", "blue", "red", "gold", "blue", "red"]  # a label per image
+    gate = torch.rand(n_rows, generator=generator) > 0.3
+    centroids = code_centroids(sae, rows, hue, gate=gate, edges=EDGES)
+    with torch.no_grad(), timestep_scope(sae, rows["timestep"]):
+        codes = sae.encode(rows["activation"]).double()
+    assert centroids.values == ("blue", "gold", "red") and centroids.means.shape == (5, 3, sae.cfg.d_sae)
+    row_value = [hue[i] for i in rows["image"].tolist()]
+    for b in range(5):
+        low, high = EDGES[b], EDGES[b + 1]
+        in_bucket = (rows["timestep"] >= low) & ((rows["timestep"] <= high) if b == 4 else (rows["timestep"] < high))
+        for v, value in enumerate(centroids.values):
+            mine = in_bucket & gate & torch.tensor([r == value for r in row_value])
+            if mine.any():
+                torch.testing.assert_close(centroids.means[b, v], codes[mine].mean(0), atol=1e-6, rtol=0)
+            else:
+                assert centroids.means[b, v].isnan().all()
+
+    tokens = torch.tensor([1, 4, 6])
+    ref_codes = torch.rand(5, 8, sae.cfg.d_sae, generator=generator)
+    ref_codes[:, tokens] += 4.0 * centroids.means[:, 1].nan_to_num().float()[:, None]  # gold, on these tokens
+    reference = ReferenceLatents(sae.cfg.metadata.hook_name, EDGES, torch.tensor([100.0, 300, 500, 700, 900]), ref_codes)
+    best, scores = match_centroids(reference, centroids, tokens)
+    for v, value in enumerate(centroids.values):
+        hand = 0.0
+        for b in range(5):
+            a, c = ref_codes[b, tokens].double().mean(0), centroids.means[b, v]
+            if not c.isnan().any():
+                hand += float(a @ c / (a.norm() * c.norm()))
+        assert abs(scores[value] - hand) < 1e-9, value
+    assert best == "gold"
+    selections = {"gold": _selection((1,), hook=sae.cfg.metadata.hook_name)}
+    spec, key = transfer_spec(reference, selections, centroids=centroids, tokens=tokens)
+    assert key == "gold" and spec == swap_spec(selections, "gold")
+    with pytest.raises(ValueError, match="centroids read"):
+        match_centroids(ReferenceLatents(OTHER, EDGES, reference.timesteps, ref_codes), centroids)
+    with pytest.raises(ValueError, match="image_values has 2 entries"):
+        code_centroids(sae, rows, ["red", "blue"])
