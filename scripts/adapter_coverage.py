@@ -68,9 +68,6 @@ MEASURED_REASONS = {
 """Why a class has no adapter, where that was measured on a tiny config (issue 17)."""
 
 PARTIAL = {
-    "Lumina2Transformer2DModel": "noise-refiner blocks only; the joint blocks' rows are [caption | image | pad] with "
-    "the caption's own length per row (captions of 10 and 16 tokens, 64 image tokens: image at 10-73 and 16-79 of "
-    "80), a per-row span the schema has no key for",
     "BriaFibo2Transformer2DModel": "noise-refiner blocks only; the main blocks see [gist | image | context], or "
     "[image | context | gist] when a batch's prompts give different gist counts (16 image + 8 gist tokens: image at "
     "8-23 unpadded, at 0-15 with gist counts 8 and 4)",

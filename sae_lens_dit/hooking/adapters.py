@@ -30,7 +30,13 @@ from torch import Tensor, nn
 from sae_lens_dit.conventions import TIMESTEP_MAX, CfgOrder
 from sae_lens_dit.hooking.frames import FramesSpec, parse_frames
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
-from sae_lens_dit.hooking.token_spans import ImageCount, TokenSpan, check_submodule_spans, parse_image_tokens
+from sae_lens_dit.hooking.token_spans import (
+    ImageCount,
+    TokenSpan,
+    check_submodule_spans,
+    parse_image_tokens,
+    parse_text_mask,
+)
 from sae_lens_dit.resources import adapters_dir
 
 logger = logging.getLogger(__name__)
@@ -172,6 +178,8 @@ class AdapterSpec:
     image_tokens: ImageCount | None = None
     """How to count a call's image tokens (for stacks with `tokens: image_tail` or `image_head`); None: not needed."""
     image_patch: int | str = "patch_size"  # image_tokens patches: a number or a config value (all_patch_size[0])
+    text_mask: str | None = None
+    """Forward argument whose row sums place `tokens: image_after_text` spans (each row's text length)."""
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
@@ -319,6 +327,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
             "cfg",
             "image_tokens",
             "image_patch",
+            "text_mask",
             "frames",
         )
     )
@@ -345,6 +354,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
         match_config=top.scalars("match_config") if "match_config" in top.data else (),
         image_tokens=image_tokens,
         image_patch=image_patch,
+        text_mask=parse_text_mask(top, [stack.tokens for stack in parsed]),
         frames=parse_frames(top.sub("frames")) if "frames" in top.data else None,
     )
 

@@ -42,6 +42,7 @@ class CallContext:
     image_tokens: int | None = None  # image tokens per row, where the spec counts them (`image_tokens:`)
     frames: int | None = None  # token frames of a video call, where the spec has `frames:`; None for images
     token_timestep: Tensor | None = None  # [batch, m] float32: per-token (or per-frame) t; None: one t per row
+    image_offset: Tensor | None = None  # [batch] int64: where each row's image starts (`text_mask:`); None: fixed
 
     def timestep_at(self, n_tokens: int) -> Tensor | None:
         """t for a hook with `n_tokens` image tokens per row: [batch, n_tokens] where the call has per-token or
@@ -98,6 +99,8 @@ class CallReader:
         wanted = [spec.latents, spec.timestep.argument]
         if guidance.detect == "class_label":
             wanted.append(guidance.class_argument)
+        if spec.text_mask is not None:
+            wanted.append(spec.text_mask)
         missing = [name for name in wanted if name not in params]
         if missing:
             raise AdapterSpecError(
@@ -107,6 +110,7 @@ class CallReader:
         self._latents = ArgSlot(transformer, spec.latents)
         self._raw_timestep = ArgSlot(transformer, spec.timestep.argument)
         self._class_labels: ArgSlot | None = None
+        self._text_mask = ArgSlot(transformer, spec.text_mask) if spec.text_mask is not None else None
         self._divisor = 1.0
         if spec.timestep.divide_by_config is not None:
             self._divisor = float(_config_value(spec, transformer, spec.timestep.divide_by_config))
@@ -141,9 +145,25 @@ class CallReader:
         n_image = count_image_tokens(self.spec.image_tokens, row, self._patch)
         frames = self._frames(row, args, kwargs)
         timestep, per_token = self._timestep(args, kwargs, batch)
+        offset = self._image_offset(args, kwargs, batch)
         if is_doubled:
-            return CallContext(timestep, doubled, rows % (batch // 2), n_image, frames, per_token)
-        return CallContext(timestep, branch.clone(), rows, n_image, frames, per_token)
+            return CallContext(timestep, doubled, rows % (batch // 2), n_image, frames, per_token, offset)
+        return CallContext(timestep, branch.clone(), rows, n_image, frames, per_token, offset)
+
+    def _image_offset(self, args: tuple, kwargs: dict[str, Any], batch: int) -> Tensor | None:
+        """[batch] each row's text length (the row sums of the `text_mask` argument), where its image starts."""
+        if self._text_mask is None:
+            return None
+        mask = self._text_mask.get(args, kwargs)
+        if mask is None:
+            return None
+        mask = torch.as_tensor(mask).detach().cpu()
+        if mask.ndim != 2 or mask.shape[0] != batch:
+            raise ValueError(
+                f"adapter {self.spec.name!r}: text_mask {self.spec.text_mask!r} has shape {tuple(mask.shape)}; "
+                f"expected [batch={batch}, text tokens]"
+            )
+        return mask.bool().sum(1)
 
     def _frames(self, latents: Tensor, args: tuple, kwargs: dict[str, Any]) -> int | None:
         """Token frames of the call (`hooking.frames`); None for a family without `frames:` or an image call."""

@@ -110,6 +110,8 @@ class StreamView:
     layout: Layout = "tokens"
     image_count: Callable[[], int | None] | None = None
     at_head: bool = False
+    image_offset: Callable[[], Tensor | None] | None = None
+    """Where each row's image span starts ([batch]; `tokens: image_after_text`); None: at the tail or head."""
 
     def view(self, full: Tensor) -> Tensor:
         tokens = as_tokens(full, self.layout)
@@ -131,12 +133,35 @@ class StreamView:
     def _split(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """(image span, rest) of a joint stream [batch, tokens, d]."""
         n = self._count(tokens)
+        inside = self._per_row(n, tokens.shape[1], tokens.device)
+        if inside is not None:
+            batch, length, d = tokens.shape
+            return tokens[inside].view(batch, n, d), tokens[~inside].view(batch, length - n, d)
         if self.at_head:
             return tokens[:, :n], tokens[:, n:]
         return tokens[:, tokens.shape[1] - n :], tokens[:, : tokens.shape[1] - n]
 
     def _join(self, image: Tensor, rest: Tensor) -> Tensor:
+        inside = self._per_row(image.shape[1], image.shape[1] + rest.shape[1], image.device)
+        if inside is not None:
+            out = image.new_empty(image.shape[0], inside.shape[1], image.shape[2])
+            out[inside], out[~inside] = image.reshape(-1, image.shape[2]), rest.reshape(-1, rest.shape[2])
+            return out
         return torch.cat([image, rest] if self.at_head else [rest, image], dim=1)
+
+    def _per_row(self, n: int, length: int, device: torch.device) -> Tensor | None:
+        """[batch, length] bool, each row's image span [offset, offset + n), where spans start per row."""
+        offset = self.image_offset() if self.image_offset is not None else None
+        if offset is None:
+            return None
+        if int(offset.max()) + n > length:
+            raise ValueError(
+                f"a joint [text | image | padding] stream of {length} tokens cannot hold {n} image tokens after "
+                f"texts of {offset.tolist()} tokens; check `text_mask` and `image_tokens` in the adapter spec"
+            )
+        position = torch.arange(length, device=device)
+        start = offset.to(device)[:, None]
+        return (position >= start) & (position < start + n)
 
     def _count(self, tokens: Tensor) -> int:
         n = self.image_count()
@@ -271,6 +296,7 @@ class SubmoduleSite(Site):
         hook_point: DiTHookPoint,
         on_change: Callable[[bool], None],
         image_count: Callable[[], int | None] | None = None,
+        image_offset: Callable[[], Tensor | None] | None = None,
     ):
         super().__init__([hook_point], on_change)
         self.block, self.submodule, self.spec, self.slot, self.hook_point = block, submodule, spec, slot, hook_point
@@ -279,7 +305,9 @@ class SubmoduleSite(Site):
         self._counts_input = spec.tokens != "all" and image_count is None
         self._input_tokens = 0
         count = (lambda: self._input_tokens) if self._counts_input else image_count
-        self._view = StreamView(spec.layout, count if spec.tokens != "all" else None, spec.tokens == "image_head")
+        self._view = StreamView(
+            spec.layout, count if spec.tokens != "all" else None, spec.tokens == "image_head", image_offset
+        )
 
     def _register(self) -> list[RemovableHandle]:
         handles = [self._register_on_submodule()]

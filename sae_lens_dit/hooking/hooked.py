@@ -51,7 +51,7 @@ from typing import Any, Protocol
 
 import torch
 from sae_lens import SAE
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from transformer_lens.hook_points import NamesFilter
 from transformer_lens.HookedRootModule import HookedRootModule
@@ -156,7 +156,8 @@ class HookedDiT(HookedRootModule):
         hooks = BlockHooks(has_text, [sub.hook for sub in present], has_update=stack.update)
         on_change = self._site_switched
         joint = self._call_image_tokens if stack.tokens != "all" else None  # a joint stream, cut to its image span
-        view = StreamView(stack.layout, joint, stack.tokens == "image_head")
+        offset = self._call_image_offset if stack.tokens == "image_after_text" else None  # spans placed per row
+        view = StreamView(stack.layout, joint, stack.tokens == "image_head", offset)
         streams = BlockStreams(
             image_index=stack.image_output,
             image_hook=hooks.hook_resid_post,
@@ -173,9 +174,10 @@ class HookedDiT(HookedRootModule):
         for sub in present:
             parts = (block, submodules[sub.hook], sub, slot)
             hook_point = getattr(hooks, sub.hook).hook_out
-            self._sites.append(SubmoduleSite(*parts, hook_point, on_change, joint))
+            self._sites.append(SubmoduleSite(*parts, hook_point, on_change, joint, offset))
             if sub.hook in INPUT_HOOKED:
-                self._sites.append(SubmoduleInputSite(*parts, getattr(hooks, sub.hook).hook_in, on_change, joint))
+                hook_in = getattr(hooks, sub.hook).hook_in
+                self._sites.append(SubmoduleInputSite(*parts, hook_in, on_change, joint, offset))
         return hooks
 
     # ----------------------------------------------------------------------------------------------
@@ -258,6 +260,9 @@ class HookedDiT(HookedRootModule):
 
     def _call_image_tokens(self) -> int | None:
         return self.call_context.image_tokens
+
+    def _call_image_offset(self) -> Tensor | None:
+        return self.call_context.image_offset
 
     def read_call(self, args: tuple, kwargs: dict[str, Any]) -> CallContext:
         """The `CallContext` of a transformer call given its arguments (as a forward pre-hook receives them)."""

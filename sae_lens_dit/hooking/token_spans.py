@@ -3,9 +3,11 @@
 Why one home: joint single-stream blocks run one sequence in which the image is a contiguous span, at the tail
 after the text (`[text | image]`: Chroma, AuraFlow, FLUX.2, OmniGen) or at the head before it (`[image | text]`:
 HiDream's single-stream blocks, Z-Image's main layers), and a span may be followed by padding (Z-Image pads its
-image tokens to a multiple of 32; HiDream pads non-square images to `max_seq`). The adapter names the span
-(`tokens:`) and how to count a call's image tokens from its latents (`image_tokens:`, with the patch size from
-`image_patch:` where the config does not call it `patch_size`); `hook_sites.StreamView` cuts the span out exactly.
+image tokens to a multiple of 32; HiDream pads non-square images to `max_seq`), or right after each
+row's own text when rows carry captions of different lengths (`[text | image | padding]`, Lumina 2's joint blocks:
+a row's text length is the row sum of a mask argument, `text_mask:`). The adapter names the span (`tokens:`) and
+how to count a call's image tokens from its latents (`image_tokens:`, with the patch size from `image_patch:` where
+the config does not call it `patch_size`); `hook_sites.StreamView` cuts the span out exactly.
 Latents given as a list of per-sample tensors (Z-Image) are read as a batch of that many rows.
 
 >>> count_image_tokens("patches", torch.zeros(2, 16, 8, 6), 2), count_image_tokens("sequence", torch.zeros(2, 9, 4), 1)
@@ -22,9 +24,10 @@ from torch import Tensor
 
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
 
-TokenSpan = Literal["all", "image_tail", "image_head"]
-"""Which tokens of a stream are image tokens: all, the last n (`[text | image]`) or the first n (`[image | rest]`);
-a submodule's n: the block's image input; a joint block stream's n: the call's `ImageCount`."""
+TokenSpan = Literal["all", "image_tail", "image_head", "image_after_text"]
+"""Which tokens of a stream are image tokens: all, the last n (`[text | image]`), the first n (`[image | rest]`) or
+the n after each row's text (`[text | image | padding]`, the text's length per row from `text_mask`); a
+submodule's n: the block's image input; a joint block stream's n: the call's `ImageCount`."""
 ImageCount = Literal["sequence", "patches"]
 """How a call's image tokens are counted from its latents: [batch, n, c] (packed), or image latents [batch, c, h, w]
 (or [batch, c, 1, h, w]) in patch x patch patches (the patch: `image_patch`, by default `config.patch_size`)."""
@@ -32,12 +35,26 @@ ImageCount = Literal["sequence", "patches"]
 _CONFIG_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\])?$")
 
 
+def parse_text_mask(top: SpecFields, spans: list[TokenSpan]) -> str | None:
+    """The top-level `text_mask` key (a forward argument [batch, text tokens] whose row sums are each row's text
+    length), which a stack with `tokens: image_after_text` needs and no other stack uses."""
+    needed = "image_after_text" in spans
+    if needed and "text_mask" not in top.data:
+        top.fail(
+            "text_mask", "a stack with tokens: image_after_text needs text_mask (the forward argument masking the text)"
+        )
+    if "text_mask" in top.data and not needed:
+        top.fail("text_mask", "text_mask places tokens: image_after_text spans; no stack has one, so remove it")
+    return top.get("text_mask", str) if needed else None
+
+
 def parse_image_tokens(top: SpecFields, spans: list[TokenSpan]) -> tuple[ImageCount | None, int | str]:
     """The top-level `image_tokens` and `image_patch` keys, checked against the stacks' token spans."""
     count = top.choice("image_tokens", ImageCount, None) if "image_tokens" in top.data else None
     if count is None and any(span != "all" for span in spans):
         top.fail(
-            "image_tokens", "a stack with tokens: image_tail or image_head needs image_tokens (sequence or patches)"
+            "image_tokens",
+            "a stack with tokens: image_tail, image_head or image_after_text needs image_tokens (sequence or patches)",
         )
     patch = top.get("image_patch", (int, str), "patch_size")
     if "image_patch" in top.data and count != "patches":

@@ -121,9 +121,14 @@ MALFORMED = [
     (lambda data: data["stacks"].append(copy.deepcopy(data["stacks"][0])), r"field 'stacks': prefixes must be unique"),
     (
         _set("stacks", 0, "tokens", "image_middle"),
-        r"field 'stacks\[0\].tokens': expected one of \['all', 'image_tail', 'image_head'\]",
+        r"field 'stacks\[0\].tokens': expected one of \['all', 'image_tail', 'image_head', 'image_after_text'\]",
     ),
-    (_set("stacks", 0, "tokens", "image_head"), r"field 'image_tokens': a stack with tokens: image_tail or image_head"),
+    (_set("stacks", 0, "tokens", "image_head"), r"field 'image_tokens': a stack with tokens: image_tail, image_head"),
+    (
+        lambda data: data.update(image_tokens="patches") or data["stacks"][0].update(tokens="image_after_text"),
+        r"field 'text_mask': a stack with tokens: image_after_text needs text_mask",
+    ),
+    (_set("text_mask", "encoder_attention_mask"), r"field 'text_mask': text_mask places tokens: image_after_text"),
     (
         lambda data: (
             data.update(image_tokens="patches")

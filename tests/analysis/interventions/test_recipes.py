@@ -279,7 +279,8 @@ def test_code_centroids_and_match_centroids_against_hand_means_and_cosines(make_
     tokens = torch.tensor([1, 4, 6])
     ref_codes = torch.rand(5, 8, sae.cfg.d_sae, generator=generator)
     ref_codes[:, tokens] += 4.0 * centroids.means[:, 1].nan_to_num().float()[:, None]  # gold, on these tokens
-    reference = ReferenceLatents(sae.cfg.metadata.hook_name, EDGES, torch.tensor([100.0, 300, 500, 700, 900]), ref_codes)
+    middles = torch.tensor([100.0, 300, 500, 700, 900])
+    reference = ReferenceLatents(sae.cfg.metadata.hook_name, EDGES, middles, ref_codes)
     best, scores = match_centroids(reference, centroids, tokens)
     for v, value in enumerate(centroids.values):
         hand = 0.0

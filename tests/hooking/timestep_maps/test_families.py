@@ -30,16 +30,17 @@ def test_the_class_gets_its_adapter_and_every_listed_hook_is_exact(family, captu
     model = family.make()
     assert adapter_for(model).name == family.name
     hooked = HookedDiT(model)
-    assert set(hooked.hook_names) == _expected_names(family, model)
+    names = [name for name in hooked.hook_names if name.split(".")[0] in family.stacks]  # Lumina2's joint
+    assert set(names) == _expected_names(family, model)  # blocks have their own test (per-row image spans)
     batch = 2
     inputs = family.inputs(batch, torch.full((batch,), family.raw_at(0.5)))
     reference = family.run(model, inputs)
 
     seen = {}
-    with hooked.hooks(fwd_hooks=[(name, lambda x, hook: seen.__setitem__(hook.name, x)) for name in hooked.hook_names]):
+    with hooked.hooks(fwd_hooks=[(name, lambda x, hook: seen.__setitem__(hook.name, x)) for name in names]):
         captured = capture(family, model, inputs)  # torch hooks and HookPoints in one forward
-    assert set(seen) == set(captured) == set(hooked.hook_names)
-    for name in hooked.hook_names:
+    assert set(seen) == set(captured) == set(names)
+    for name in names:
         assert seen[name].shape[0] == batch and seen[name].ndim == 3, name
         assert torch.equal(seen[name], captured[name]), name
     assert torch.equal(family.run(model, inputs), reference)  # hooks gone, output unchanged
@@ -75,23 +76,93 @@ def test_a_higher_noise_level_reads_as_a_higher_t(family):
     torch.testing.assert_close(read[0], torch.tensor([family.t_at(s) for s in sigmas]), rtol=0, atol=2e-3)
 
 
-def test_lumina2_joint_rows_are_ragged_so_only_the_noise_refiner_is_hooked(families):
-    """Lumina2's main `layers` see [caption (per-row length) | image | pad]: no fixed span is the image."""
+def _lumina2_joint_run(family, model, inputs, hooked=None, fwd_hooks=()):
+    """Every joint layer's input, output and submodule outputs / MLP input, by plain torch hooks, in one forward."""
+    seen = {}
+    handles = []
+    for i, layer in enumerate(model.layers):
+        handles += [
+            layer.register_forward_pre_hook(lambda m, args, i=i: seen.__setitem__(f"{i}.in", args[0])),
+            layer.register_forward_hook(lambda m, args, out, i=i: seen.__setitem__(f"{i}.out", out)),
+            layer.attn.register_forward_hook(lambda m, args, out, i=i: seen.__setitem__(f"{i}.attn", out)),
+            layer.feed_forward.register_forward_hook(lambda m, args, out, i=i: seen.__setitem__(f"{i}.mlp", out)),
+            layer.feed_forward.register_forward_pre_hook(lambda m, args, i=i: seen.__setitem__(f"{i}.mlp_in", args[0])),
+        ]
+    try:
+        if hooked is None:
+            output = family.run(model, inputs)
+        else:
+            with hooked.hooks(fwd_hooks=list(fwd_hooks)):
+                output = family.run(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen, output
+
+
+def test_lumina2_joint_blocks_see_each_rows_image_right_after_its_own_caption(families):
+    """Lumina2's main `layers` see [caption (per-row length) | image | pad]: hooks cut rows 0 and 1 at their own
+    offsets (captions of 10 and 16 tokens, from the mask by hand), equal to plain torch hooks (torch.equal)."""
     family = families["lumina2"]
     model = family.make()
     hooked = HookedDiT(model)
-    assert {name.split(".")[0] for name in hooked.hook_names} == {"noise_refiner"}
-    joint = []
-    handle = model.layers[0].register_forward_pre_hook(lambda module, args: joint.append(args[0]))
-    inputs = family.inputs(2, torch.full((2,), 0.5))  # captions of 10 and 16 tokens
-    try:
-        family.run(model, inputs)
-    finally:
-        handle.remove()
-    image_tokens = (16 // 2) ** 2
-    assert joint[0].shape == (2, 16 + image_tokens, 24)
-    # row 0: image at [10, 74) then 6 padding rows (zeros); row 1: image at [16, 80), no padding
-    assert bool((joint[0][0, 10 + image_tokens :] == 0).all()) and not bool((joint[0][1, -6:] == 0).all())
+    inputs = family.inputs(2, torch.full((2,), 0.5))
+    n = (16 // 2) ** 2
+    starts = [10, 16]  # the caption lengths `_lumina2_inputs` sets, counted by hand
+    assert inputs["encoder_attention_mask"].sum(1).tolist() == starts
+
+    def image(x):
+        return torch.stack([x[r, s : s + n] for r, s in enumerate(starts)])
+
+    def caption_and_padding(x):
+        return torch.stack([torch.cat([x[r, :s], x[r, s + n :]]) for r, s in enumerate(starts)])
+
+    names = [name for name in hooked.hook_names if name.startswith("blocks.")]
+    assert {name.split(".", 2)[2] for name in names} == {
+        "hook_resid_pre", "hook_resid_post", "hook_update", "hook_txt_resid_post", "attn.hook_out", "mlp.hook_in",
+        "mlp.hook_out",
+    }  # fmt: skip
+    reference = family.run(model, inputs)
+    got = {}
+    seen, output = _lumina2_joint_run(
+        family, model, inputs, hooked, [(name, lambda x, hook: got.__setitem__(hook.name, x)) for name in names]
+    )
+    assert torch.equal(output, reference)
+    assert not torch.equal(seen["0.in"][0, 10 + n :], seen["0.in"][1, 10 + n :])  # row 0 is padded, row 1 is not
+    for i in range(len(model.layers)):
+        expected = {
+            "hook_resid_pre": image(seen[f"{i}.in"]),
+            "hook_resid_post": image(seen[f"{i}.out"]),
+            "hook_update": image(seen[f"{i}.out"]) - image(seen[f"{i}.in"]),
+            "hook_txt_resid_post": caption_and_padding(seen[f"{i}.out"]),
+            "attn.hook_out": image(seen[f"{i}.attn"]),
+            "mlp.hook_in": image(seen[f"{i}.mlp_in"]),
+            "mlp.hook_out": image(seen[f"{i}.mlp"]),
+        }
+        for suffix, tensor in expected.items():
+            assert got[f"blocks.{i}.{suffix}"].shape == tensor.shape, suffix
+            assert torch.equal(got[f"blocks.{i}.{suffix}"], tensor), f"blocks.{i}.{suffix}"
+
+    # zeroing the image hook changes each row's image span only: its caption and padding stay bit-identical
+    plain, _ = _lumina2_joint_run(family, model, inputs)
+    zeroed, _ = _lumina2_joint_run(
+        family, model, inputs, hooked, [("blocks.0.hook_resid_post", lambda x, hook: torch.zeros_like(x))]
+    )
+    after = zeroed["1.in"]  # layer 0's output as the model passes it on (a torch hook on layer 0 runs first)
+    assert torch.equal(image(after), torch.zeros(2, n, 24))
+    assert torch.equal(caption_and_padding(after), caption_and_padding(plain["1.in"]))
+    assert not torch.equal(image(plain["1.in"]), torch.zeros(2, n, 24))
+
+
+def test_lumina2_text_mask_of_another_batch_is_refused(families):
+    family = families["lumina2"]
+    model = family.make()
+    hooked = HookedDiT(model)
+    inputs = family.inputs(2, torch.full((2,), 0.5))
+    assert hooked.read_call((), inputs).image_offset.tolist() == [10, 16]
+    inputs["encoder_attention_mask"] = inputs["encoder_attention_mask"][:1]  # one mask row for a batch of two
+    with pytest.raises(ValueError, match=r"text_mask 'encoder_attention_mask' has shape \(1, 16\)"):
+        hooked.read_call((), inputs)
 
 
 @pytest.mark.parametrize("name", ["mochi", "cosmos1"])
