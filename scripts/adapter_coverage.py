@@ -39,10 +39,6 @@ MEASURED_REASONS = {
     "LatteTransformer3DModel": "blocks alternate [B*F, HW, D] and [B*HW, F, D] layouts",
     "ChromaTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
     "AuraFlowTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence",
-    "QwenImage21Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence, condition-image "
-    "slots interleaved with the text (4 text + 4 image tokens: block input of 8); the target image is the tail, but "
-    "its token count is prod(img_shapes[0][-1]), not the latents' (which hold the condition images too), and the "
-    "schema counts image tokens from the latents only (read from the source)",
     "BriaFiboTransformer2DModel": "single-stream blocks hold text and image tokens in one sequence (6 text + 16 "
     "image tokens: single-block input of 22)",
     "Krea2Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence (4 text + 4 image "

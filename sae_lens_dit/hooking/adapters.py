@@ -34,8 +34,7 @@ from sae_lens_dit.hooking.token_spans import (
     ImageCount,
     TokenSpan,
     check_submodule_spans,
-    parse_image_tokens,
-    parse_text_mask,
+    parse_image_keys,
 )
 from sae_lens_dit.resources import adapters_dir
 
@@ -179,6 +178,7 @@ class AdapterSpec:
     """How to count a call's image tokens (for stacks with `tokens: image_tail` or `image_head`); None: not needed."""
     image_patch: int | str = "patch_size"  # image_tokens patches: a number or a config value (all_patch_size[0])
     text_mask: str | None = None
+    image_shapes: str | None = None  # `image_tokens: shapes`: the forward argument with each sample's image shapes
     """Forward argument whose row sums place `tokens: image_after_text` spans (each row's text length)."""
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
@@ -328,6 +328,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
             "image_tokens",
             "image_patch",
             "text_mask",
+            "image_shapes",
             "frames",
         )
     )
@@ -338,7 +339,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
     if not stacks:
         top.fail("stacks", "expected at least one block list")
     parsed = tuple(_stack(SpecFields(source, f"stacks[{i}]", stack)) for i, stack in enumerate(stacks))
-    image_tokens, image_patch = parse_image_tokens(top, [stack.tokens for stack in parsed])
+    image_keys = parse_image_keys(top, [stack.tokens for stack in parsed])  # image_tokens, image_patch, ...
     prefixes = [stack.prefix for stack in parsed]
     if len(set(prefixes)) != len(prefixes):
         top.fail("stacks", f"prefixes must be unique, received {prefixes}")
@@ -352,9 +353,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
         guidance=_guidance(top.sub(_guidance_key(top))),
         stacks=parsed,
         match_config=top.scalars("match_config") if "match_config" in top.data else (),
-        image_tokens=image_tokens,
-        image_patch=image_patch,
-        text_mask=parse_text_mask(top, [stack.tokens for stack in parsed]),
+        **image_keys,
         frames=parse_frames(top.sub("frames")) if "frames" in top.data else None,
     )
 

@@ -29,7 +29,13 @@ from torch import Tensor, nn
 
 from sae_lens_dit.conventions import COND, UNCOND, CfgOrder, branch_order  # noqa: F401 (COND, UNCOND re-exported)
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError
-from sae_lens_dit.hooking.token_spans import batch_view, count_image_tokens, halves_equal, patch_size_of
+from sae_lens_dit.hooking.token_spans import (
+    batch_view,
+    count_from_shapes,
+    count_image_tokens,
+    halves_equal,
+    patch_size_of,
+)
 
 
 @dataclass(frozen=True)
@@ -99,8 +105,7 @@ class CallReader:
         wanted = [spec.latents, spec.timestep.argument]
         if guidance.detect == "class_label":
             wanted.append(guidance.class_argument)
-        if spec.text_mask is not None:
-            wanted.append(spec.text_mask)
+        wanted += [name for name in (spec.text_mask, spec.image_shapes) if name is not None]
         missing = [name for name in wanted if name not in params]
         if missing:
             raise AdapterSpecError(
@@ -111,6 +116,7 @@ class CallReader:
         self._raw_timestep = ArgSlot(transformer, spec.timestep.argument)
         self._class_labels: ArgSlot | None = None
         self._text_mask = ArgSlot(transformer, spec.text_mask) if spec.text_mask is not None else None
+        self._image_shapes = ArgSlot(transformer, spec.image_shapes) if spec.image_shapes is not None else None
         self._divisor = 1.0
         if spec.timestep.divide_by_config is not None:
             self._divisor = float(_config_value(spec, transformer, spec.timestep.divide_by_config))
@@ -143,6 +149,8 @@ class CallReader:
                 branch = (torch.as_tensor(labels).reshape(-1).cpu() == self._null_class).long().expand(batch)
                 is_doubled = doubled is not None and torch.equal(branch, doubled)
         n_image = count_image_tokens(self.spec.image_tokens, row, self._patch)
+        if self._image_shapes is not None:
+            n_image = count_from_shapes(self._image_shapes.get(args, kwargs), self.spec.image_shapes)
         frames = self._frames(row, args, kwargs)
         timestep, per_token = self._timestep(args, kwargs, batch)
         offset = self._image_offset(args, kwargs, batch)

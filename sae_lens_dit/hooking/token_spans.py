@@ -16,6 +16,7 @@ Latents given as a list of per-sample tensors (Z-Image) are read as a batch of t
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -28,9 +29,11 @@ TokenSpan = Literal["all", "image_tail", "image_head", "image_after_text"]
 """Which tokens of a stream are image tokens: all, the last n (`[text | image]`), the first n (`[image | rest]`) or
 the n after each row's text (`[text | image | padding]`, the text's length per row from `text_mask`); a
 submodule's n: the block's image input; a joint block stream's n: the call's `ImageCount`."""
-ImageCount = Literal["sequence", "patches"]
-"""How a call's image tokens are counted from its latents: [batch, n, c] (packed), or image latents [batch, c, h, w]
-(or [batch, c, 1, h, w]) in patch x patch patches (the patch: `image_patch`, by default `config.patch_size`)."""
+ImageCount = Literal["sequence", "patches", "shapes"]
+"""How a call's image tokens are counted: from its latents, [batch, n, c] (packed) or image latents [batch, c, h, w]
+(or [batch, c, 1, h, w]) in patch x patch patches (the patch: `image_patch`, by default `config.patch_size`); or
+`shapes`: the last (frames, height, width) in tokens of the first sample's list in the forward argument named by
+`image_shapes` (Qwen-Image 2.1 lists its condition images first and the image being generated last)."""
 
 _CONFIG_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\])?$")
 
@@ -46,6 +49,34 @@ def parse_text_mask(top: SpecFields, spans: list[TokenSpan]) -> str | None:
     if "text_mask" in top.data and not needed:
         top.fail("text_mask", "text_mask places tokens: image_after_text spans; no stack has one, so remove it")
     return top.get("text_mask", str) if needed else None
+
+
+def parse_image_keys(top: SpecFields, spans: list[TokenSpan]) -> dict[str, Any]:
+    """`image_tokens`, `image_patch`, `text_mask` and `image_shapes`, checked against the stacks' token spans."""
+    count, patch = parse_image_tokens(top, spans)
+    if count == "shapes" and "image_shapes" not in top.data:
+        top.fail("image_shapes", "image_tokens: shapes needs image_shapes (the forward argument listing image shapes)")
+    if "image_shapes" in top.data and count != "shapes":
+        top.fail("image_shapes", "image_shapes is read for `image_tokens: shapes`; remove it or count shapes")
+    shapes = top.get("image_shapes", str) if count == "shapes" else None
+    return {
+        "image_tokens": count,
+        "image_patch": patch,
+        "text_mask": parse_text_mask(top, spans),
+        "image_shapes": shapes,
+    }
+
+
+def count_from_shapes(shapes: Any, name: str) -> int:
+    """Image tokens of the image being generated: the product of the last (frames, height, width) of the first
+    sample's shape list in the `name` argument."""
+    try:
+        return math.prod(int(size) for size in shapes[0][-1])
+    except (TypeError, IndexError, ValueError):
+        raise ValueError(
+            f"the {name!r} argument is {shapes!r}; expected a per-sample list of (frames, height, width) tuples in "
+            f"tokens, the image being generated last (fix `image_shapes` in the adapter spec)"
+        ) from None
 
 
 def parse_image_tokens(top: SpecFields, spans: list[TokenSpan]) -> tuple[ImageCount | None, int | str]:

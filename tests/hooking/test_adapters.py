@@ -129,6 +129,8 @@ MALFORMED = [
         r"field 'text_mask': a stack with tokens: image_after_text needs text_mask",
     ),
     (_set("text_mask", "encoder_attention_mask"), r"field 'text_mask': text_mask places tokens: image_after_text"),
+    (_set("image_tokens", "shapes"), r"field 'image_shapes': image_tokens: shapes needs image_shapes"),
+    (_set("image_shapes", "img_shapes"), r"field 'image_shapes': image_shapes is read for `image_tokens: shapes`"),
     (
         lambda data: (
             data.update(image_tokens="patches")

@@ -61,6 +61,7 @@ from diffusers import (
     OmniGenTransformer2DModel,
     OvisImageTransformer2DModel,
     PRXTransformer2DModel,
+    QwenImage21Transformer2DModel,
     QwenImageTransformer2DModel,
     SanaVideoTransformer3DModel,
     SanaWMLTX2RefinerTransformer3DModel,
@@ -1439,6 +1440,40 @@ _AURAFLOW_STACKS = {
 }
 
 
+# --- Qwen-Image 2.1: single-stream blocks over one joint [text with condition-image tokens | target image] -----
+# 6 text positions, one of them a vision-language image slot holding a 2x2 condition image (4 tokens), then the
+# 4x4 target (16 tokens, 4 slots): the blocks see 5 text + 4 condition + 16 target = 25 tokens, and the latents
+# hold 20 (condition and target), so only img_shapes' last entry counts the 16 image tokens at the tail.
+
+
+def _qwenimage21() -> nn.Module:
+    return QwenImage21Transformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        context_in_dim=24,
+        mlp_ratio=2,
+        axes_dims_rope=(4, 6, 6),
+    )
+
+
+def _qwenimage21_inputs(b: int) -> dict[str, Any]:
+    img_mask = torch.zeros(b, 6 + JOINT_IMAGE_TOKENS // 4, dtype=torch.bool)
+    img_mask[:, 2] = True  # the condition image's slot inside the text
+    img_mask[:, 6:] = True  # the target's slots, appended
+    return {
+        "hidden_states": torch.randn(b, 4 + JOINT_IMAGE_TOKENS, 16),  # [condition (2x2) | target (4x4)], packed
+        "encoder_hidden_states": torch.randn(b, 6, 24),
+        "encoder_hidden_states_mask": torch.ones(b, 6, dtype=torch.bool),
+        "timestep": torch.rand(b),
+        "img_shapes": [[(1, 2, 2), (1, 4, 4)]] * b,
+        "img_mask": img_mask,
+    }
+
+
 FAMILIES: dict[str, Family] = {
     "chroma": Family(
         "chroma",
@@ -1598,6 +1633,23 @@ FAMILIES: dict[str, Family] = {
         {"blocks": Stack("transformer_blocks", 1, 0, {"attn": ("attn", 0, _whole), "mlp": ("img_mlp", None, _whole)})},
         _flow,
         lambda t, b: _expanded(t, b) / 1000,  # QwenImagePipeline: timestep=timestep / 1000
+        "separate_calls",
+    ),
+    "qwenimage21": Family(
+        "qwenimage21",
+        _qwenimage21,
+        _qwenimage21_inputs,
+        {
+            "blocks": Stack(
+                "transformer_blocks",
+                None,
+                None,
+                {"attn": ("attn", None, _joint_tail), "mlp": ("img_mlp", None, _joint_tail)},
+                JOINT_IMAGE_TOKENS,
+            )
+        },
+        _flow,
+        lambda t, b: _expanded(t, b) / 1000,  # QwenImage21Pipeline: timestep=timestep / 1000
         "separate_calls",
     ),
     "qwenimage_edit": Family(

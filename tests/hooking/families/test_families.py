@@ -427,3 +427,16 @@ def test_steering_a_tide_sae_in_a_per_token_call_encodes_each_token_at_its_own_t
     with torch.no_grad(), steer(hooked, [sae], spec, use_error_term=False):
         steered = family.run(model, inputs)
     torch.testing.assert_close(steered, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_qwenimage21_counts_the_target_from_img_shapes_not_the_latents(families):
+    """The latents hold the condition image (4 tokens) and the target (16); the hooks see the 16 of the target
+    only, and an img_shapes that is not a list of (frames, height, width) is refused naming the argument."""
+    family = families["qwenimage21"]
+    model = family.make()
+    hooked = HookedDiT(model)
+    inputs = family.inputs(2)
+    assert inputs["hidden_states"].shape[1] == 20 and hooked.read_call((), inputs).image_tokens == 16
+    inputs["img_shapes"] = [[]] * 2
+    with pytest.raises(ValueError, match="the 'img_shapes' argument is .*expected a per-sample list of"):
+        hooked.read_call((), inputs)
