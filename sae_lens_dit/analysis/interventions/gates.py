@@ -114,14 +114,20 @@ class Gate:
         return bool(self.grow) or self.center_at is not None
 
 
+def _on_grid(inside: Tensor, grid: tuple[int, int]) -> Tensor:
+    """[rows, tokens] bool as [rows, grid rows, grid columns]."""
+    rows, cols = grid
+    if inside.shape[-1] != rows * cols:
+        raise ValueError(f"gate covers {inside.shape[-1]} tokens but the grid {rows} x {cols} has {rows * cols}")
+    return inside.reshape(-1, rows, cols)
+
+
 def move_mask(inside: Tensor, grid: tuple[int, int], center: tuple[float | None, float | None]) -> Tensor:
     """[rows, tokens] bool, each row's tokens shifted by whole tokens so their mean position lands nearest to
     `center` (x, y in fractions of the image; None: not moved along that axis); tokens shifted off the image
     are dropped, empty rows stay empty."""
     rows, cols = grid
-    if inside.shape[-1] != rows * cols:
-        raise ValueError(f"gate covers {inside.shape[-1]} tokens but the grid {rows} x {cols} has {rows * cols}")
-    image = inside.reshape(-1, rows, cols)
+    image = _on_grid(inside, grid)
     out = torch.zeros_like(image)
     ys, xs = torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64)
     for r in range(len(image)):
@@ -139,10 +145,7 @@ def move_mask(inside: Tensor, grid: tuple[int, int], center: tuple[float | None,
 def grow_mask(inside: Tensor, grid: tuple[int, int], by: int) -> Tensor:
     """[rows, tokens] bool grown by `by` tokens (8-neighbourhood) on the row-major `grid`; negative shrinks
     (a token stays only if every token within |by| of it, inside the image, is inside)."""
-    rows, cols = grid
-    if inside.shape[-1] != rows * cols:
-        raise ValueError(f"gate covers {inside.shape[-1]} tokens but the grid {rows} x {cols} has {rows * cols}")
-    image = inside.reshape(-1, 1, rows, cols).float()
+    image = _on_grid(inside, grid)[:, None].float()
     size = 2 * abs(by) + 1
     if by > 0:
         grown = torch.nn.functional.max_pool2d(image, size, stride=1, padding=abs(by)) > 0
