@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import wandb
 from sae_lens import SAE
 from safetensors.torch import load_file
 
@@ -128,6 +129,7 @@ def test_killed_training_resumes_to_the_same_weights(tiny_run_dict, tmp_path):
 def test_wandb_offline_run_holds_the_logged_metrics(tiny_run_dict):
     cfg = DiTSAERunnerConfig.from_dict({**tiny_run_dict, "wandb_mode": "offline", "wandb_log_frequency": 2})
     DiTSAETrainingRunner(cfg).run()
+    wandb.teardown()  # the wandb service writes the run file in the background; stop it so the file is complete
     runs = list((Path(cfg.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     payload = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
