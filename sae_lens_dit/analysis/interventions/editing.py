@@ -58,7 +58,8 @@ def sample_seeded(
     pipe: Any, labels: Sequence[int], seeds: Sequence[int], num_inference_steps: int = 20, **pipe_kwargs: Any
 ) -> np.ndarray:
     """`np` images [n, H, W, C]; sample i uses its own generator seeded with seeds[i], so any subset of
-    samples re-generates exactly (steering groups of samples one spec at a time relies on it)."""
+    samples re-generates the same images from the same noise (steering groups of samples one spec at a time
+    relies on it), equal up to float rounding where the CPU's kernels depend on the batch size."""
     generators = [torch.Generator(pipe.device).manual_seed(int(s)) for s in seeds]
     return pipe(
         class_labels=[int(c) for c in labels],

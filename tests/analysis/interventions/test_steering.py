@@ -72,6 +72,14 @@ def _hand(sae: SAE, x: Tensor, t: Tensor, edited: Tensor, codes: Tensor, inside:
     return x + torch.where(inside[..., None], delta, torch.zeros_like(delta))
 
 
+def _between(score: Tensor) -> float:
+    """A threshold halfway between the two middle scores: no token sits on it, so the package's float32 score and
+    the float64 one by hand put every token on the same side (a token at exactly the median flipped on some CPUs)."""
+    ordered = score.flatten().double().sort().values
+    middle = len(ordered) // 2
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
+
+
 def _apply(codes: Tensor, op: str, latents: list[int], values: Tensor, competitors: list[int] = ()) -> Tensor:
     edited = codes.clone()
     if op == "add":
@@ -97,12 +105,12 @@ def test_gated_edit_touches_only_the_gated_tokens(block0_output, pipe, make_sae,
     if gate_by == "latents":
         latents = [int(i) for i in (codes > 0).sum((0, 1)).argsort(descending=True)[:2]]  # two that fire here
         score = codes[..., latents].amax(-1)
-        threshold = float(score[score > 0].median())
+        threshold = _between(score[score > 0])
         gate = Gate(latents=tuple(latents), threshold=threshold, invert=invert)
     else:
         probe = LinearProbe(HOOK, torch.randn(D, generator=torch.Generator().manual_seed(1)), 0.2)
         score = (x.double() * probe.weight.double()).sum(-1) + probe.bias  # the probe's logit by hand
-        threshold = float(score.median())
+        threshold = _between(score)
         gate = Gate(probe=str(probe.save(tmp_path / "probe.safetensors")), threshold=threshold, invert=invert)
     inside = (score > threshold) != invert
     assert 0 < int(inside.sum()) < inside.numel()
