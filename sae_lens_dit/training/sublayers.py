@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from sae_lens_dit.analysis.evals import BucketMetrics, LatentUsage, latent_usage, reconstruction_by_bucket
+from sae_lens_dit.analysis.evals import BucketMetrics, LatentUsage, latent_usage, reconstruct, reconstruction_by_bucket
 from sae_lens_dit.analysis.evals.reconstruction import bucket_masks, bucket_metrics
-from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, timestep_scope
+from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES
 from sae_lens_dit.saes.data_init import BDecInit, centre_of, rescales_by_decoder_norm
 from sae_lens_dit.saes.tide_transcoder import transcoder_rows
 
@@ -105,15 +105,10 @@ def metrics_by_bucket(
     if not is_transcoder(sae.cfg):
         return reconstruction_by_bucket(sae, rows, timestep, batch_size=batch_size)
     x, y = rows.split([sae.cfg.d_in, sae.cfg.d_out], dim=-1)
-    outs, acts = [], []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        with timestep_scope(sae, timestep[i : i + batch_size]):
-            acts.append(sae.encode(xb))
-            out = sae.decode(acts[-1])
-        skip = sae._skip(xb) if getattr(sae, "W_skip", None) is not None else None
-        outs.append(out if skip is None else out + skip)
-    y_hat, feature_acts = torch.cat(outs), torch.cat(acts)
+    parts = [
+        reconstruct(sae, x[i : i + batch_size], timestep[i : i + batch_size]) for i in range(0, len(x), batch_size)
+    ]
+    y_hat, feature_acts = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     edges = DEFAULT_BUCKET_EDGES
     return [
         bucket_metrics(y[mask], y_hat[mask], feature_acts[mask], lo, hi)

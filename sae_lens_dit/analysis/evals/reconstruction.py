@@ -23,10 +23,15 @@ DENSE_THRESHOLD = 0.1
 
 @torch.no_grad()
 def reconstruct(sae, x: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reconstruction [rows, d_in], latent activations [rows, d_sae]) of rows `x` at `timestep` [rows]."""
+    """(reconstruction [rows, d_out], latent activations [rows, d_sae]) of rows `x` at `timestep` [rows]: what the
+    SAE writes when spliced in, so a skip transcoder's `x @ W_skip.T` (SAELens's `SkipTranscoder` term) is added."""
     with timestep_scope(sae, timestep):
         feature_acts = sae.encode(x)
-        return sae.decode(feature_acts), feature_acts
+        out = sae.decode(feature_acts)
+    skip = getattr(sae, "W_skip", None)
+    if skip is not None:
+        out = out + x.to(skip.dtype) @ skip.T
+    return out, feature_acts
 
 
 def bucket_masks(timestep: torch.Tensor, edges: Sequence[float] = DEFAULT_BUCKET_EDGES) -> list[torch.Tensor]:

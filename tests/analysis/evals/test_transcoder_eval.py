@@ -20,13 +20,13 @@ from sae_lens_dit.toy.image_sets import training_split
 READ, WRITE = "blocks.2.mlp.hook_in", "blocks.2.mlp.hook_out"
 
 
-def _transcoder(zero_decoder: bool = False, block: int = 2) -> TideTranscoder:
+def _transcoder(zero_decoder: bool = False, block: int = 2, skip: bool = False) -> TideTranscoder:
     cfg = TideTranscoderConfig(
         d_in=96,
         d_out=96,
         d_sae=384,
         k=8,
-        skip=False,
+        skip=skip,
         rescale_acts_by_decoder_norm=False,
         normalize_activations="none",
         timestep_embed_dim=16,
@@ -81,14 +81,19 @@ def test_the_pass_records_the_mlps_input_and_output_and_ablates_the_output(setup
     torch.testing.assert_close(hp.loss_zero, zeroed, rtol=1e-6, atol=1e-8)
 
 
-def test_reconstruction_is_scored_against_the_mlp_output(setup):
+@pytest.mark.parametrize("skip", [False, True])
+def test_reconstruction_is_scored_against_the_mlp_output(setup, skip):
+    """Against the transcoder's own forward (what splicing writes), skip term included: the protocol once scored a
+    skip transcoder without it (explained variance -0.66 for 0.99)."""
     _, _, hp = setup
-    tc = _transcoder()
+    tc = _transcoder(skip=skip)
     report = heldout_reconstruction(tc, hp)
     b, br, mask = next(iter(hp.groups()))
     x = hp.activation[mask].flatten(0, 1)
     t = hp.timestep[mask].repeat_interleave(hp.activation.shape[1]).float()
-    y_hat = reconstruct(tc, x, t)[0].double()
+    with torch.no_grad():
+        y_hat = tc(x, timestep=t).double()
+    torch.testing.assert_close(reconstruct(tc, x, t)[0].double(), y_hat, rtol=0, atol=1e-5)
     y = hp.activation_out[mask].flatten(0, 1).double()
     assert report[0]["mse"] == pytest.approx(float((y - y_hat).pow(2).mean()), rel=1e-6)
     assert report[0]["mse"] != pytest.approx(float((x.double() - y_hat).pow(2).mean()), rel=1e-3)
@@ -124,4 +129,5 @@ def test_evaluate_reports_both_hooks():
     cfg = EvalConfig(num_images=4, num_samples=0, factors=False, edges=(0.0, 500.0, 1000.0), batch_size=64)
     report = evaluate([_transcoder()], cfg)[0]
     assert (report["hook"], report["hook_out"]) == (READ, WRITE)
+    assert report["sae"] == "blocks.2.mlp/tide_transcoder"  # the sublayer, as the runner's eval.json names it
     assert {row["branch"] for row in report["denoising"]} == {"cond", "uncond"}
