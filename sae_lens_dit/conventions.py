@@ -92,8 +92,13 @@ def sae_id(hook: str, architecture: str) -> str:
 
 
 def sae_display_name(sae: Any) -> str:
-    """`sae_id` of a loaded SAELens SAE (from its `cfg.metadata.hook_name` and architecture)."""
-    return sae_id(sae.cfg.metadata.hook_name, sae.cfg.architecture())
+    """`sae_id` of a loaded SAELens SAE (from its `cfg.metadata.hook_name` and architecture); a transcoder of a
+    sublayer (`blocks.2.mlp.hook_in` -> `blocks.2.mlp.hook_out`) is named by the sublayer, as it was trained:
+    `blocks.2.mlp/tide_transcoder`."""
+    hook, out = sae.cfg.metadata.hook_name, getattr(sae.cfg.metadata, "hook_name_out", None)
+    if out and hook.endswith(".hook_in") and out == hook.removesuffix(".hook_in") + ".hook_out":
+        hook = hook.removesuffix(".hook_in")
+    return sae_id(hook, sae.cfg.architecture())
 
 
 # --- files the package writes ---------------------------------------------------------------------

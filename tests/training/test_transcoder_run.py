@@ -13,6 +13,7 @@ from sae_lens import SAE
 
 from sae_lens_dit import HookedDiT
 from sae_lens_dit.cli import main
+from sae_lens_dit.conventions import sae_display_name
 from sae_lens_dit.saes import TideTranscoder
 from sae_lens_dit.toy.backbones import load_pipeline
 from sae_lens_dit.training.harvest import plan_batches
@@ -54,6 +55,7 @@ def test_cli_trains_a_transcoder_saved_with_both_hooks(trained: Path) -> None:
     assert isinstance(tc, TideTranscoder) and (tc.cfg.d_in, tc.cfg.d_out) == (96, 96)
     (report,) = json.loads((trained / "eval.json").read_text())["reports"]
     assert report["hook"] == HOOK and report["architecture"] == "tide_transcoder"
+    assert report["sae"] == sae_display_name(tc) == f"{HOOK}/tide_transcoder"  # one id in every report
     assert report["buckets"] and all(b["l0"] == pytest.approx(8) for b in report["buckets"])
     assert all(b["explained_variance"] == b["explained_variance"] for b in report["buckets"])  # not NaN
     assert "output, reconstructed from its input" in (trained / "eval.md").read_text()
