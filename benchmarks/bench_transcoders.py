@@ -45,11 +45,11 @@ RESULTS = Path(__file__).parent / "results"
 SUBLAYER = "blocks.2.mlp"
 _OFF = {"timestep_scale": False, "timestep_shift": False, "timestep_decoder_bias": False}
 VARIANTS = {
-    "tide_transcoder": {},  # the defaults: the decoder's timestep bias, no input modulation; lr 1e-3
-    "topk_transcoder": _OFF,  # no timestep term at all: a plain TopK transcoder, same lr
+    "tide_transcoder": {},  # the defaults: the decoder's timestep bias, no input modulation, skip; lr 1e-3
+    "topk_transcoder": _OFF,  # no timestep term at all: a plain TopK (skip) transcoder, same lr
 }
-ABLATIONS = {  # which of TIDE's terms, at which learning rate, helps a transcoder (run with --variants)
-    f"{name}_lr{lr}": {**terms, "lr": float(lr)}
+ABLATIONS = {  # which of TIDE's terms, at which learning rate, helps a transcoder (run with --variants); no skip
+    f"{name}_lr{lr}": {**terms, "skip": False, "lr": float(lr)}
     for name, terms in {
         "tide_all_terms": {"timestep_scale": True, "timestep_shift": True, "timestep_decoder_bias": True},
         "tide_input_only": {"timestep_scale": True, "timestep_shift": True, "timestep_decoder_bias": False},
@@ -57,6 +57,17 @@ ABLATIONS = {  # which of TIDE's terms, at which learning rate, helps a transcod
         "topk_transcoder": _OFF,
     }.items()
     for lr in ("4e-4", "1e-3")
+} | {  # the skip connection (the default since it was measured), with and without TIDE's decoder bias
+    "tide_decoder_bias_only_skip_lr1e-3": {"timestep_scale": False, "timestep_shift": False, "skip": True, "lr": 1e-3},
+    "topk_transcoder_skip_lr1e-3": {**_OFF, "skip": True, "lr": 1e-3},
+    "tide_all_terms_skip_lr1e-3": {"timestep_scale": True, "timestep_shift": True, "skip": True, "lr": 1e-3},
+    "tide_input_only_skip_lr1e-3": {
+        "timestep_scale": True,
+        "timestep_shift": True,
+        "timestep_decoder_bias": False,
+        "skip": True,
+        "lr": 1e-3,
+    },
 }
 EVAL = EvalConfig(num_images=64, num_samples=0, factors=False, batch_size=128)
 
