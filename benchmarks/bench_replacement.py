@@ -12,6 +12,7 @@ with all four spliced in at once (`HookedDiT.saes`, no error term):
   Frechet distance in the classifier's embedding against the floor of two clean runs with different noise.
 
     python benchmarks/bench_replacement.py [--work /tmp/sae-lens-dit-replacement]
+    python benchmarks/bench_replacement.py --release tide-dit-tiny/digits-transcoders   # the shipped transcoders
 
 Writes benchmarks/results/replacement.{md,json}.
 """
@@ -81,8 +82,14 @@ def replacement_denoising(hooked: HookedDiT, tcs: list[SAE], hp) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/sae-lens-dit-replacement"))
+    parser.add_argument("--release", help="Replace the MLPs by a release's transcoders instead of training them")
     args = parser.parse_args()
-    tcs = train(args.work)
+    if args.release:
+        import sae_lens_dit  # noqa: F401  (registers the releases)
+
+        tcs = [SAE.from_pretrained(args.release, f"blocks.{i}.mlp/tide_transcoder") for i in BLOCKS]
+    else:
+        tcs = train(args.work)
     pipe = load_tiny_dit("digits")
     pipe.set_progress_bar_config(disable=True)
     hooked = HookedDiT(pipe.transformer)
@@ -94,12 +101,25 @@ def main() -> None:
     clean = sample_images(pipe, labels, 0, 50)
     reference = sample_images(pipe, labels, 1, 50)
     drift = spliced_generation(tcs, pipe, hooked, labels, clean, reference, load_tiny_classifier("digits"), seed=0)
-    result = {"denoising": denoising, "block0_alone": single, "generation": drift.to_dict()}
+    result = {
+        "transcoders": args.release or "trained",
+        "denoising": denoising,
+        "block0_alone": single,
+        "generation": drift.to_dict(),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "replacement.json").write_text(json.dumps(result, indent=1))
     g = drift.to_dict()
+    source = (
+        f"the release `{args.release}`"
+        if args.release
+        else "trained here (`--preset transcoder-tiny-digits --seed 1 --eval-images 64`)"
+    )
     lines = [
         "# Replacement model: every MLP of the digits DiT replaced by its TIDE transcoder (no error term)",
+        "",
+        f"Transcoders: {source}. Reproduce: `python benchmarks/bench_replacement.py"
+        + (f" --release {args.release}`." if args.release else "`."),
         "",
         "| t bucket, branch | loss clean | all MLPs zero-ablated | all mean-ablated | replaced | recovered vs zero "
         "| recovered vs mean |",

@@ -1,4 +1,5 @@
-"""Copy the runner outputs of one tiny-backbone training into `pretrained/saes/tide-dit-tiny-<name>/`.
+"""Copy the runner outputs of one tiny-backbone training into `pretrained/saes/tide-dit-tiny-<name>/`
+(`--variant transcoders`: `tide-dit-tiny-<name>-transcoders/`, the transcoder release of that backbone).
 
     OMP_NUM_THREADS=1 sae-lens-dit train --preset dit-tiny-<name> --architecture tide topk \\
         --hook blocks.1.hook_resid_post blocks.3.hook_resid_post --output-dir /tmp/rel/<name>
@@ -84,12 +85,16 @@ def main() -> None:
     parser.add_argument("--runs", required=True, type=Path, nargs="+", help="The train commands' --output-dir(s)")
     parser.add_argument("--command", required=True, nargs="+", help="The exact train command(s), for the card")
     parser.add_argument("--note", nargs="*", default=[], help="Paragraph(s) for the end of the card")
+    parser.add_argument(
+        "--variant", help="Release variant after the name (transcoders: the release tide-dit-tiny/NAME-transcoders)"
+    )
     args = parser.parse_args()
-    out = ROOT / f"tide-dit-tiny-{args.name}"
+    release = f"{args.name}-{args.variant}" if args.variant else args.name
+    out = ROOT / f"tide-dit-tiny-{release}"
     saes = []
     for run in run_folders(args.runs):
         cfg, report = json.loads((run / "cfg.json").read_text()), read_eval_file(run).single_report()
-        sae_id = f"{cfg['metadata']['hook_name']}/{cfg['architecture']}"
+        sae_id = report["sae"]  # <hook>/<architecture>; a transcoder's hook is its sublayer (blocks.2.mlp)
         if any(sae_id == other for other, _, _ in saes):
             raise SystemExit(f"two runs of {sae_id} among --runs; name only the one to bundle")
         (out / sae_id).mkdir(parents=True, exist_ok=True)
@@ -108,19 +113,23 @@ def main() -> None:
     lrs = {cfg["architecture"]: json.loads((out / sae_id / "runner_cfg.json").read_text()) for sae_id, cfg, _ in saes}
     guidance = json.loads((ROOT.parent / f"tiny-dit-{args.name}" / "sampling.json").read_text())["guidance_scale"]
     hook_sets = {tuple(cfg["metadata"]["harvest"]["hook_names"]) for _, cfg, _ in saes}
+    transcoders = all("hook_name_out" in cfg["metadata"] for _, cfg, _ in saes)
+    what = "TIDE transcoders (MLP input -> MLP output)" if transcoders else "TIDE SAEs and TopK baselines"
     lines = [
-        f"# tide-dit-tiny/{args.name}",
+        f"# tide-dit-tiny/{release}",
         "",
-        f"TIDE SAEs and TopK baselines on the bundled {args.name} DiT (`pretrained/tiny-dit-{args.name}`), bundled in",
+        f"{what} on the bundled {args.name} DiT (`pretrained/tiny-dit-{args.name}`), bundled in",
         "the wheel; they load offline, the SAELens way:",
         "",
         "```python",
         "import sae_lens_dit  # registers the tide architecture and this release",
         "from sae_lens import SAE",
         "",
-        f'sae = SAE.from_pretrained("tide-dit-tiny/{args.name}", "{saes[0][0]}")',
+        f'sae = SAE.from_pretrained("tide-dit-tiny/{release}", "{saes[0][0]}")',
         "with sae.at_timestep(t):  # t: [rows], DDPM scale [0, 1000]",
-        "    x_hat = sae(x)",
+        "    y_hat = sae(x)  # x: the MLP's input (hook_in), y_hat: its output (hook_out)"
+        if transcoders
+        else "    x_hat = sae(x)",
         "```",
         "",
         "Each `<hook>/<architecture>/` holds SAELens's files (`cfg.json` with the diffusion metadata,",
@@ -139,7 +148,9 @@ def main() -> None:
         "",
         "```",
         *args.command,
-        f"python scripts/bundle_tiny_saes.py --name {args.name} --runs {' '.join(map(str, args.runs))} "
+        f"python scripts/bundle_tiny_saes.py --name {args.name}"
+        + (f" --variant {args.variant}" if args.variant else "")
+        + f" --runs {' '.join(map(str, args.runs))} "
         "--command '<the commands above>'" + (" --note '<the notes at the end>'" if args.note else ""),
         "```",
     ]
@@ -159,7 +170,8 @@ def main() -> None:
             lines.append(f"| `{sae_id}` | {hooks} | {own or '-'} |")
     lines += [
         "",
-        f"## Held-out reconstruction ({eval_images} new images): explained variance by timestep bucket",
+        f"## Held-out reconstruction ({eval_images} new images): explained variance by timestep bucket"
+        + (" (of the MLP output, reconstructed from its input)" if transcoders else ""),
         "",
         "| sae id | mean | "
         + " | ".join(f"t {b['t_low']:.0f}-{b['t_high']:.0f}" for b in saes[0][2]["buckets"])
@@ -203,7 +215,7 @@ def main() -> None:
         hook = cfg["metadata"]["hook_name"]
         print(
             f"    - {{id: {sae_id}, path: {sae_id}, hook: {hook},\n       architecture: {cfg['architecture']}, "
-            f"variance_explained: {report['mean_explained_variance']:.4f}, l0: {mean_l0(report):.1f}, "
+            f"variance_explained: {report['mean_explained_variance']:.4f}, l0: {mean_l0(report):.2f}, "
             f"dead_fraction: {report['latent_usage']['dead_fraction']:.4f}, "
             f"dense_fraction: {report['latent_usage']['dense_fraction']:.4f}, "
             "denoising_loss_recovered: null}  # then: sae-lens-dit eval (see the card)"

@@ -104,7 +104,7 @@ def test_installed_wheel_loads_the_bundled_releases_offline(installed_wheel, tmp
         if "bundled" in entry["source"]
         for s in entry["saes"]
     }
-    assert {f"{rid}|{sid}" for rid, sid, _ in bundled} == set(outputs) and len(outputs) == 14
+    assert {f"{rid}|{sid}" for rid, sid, _ in bundled} == set(outputs) and len(outputs) == 24
     for release, sae_id, folder in bundled:  # the checkout's files, read by SAELens's own disk loader
         want = reconstruct(SAE.load_from_disk(str(pretrained_dir() / folder)), X, T)
         for got, expected in zip(outputs[f"{release}|{sae_id}"], want, strict=True):
