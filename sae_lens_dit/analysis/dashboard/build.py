@@ -63,6 +63,7 @@ from sae_lens_dit.analysis.dashboard.trajectories import (
 )
 from sae_lens_dit.analysis.evals import DENSE_THRESHOLD, bucket_masks
 from sae_lens_dit.conventions import PROFILES, sae_display_name, timestep_scope
+from sae_lens_dit.hooking.splicing import hook_pair
 
 __all__ = [  # the names of the single module this was before the split, re-exported
     "ASSETS",
@@ -156,7 +157,10 @@ def build_dashboard(
     befores: dict[int, dict] = {}  # per backbone: class label -> unedited preview sample, shared by its SAEs
     for plan in plans:
         steering = None
-        if cfg.steering:
+        transcoder = len(set(hook_pair(plan.sae))) > 1  # steering refuses transcoders: no previews on their pages
+        if cfg.steering and transcoder:
+            logger.info("no steering previews for %s: a transcoder cannot be steered", sae_display_name(plan.sae))
+        if cfg.steering and not transcoder:
             key = digest("previews", plan.key, cfg.steering_strength)
             shared = befores.setdefault(id(plan.backbone), {})
             backbone = plan.backbone

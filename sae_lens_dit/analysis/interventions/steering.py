@@ -34,9 +34,10 @@ from transformer_lens.hook_points import HookPoint
 from sae_lens_dit.analysis.interventions.gates import LinearProbe
 from sae_lens_dit.analysis.interventions.regions import region_mask
 from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
-from sae_lens_dit.conventions import branch_label, timestep_scope
+from sae_lens_dit.conventions import branch_label, sae_display_name, timestep_scope
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.hooking.recording import StepTracker
+from sae_lens_dit.hooking.splicing import hook_pair
 
 
 @dataclass
@@ -260,6 +261,12 @@ def decoder_delta(sae: SAE, code_change: Tensor, latents: Sequence[int]) -> Tens
 
 
 def _check_sae(sae: SAE, edits: list[tuple[int, LatentEdit]]) -> None:
+    read, write = hook_pair(sae)
+    if read != write:
+        raise ValueError(
+            f"SAE {sae_display_name(sae)} is a transcoder (reads {read}, writes {write}); steering edits the "
+            f"activation an SAE reconstructs at its own hook, which a transcoder does not: steer an SAE of {write}"
+        )
     if sae.cfg.normalize_activations != "none":
         raise ValueError(
             f"SAE at {sae.cfg.metadata.hook_name}: steering needs a decoder affine in the codes, but it normalises "

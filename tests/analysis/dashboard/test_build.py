@@ -342,3 +342,16 @@ def test_preview_window_bridges_buckets_no_step_fell_in():
     assert preview_window(stats, 1) == (300.0, 400.0)
     with pytest.raises(ValueError, match="no bucket has a positive value"):
         preview_window(stats, 0)
+
+
+def test_a_transcoders_pages_have_no_steering_previews(tmp_path):
+    """Steering refuses transcoders (an edit at the read hook would land on the MLP's input), so their pages are built
+    without previews instead of showing wrong ones; the SAE beside it keeps its previews."""
+    tc = SAE.from_pretrained("tide-dit-tiny/digits-transcoders", "blocks.1.mlp/tide_transcoder")
+    sae = SAE.from_pretrained(RELEASE, SAE_ID)
+    build = build_dashboard([tc, sae], tmp_path / "site", TINY, progress=False)
+    tc_pages = list((build.sites["blocks.1.mlp/tide_transcoder"] / "latents").glob("*.html"))
+    sae_pages = list((build.sites[SAE_ID] / "latents").glob("*.html"))
+    assert tc_pages and sae_pages
+    assert not any("<h2>Steering previews</h2>" in page.read_text() for page in tc_pages)
+    assert any("<h2>Steering previews</h2>" in page.read_text() for page in sae_pages)

@@ -27,7 +27,7 @@ from torch import Tensor
 from sae_lens_dit import HookedDiT
 from sae_lens_dit.analysis.interventions.gates import Gate, LinearProbe
 from sae_lens_dit.analysis.interventions.spec import LatentEdit, SteeringSpec
-from sae_lens_dit.analysis.interventions.steering import steer
+from sae_lens_dit.analysis.interventions.steering import check_spec, steer
 from sae_lens_dit.conventions import timestep_scope
 
 HOOK = "blocks.0.hook_resid_post"
@@ -294,3 +294,27 @@ def test_steer_refuses_a_probe_of_another_hook_and_out_of_range_latents(block0_o
     for edit, message in cases:
         with pytest.raises(ValueError, match=re.escape(message)), steer(hooked, [sae], SteeringSpec((edit,))):
             pipe.transformer(**_inputs(seed=0))
+
+
+def test_steering_a_transcoder_is_one_clear_error(pipe):
+    """A transcoder reads mlp.hook_in and writes mlp.hook_out; an edit decoded at its read hook would silently change
+    the MLP's input, so check_spec refuses it and names the transcoder."""
+    from sae_lens.saes.sae import SAEMetadata
+
+    from sae_lens_dit.saes import TideTranscoder, TideTranscoderConfig
+
+    meta = SAEMetadata(hook_name="blocks.0.mlp.hook_in", hook_name_out="blocks.0.mlp.hook_out")
+    cfg = TideTranscoderConfig(
+        d_in=8,
+        d_out=8,
+        d_sae=32,
+        k=4,
+        skip=True,
+        rescale_acts_by_decoder_norm=False,
+        normalize_activations="none",
+        metadata=meta,
+    )
+    tc = TideTranscoder(cfg)
+    spec = SteeringSpec((LatentEdit("blocks.0.mlp.hook_in", (3,), "add", (1.0,)),))
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp/tide_transcoder is a transcoder .*steer an SAE of"):
+        check_spec(HookedDiT(pipe.transformer), [tc], spec)
