@@ -2,7 +2,8 @@
 
 References: `image_sets.make_shapes` draws images with known hue, centre and size; shape tokens are
 checked against a hand-drawn square; `sample_seeded` on a subset must reproduce the full batch's
-images bit for bit (torch.equal on the arrays), which the grouped steering of benchmarks relies on.
+images from the same noise (to 1e-5: batched matmuls round by batch size on some CPUs), which the grouped
+steering of benchmarks relies on.
 """
 
 from __future__ import annotations
