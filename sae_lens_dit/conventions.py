@@ -91,13 +91,20 @@ def sae_id(hook: str, architecture: str) -> str:
     return f"{hook}/{architecture}"
 
 
+def sublayer_pair(sublayer: str) -> tuple[str, str]:
+    """The (input, output) hooks of a sublayer, the pair a transcoder reads and writes:
+    `blocks.2.mlp` -> (`blocks.2.mlp.hook_in`, `blocks.2.mlp.hook_out`)."""
+    return f"{sublayer}.hook_in", f"{sublayer}.hook_out"
+
+
 def sae_display_name(sae: Any) -> str:
     """`sae_id` of a loaded SAELens SAE (from its `cfg.metadata.hook_name` and architecture); a transcoder of a
     sublayer (`blocks.2.mlp.hook_in` -> `blocks.2.mlp.hook_out`) is named by the sublayer, as it was trained:
     `blocks.2.mlp/tide_transcoder`."""
     hook, out = sae.cfg.metadata.hook_name, getattr(sae.cfg.metadata, "hook_name_out", None)
-    if out and hook.endswith(".hook_in") and out == hook.removesuffix(".hook_in") + ".hook_out":
-        hook = hook.removesuffix(".hook_in")
+    sublayer = hook.rsplit(".", 1)[0]
+    if out and (hook, out) == sublayer_pair(sublayer):
+        hook = sublayer
     return sae_id(hook, sae.cfg.architecture())
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE, TIDE_TRANSCODER_ARCHITECTURE
+from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE, TIDE_TRANSCODER_ARCHITECTURE, sublayer_pair
 from sae_lens_dit.training.runner_config import DiTSAERunnerConfig
 
 _SUBJECTS = (
@@ -138,7 +138,7 @@ def _transcoder_preset(base: str, sublayer: str, output_dir: str) -> dict[str, A
         **preset,
         "hook_name": sublayer,
         "sae": {**preset["sae"], "architecture": TIDE_TRANSCODER_ARCHITECTURE, "d_out": width},
-        "harvest": {**preset["harvest"], "hook_names": [f"{sublayer}.hook_in", f"{sublayer}.hook_out"]},
+        "harvest": {**preset["harvest"], "hook_names": list(sublayer_pair(sublayer))},
         "output_dir": output_dir,
     }
 

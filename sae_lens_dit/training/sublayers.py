@@ -20,7 +20,7 @@ import torch
 
 from sae_lens_dit.analysis.evals import BucketMetrics, LatentUsage, latent_usage, reconstruct, reconstruction_by_bucket
 from sae_lens_dit.analysis.evals.reconstruction import bucket_masks, bucket_metrics
-from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES
+from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES, sublayer_pair
 from sae_lens_dit.saes.data_init import BDecInit, centre_of, rescales_by_decoder_norm
 from sae_lens_dit.saes.tide_transcoder import transcoder_rows
 
@@ -32,7 +32,7 @@ def is_pair(hook_name: str) -> bool:
 
 def sublayer_hooks(hook_name: str) -> tuple[str, ...]:
     """The hooks a run on `hook_name` harvests: (input, output) for a sublayer, else the hook itself."""
-    return (f"{hook_name}.hook_in", f"{hook_name}.hook_out") if is_pair(hook_name) else (hook_name,)
+    return sublayer_pair(hook_name) if is_pair(hook_name) else (hook_name,)
 
 
 def is_transcoder(sae_cfg: Any) -> bool:
