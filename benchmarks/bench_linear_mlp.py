@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from sae_lens_dit.analysis.evals import bucket_masks
 from sae_lens_dit.conventions import DEFAULT_BUCKET_EDGES
 from sae_lens_dit.hooking.hooked import HookedDiT
 from sae_lens_dit.toy.backbones import load_pipeline
@@ -42,12 +43,6 @@ def affine_apply(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def explained_variance(y_hat: torch.Tensor, y: torch.Tensor) -> float:
     return 1 - float((y_hat - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
-
-
-def bucket_of(t: torch.Tensor) -> torch.Tensor:
-    """Bucket index per row (the package's edges; t = 1000 in the last bucket)."""
-    edges = torch.tensor(DEFAULT_BUCKET_EDGES[1:-1], dtype=t.dtype)
-    return torch.bucketize(t, edges, right=True)
 
 
 def main() -> None:
@@ -74,14 +69,13 @@ def main() -> None:
         t = torch.cat([c.timestep for c in chunks]).double()
         sample = torch.cat([c.sample for c in chunks])
         fit_rows = sample < int(sample.max() + 1) * 0.8  # by image, so no image is on both sides
-        buckets = bucket_of(t)
+        masks = bucket_masks(t, DEFAULT_BUCKET_EDGES)  # the package's buckets (t = 1000 in the last)
         for block in tqdm(range(n_blocks), desc=model):
             x = torch.cat([c.activations[f"blocks.{block}.mlp.hook_in"] for c in chunks]).double()
             y = torch.cat([c.activations[f"blocks.{block}.mlp.hook_out"] for c in chunks]).double()
             one = explained_variance(affine_apply(affine_fit(x[fit_rows], y[fit_rows]), x[~fit_rows]), y[~fit_rows])
             y_hat = torch.empty_like(y)
-            for b in buckets.unique():
-                rows = buckets == b
+            for rows in masks:
                 y_hat[rows] = affine_apply(affine_fit(x[fit_rows & rows], y[fit_rows & rows]), x[rows])
             per = explained_variance(y_hat[~fit_rows], y[~fit_rows])
             lines.append(f"| {model} | {block} | {len(x):,} | {one:.4f} | {per:.4f} | {per - one:+.4f} |")
