@@ -1,24 +1,26 @@
-"""Timestep-aware transcoders against the same transcoder without timestep modulation, on both bundled backbones.
+"""Timestep-aware transcoders against the same transcoder without timestep terms, on both bundled backbones.
 
 Each run is the runner's own path (`sae-lens-dit train --architecture tide_transcoder --hook blocks.2.mlp` from the
 backbone's preset: one harvest of the MLP's input and output pair, 640 images, 50 DDIM steps, both CFG branches,
-shared by every run of a backbone), trained on 2M rows. The baseline is the same transcoder with TIDE's three
-timestep terms off (`timestep_scale`, `timestep_shift`, `timestep_decoder_bias` false): a plain TopK transcoder at
-the same k, so L0 is equal by construction. SAELens 6.54 ships inference transcoders (ReLU, JumpReLU, skip) but no
-training class for any of them, and no TopK transcoder, so this ablation is the baseline that trains through the
-same path at equal L0.
+shared by every run of a backbone), trained on 2M rows. The TIDE transcoder is the default one: the decoder's timestep
+bias and a skip connection interpolated between 5 timestep knots (`skip_timestep_knots`). The baseline is the same
+skip transcoder with every timestep term off (`timestep_scale`, `timestep_shift`, `timestep_decoder_bias` false,
+`skip_timestep_knots` 0): a plain TopK skip transcoder at the same k, so L0 is equal by construction. SAELens 6.54
+ships inference transcoders (ReLU, JumpReLU, skip) but no training class for any of them, and no TopK transcoder, so
+this ablation is the baseline that trains through the same path at equal L0.
 
 Reported per run, on held-out rows (harvest seed + 1000, 64 images, both branches): the explained variance of the MLP
 output per timestep bucket (the runner's report), and denoising loss recovered with the MLP replaced by the
 transcoder (no error term), against the MLP zero- and mean-ablated (`sae-lens-dit eval`'s protocol on 64 held-out
-images of the backbone's held-out split, every bucket, both branches). Seeds 1-3 seed the transcoder's
-initialisation and shuffling; none was used for tuning (the recipe is the runner's default). Also: one training
-step of the transcoder against a TIDE SAE of the same width (SAELens's `SAETrainer.step`, interleaved, median).
+images of the backbone's held-out split, every bucket, both branches). The seed seeds the transcoder's
+initialisation and shuffling; seed 1 chose the recipe (`--results transcoder_ablations`, `transcoder_knots`), the
+committed table is seeds 2-4. Also: one training step of the transcoder against a TIDE SAE of the same width
+(SAELens's `SAETrainer.step`, interleaved, median).
 
-    python benchmarks/bench_transcoders.py [--models digits shapes] [--seeds 1 2 3] [--work /tmp/sae-lens-dit-tc]
+    python benchmarks/bench_transcoders.py --seeds 2 3 4 [--models digits shapes] [--work /tmp/sae-lens-dit-tc]
 
 Resumable (runs in results/transcoders.json are kept). Writes benchmarks/results/transcoders.{md,json}; the
-ablations of TIDE's terms and of the learning rate (`--variants ... --results transcoder_ablations`) write their own.
+ablations (`--variants ... --seeds 1 --results transcoder_ablations` or `transcoder_knots`) write their own.
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ from sae_lens_dit.training.sublayers import sublayer_hooks
 
 RESULTS = Path(__file__).parent / "results"
 SUBLAYER = "blocks.2.mlp"
-_OFF = {"timestep_scale": False, "timestep_shift": False, "timestep_decoder_bias": False}
+_OFF = {"timestep_scale": False, "timestep_shift": False, "timestep_decoder_bias": False, "skip_timestep_knots": 0}
 VARIANTS = {
-    "tide_transcoder": {},  # the defaults: the decoder's timestep bias, no input modulation, skip; lr 1e-3
+    "tide_transcoder": {},  # the defaults: decoder's timestep bias, skip with 5 timestep knots, no input modulation
     "topk_transcoder": _OFF,  # no timestep term at all: a plain TopK (skip) transcoder, same lr
 }
 ABLATIONS = {  # which of TIDE's terms, at which learning rate, helps a transcoder (run with --variants); no skip
-    f"{name}_lr{lr}": {**terms, "skip": False, "lr": float(lr)}
+    f"{name}_lr{lr}": {**terms, "skip": False, "skip_timestep_knots": 0, "lr": float(lr)}
     for name, terms in {
         "tide_all_terms": {"timestep_scale": True, "timestep_shift": True, "timestep_decoder_bias": True},
         "tide_input_only": {"timestep_scale": True, "timestep_shift": True, "timestep_decoder_bias": False},
@@ -58,14 +60,37 @@ ABLATIONS = {  # which of TIDE's terms, at which learning rate, helps a transcod
     }.items()
     for lr in ("4e-4", "1e-3")
 } | {  # the skip connection (the default since it was measured), with and without TIDE's decoder bias
-    "tide_decoder_bias_only_skip_lr1e-3": {"timestep_scale": False, "timestep_shift": False, "skip": True, "lr": 1e-3},
+    "tide_decoder_bias_only_skip_lr1e-3": {
+        "timestep_scale": False,
+        "timestep_shift": False,
+        "skip": True,
+        "skip_timestep_knots": 0,
+        "lr": 1e-3,
+    },
     "topk_transcoder_skip_lr1e-3": {**_OFF, "skip": True, "lr": 1e-3},
-    "tide_all_terms_skip_lr1e-3": {"timestep_scale": True, "timestep_shift": True, "skip": True, "lr": 1e-3},
+    "tide_all_terms_skip_lr1e-3": {
+        "timestep_scale": True,
+        "timestep_shift": True,
+        "skip": True,
+        "skip_timestep_knots": 0,
+        "lr": 1e-3,
+    },
+    **{  # the timestep-dependent skip (skip_timestep_knots), its knot count and the knots' learning-rate scale
+        f"tide_skip_knots{n}_scale{scale}_lr1e-3": {
+            "timestep_scale": False,
+            "timestep_shift": False,
+            "skip_timestep_knots": n,
+            "skip_knots_scale": scale,
+            "lr": 1e-3,
+        }
+        for n, scale in ((5, 1.0), (5, 0.1), (11, 0.1))
+    },
     "tide_input_only_skip_lr1e-3": {
         "timestep_scale": True,
         "timestep_shift": True,
         "timestep_decoder_bias": False,
         "skip": True,
+        "skip_timestep_knots": 0,
         "lr": 1e-3,
     },
 }
@@ -139,8 +164,8 @@ def write(results: dict, cost: dict | None, name: str = "transcoders") -> None:
         "Timestep-aware transcoders vs the same transcoder without timestep terms (blocks.2.mlp; seeds 2-4, none"
         " used for tuning)"
         if name == "transcoders"
-        else "Transcoder ablations: TIDE's terms and the learning rate (blocks.2.mlp; seed 1, the tuning seed; the"
-        " defaults were chosen from these rows)"
+        else f"Transcoder ablations, `{name}` (blocks.2.mlp; seed 1, the tuning seed; the defaults were chosen from"
+        " these rows)"
     )
     lines = [
         f"# {title}",

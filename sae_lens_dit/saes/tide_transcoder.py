@@ -8,13 +8,19 @@ TIDE SAE, not copied)::
 
     x_mod = x * (1 + scale(t)) + shift(t)                          x: MLP input [..., d_in]
     z     = TopK(x_mod @ W_enc + b_enc)                            [..., d_sae]
-    y_hat = z @ W_dec + b_dec + decoder_bias(t) (+ x @ W_skip.T)   MLP output [..., d_out]
+    y_hat = z @ W_dec + b_dec + decoder_bias(t) (+ x @ W_skip(t).T) MLP output [..., d_out]
 
 There is no input centring by b_dec (it lives in the output space; SAELens's transcoders refuse
 `apply_b_dec_to_input` too). `skip=True` (the training default) adds SAELens's `SkipTranscoder`
-connection `W_skip` [d_out, d_in], zero-initialised. The timestep heads start at zero, so a fresh TIDE transcoder is a
-plain TopK transcoder. Timesteps reach it as they reach TIDE SAEs: `timestep=`, `at_timestep(t)`
-(`conventions.TimestepConditioned`), or `HookedDiT.saes()`, which passes each row's timestep.
+connection `W_skip` [d_out, d_in], zero-initialised. With `skip_timestep_knots=n` the skip itself
+depends on the timestep: `W_skip(t) = W_skip + skip_knots_scale * sum_j hat_j(t) W_skip_knots[j]`,
+where the hats interpolate linearly between n knots evenly spaced over [0, 1000]
+(`skip_knot_weights`). Why: one affine map already explains 0.81-0.96 of a bundled MLP's output,
+and one per timestep bucket 0.003-0.033 more (`benchmarks/results/linear_mlp.md`); the latents
+need not spend themselves on that part. The timestep heads and knots start at zero, so a fresh TIDE
+transcoder is a plain TopK transcoder. Timesteps reach it as they reach TIDE SAEs: `timestep=`,
+`at_timestep(t)` (`conventions.TimestepConditioned`), or `HookedDiT.saes()`, which passes each
+row's timestep.
 
 Hooks, following SAELens's transcoder convention (`HookedSAETransformer.add_sae`):
 `cfg.metadata.hook_name` is the *input* hook (`blocks.{i}.mlp.hook_in`) and
@@ -46,12 +52,13 @@ from sae_lens.saes.topk_sae import TopKSAEConfig
 from torch import nn
 from typing_extensions import override
 
-from sae_lens_dit.conventions import TIDE_TRANSCODER_ARCHITECTURE
+from sae_lens_dit.conventions import TIDE_TRANSCODER_ARCHITECTURE, TIMESTEP_MAX
 from sae_lens_dit.saes.sparse_topk import SparseTopKTraining
 from sae_lens_dit.saes.tide_config import TideFields, TideTrainingSAEConfig, _validate_tide_fields
+from sae_lens_dit.saes.tide_modulation import _missing_timestep
 from sae_lens_dit.saes.tide_sae import TideSAE
 from sae_lens_dit.saes.tide_training import TideTrainingSAE
-from sae_lens_dit.saes.timestep_mlp import TimestepLike
+from sae_lens_dit.saes.timestep_mlp import TimestepLike, as_timestep, check_timestep_shape
 
 
 def transcoder_rows(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
@@ -62,6 +69,24 @@ def transcoder_rows(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor
             f"same rows (one MLP input and its output per row)"
         )
     return torch.cat([inputs, outputs], dim=-1)
+
+
+DEFAULT_SKIP_KNOTS = 5
+"""Knots of a training transcoder's skip when `skip_timestep_knots` is not given and the skip is on."""
+
+
+def skip_knot_weights(timestep: torch.Tensor, knots: int) -> torch.Tensor:
+    """Linear-interpolation weights of `knots` knots evenly spaced over [0, 1000] at each timestep: [*t.shape, knots],
+    at most two non-zero per timestep, summing to 1.
+
+    >>> skip_knot_weights(torch.tensor([0.0, 250.0, 1000.0]), 3).tolist()
+    [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]
+    """
+    position = (timestep.float() / TIMESTEP_MAX).clamp(0, 1) * (knots - 1)
+    low = position.floor().clamp(max=knots - 2)
+    upper = position - low  # weight of the knot above
+    grid = torch.arange(knots, device=timestep.device, dtype=position.dtype)
+    return (1 - upper)[..., None] * (grid == low[..., None]) + upper[..., None] * (grid == low[..., None] + 1)
 
 
 def _validate_transcoder(cfg: TideTranscoderConfig | TideTrainingTranscoderConfig) -> None:
@@ -77,6 +102,15 @@ def _validate_transcoder(cfg: TideTranscoderConfig | TideTrainingTranscoderConfi
         )
     if cfg.reshape_activations != "none":
         problems.append(f"reshape_activations must be 'none', got {cfg.reshape_activations!r}")
+    if cfg.skip_timestep_knots == 1 or cfg.skip_timestep_knots < 0:
+        problems.append(f"skip_timestep_knots must be 0 (one skip matrix) or >= 2, got {cfg.skip_timestep_knots}")
+    if not cfg.skip_knots_scale > 0:
+        problems.append(f"skip_knots_scale must be > 0, got {cfg.skip_knots_scale}")
+    if cfg.skip_timestep_knots and not cfg.skip:
+        problems.append(
+            "skip_timestep_knots needs skip=True (the knots interpolate the skip connection); "
+            "set skip_timestep_knots=0 for a transcoder without a skip"
+        )
     if problems:
         raise ValueError(f"{type(cfg).__name__}: " + "; ".join(problems))
 
@@ -92,6 +126,11 @@ class TideTranscoderConfig(TopKSAEConfig, TideFields):
     d_out: int = field()
     skip: bool = field()
     """Add the skip connection `x @ W_skip.T` (SAELens's `SkipTranscoder`)."""
+    skip_timestep_knots: int = 0
+    """Knots of the timestep-dependent skip (0: one matrix for every t). A default, not required: files written
+    before the field existed have no knots, and a file with knot weights but no field fails `check_state_dict`."""
+    skip_knots_scale: float = 0.1
+    """What the stored knot matrices are multiplied by (see `TideTrainingTranscoderConfig.skip_knots_scale`)."""
     k: int = field()
     rescale_acts_by_decoder_norm: bool = field()
     normalize_activations: str = field()
@@ -119,6 +158,17 @@ class TideTrainingTranscoderConfig(TideTrainingSAEConfig):
     carries the part of the MLP output that is linear in its input, and the latents the rest. Block 2's held-out
     MLP-output explained variance rose from 0.956 to 0.976 (digits) and from 0.881 to 0.959 (shapes), seed 1
     (`benchmarks/results/transcoder_ablations.md`)."""
+    skip_timestep_knots: int | None = None
+    """Make the skip connection timestep-dependent: one extra [d_out, d_in] matrix at each of this many timesteps
+    evenly spaced over [0, 1000], interpolated linearly in t and added to W_skip (0: one matrix for all t, as
+    SAELens's SkipTranscoder; else >= 2). None (the default): 5 with the skip, 0 without. Zero-initialised. Costs
+    knots x d_in x d_out multiply-adds per row. With 5, block 2's held-out MLP-output explained variance is higher
+    than the same transcoder's without timestep terms in every timestep bucket, by 0.0004-0.0062 (seeds 2-4,
+    `benchmarks/results/transcoders.md`)."""
+    skip_knots_scale: float = 0.1
+    """The knot matrices are stored divided by this factor, so that they learn at this fraction of W_skip's rate
+    (Adam moves every stored weight by about lr per step). At 1.0 the skip's timestep-dependent part learnt as fast
+    as its shared part and some runs ended 0.01 of explained variance lower; at 0.1 none did."""
     apply_b_dec_to_input: bool = False
     timestep_scale: bool = False
     """Off for transcoders: a DiT block's MLP input is already adaLN-modulated by the timestep, and TIDE's input
@@ -129,6 +179,8 @@ class TideTrainingTranscoderConfig(TideTrainingSAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.skip_timestep_knots is None:
+            self.skip_timestep_knots = DEFAULT_SKIP_KNOTS if self.skip else 0
         _validate_transcoder(self)
 
     @override
@@ -143,6 +195,7 @@ class _TranscoderParts(SAE[Any]):
 
     cfg: TideTranscoderConfig | TideTrainingTranscoderConfig  # type: ignore[assignment]
     W_skip: nn.Parameter | None
+    W_skip_knots: nn.Parameter | None
 
     @property
     def d_out(self) -> int:
@@ -171,6 +224,8 @@ class _TranscoderParts(SAE[Any]):
         self.W_dec, self.W_enc = nn.Parameter(W_dec), nn.Parameter(W_enc)
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, **factory))
         self.W_skip = nn.Parameter(torch.zeros(cfg.d_out, cfg.d_in, **factory)) if cfg.skip else None
+        knots = cfg.skip_timestep_knots
+        self.W_skip_knots = nn.Parameter(torch.zeros(knots, cfg.d_out, cfg.d_in, **factory)) if knots else None
 
     @override
     def process_sae_in(self, sae_in: torch.Tensor) -> torch.Tensor:
@@ -178,9 +233,29 @@ class _TranscoderParts(SAE[Any]):
         sae_in = self.hook_sae_input(self.reshape_fn_in(sae_in.to(self.dtype)))
         return self.run_time_activation_norm_fn_in(sae_in)
 
+    def skip_output(self, x: torch.Tensor, timestep: TimestepLike | None = None) -> torch.Tensor | None:
+        """The skip term x @ W_skip(t).T [..., d_out] of MLP inputs x [..., d_in], or None without a skip connection.
+
+        Only a skip with `skip_timestep_knots` needs the timestep (from `timestep`, else the enclosing forward pass or
+        `at_timestep`); it is what `evals.reconstruct` adds to the decoded codes."""
+        if self.W_skip is None:
+            return None
+        x = x.to(self.dtype)
+        out = x @ self.W_skip.T
+        if self.W_skip_knots is None:
+            return out
+        t = as_timestep(timestep) if timestep is not None else self._context_timestep
+        if t is None:
+            raise _missing_timestep("skip_output")
+        t = check_timestep_shape(t.to(x.device), x.shape[:-1])
+        knots, d_out = self.W_skip_knots.shape[:2]
+        weights = skip_knot_weights(t, knots).to(x.dtype)  # [*t.shape, knots]
+        weights = weights.reshape(*t.shape, *(1,) * (x.ndim - 1 - t.ndim), knots, 1)
+        per_knot = (x @ self.W_skip_knots.reshape(knots * d_out, -1).T).unflatten(-1, (knots, d_out))
+        return out + self.cfg.skip_knots_scale * (per_knot * weights).sum(-2)
+
     def _skip(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The skip term x @ W_skip.T [..., d_out], or None without a skip connection."""
-        return x.to(self.dtype) @ self.W_skip.T if self.W_skip is not None else None
+        return self.skip_output(x)
 
     @override
     def forward(self, x: torch.Tensor, timestep: TimestepLike | None = None) -> torch.Tensor:
@@ -251,7 +326,7 @@ class TideTrainingTranscoder(_TranscoderParts, TideTrainingSAE):
         with self._terms_once(x, timesteps):
             feature_acts, hidden_pre = self.encode_with_hidden_pre(x)
             sae_out = self.decode(feature_acts)
-        skip = self._skip(x)
+            skip = self._skip(x)
         if skip is not None:
             sae_out = sae_out + skip
         mse_loss = self.mse_loss_fn(sae_out, target).sum(dim=-1).mean()

@@ -24,13 +24,14 @@ BLOCK = 1
 HOOKS = {"hook_name": f"blocks.{BLOCK}.mlp.hook_in", "hook_name_out": f"blocks.{BLOCK}.mlp.hook_out"}
 
 
-def _transcoder(d: int, d_sae: int, k: int, skip: bool = False) -> TideTranscoder:
+def _transcoder(d: int, d_sae: int, k: int, skip: bool = False, knots: int = 0) -> TideTranscoder:
     cfg = TideTranscoderConfig(
         d_in=d,
         d_out=d,
         d_sae=d_sae,
         k=k,
         skip=skip,
+        skip_timestep_knots=knots,
         rescale_acts_by_decoder_norm=False,
         normalize_activations="none",
         timestep_embed_dim=16,
@@ -41,9 +42,9 @@ def _transcoder(d: int, d_sae: int, k: int, skip: bool = False) -> TideTranscode
 
 
 def _timed_transcoder(d: int) -> TideTranscoder:
-    """Random weights and timestep heads: its output depends on each row's timestep."""
+    """Random weights, timestep heads and skip knots: its output depends on each row's timestep."""
     torch.manual_seed(1)
-    tc = _transcoder(d, 4 * d, 3, skip=True)
+    tc = _transcoder(d, 4 * d, 3, skip=True, knots=3)
     with torch.no_grad():
         for param in tc.parameters():
             param.copy_(torch.randn_like(param) * 0.3)

@@ -11,6 +11,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,15 +29,25 @@ from sae_lens_dit.saes import (
 )
 from sae_lens_dit.saes.loading import validated_disk_loader
 from sae_lens_dit.saes.synthetic import train_through_sae_trainer
+from sae_lens_dit.saes.tide_transcoder import skip_knot_weights
 
 D_IN, D_OUT = 12, 10
 SMALL = {"d_in": D_IN, "d_out": D_OUT, "d_sae": 48, "k": 4, "timestep_embed_dim": 32, "timestep_hidden_dim": 24}
 TIMESTEPS = (0.0, 250.5, 999.0, torch.tensor([0.0, 10.0, 10.0, 500.0, 999.0, 999.0, 3.0, 700.0]))
 
 
-def _inference(skip: bool, rescale: bool) -> TideTranscoder:
+SKIPS = {
+    "none": {"skip": False},
+    "one": {"skip": True},
+    "knots": {"skip": True, "skip_timestep_knots": 4, "skip_knots_scale": 0.3},
+}
+
+
+def _inference(skip: str, rescale: bool) -> TideTranscoder:
     torch.manual_seed(0)
-    cfg = TideTranscoderConfig(**SMALL, skip=skip, rescale_acts_by_decoder_norm=rescale, normalize_activations="none")
+    cfg = TideTranscoderConfig(
+        **SMALL, **SKIPS[skip], rescale_acts_by_decoder_norm=rescale, normalize_activations="none"
+    )
     tc = TideTranscoder(cfg)
     with torch.no_grad():  # every parameter non-trivial: heads, biases, skip, decoder norms far from 1
         for param in tc.parameters():
@@ -60,8 +71,25 @@ def _by_hand(tc: TideTranscoder, x: torch.Tensor, t: torch.Tensor) -> torch.Tens
     codes = torch.zeros_like(pre).scatter(-1, indices, values.relu())
     if tc.cfg.rescale_acts_by_decoder_norm:
         codes = codes / norms
-    out = codes @ tc.W_dec + tc.b_dec + decoder_bias
-    return out + x @ tc.W_skip.T if tc.cfg.skip else out
+    return codes @ tc.W_dec + tc.b_dec + decoder_bias + _skip_by_hand(tc, x, t)
+
+
+def _skip_by_hand(tc: TideTranscoder, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor | float:
+    """x [B, N, d_in], t [B] -> the skip term: each batch item's matrix interpolated between its two knots."""
+    if not tc.cfg.skip:
+        return 0.0
+    knots = tc.cfg.skip_timestep_knots
+    out = []
+    for x_item, t_item in zip(x, t.tolist(), strict=True):
+        W = tc.W_skip
+        if knots:
+            spacing = 1000 / (knots - 1)
+            low = min(int(t_item // spacing), knots - 2)
+            upper = (t_item - low * spacing) / spacing
+            delta = (1 - upper) * tc.W_skip_knots[low] + upper * tc.W_skip_knots[low + 1]
+            W = W + tc.cfg.skip_knots_scale * delta
+        out.append(x_item @ W.T)
+    return torch.stack(out)
 
 
 def _params(linear: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,34 +100,60 @@ def test_registered_with_sae_lens_and_timestep_conditioned() -> None:
     assert TIDE_TRANSCODER_ARCHITECTURE == "tide_transcoder"
     assert get_sae_class("tide_transcoder") == (TideTranscoder, TideTranscoderConfig)
     assert get_sae_training_class("tide_transcoder") == (TideTrainingTranscoder, TideTrainingTranscoderConfig)
-    assert isinstance(_inference(False, False), TimestepConditioned)
+    assert isinstance(_inference("none", False), TimestepConditioned)
     assert isinstance(TideTrainingTranscoder(TideTrainingTranscoderConfig(**SMALL)), TimestepConditioned)
 
 
-@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize("skip", sorted(SKIPS))
 @pytest.mark.parametrize("rescale", [False, True])
-def test_outputs_equal_a_hand_computation(skip: bool, rescale: bool) -> None:
+def test_outputs_equal_a_hand_computation(skip: str, rescale: bool) -> None:
     tc = _inference(skip, rescale)
-    x, t = torch.randn(2, 5, D_IN), torch.tensor([999.0, 37.5])
+    x, t = torch.randn(3, 5, D_IN), torch.tensor([999.0, 37.5, 1000.0 * torch.rand(()).item()])
     with torch.no_grad():
         expected = _by_hand(tc, x, t)
         torch.testing.assert_close(tc(x, timestep=t), expected, rtol=0, atol=1e-5)
         with tc.at_timestep(t):
             torch.testing.assert_close(tc(x), expected, rtol=0, atol=1e-5)
             codes = tc.encode(x)
-        skip_term = x @ tc.W_skip.T if skip else 0
+        skip_term = _skip_by_hand(tc, x, t)
         torch.testing.assert_close(tc.decode(codes) + skip_term, expected, rtol=0, atol=1e-5)
+        if skip != "none":
+            torch.testing.assert_close(tc.skip_output(x, timestep=t), skip_term, rtol=0, atol=1e-5)
         assert int((codes > 0).sum(-1).max()) <= tc.cfg.k
 
 
+def test_skip_knot_weights_interpolate_linearly() -> None:
+    t = torch.cat([torch.tensor([0.0, 1000.0, 500.0]), torch.rand(20) * 1000])
+    for knots in (2, 3, 5, 11):
+        weights = skip_knot_weights(t, knots)
+        grid = torch.linspace(0, 1000, knots)
+        for j in range(knots):  # knot j's weight is the hat function centred on it (numpy's interp of a one-hot)
+            hat = np.interp(t.numpy(), grid.numpy(), np.eye(knots)[j])
+            np.testing.assert_allclose(weights[:, j].numpy(), hat, atol=1e-6)
+
+
+def test_the_skip_has_timestep_knots_by_default_and_none_without_a_skip() -> None:
+    with_skip, without = TideTrainingTranscoderConfig(**SMALL), TideTrainingTranscoderConfig(**SMALL, skip=False)
+    assert (with_skip.skip_timestep_knots, without.skip_timestep_knots) == (5, 0)
+    assert TideTrainingTranscoder(with_skip).W_skip_knots.shape == (5, D_OUT, D_IN)
+    assert TideTrainingTranscoder(without).W_skip_knots is None
+
+
 def test_refuses_what_it_cannot_do() -> None:
-    tc = _inference(False, False)
+    tc = _inference("none", False)
     with pytest.raises(ValueError, match="needs the denoising timestep"):
         tc(torch.randn(3, D_IN))
     with pytest.raises(ValueError, match="d_in=12"):
         tc(torch.randn(3, D_OUT), timestep=10.0)
     with pytest.raises(ValueError, match="apply_b_dec_to_input"):
         TideTrainingTranscoderConfig(**SMALL, apply_b_dec_to_input=True)
+    with pytest.raises(ValueError, match="skip_timestep_knots must be 0"):
+        TideTrainingTranscoderConfig(**SMALL, skip_timestep_knots=1)
+    with pytest.raises(ValueError, match="needs skip=True"):
+        TideTrainingTranscoderConfig(**SMALL, skip=False, skip_timestep_knots=3)
+    knotted = _inference("knots", False)
+    with pytest.raises(ValueError, match="needs the denoising timestep"):
+        knotted.skip_output(torch.randn(3, D_IN))
     training = TideTrainingTranscoder(TideTrainingTranscoderConfig(**SMALL))
     training.receive_batch_timesteps(torch.zeros(4))
     with pytest.raises(ValueError, match="d_in \\+ d_out"):
@@ -131,6 +185,11 @@ VARIANTS = {
         "normalize_activations": "expected_average_only_in",
         "skip": True,
     },
+    "norm-scaling+skip-knots": {
+        "rescale_acts_by_decoder_norm": False,
+        "normalize_activations": "expected_average_only_in",
+        "skip_timestep_knots": 3,
+    },
 }
 
 
@@ -154,6 +213,8 @@ def trained(request) -> tuple[TideTrainingTranscoder, Any]:
         assert term_rows.abs().sum() > 0
     if tc.W_skip is not None:
         assert tc.W_skip.abs().sum() > 0
+    if tc.W_skip_knots is not None:
+        assert (tc.W_skip_knots.abs().sum(dim=(1, 2)) > 0).all()
     with torch.no_grad():  # decoder norms far from 1, so that folding them matters
         for model in {id(tc): tc, id(snapshot["sae"]): snapshot["sae"]}.values():
             model.W_dec.mul_(torch.linspace(0.3, 3.0, tc.cfg.d_sae)[:, None])

@@ -24,14 +24,18 @@ DENSE_THRESHOLD = 0.1
 @torch.no_grad()
 def reconstruct(sae, x: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstruction [rows, d_out], latent activations [rows, d_sae]) of rows `x` at `timestep` [rows]: what the
-    SAE writes when spliced in, so a skip transcoder's `x @ W_skip.T` (SAELens's `SkipTranscoder` term) is added."""
+    SAE writes when spliced in, so a skip transcoder's skip term is added: ours from `skip_output` (its skip may
+    depend on the timestep), SAELens's `SkipTranscoder`'s as `x @ W_skip.T`."""
     with timestep_scope(sae, timestep):
         feature_acts = sae.encode(x)
         out = sae.decode(feature_acts)
-    skip = getattr(sae, "W_skip", None)
-    if skip is not None:
-        out = out + x.to(skip.dtype) @ skip.T
-    return out, feature_acts
+        if hasattr(sae, "skip_output"):
+            skip = sae.skip_output(x)
+        elif getattr(sae, "W_skip", None) is not None:
+            skip = x.to(sae.W_skip.dtype) @ sae.W_skip.T
+        else:
+            skip = None
+    return (out if skip is None else out + skip), feature_acts
 
 
 def bucket_masks(timestep: torch.Tensor, edges: Sequence[float] = DEFAULT_BUCKET_EDGES) -> list[torch.Tensor]:

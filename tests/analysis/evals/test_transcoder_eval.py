@@ -20,13 +20,14 @@ from sae_lens_dit.toy.image_sets import training_split
 READ, WRITE = "blocks.2.mlp.hook_in", "blocks.2.mlp.hook_out"
 
 
-def _transcoder(zero_decoder: bool = False, block: int = 2, skip: bool = False) -> TideTranscoder:
+def _transcoder(zero_decoder: bool = False, block: int = 2, skip: bool = False, knots: int = 0) -> TideTranscoder:
     cfg = TideTranscoderConfig(
         d_in=96,
         d_out=96,
         d_sae=384,
         k=8,
         skip=skip,
+        skip_timestep_knots=knots,
         rescale_acts_by_decoder_norm=False,
         normalize_activations="none",
         timestep_embed_dim=16,
@@ -81,12 +82,12 @@ def test_the_pass_records_the_mlps_input_and_output_and_ablates_the_output(setup
     torch.testing.assert_close(hp.loss_zero, zeroed, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("skip", [False, True])
-def test_reconstruction_is_scored_against_the_mlp_output(setup, skip):
-    """Against the transcoder's own forward (what splicing writes), skip term included: the protocol once scored a
-    skip transcoder without it (explained variance -0.66 for 0.99)."""
+@pytest.mark.parametrize(("skip", "knots"), [(False, 0), (True, 0), (True, 3)])
+def test_reconstruction_is_scored_against_the_mlp_output(setup, skip, knots):
+    """Against the transcoder's own forward (what splicing writes), skip term included (timestep-dependent with
+    knots): the protocol once scored a skip transcoder without it (explained variance -0.66 for 0.99)."""
     _, _, hp = setup
-    tc = _transcoder(skip=skip)
+    tc = _transcoder(skip=skip, knots=knots)
     report = heldout_reconstruction(tc, hp)
     b, br, mask = next(iter(hp.groups()))
     x = hp.activation[mask].flatten(0, 1)
