@@ -32,6 +32,7 @@ from sae_lens_dit.hooking.frames import FramesSpec, parse_frames
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
 from sae_lens_dit.hooking.token_spans import (
     ImageCount,
+    ShapesTarget,
     TokenSpan,
     check_submodule_spans,
     parse_image_keys,
@@ -178,8 +179,11 @@ class AdapterSpec:
     """How to count a call's image tokens (for stacks with `tokens: image_tail` or `image_head`); None: not needed."""
     image_patch: int | str = "patch_size"  # image_tokens patches: a number or a config value (all_patch_size[0])
     text_mask: str | None = None
-    image_shapes: str | None = None  # `image_tokens: shapes`: the forward argument with each sample's image shapes
     """Forward argument whose row sums place `tokens: image_after_text` spans (each row's text length)."""
+    image_shapes: str | None = None
+    """`image_tokens: shapes`: the forward argument listing each sample's image shapes."""
+    image_shapes_target: ShapesTarget = "last"
+    """Which entry of a sample's shape list is the image being generated (the others are condition images)."""
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
@@ -329,6 +333,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
             "image_patch",
             "text_mask",
             "image_shapes",
+            "image_shapes_target",
             "frames",
         )
     )

@@ -150,7 +150,8 @@ class CallReader:
                 is_doubled = doubled is not None and torch.equal(branch, doubled)
         n_image = count_image_tokens(self.spec.image_tokens, row, self._patch)
         if self._image_shapes is not None:
-            n_image = count_from_shapes(self._image_shapes.get(args, kwargs), self.spec.image_shapes)
+            shapes = self._image_shapes.get(args, kwargs)
+            n_image = count_from_shapes(shapes, self.spec.image_shapes, self.spec.image_shapes_target)
         frames = self._frames(row, args, kwargs)
         timestep, per_token = self._timestep(args, kwargs, batch)
         offset = self._image_offset(args, kwargs, batch)

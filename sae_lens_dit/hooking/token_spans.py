@@ -32,8 +32,11 @@ submodule's n: the block's image input; a joint block stream's n: the call's `Im
 ImageCount = Literal["sequence", "patches", "shapes"]
 """How a call's image tokens are counted: from its latents, [batch, n, c] (packed) or image latents [batch, c, h, w]
 (or [batch, c, 1, h, w]) in patch x patch patches (the patch: `image_patch`, by default `config.patch_size`); or
-`shapes`: the last (frames, height, width) in tokens of the first sample's list in the forward argument named by
-`image_shapes` (Qwen-Image 2.1 lists its condition images first and the image being generated last)."""
+`shapes`: the (frames, height, width) in tokens of the image being generated, in the first sample's list in the
+forward argument named by `image_shapes` (`image_shapes_target` says which entry: Qwen-Image 2.1 lists its condition
+images first and the target last; Qwen-Image-Edit the target first, then its reference images)."""
+ShapesTarget = Literal["first", "last"]
+"""Which entry of a sample's image-shape list is the image being generated."""
 
 _CONFIG_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\])?$")
 
@@ -58,24 +61,34 @@ def parse_image_keys(top: SpecFields, spans: list[TokenSpan]) -> dict[str, Any]:
         top.fail("image_shapes", "image_tokens: shapes needs image_shapes (the forward argument listing image shapes)")
     if "image_shapes" in top.data and count != "shapes":
         top.fail("image_shapes", "image_shapes is read for `image_tokens: shapes`; remove it or count shapes")
+    if "image_shapes_target" in top.data and count != "shapes":
+        top.fail("image_shapes_target", "image_shapes_target is read for `image_tokens: shapes`; remove it")
     shapes = top.get("image_shapes", str) if count == "shapes" else None
     return {
         "image_tokens": count,
         "image_patch": patch,
         "text_mask": parse_text_mask(top, spans),
         "image_shapes": shapes,
+        "image_shapes_target": top.choice("image_shapes_target", ShapesTarget, "last"),
     }
 
 
-def count_from_shapes(shapes: Any, name: str) -> int:
-    """Image tokens of the image being generated: the product of the last (frames, height, width) of the first
-    sample's shape list in the `name` argument."""
+def count_from_shapes(shapes: Any, name: str, target: ShapesTarget = "last") -> int:
+    """Image tokens of the image being generated: the product of the `target` (first or last) (frames, height,
+    width) of the first sample's shape list in the `name` argument. A sample given as one (frames, height, width)
+    tuple instead of a list (Qwen-Image's model accepts both) is that image.
+
+    >>> count_from_shapes([[(1, 4, 4), (1, 2, 2)]], "img_shapes", "first"), count_from_shapes([(1, 4, 4)], "x")
+    (16, 16)
+    """
     try:
-        return math.prod(int(size) for size in shapes[0][-1])
+        sample = shapes[0]
+        one_image = len(sample) > 0 and all(isinstance(size, int) for size in sample)
+        return math.prod(int(size) for size in (sample if one_image else sample[0 if target == "first" else -1]))
     except (TypeError, IndexError, ValueError):
         raise ValueError(
             f"the {name!r} argument is {shapes!r}; expected a per-sample list of (frames, height, width) tuples in "
-            f"tokens, the image being generated last (fix `image_shapes` in the adapter spec)"
+            f"tokens, the image being generated {target} (fix `image_shapes` in the adapter spec)"
         ) from None
 
 

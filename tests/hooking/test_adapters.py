@@ -131,6 +131,11 @@ MALFORMED = [
     (_set("text_mask", "encoder_attention_mask"), r"field 'text_mask': text_mask places tokens: image_after_text"),
     (_set("image_tokens", "shapes"), r"field 'image_shapes': image_tokens: shapes needs image_shapes"),
     (_set("image_shapes", "img_shapes"), r"field 'image_shapes': image_shapes is read for `image_tokens: shapes`"),
+    (_set("image_shapes_target", "first"), r"field 'image_shapes_target': image_shapes_target is read for"),
+    (
+        lambda data: data.update(image_tokens="shapes", image_shapes="img_shapes", image_shapes_target="middle"),
+        r"field 'image_shapes_target': expected one of \['first', 'last'\]",
+    ),
     (
         lambda data: (
             data.update(image_tokens="patches")

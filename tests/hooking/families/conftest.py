@@ -87,7 +87,7 @@ class Stack:
     image_index: int | None  # where the block output holds the image stream (None: the output is it)
     text_index: int | None = None  # where it holds the text stream (None: no text stream)
     submodules: dict[str, Submodule] = field(default_factory=dict)  # hook suffix -> Submodule
-    joint_image_tokens: int | None = None  # a joint [text | image] stream (in and out): its last n are the image
+    joint_image_tokens: int | None = None  # a stream that holds more than the image: its last n are the image
     image_first: bool = False  # the joint stream is [image | rest] instead: its first n are the image
     text: bool = True  # a joint stream's rest is text (hook_txt_resid_post), not padding alone
 
@@ -163,8 +163,8 @@ def _qwenimage_edit_inputs(b: int) -> dict[str, Any]:
     # lists the generated image's grid, then the reference's.
     return {
         **_qwenimage_inputs(b),
-        "hidden_states": torch.randn(b, 32, 16),
-        "img_shapes": [[(1, 4, 4), (1, 4, 4)]] * b,
+        "hidden_states": torch.randn(b, 16 + 4, 16),  # the generated 4x4 grid, then a 2x2 reference
+        "img_shapes": [[(1, 4, 4), (1, 2, 2)]] * b,
     }
 
 
@@ -1656,7 +1656,16 @@ FAMILIES: dict[str, Family] = {
         "qwenimage",
         _qwenimage_edit,
         _qwenimage_edit_inputs,
-        {"blocks": Stack("transformer_blocks", 1, 0, {"attn": ("attn", 0, _whole), "mlp": ("img_mlp", None, _whole)})},
+        {
+            "blocks": Stack(
+                "transformer_blocks",
+                1,
+                0,
+                {"attn": ("attn", 0, _joint_head), "mlp": ("img_mlp", None, _joint_head)},
+                JOINT_IMAGE_TOKENS,  # the image stream is [generated 4x4 | reference 2x2]
+                image_first=True,
+            )
+        },
         _flow,
         lambda t, b: _expanded(t, b) / 1000,  # QwenImageEdit(Plus)Pipeline: timestep=timestep / 1000
         "separate_calls",

@@ -32,11 +32,11 @@ def _joint(stack: Any, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _streams(stack: Any, output: Any) -> tuple[Tensor, Tensor | None]:
-    if stack.joint_image_tokens:  # one joint sequence
-        return _joint(stack, output)
     if stack.image_index is None:
-        return output, None
-    return output[stack.image_index], output[stack.text_index] if stack.text_index is not None else None
+        return _joint(stack, output) if stack.joint_image_tokens else (output, None)  # one joint sequence, or image
+    image = output[stack.image_index]  # an image stream, cut to its image span where it holds more
+    text = output[stack.text_index] if stack.text_index is not None else None
+    return (_joint(stack, image)[0] if stack.joint_image_tokens else image), text
 
 
 def _capture(family: Any, model: nn.Module, inputs: dict) -> dict[str, Tensor | None]:
@@ -210,14 +210,29 @@ def test_video_hooks_are_flat_frame_major_tokens(families, name):
     assert cache["blocks.0.hook_resid_post"].shape[:2] == (1, 2 * 4 * 4)
 
 
-def test_qwenimage_edit_reference_tokens_are_recorded_with_the_image(families):
-    """Documented limit of the current schema (adapters/qwenimage.yaml): Qwen-Image-Edit joins the reference
-    image's tokens after the generated image's in `hidden_states`, and the hooks carry both."""
+def test_qwenimage_edit_reference_tokens_are_not_recorded_and_stay_untouched(families):
+    """Qwen-Image-Edit joins the reference image's tokens after the generated image's in `hidden_states`, and
+    img_shapes lists the generated grid first: the image hooks see the 16 generated tokens only, and replacing a
+    hook's output leaves the reference positions of the block output exactly as they were."""
     family = families["qwenimage_edit"]
     hooked = HookedDiT(family.make())
-    with torch.no_grad():
-        _, cache = hooked.run_with_cache(**family.inputs(1), names_filter="blocks.0.hook_resid_pre")
-    assert cache["blocks.0.hook_resid_pre"].shape[:2] == (1, 16 + 16)  # generated 4x4 grid, then the reference's
+    inputs = family.inputs(2)
+    assert inputs["hidden_states"].shape[1] == 20 and hooked.read_call((), inputs).image_tokens == 16
+    block = hooked.transformer.transformer_blocks[0]
+    for name in ("blocks.0.hook_resid_post", "blocks.0.mlp.hook_out", "blocks.0.attn.hook_out"):
+        outputs = []
+        for hooks in ([], [(name, lambda x, hook: torch.zeros_like(x))]):
+            with torch.no_grad(), hooked.hooks(fwd_hooks=hooks):  # registered after HookedDiT's: the edited output
+                handle = block.register_forward_hook(lambda module, args, output, seen=outputs: seen.append(output[1]))
+                try:
+                    family.run(hooked.transformer, inputs)
+                finally:
+                    handle.remove()
+        clean, edited = outputs
+        assert torch.equal(edited[:, 16:], clean[:, 16:]), name  # the reference tokens
+        assert not torch.equal(edited[:, :16], clean[:, :16]), name
+    plain = families["qwenimage"]
+    assert HookedDiT(plain.make()).read_call((), plain.inputs(1)).image_tokens == 16  # one entry: every token
 
 
 def test_joyimage_and_flux3_reference_tokens_are_recorded_with_the_image(families):
