@@ -180,10 +180,8 @@ class AdapterSpec:
     image_patch: int | str = "patch_size"  # image_tokens patches: a number or a config value (all_patch_size[0])
     text_mask: str | None = None
     """Forward argument whose row sums place `tokens: image_after_text` spans (each row's text length)."""
-    image_shapes: str | None = None
-    """`image_tokens: shapes`: the forward argument listing each sample's image shapes."""
-    image_shapes_target: ShapesTarget = "last"
-    """Which entry of a sample's shape list is the image being generated (the others are condition images)."""
+    image_shapes: str | None = None  # `image_tokens: shapes`: the forward argument listing each sample's image shapes
+    image_shapes_target: ShapesTarget = "last"  # which entry of a sample's shape list is the image being generated
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
