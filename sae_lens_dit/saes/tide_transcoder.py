@@ -58,7 +58,7 @@ from sae_lens_dit.saes.tide_config import TideFields, TideTrainingSAEConfig, _va
 from sae_lens_dit.saes.tide_modulation import _missing_timestep
 from sae_lens_dit.saes.tide_sae import TideSAE
 from sae_lens_dit.saes.tide_training import TideTrainingSAE
-from sae_lens_dit.saes.timestep_mlp import TimestepLike, as_timestep, check_timestep_shape
+from sae_lens_dit.saes.timestep_mlp import TimestepLike, as_timestep, check_timestep_range, check_timestep_shape
 
 
 def transcoder_rows(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
@@ -248,14 +248,12 @@ class _TranscoderParts(SAE[Any]):
         if t is None:
             raise _missing_timestep("skip_output")
         t = check_timestep_shape(t.to(x.device), x.shape[:-1])
+        check_timestep_range(t.reshape(-1).sort().values)
         knots, d_out = self.W_skip_knots.shape[:2]
         weights = skip_knot_weights(t, knots).to(x.dtype)  # [*t.shape, knots]
         weights = weights.reshape(*t.shape, *(1,) * (x.ndim - 1 - t.ndim), knots, 1)
         per_knot = (x @ self.W_skip_knots.reshape(knots * d_out, -1).T).unflatten(-1, (knots, d_out))
         return out + self.cfg.skip_knots_scale * (per_knot * weights).sum(-2)
-
-    def _skip(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.skip_output(x)
 
     @override
     def forward(self, x: torch.Tensor, timestep: TimestepLike | None = None) -> torch.Tensor:
@@ -272,7 +270,7 @@ class _TranscoderParts(SAE[Any]):
             )
         with self._terms_once(x, timestep):
             out = self.decode(self.encode(x))
-            skip = self._skip(x)
+            skip = self.skip_output(x)
             return self.hook_sae_output(out if skip is None else out + skip)
 
     @override
@@ -326,7 +324,7 @@ class TideTrainingTranscoder(_TranscoderParts, TideTrainingSAE):
         with self._terms_once(x, timesteps):
             feature_acts, hidden_pre = self.encode_with_hidden_pre(x)
             sae_out = self.decode(feature_acts)
-            skip = self._skip(x)
+            skip = self.skip_output(x)
         if skip is not None:
             sae_out = sae_out + skip
         mse_loss = self.mse_loss_fn(sae_out, target).sum(dim=-1).mean()
@@ -351,4 +349,4 @@ class TideTrainingTranscoder(_TranscoderParts, TideTrainingSAE):
 
     @override
     def _sparse_skip(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self._skip(x)
+        return self.skip_output(x)

@@ -154,6 +154,8 @@ def test_refuses_what_it_cannot_do() -> None:
     knotted = _inference("knots", False)
     with pytest.raises(ValueError, match="needs the denoising timestep"):
         knotted.skip_output(torch.randn(3, D_IN))
+    with pytest.raises(ValueError, match="timesteps must lie in"):
+        knotted.skip_output(torch.randn(3, D_IN), timestep=torch.tensor([10.0, 1500.0, 0.0]))
     training = TideTrainingTranscoder(TideTrainingTranscoderConfig(**SMALL))
     training.receive_batch_timesteps(torch.zeros(4))
     with pytest.raises(ValueError, match="d_in \\+ d_out"):
