@@ -31,6 +31,7 @@ from sae_lens_dit.conventions import TIMESTEP_MAX, CfgOrder
 from sae_lens_dit.hooking.frames import FramesSpec, parse_frames
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
 from sae_lens_dit.hooking.token_spans import (
+    IMAGE_KEYS,
     ImageCount,
     ShapesTarget,
     TokenSpan,
@@ -157,7 +158,8 @@ class StackSpec:
     """If true, a transformer where the module path reaches no block (a UNet without a mid block) is fine."""
     tokens: TokenSpan = "all"
     """`image_tail` / `image_head`: the stream is one joint [text | image] / [image | rest] sequence (`token_spans`);
-    image hooks see the call's image tokens at that end, `hook_txt_resid_post` the rest (text, any padding)."""
+    image hooks see the call's image tokens at that end (past any references, `image_tokens: ids`),
+    `hook_txt_resid_post` the rest (text, any padding or references)."""
     text: bool = True  # joint stacks: whether the rest gets hook_txt_resid_post (false where it is padding alone)
 
 
@@ -182,6 +184,7 @@ class AdapterSpec:
     """Forward argument whose row sums place `tokens: image_after_text` spans (each row's text length)."""
     image_shapes: str | None = None  # `image_tokens: shapes`: the forward argument listing each sample's image shapes
     image_shapes_target: ShapesTarget = "last"  # which entry of a sample's shape list is the image being generated
+    image_ids: str | None = None  # `image_tokens: ids`: the forward argument of position ids (T = 0: generated image)
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
@@ -327,11 +330,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
             "guidance",
             "stacks",
             "cfg",
-            "image_tokens",
-            "image_patch",
-            "text_mask",
-            "image_shapes",
-            "image_shapes_target",
+            *IMAGE_KEYS,  # image_tokens, image_patch, text_mask, image_shapes, image_shapes_target, image_ids
             "frames",
         )
     )

@@ -34,6 +34,7 @@ from sae_lens_dit.hooking.token_spans import (
     count_from_shapes,
     count_image_tokens,
     halves_equal,
+    image_span_from_ids,
     patch_size_of,
 )
 
@@ -49,6 +50,7 @@ class CallContext:
     frames: int | None = None  # token frames of a video call, where the spec has `frames:`; None for images
     token_timestep: Tensor | None = None  # [batch, m] float32: per-token (or per-frame) t; None: one t per row
     image_offset: Tensor | None = None  # [batch] int64: where each row's image starts (`text_mask:`); None: fixed
+    image_margins: tuple[int, int] = (0, 0)  # reference tokens before and after the image in its stream (`image_ids:`)
 
     def timestep_at(self, n_tokens: int) -> Tensor | None:
         """t for a hook with `n_tokens` image tokens per row: [batch, n_tokens] where the call has per-token or
@@ -105,7 +107,7 @@ class CallReader:
         wanted = [spec.latents, spec.timestep.argument]
         if guidance.detect == "class_label":
             wanted.append(guidance.class_argument)
-        wanted += [name for name in (spec.text_mask, spec.image_shapes) if name is not None]
+        wanted += [name for name in (spec.text_mask, spec.image_shapes, spec.image_ids) if name is not None]
         missing = [name for name in wanted if name not in params]
         if missing:
             raise AdapterSpecError(
@@ -117,6 +119,7 @@ class CallReader:
         self._class_labels: ArgSlot | None = None
         self._text_mask = ArgSlot(transformer, spec.text_mask) if spec.text_mask is not None else None
         self._image_shapes = ArgSlot(transformer, spec.image_shapes) if spec.image_shapes is not None else None
+        self._image_ids = ArgSlot(transformer, spec.image_ids) if spec.image_ids is not None else None
         self._divisor = 1.0
         if spec.timestep.divide_by_config is not None:
             self._divisor = float(_config_value(spec, transformer, spec.timestep.divide_by_config))
@@ -152,12 +155,16 @@ class CallReader:
         if self._image_shapes is not None:
             shapes = self._image_shapes.get(args, kwargs)
             n_image = count_from_shapes(shapes, self.spec.image_shapes, self.spec.image_shapes_target)
+        margins = (0, 0)
+        if self._image_ids is not None:  # [references | image | references], told apart by position ids
+            span = image_span_from_ids(self._image_ids.get(args, kwargs), self.spec.image_ids, row.shape[1])
+            n_image, margins = span.n, (span.before, span.after)
         frames = self._frames(row, args, kwargs)
         timestep, per_token = self._timestep(args, kwargs, batch)
         offset = self._image_offset(args, kwargs, batch)
         if is_doubled:
-            return CallContext(timestep, doubled, rows % (batch // 2), n_image, frames, per_token, offset)
-        return CallContext(timestep, branch.clone(), rows, n_image, frames, per_token, offset)
+            return CallContext(timestep, doubled, rows % (batch // 2), n_image, frames, per_token, offset, margins)
+        return CallContext(timestep, branch.clone(), rows, n_image, frames, per_token, offset, margins)
 
     def _image_offset(self, args: tuple, kwargs: dict[str, Any], batch: int) -> Tensor | None:
         """[batch] each row's text length (the row sums of the `text_mask` argument), where its image starts."""

@@ -104,14 +104,17 @@ def from_tokens(tokens: Tensor, like: Tensor, layout: Layout) -> Tensor:
 class StreamView:
     """How a hook sees a block's image stream: relaid from `layout` to [batch, tokens, d], and, for a joint stream,
     cut to the call's `image_count()` image tokens: the last ones of [text | image], or the first ones of
-    [image | rest] when `at_head` (`hooking.token_spans`). `back` puts a replacement of the view into the full
-    stream, `rest` / `back_rest` read and replace the other tokens (the text, and any padding); all are exact."""
+    [image | rest] when `at_head` (`hooking.token_spans`), each past the reference tokens `image_margins()` counts
+    after and before the image. `back` puts a replacement of the view into the full stream, `rest` / `back_rest`
+    read and replace the other tokens (the text, and any padding or references); all are exact."""
 
     layout: Layout = "tokens"
     image_count: Callable[[], int | None] | None = None
     at_head: bool = False
     image_offset: Callable[[], Tensor | None] | None = None
     """Where each row's image span starts ([batch]; `tokens: image_after_text`); None: at the tail or head."""
+    image_margins: Callable[[], tuple[int, int]] | None = None
+    """(reference tokens before, after) the image in the call's image stream (`image_tokens: ids`); None: (0, 0)."""
 
     def view(self, full: Tensor) -> Tensor:
         tokens = as_tokens(full, self.layout)
@@ -137,9 +140,12 @@ class StreamView:
         if inside is not None:
             batch, length, d = tokens.shape
             return tokens[inside].view(batch, n, d), tokens[~inside].view(batch, length - n, d)
-        if self.at_head:
-            return tokens[:, :n], tokens[:, n:]
-        return tokens[:, tokens.shape[1] - n :], tokens[:, : tokens.shape[1] - n]
+        start, length = self._start(n, tokens.shape[1]), tokens.shape[1]
+        if start == 0 or start + n == length:  # the image at one end: the rest is a view, as the image is
+            rest = tokens[:, n:] if start == 0 else tokens[:, :start]
+        else:  # [references | image | references], or [text | image | references]
+            rest = torch.cat([tokens[:, :start], tokens[:, start + n :]], dim=1)
+        return tokens[:, start : start + n], rest
 
     def _join(self, image: Tensor, rest: Tensor) -> Tensor:
         inside = self._per_row(image.shape[1], image.shape[1] + rest.shape[1], image.device)
@@ -147,7 +153,20 @@ class StreamView:
             out = image.new_empty(image.shape[0], inside.shape[1], image.shape[2])
             out[inside], out[~inside] = image.reshape(-1, image.shape[2]), rest.reshape(-1, rest.shape[2])
             return out
-        return torch.cat([image, rest] if self.at_head else [rest, image], dim=1)
+        start = self._start(image.shape[1], image.shape[1] + rest.shape[1])
+        return torch.cat([rest[:, :start], image, rest[:, start:]], dim=1)
+
+    def _start(self, n: int, length: int) -> int:
+        """Where the image span starts in a stream of `length` tokens: after the references before the image (at the
+        head), or n tokens before the references after it (at the tail)."""
+        before, after = self.image_margins() if self.image_margins is not None else (0, 0)
+        start = before if self.at_head else length - n - after
+        if start < 0 or start + n > length:
+            raise ValueError(
+                f"a joint stream of {length} tokens cannot hold {n} image tokens with {before} reference tokens "
+                f"before and {after} after them; check `image_tokens` and `image_ids` in the adapter spec"
+            )
+        return start
 
     def _per_row(self, n: int, length: int, device: torch.device) -> Tensor | None:
         """[batch, length] bool, each row's image span [offset, offset + n), where spans start per row."""
@@ -297,6 +316,7 @@ class SubmoduleSite(Site):
         on_change: Callable[[bool], None],
         image_count: Callable[[], int | None] | None = None,
         image_offset: Callable[[], Tensor | None] | None = None,
+        image_margins: Callable[[], tuple[int, int]] | None = None,
     ):
         super().__init__([hook_point], on_change)
         self.block, self.submodule, self.spec, self.slot, self.hook_point = block, submodule, spec, slot, hook_point
@@ -306,7 +326,11 @@ class SubmoduleSite(Site):
         self._input_tokens = 0
         count = (lambda: self._input_tokens) if self._counts_input else image_count
         self._view = StreamView(
-            spec.layout, count if spec.tokens != "all" else None, spec.tokens == "image_head", image_offset
+            spec.layout,
+            count if spec.tokens != "all" else None,
+            spec.tokens == "image_head",
+            image_offset,
+            None if self._counts_input else image_margins,  # the call's references; a block input is all image
         )
 
     def _register(self) -> list[RemovableHandle]:

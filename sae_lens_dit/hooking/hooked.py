@@ -157,7 +157,8 @@ class HookedDiT(HookedRootModule):
         on_change = self._site_switched
         joint = self._call_image_tokens if stack.tokens != "all" else None  # a joint stream, cut to its image span
         offset = self._call_image_offset if stack.tokens == "image_after_text" else None  # spans placed per row
-        view = StreamView(stack.layout, joint, stack.tokens == "image_head", offset)
+        margins = self._call_image_margins if joint is not None else None  # references around the image
+        view = StreamView(stack.layout, joint, stack.tokens == "image_head", offset, margins)
         streams = BlockStreams(
             image_index=stack.image_output,
             image_hook=hooks.hook_resid_post,
@@ -174,10 +175,10 @@ class HookedDiT(HookedRootModule):
         for sub in present:
             parts = (block, submodules[sub.hook], sub, slot)
             hook_point = getattr(hooks, sub.hook).hook_out
-            self._sites.append(SubmoduleSite(*parts, hook_point, on_change, joint, offset))
+            self._sites.append(SubmoduleSite(*parts, hook_point, on_change, joint, offset, margins))
             if sub.hook in INPUT_HOOKED:
                 hook_in = getattr(hooks, sub.hook).hook_in
-                self._sites.append(SubmoduleInputSite(*parts, hook_in, on_change, joint, offset))
+                self._sites.append(SubmoduleInputSite(*parts, hook_in, on_change, joint, offset, margins))
         return hooks
 
     # ----------------------------------------------------------------------------------------------
@@ -263,6 +264,9 @@ class HookedDiT(HookedRootModule):
 
     def _call_image_offset(self) -> Tensor | None:
         return self.call_context.image_offset
+
+    def _call_image_margins(self) -> tuple[int, int]:
+        return self.call_context.image_margins
 
     def read_call(self, args: tuple, kwargs: dict[str, Any]) -> CallContext:
         """The `CallContext` of a transformer call given its arguments (as a forward pre-hook receives them)."""

@@ -9,6 +9,11 @@ a row's text length is the row sum of a mask argument, `text_mask:`). The adapte
 how to count a call's image tokens from its latents (`image_tokens:`, with the patch size from `image_patch:` where
 the config does not call it `patch_size`); `hook_sites.StreamView` cuts the span out exactly.
 Latents given as a list of per-sample tensors (Z-Image) are read as a batch of that many rows.
+Where a call's image stream also holds reference images around the generated one (FLUX.2 editing:
+`[image | references]`, or `[references | image]` in the KV-cache pipeline's first call), their tokens are told
+apart by position ids (`image_tokens: ids`): the head and tail spans step over them (`ImageSpan`), so image hooks
+see the generated image alone, and a single-stream `[text | image | references]` sequence gives the n tokens after
+the text.
 
 >>> count_image_tokens("patches", torch.zeros(2, 16, 8, 6), 2), count_image_tokens("sequence", torch.zeros(2, 9, 4), 1)
 (12, 9)
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -28,13 +33,20 @@ from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
 TokenSpan = Literal["all", "image_tail", "image_head", "image_after_text"]
 """Which tokens of a stream are image tokens: all, the last n (`[text | image]`), the first n (`[image | rest]`) or
 the n after each row's text (`[text | image | padding]`, the text's length per row from `text_mask`); a
-submodule's n: the block's image input; a joint block stream's n: the call's `ImageCount`."""
-ImageCount = Literal["sequence", "patches", "shapes"]
+submodule's n: the block's image input; a joint block stream's n: the call's `ImageCount`. With reference tokens
+in the call's image stream (`image_tokens: ids`), the tail span ends before those after the image and the head
+span starts after those before it."""
+ImageCount = Literal["sequence", "patches", "shapes", "ids"]
 """How a call's image tokens are counted: from its latents, [batch, n, c] (packed) or image latents [batch, c, h, w]
 (or [batch, c, 1, h, w]) in patch x patch patches (the patch: `image_patch`, by default `config.patch_size`); or
 `shapes`: the (frames, height, width) in tokens of the image being generated, in the first sample's list in the
 forward argument named by `image_shapes` (`image_shapes_target` says which entry: Qwen-Image 2.1 lists its condition
-images first and the target last; Qwen-Image-Edit the target first, then its reference images)."""
+images first and the target last; Qwen-Image-Edit the target first, then its reference images); or `ids`: the
+tokens whose first position id is 0 in the first row of the forward argument named by `image_ids` ([tokens, k] or
+[batch, tokens, k], one per token of the latents; FLUX.2 gives the generated image T = 0 and its reference images
+T = 10, 20, ...), the tokens before and after them being references (`image_span_from_ids`)."""
+IMAGE_KEYS = ("image_tokens", "image_patch", "text_mask", "image_shapes", "image_shapes_target", "image_ids")
+"""The top-level adapter keys `parse_image_keys` reads."""
 ShapesTarget = Literal["first", "last"]
 """Which entry of a sample's image-shape list is the image being generated."""
 
@@ -70,7 +82,60 @@ def parse_image_keys(top: SpecFields, spans: list[TokenSpan]) -> dict[str, Any]:
         "text_mask": parse_text_mask(top, spans),
         "image_shapes": shapes,
         "image_shapes_target": top.choice("image_shapes_target", ShapesTarget, "last"),
+        "image_ids": parse_image_ids(top, count, spans),
     }
+
+
+def parse_image_ids(top: SpecFields, count: ImageCount | None, spans: list[TokenSpan]) -> str | None:
+    """The top-level `image_ids` key (the forward argument of position ids), which `image_tokens: ids` needs."""
+    if count == "ids" and "image_ids" not in top.data:
+        top.fail(
+            "image_ids",
+            "image_tokens: ids needs image_ids (the forward argument of position ids, [tokens, k] or [batch, tokens, "
+            "k], whose first coordinate is 0 on the generated image's tokens)",
+        )
+    if "image_ids" in top.data and count != "ids":
+        top.fail("image_ids", "image_ids is read for `image_tokens: ids`; remove it or count ids")
+    if count == "ids" and "image_after_text" in spans:
+        top.fail(
+            "image_tokens",
+            "tokens: image_after_text places each row's image after its text_mask; it cannot also step over the "
+            "reference tokens image_tokens: ids finds; count sequence or patches there",
+        )
+    return top.get("image_ids", str) if count == "ids" else None
+
+
+class ImageSpan(NamedTuple):
+    """Where the generated image sits in a call's image stream: n tokens after `before` reference tokens and
+    followed by `after` more."""
+
+    n: int
+    before: int
+    after: int
+
+
+def image_span_from_ids(ids: Any, name: str, stream: int) -> ImageSpan:
+    """The generated image's span in an image stream of `stream` tokens: the one run of tokens whose first position
+    id is 0, in the first row of `ids` ([tokens, k] or [batch, tokens, k]; FLUX.2's transformer reads only that row).
+
+    >>> ids = torch.tensor([[10, 0, 0], [10, 0, 1], [0, 0, 0], [0, 0, 1], [0, 1, 0], [20, 0, 0]])
+    >>> image_span_from_ids(ids, "img_ids", 6), image_span_from_ids(ids[None, 2:5], "img_ids", 3)
+    (ImageSpan(n=3, before=2, after=1), ImageSpan(n=3, before=0, after=0))
+    """
+    first = ids[0] if isinstance(ids, Tensor) and ids.ndim == 3 else ids
+    if not isinstance(first, Tensor) or first.ndim != 2 or first.shape[0] != stream:
+        shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
+        raise ValueError(
+            f"the position ids argument {name!r} is {shape}; expected [tokens, k] or [batch, tokens, k] with one row "
+            f"per token of the {stream} latent tokens (fix `image_ids` in the adapter spec)"
+        )
+    where = (first[:, 0].detach().cpu() == 0).nonzero().flatten()
+    if where.numel() == 0 or int(where[-1] - where[0]) + 1 != where.numel():
+        raise ValueError(
+            f"the position ids {name!r} have first coordinate 0 at tokens {where.tolist()}; expected one contiguous "
+            f"run (the generated image), with the reference images' tokens before or after it"
+        )
+    return ImageSpan(where.numel(), int(where[0]), stream - int(where[-1]) - 1)
 
 
 def count_from_shapes(shapes: Any, name: str, target: ShapesTarget = "last") -> int:

@@ -136,6 +136,23 @@ MALFORMED = [
         lambda data: data.update(image_tokens="shapes", image_shapes="img_shapes", image_shapes_target="middle"),
         r"field 'image_shapes_target': expected one of \['first', 'last'\]",
     ),
+    (_set("image_tokens", "ids"), r"field 'image_ids': image_tokens: ids needs image_ids \(the forward argument"),
+    (_set("image_ids", "img_ids"), r"field 'image_ids': image_ids is read for `image_tokens: ids`; remove it"),
+    (
+        lambda data: data.update(image_tokens="ids", image_ids=["img_ids"]),
+        r"field 'image_ids': expected str, received \['img_ids'\]",
+    ),
+    (
+        lambda data: (
+            data.update(image_tokens="ids", image_ids="img_ids", text_mask="encoder_attention_mask")
+            or data["stacks"][0].update(tokens="image_after_text")
+        ),
+        r"field 'image_tokens': tokens: image_after_text places each row's image after its text_mask; it cannot",
+    ),
+    (
+        _set("image_tokens", "position_ids"),
+        r"field 'image_tokens': expected one of \['sequence', 'patches', 'shapes', 'ids'\]",
+    ),
     (
         lambda data: (
             data.update(image_tokens="patches")
