@@ -89,6 +89,7 @@ class Stack:
     submodules: dict[str, Submodule] = field(default_factory=dict)  # hook suffix -> Submodule
     joint_image_tokens: int | None = None  # a stream that holds more than the image: its last n are the image
     image_first: bool = False  # the joint stream is [image | rest] instead: its first n are the image
+    image_start: int | None = None  # the joint stream is [text | image | rest] instead: the n from here are the image
     text: bool = True  # a joint stream's rest is text (hook_txt_resid_post), not padding alone
 
 
@@ -1113,6 +1114,25 @@ def _flux2_inputs(b: int) -> dict[str, Any]:
     }
 
 
+FLUX2_TEXT_TOKENS, FLUX2_REFERENCE_TOKENS = 6, 4  # _flux2_inputs' text; the reference image's 2x2 grid
+
+
+def _flux2_edit_inputs(b: int) -> dict[str, Any]:
+    # Flux2Pipeline / Flux2KleinPipeline with a reference image: hidden_states = cat([latents, image_latents]) and
+    # img_ids = cat([latent_ids, image_latent_ids]), the generated 4x4 grid at T = 0, a 2x2 reference at T = 10.
+    inputs = _flux2_inputs(b)
+    reference = torch.cartesian_prod(torch.tensor([10]), torch.arange(2), torch.arange(2), torch.arange(1))
+    return {
+        **inputs,
+        "hidden_states": torch.cat([inputs["hidden_states"], torch.randn(b, FLUX2_REFERENCE_TOKENS, 4)], dim=1),
+        "img_ids": torch.cat([inputs["img_ids"], reference.expand(b, -1, -1)], dim=1),
+    }
+
+
+def _flux2_edit_single(out: Tensor) -> Tensor:
+    return out[:, FLUX2_TEXT_TOKENS : FLUX2_TEXT_TOKENS + JOINT_IMAGE_TOKENS]  # [text | image | reference]
+
+
 # --- OmniGen: decoder blocks over one [condition | time token | image] sequence ----------------------------------
 # OmniGenPipeline's processor gives 24 condition tokens here (text ids, an input image's 16 patch tokens put in place
 # of its placeholder ids 0-16), the transformer adds one time token and the 8x8 latents in 2x2 patches: the image is
@@ -1531,6 +1551,33 @@ FAMILIES: dict[str, Family] = {
         },
         _flow,
         lambda t, b: _expanded(t, b) / 1000,  # Flux2Pipeline, Flux2KleinPipeline: timestep=timestep / 1000
+        "separate_calls",
+    ),
+    "flux2_edit": Family(
+        "flux2",
+        _flux2,
+        _flux2_edit_inputs,
+        {
+            # The image stream is [generated 4x4 | reference 2x2]; the single blocks' [text | generated | reference].
+            "blocks": Stack(
+                "transformer_blocks",
+                1,
+                0,
+                {"attn": ("attn", 0, _joint_head), "mlp": ("ff", None, _joint_head)},
+                JOINT_IMAGE_TOKENS,
+                image_first=True,
+            ),
+            "single_blocks": Stack(
+                "single_transformer_blocks",
+                None,
+                None,
+                {"attn": ("attn", None, _flux2_edit_single)},
+                JOINT_IMAGE_TOKENS,
+                image_start=FLUX2_TEXT_TOKENS,
+            ),
+        },
+        _flow,
+        lambda t, b: _expanded(t, b) / 1000,
         "separate_calls",
     ),
     "omnigen": Family(

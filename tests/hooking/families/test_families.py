@@ -26,8 +26,12 @@ from sae_lens_dit.hooking.adapters import adapter_for
 
 
 def _joint(stack: Any, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(image, rest) of a joint stream: [image | rest] for a stack whose image comes first, else [text | image]."""
+    """(image, rest) of a joint stream: [image | rest] for a stack whose image comes first, [text | image | rest]
+    for one whose image starts at `image_start`, else [text | image]."""
     n = stack.joint_image_tokens
+    if stack.image_start is not None:
+        start = stack.image_start
+        return x[:, start : start + n], torch.cat([x[:, :start], x[:, start + n :]], dim=1)
     return (x[:, :n], x[:, n:]) if stack.image_first else (x[:, x.shape[1] - n :], x[:, : x.shape[1] - n])
 
 
