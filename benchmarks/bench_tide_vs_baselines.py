@@ -98,8 +98,13 @@ def standard_coefficient(backbone: str, hook: str, args: argparse.Namespace) -> 
             coefficient = (max(above) * min(below)) ** 0.5
         else:
             coefficient = coefficient * L1_FACTOR if tried[-1]["l0"] > K else coefficient / L1_FACTOR
+    return chosen_coefficient(tried), tried
+
+
+def chosen_coefficient(tried: list[dict]) -> float:
+    """The searched L1 coefficient whose L0 is nearest K, among those that left some latents alive."""
     alive = [t for t in tried if t["l0"] >= 1] or tried
-    return min(alive, key=lambda t: abs(t["l0"] - K))["l1_coefficient"], tried
+    return min(alive, key=lambda t: abs(t["l0"] - K))["l1_coefficient"]
 
 
 def mean_offset(cache: Path, hook: str, standard: Path) -> dict[str, float]:
@@ -138,6 +143,12 @@ def main() -> None:
         default=1024,
         help="SAE training batch (BatchTopK's threshold is an EMA with rate 0.01: give it several hundred steps)",
     )
+    parser.add_argument(
+        "--add-seeds",
+        action="store_true",
+        help="Keep the runs of the committed tide_vs_baselines.json and add --seeds to them (seeds already there are "
+        "not rerun); the standard SAE keeps the L1 coefficient that file's seed-0 search chose",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/tide-bench"))
     parser.add_argument("--num-images", type=int, default=128)
     parser.add_argument("--num-samples", type=int, default=100)
@@ -153,11 +164,20 @@ def main() -> None:
         write_report(json.loads((RESULTS / "tide_vs_baselines.json").read_text()), args)
         return
 
+    committed = json.loads((RESULTS / "tide_vs_baselines.json").read_text()) if args.add_seeds else {}
+    if committed:
+        kept = sorted({run["seed"] for cell in committed.values() for runs in cell["runs"].values() for run in runs})
+        args.seeds = [seed for seed in args.seeds if seed not in kept]
+        print(f"keeping seeds {kept} from tide_vs_baselines.json; running {args.seeds}", flush=True)
     results: dict[str, dict] = {}
     for backbone in args.backbones:
         for hook in HOOKS:
             cell = f"{backbone} {hook}"
-            coefficient, search = standard_coefficient(backbone, hook, args)
+            if cell in committed:
+                search = committed[cell]["standard_l1_search"]
+                coefficient = chosen_coefficient(search)
+            else:
+                coefficient, search = standard_coefficient(backbone, hook, args)
             specs = {
                 "tide": {"architecture": "tide", "k": K},
                 "topk": {"architecture": "topk", "k": K},
@@ -190,10 +210,10 @@ def main() -> None:
             reports = [json.loads((folder / "bench_eval.json").read_text()) for folder in folders.values()]
             results[cell] = {
                 "standard_l1_search": search,
-                "runs": {},
-                "mean_offset": mean_offset(
-                    args.work / backbone / "activations", hook, folders[("standard", args.seeds[0])]
-                ),
+                "runs": {arch: list(runs) for arch, runs in committed.get(cell, {}).get("runs", {}).items()},
+                "mean_offset": committed[cell]["mean_offset"]
+                if cell in committed
+                else mean_offset(args.work / backbone / "activations", hook, folders[("standard", args.seeds[0])]),
             }
             for (arch, seed), report in zip(folders, reports, strict=True):
                 results[cell]["runs"].setdefault(arch, []).append({"seed": seed, **report})
@@ -207,7 +227,7 @@ def main() -> None:
                     {
                         "t_low": b["t_low"],
                         "t_high": b["t_high"],
-                        "factors": summarize_factors(b),
+                        "factors": factors_of(b),
                         "probe_accuracy": b["probe_accuracy"],
                     }
                     for b in run.get("interpretability", [])
@@ -216,14 +236,16 @@ def main() -> None:
 
 
 def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
+    seeds = sorted({run["seed"] for cell in results.values() for runs in cell["runs"].values() for run in runs})
     lines = [
         "# TIDE vs TopK vs BatchTopK vs standard (ReLU + L1)",
         "",
-        f"Reproduce: `python benchmarks/bench_tide_vs_baselines.py --seeds {' '.join(map(str, args.seeds))} "
+        f"Reproduce: `python benchmarks/bench_tide_vs_baselines.py --seeds {' '.join(map(str, seeds))} "
         f"--tokens {args.tokens} --batch-size {args.batch_size}`. Dictionary {D_SAE} (16 x 96), k {K} "
         f"(standard: L1 searched for held-out L0 near {K}), "
         f"{args.tokens:,} training tokens from one cached harvest per backbone (640 images x 50 DDIM steps, "
-        f"both CFG branches), seeds {args.seeds}. Held-out: {args.num_images} images of the backbone's held-out "
+        f"both CFG branches), seeds {seeds} (added one run at a time with --add-seeds). Held-out: "
+        f"{args.num_images} images of the backbone's held-out "
         "split noised into each bucket (cond branch shown); spliced generation: "
         f"{args.num_samples} samples, SAE in the loop without error term. Mean ± sd over seeds.",
         "",
