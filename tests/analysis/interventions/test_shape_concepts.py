@@ -111,8 +111,16 @@ def test_position_spec_clamps_in_the_side_box_and_zeroes_the_far_half():
         expected.append(LatentEdit(h, (4, 2), "zero", timesteps=(600.0, 1000.0), box=(0.5, 0.0, 1.0, 1.0)))
     assert list(spec.edits) == expected
     assert [e.box for e in position_spec(shape, "right", 2.0, 600).edits[:2]] == [
-        (2 / 3, 1 / 6, 1.0, 5 / 6),
+        pytest.approx((2 / 3, 1 / 6, 1.0, 5 / 6), abs=1e-12),
         (0.0, 0.0, 0.5, 1.0),
     ]
+    inner = position_spec(shape, "right", 6.0, 600, box_x=(1 / 8, 3 / 8), clear_from=3 / 8).edits[:2]
+    assert [e.box for e in inner] == [
+        pytest.approx((5 / 8, 1 / 6, 7 / 8, 5 / 6), abs=1e-12),
+        pytest.approx((0.0, 0.0, 5 / 8, 1.0), abs=1e-12),
+    ]
+    assert inner[0].values().tolist() == [9.0, 3.0]  # 6 x typical
     with pytest.raises(ValueError, match="side must be one of"):
         position_spec(shape, "up", 2.0, 600)
+    with pytest.raises(ValueError, match="clear_from"):
+        position_spec(shape, "left", 2.0, 600, box_x=(0.0, 0.5), clear_from=3 / 8)
