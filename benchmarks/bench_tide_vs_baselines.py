@@ -126,7 +126,9 @@ def cond(rows: list[dict], key: str) -> list[float]:
 
 def factors_of(bucket: dict) -> dict:
     """A bucket's per-family factor summary: as an evaluation wrote it, or as the committed JSON keeps it."""
-    return bucket["factors"] if "factors" in bucket else summarize_factors(bucket)
+    factors = bucket["factors"]
+    kept = all(any(key.endswith("_best_auroc") for key in family) for family in factors.values())
+    return factors if kept else summarize_factors(bucket)  # an evaluation's: {kind: {family: {value: scores}}}
 
 
 def mean_sd(values: list[float]) -> str:
@@ -216,7 +218,8 @@ def main() -> None:
                 else mean_offset(args.work / backbone / "activations", hook, folders[("standard", args.seeds[0])]),
             }
             for (arch, seed), report in zip(folders, reports, strict=True):
-                results[cell]["runs"].setdefault(arch, []).append({"seed": seed, **report})
+                # the report's own "seed" is its evaluation's; the run's training seed wins
+                results[cell]["runs"].setdefault(arch, []).append({**report, "seed": seed})
             print(f"done {cell}", flush=True)
 
     write_report(results, args)
