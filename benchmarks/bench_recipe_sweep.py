@@ -179,9 +179,11 @@ last one):
   dead instead of 26%). Four more ruled out on shapes, each from that 3000 x 1024 run (0.9307): SAELens's gradient
   clipping at norm 1 (off: 0.9267), how the decoder norm is held (rows renormalised after every Adam step, as the
   reference does: 0.9299), this package's sparse TopK step (SAELens's own dense `topk`: 0.9307) and b_dec at the
-  mean rather than the geometric median (0.9309). The gap stays unexplained; the baseline stays SAELens's TopK as
-  SAELens trains it, 0.017-0.021 short on shapes, with 26% of its latents dead at these settings against the
-  reference's 5%."""
+  mean rather than the geometric median (0.9309). Located by `bench_topk_gap.py`: not the trainer but the recipe.
+  SAELens's TopK in a bare loop reaches 0.926-0.927 with the package's recipe and 0.938-0.953 with the reference's
+  (inputs centred and scaled, Gaussian directions with b_dec at the mean, rows renormalised after each step); any
+  one of the three switched back gives 0.926-0.929. The reference's extra EV comes with 2.5-2.7% dense latents. The
+  baseline stays SAELens's TopK as SAELens trains it."""
 
 
 def rows(model: str, hook: str, work: Path) -> dict[str, torch.Tensor]:
