@@ -60,8 +60,10 @@ def block(hook: str) -> tuple[int, str]:
     return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1, hook)
 
 
-def settings(runner_cfg: dict, cfg: dict) -> dict:
-    """The training settings the card names, of one run."""
+def settings(runner_cfg: dict, cfg: dict, report: dict) -> dict:
+    """The training settings the card names, of one run (its recipe as the runner applied it; runs from before
+    the recipe was reported name only b_dec_init)."""
+    recipe = report.get("recipe") or {"b_dec_init": runner_cfg["b_dec_init"]}
     return {
         "d_sae": cfg["d_sae"],
         "k": cfg.get("k"),
@@ -70,8 +72,9 @@ def settings(runner_cfg: dict, cfg: dict) -> dict:
         "training rows": runner_cfg["training_tokens"],
         "lr": runner_cfg["lr"],
         "dead window": runner_cfg["dead_feature_window"],
-        "b_dec": runner_cfg["b_dec_init"],
+        "b_dec": recipe["b_dec_init"],
         "unit decoder": runner_cfg["unit_decoder_init"],
+        **{name.replace("_", " "): value for name, value in recipe.items() if name != "b_dec_init"},
     }
 
 
@@ -107,8 +110,9 @@ def main() -> None:
         raise SystemExit("the runs' harvests differ in more than the hooks they record; bundle them separately")
     harvest = saes[0][1]["metadata"]["harvest"]
     runners = {sae_id: json.loads((out / sae_id / "runner_cfg.json").read_text()) for sae_id, _, _ in saes}
-    per_sae = {sae_id: settings(runners[sae_id], cfg) for sae_id, cfg, _ in saes}
-    common = {key: Counter(s[key] for s in per_sae.values()).most_common(1)[0][0] for key in per_sae[saes[0][0]]}
+    per_sae = {sae_id: settings(runners[sae_id], cfg, report) for sae_id, cfg, report in saes}
+    keys = dict.fromkeys(key for s in per_sae.values() for key in s)  # runs from before the recipe name fewer
+    common = {key: Counter(s.get(key) for s in per_sae.values()).most_common(1)[0][0] for key in keys}
     (eval_images,) = {r["eval_images"] for r in runners.values()}  # one held-out set size for the whole table
     lrs = {cfg["architecture"]: json.loads((out / sae_id / "runner_cfg.json").read_text()) for sae_id, cfg, _ in saes}
     guidance = json.loads((ROOT.parent / f"tiny-dit-{args.name}" / "sampling.json").read_text())["guidance_scale"]
@@ -166,7 +170,7 @@ def main() -> None:
         ]
         for sae_id, cfg, _ in saes:
             hooks = ", ".join(f"`{h}`" for h in cfg["metadata"]["harvest"]["hook_names"])
-            own = ", ".join(f"{key} {value}" for key, value in per_sae[sae_id].items() if value != common[key])
+            own = ", ".join(f"{key} {value}" for key, value in per_sae[sae_id].items() if value != common.get(key))
             lines.append(f"| `{sae_id}` | {hooks} | {own or '-'} |")
     lines += [
         "",

@@ -30,6 +30,9 @@ import torch
 
 BDecInit = Literal["geometric_median", "mean", "zeros"]
 B_DEC_INITS: tuple[str, ...] = get_args(BDecInit)
+DecoderDirections = Literal["sae_lens", "gaussian"]
+"""Where a unit-norm decoder's rows point at the start: SAELens's own draw (kaiming-uniform rows, i.e. from a
+cube) or isotropic Gaussian rows (uniform on the sphere, as the plain TopK reference draws them)."""
 
 
 @torch.no_grad()
@@ -67,17 +70,22 @@ def rescales_by_decoder_norm(sae: Any) -> bool:
 
 
 @torch.no_grad()
-def unit_decoder_tied_encoder(sae: Any) -> None:
+def unit_decoder_tied_encoder(sae: Any, directions: DecoderDirections = "sae_lens") -> None:
     """Decoder rows to unit norm and the encoder to their transpose (Gao et al. 2024's start).
 
     Only for SAEs whose decode divides by the decoder norm: their reconstruction does not change
     with the norm, but their codes do, and at unit norm a fresh latent's code is the projection of
-    the centred input on its direction, the scale it must have."""
+    the centred input on its direction, the scale it must have. `directions="gaussian"` first
+    redraws the rows from torch's global generator (seed it for a reproducible start)."""
     if not rescales_by_decoder_norm(sae):
         raise ValueError(
             f"unit_decoder_tied_encoder: {type(sae).__name__} does not rescale its codes by the decoder norm, "
             "so a unit-norm decoder would change its reconstructions; leave its SAELens initialisation"
         )
+    if directions == "gaussian":
+        sae.W_dec.data = torch.randn_like(sae.W_dec.data)
+    elif directions != "sae_lens":
+        raise ValueError(f"directions={directions!r}; expected one of {get_args(DecoderDirections)}")
     sae.W_dec.data /= sae.W_dec.data.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     sae.W_enc.data = sae.W_dec.data.T.clone().contiguous()
 
@@ -89,13 +97,14 @@ def init_from_rows(
     b_dec_init: BDecInit = "geometric_median",
     scaling_factor: float | None = None,
     unit_decoder: bool = True,
+    directions: DecoderDirections = "sae_lens",
 ) -> dict[str, float]:
     """Initialise `sae` from training rows [n, d_in] as the module docstring says; returns what was
     done (`b_dec_norm`, `centred_row_norm`) for the training report.
 
     `scaling_factor` is the factor the trainer multiplies inputs by (SAELens's activation scaler);
     `b_dec` is set in that space. `unit_decoder` applies `unit_decoder_tied_encoder` where it is valid
-    (TopK family and TIDE) and is a no-op elsewhere."""
+    (TopK family and TIDE), with the decoder `directions`, and is a no-op elsewhere."""
     if rows.ndim != 2 or rows.shape[1] != sae.cfg.d_in:
         raise ValueError(f"init_from_rows: rows must be [n, d_in={sae.cfg.d_in}], got {tuple(rows.shape)}")
     if not torch.isfinite(rows).all():
@@ -104,5 +113,5 @@ def init_from_rows(
     centre = centre_of(rows, b_dec_init)
     sae.b_dec.data.copy_(centre.to(sae.b_dec.dtype))
     if unit_decoder and rescales_by_decoder_norm(sae):
-        unit_decoder_tied_encoder(sae)
+        unit_decoder_tied_encoder(sae, directions)
     return {"b_dec_norm": float(centre.norm()), "centred_row_norm": float((rows - centre).norm(dim=1).mean())}

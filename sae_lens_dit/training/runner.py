@@ -31,7 +31,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from sae_lens_dit.guards.data import finite_batches
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
 from sae_lens_dit.hooking.hooked import HookedDiT, denoiser
 from sae_lens_dit.saes import feed_timesteps
-from sae_lens_dit.saes.data_init import init_from_rows
+from sae_lens_dit.saes.data_init import centre_of, init_from_rows
 from sae_lens_dit.toy.backbones import load_pipeline
 from sae_lens_dit.training.distributed import DistributedSAETrainer, harvest_to_cache, init_from_env
 from sae_lens_dit.training.harvest import (
@@ -61,6 +61,7 @@ from sae_lens_dit.training.harvest import (
     resolve_keep_timesteps,
 )
 from sae_lens_dit.training.presets import DEFAULT_PRESET, PRESETS, preset_config
+from sae_lens_dit.training.recipe import hold_unit_decoder_rows, unit_scaling_factor
 from sae_lens_dit.training.runner_config import DEFAULT_LR, FALLBACK_LR, DataMode, DiTSAERunnerConfig, WandbMode
 from sae_lens_dit.training.sublayers import (
     check_sae_fits,
@@ -279,6 +280,8 @@ class DiTSAETrainingRunner:
             )
             if scaling_factor is not None:  # the factor b_dec was set in; the trainer then skips its estimate
                 trainer.activation_scaler.scaling_factor = scaling_factor
+            if self.cfg.recipe.decoder_norm == "unit_rows":
+                hold_unit_decoder_rows(trainer.optimizer, self.sae)
             if resume_from is not None:
                 logger.info("resuming from checkpoint %s", resume_from)
                 check_trainer_state(resume_from)
@@ -311,17 +314,31 @@ class DiTSAETrainingRunner:
                 break
         chunks.close()  # a streaming harvest removes its hooks
         x = torch.cat(rows)[: self.cfg.init_rows].to(self.device)
+        recipe = self.cfg.recipe
         scaling_factor = None
         if self.sae.cfg.normalize_activations == "expected_average_only_in":
-            mean_norm = input_half(self.sae, x).norm(dim=-1).mean()  # a transcoder: one factor from its input
-            if self.dist.enabled:
-                torch.distributed.all_reduce(mean_norm)
-                mean_norm = mean_norm / self.dist.world_size
-            scaling_factor = self.sae.cfg.d_in**0.5 / float(mean_norm)
-        init = init_transcoder_from_rows if is_transcoder(self.sae.cfg) else init_from_rows
-        self.init_report = init(self.sae, x, self.cfg.b_dec_init, scaling_factor, self.cfg.unit_decoder_init)
-        logger.info("SAE initialised from %d training rows: %s", len(x), self.init_report)
+            scaling_factor = self.sae.cfg.d_in**0.5 / self._rank_mean(input_half(self.sae, x).norm(dim=-1).mean())
+        elif recipe.input_scale == "unit":  # an SAE (not a transcoder): the config refuses the others
+            scaling_factor = unit_scaling_factor(
+                self._rank_mean((x - centre_of(x, recipe.b_dec_init)).norm(dim=-1).mean())
+            )
+        if is_transcoder(self.sae.cfg):
+            self.init_report = init_transcoder_from_rows(
+                self.sae, x, recipe.b_dec_init, scaling_factor, self.cfg.unit_decoder_init
+            )
+        else:
+            self.init_report = init_from_rows(
+                self.sae, x, recipe.b_dec_init, scaling_factor, self.cfg.unit_decoder_init, recipe.decoder_directions
+            )
+        logger.info("SAE initialised from %d training rows (%s): %s", len(x), recipe, self.init_report)
         return scaling_factor
+
+    def _rank_mean(self, value: torch.Tensor) -> float:
+        """`value` averaged over the ranks under torchrun; itself otherwise."""
+        if self.dist.enabled:
+            torch.distributed.all_reduce(value)
+            value = value / self.dist.world_size
+        return float(value)
 
     def _latest_checkpoint(self) -> Path | None:
         root = self.output_dir / "checkpoints"
@@ -376,6 +393,7 @@ class DiTSAETrainingRunner:
             "mean_explained_variance": sum(m.explained_variance for m in metrics) / len(metrics),
             "latent_usage": self.usage.to_dict() if self.usage else None,
             "init": self.init_report,
+            "recipe": asdict(self.cfg.recipe),  # as applied (the config's None fields resolved)
         }
 
     def _eval_settings(self) -> dict[str, Any]:

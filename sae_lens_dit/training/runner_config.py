@@ -1,5 +1,5 @@
-"""The settings of one SAE training run (`DiTSAERunnerConfig`) and the learning rates measured per
-architecture that it falls back on.
+"""The settings of one SAE training run (`DiTSAERunnerConfig`); where a setting is None, the architecture's
+measured recipe (`training.recipe`) fills it in.
 
 Why its own module: the config is data that the runner, the presets, the CLI (which generates its
 `train` flags from the field docstrings) and saved runs (`runner_cfg.json`) all share, while the
@@ -9,34 +9,31 @@ config rather than repeating their fields, and checks itself before any long wor
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from sae_lens import LoggingConfig, TrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
 
-from sae_lens_dit.conventions import DEFAULT_HOOK, TIDE_ARCHITECTURE, TIDE_TRANSCODER_ARCHITECTURE
+from sae_lens_dit.conventions import DEFAULT_HOOK
 from sae_lens_dit.guards.config import ConfigError, check_keys, check_ranges, check_types, training_sae_config
-from sae_lens_dit.saes.data_init import BDecInit
+from sae_lens_dit.saes.data_init import BDecInit, DecoderDirections
 from sae_lens_dit.training.harvest import HarvestConfig
-from sae_lens_dit.training.sublayers import sublayer_hooks
+from sae_lens_dit.training.recipe import (
+    DEFAULT_LR,
+    FALLBACK_LR,
+    DecoderNorm,
+    InputScale,
+    Recipe,
+    recipe_for,
+)
+from sae_lens_dit.training.sublayers import is_transcoder, sublayer_hooks
+
+__all__ = ["DEFAULT_LR", "FALLBACK_LR", "DataMode", "DiTSAERunnerConfig", "WandbMode"]
 
 DataMode = Literal["streaming", "cached"]
 WandbMode = Literal["offline", "online", "disabled"]
-
-
-FALLBACK_LR = 4e-4
-DEFAULT_LR: dict[str, float] = {
-    TIDE_ARCHITECTURE: 1e-3,
-    TIDE_TRANSCODER_ARCHITECTURE: 1e-3,  # transcoder ablations (benchmarks/results/transcoder_ablations.md)
-    "topk": 4e-4,
-    "topk_sparse": 4e-4,
-    "batchtopk": 4e-4,
-    "standard": 4e-3,
-}
-"""Learning rate per training architecture when `lr` is None, from the recipe sweep (d_sae 1536, k 16,
-2M rows in batches of 4096 on the bundled backbones: `benchmarks/results/recipe_sweep_*.md`); others 4e-4."""
 
 
 @dataclass
@@ -76,13 +73,24 @@ class DiTSAERunnerConfig:
     dead_feature_window: int = 20
     """Steps without firing after which a latent counts as dead and AuxK trains it. It must be short against the
     run: at 200 of the preset's 488 steps AuxK barely acted (recipe sweep); 20 steps of 4096 rows is 82k rows."""
-    b_dec_init: BDecInit = "geometric_median"
+    b_dec_init: BDecInit | None = None
     """Where b_dec starts: the geometric_median or mean of `init_rows` training rows, or zeros (SAELens's
-    start). DiT activations are mostly their mean; from zeros most latents never fire (see saes.data_init)."""
+    start). DiT activations are mostly their mean; from zeros most latents never fire (see saes.data_init).
+    None = the architecture's recipe (`training.recipe`: mean for TopK and BatchTopK, else geometric_median)."""
     unit_decoder_init: bool = True
     """For SAEs whose codes scale with the decoder norm (TopK family, TIDE): start with unit-norm decoder
     rows and the encoder as their transpose, so a fresh latent's code is its projection (SAELens starts at
     norm 0.1: codes 100x too small, most latents die). Other architectures keep their own start."""
+    decoder_directions: DecoderDirections | None = None
+    """With unit_decoder_init, where the decoder rows point: sae_lens (its kaiming-uniform draw) or gaussian
+    (uniform on the sphere). None = the architecture's recipe (gaussian for TopK and BatchTopK, else sae_lens)."""
+    input_scale: InputScale | None = None
+    """sae: inputs as the SAE's normalize_activations says; unit: one factor that gives training rows centred
+    on b_dec's start a mean norm of 1 (folded into the saved weights). None = the architecture's recipe (unit
+    for TopK and BatchTopK, else sae)."""
+    decoder_norm: DecoderNorm | None = None
+    """sae: the decoder norm as the SAE's config holds it; unit_rows: decoder rows set back to unit norm after
+    every step. None = the architecture's recipe (unit_rows for TopK and BatchTopK, else sae)."""
     init_rows: int = 65536
     """Training rows read before the first step for b_dec_init (and the input scale)."""
     feature_sampling_window: int = 500
@@ -124,8 +132,9 @@ class DiTSAERunnerConfig:
             ("wandb_mode", self.wandb_mode, WandbMode),
             ("b_dec_init", self.b_dec_init, BDecInit),
         ):
-            if value not in get_args(options):
+            if value is not None and value not in get_args(options):
                 raise ValueError(f"DiTSAERunnerConfig.{name}={value!r}; expected one of {get_args(options)}")
+        self._check_recipe()
         missing = [h for h in sublayer_hooks(self.hook_name) if h not in self.harvest.hook_names]
         if missing:
             raise ValueError(
@@ -134,6 +143,31 @@ class DiTSAERunnerConfig:
             )
         if self.training_tokens < self.batch_size:
             raise ValueError(f"training_tokens ({self.training_tokens}) < batch_size ({self.batch_size})")
+
+    def _check_recipe(self) -> None:
+        recipe = self.recipe
+        if recipe.input_scale == "unit" and self.sae.normalize_activations != "none":
+            raise ValueError(
+                f"input_scale='unit' scales the inputs itself, but sae.normalize_activations is "
+                f"{self.sae.normalize_activations!r}; set one of them: input_scale: sae, or normalize_activations: none"
+            )
+        if is_transcoder(self.sae) and (recipe.input_scale, recipe.decoder_directions) != ("sae", "sae_lens"):
+            raise ValueError(
+                "input_scale='unit' and decoder_directions='gaussian' are for SAEs, not transcoders (their input "
+                "and output differ); leave both None or set input_scale: sae, decoder_directions: sae_lens"
+            )
+
+    @property
+    def recipe(self) -> Recipe:
+        """The training recipe this run applies: the architecture's (`training.recipe.recipe_for`), with every
+        field set here (not None) in its place."""
+        base = recipe_for(self.sae.architecture())
+        given = {
+            name: getattr(self, name)
+            for name in ("b_dec_init", "input_scale", "decoder_directions", "decoder_norm")
+            if getattr(self, name) is not None
+        }
+        return replace(base, **given)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k not in ("sae", "harvest")}
