@@ -2,12 +2,14 @@
 BatchTopK over k and dictionary width, trained with the runner's recipe on the bundled backbones.
 
 Every SAE trains on the same rows as `bench_recipe_sweep.py` (one harvest per backbone and hook: 640 images,
-50 DDIM steps, both CFG branches, 256k rows) through SAELens's `SAETrainer` with the runner's recipe
-(`saes.data_init.init_from_rows`: b_dec at the geometric median, unit-norm decoder start; dead window 20 steps;
-the architecture's `DEFAULT_LR`), 2M rows in batches of 4096. Each is saved as SAELens saves it and scored
-as loaded back (BatchTopK becomes a JumpReLU SAE, so its L0 is measured, not set): held-out explained
-variance, dead and dense latents on 102,400 rows of 256 fresh images (harvest seed 777, both branches), and
-denoising loss recovered (against mean-ablation, mean over buckets and branches) on 64 held-out images of
+50 DDIM steps, both CFG branches, 256k rows) through SAELens's `SAETrainer` with the runner's recipe for the
+architecture (`training.recipe`: TIDE's "DiT" recipe, b_dec at the geometric median and a unit-norm decoder start;
+TopK's and BatchTopK's "plain TopK" recipe, b_dec at the mean, Gaussian unit decoder rows, inputs at unit centred
+norm, rows back to unit norm after each step; dead window 20 steps; the architecture's `DEFAULT_LR`), 2M rows in
+batches of 4096. Runs of an older recipe stay in the table, labelled, and faint in the plot. Each is saved as
+SAELens saves it and scored as loaded back (BatchTopK becomes a JumpReLU SAE, so its L0 is measured, not set):
+held-out explained variance, dead and dense latents on 102,400 rows of 256 fresh images (harvest seed 777, both
+branches), and denoising loss recovered (against mean-ablation, mean over buckets and branches) on 64 held-out images of
 the backbone's held-out split noised into every timestep bucket (`evals.heldout_pass`). Seeds here are
 not the sweep's seed 0.
 
@@ -40,14 +42,27 @@ import sae_lens_dit  # noqa: E402, F401
 from sae_lens_dit.analysis.evals import heldout_pass, reconstruct, spliced_denoising  # noqa: E402
 from sae_lens_dit.hooking.hooked import HookedDiT  # noqa: E402
 from sae_lens_dit.saes import feed_timesteps  # noqa: E402
-from sae_lens_dit.saes.data_init import init_from_rows  # noqa: E402
+from sae_lens_dit.saes.data_init import centre_of, init_from_rows  # noqa: E402
 from sae_lens_dit.toy.backbones import load_pipeline  # noqa: E402
 from sae_lens_dit.toy.image_sets import training_split  # noqa: E402
+from sae_lens_dit.training.recipe import (  # noqa: E402
+    DIT_RECIPE,
+    PLAIN_TOPK_RECIPE,
+    hold_unit_decoder_rows,
+    recipe_for,
+    unit_scaling_factor,
+)
 from sae_lens_dit.training.runner import DEFAULT_LR, DiTSAERunnerConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ARCHITECTURES = ("tide", "topk", "batchtopk")
 RECIPE = DiTSAERunnerConfig.__dataclass_fields__  # the runner's defaults are the recipe
+RECIPE_NAMES = {DIT_RECIPE: "DiT", PLAIN_TOPK_RECIPE: "plain TopK"}
+
+
+def recipe_name(architecture: str) -> str:
+    """The name of the recipe an architecture trains with now (runs from before the recipe was recorded: DiT)."""
+    return RECIPE_NAMES[recipe_for("topk_sparse" if architecture == "topk" else architecture)]
 
 
 def train_and_save(architecture: str, d_sae: int, k: int, data: dict, seed: int, folder: Path, hook: str) -> SAE:
@@ -56,11 +71,18 @@ def train_and_save(architecture: str, d_sae: int, k: int, data: dict, seed: int,
     cfg = cfg_cls(d_in=data["train_x"].shape[1], d_sae=d_sae, k=k)
     cfg.metadata.hook_name = hook  # where `evals.spliced_denoising` splices it
     sae = sae_cls(cfg)
+    recipe = recipe_for(cfg.architecture())  # as the runner resolves it (`training.recipe`)
+    rows = data["train_x"][: RECIPE["init_rows"].default]
+    scaling = None
+    if recipe.input_scale == "unit":
+        scaling = unit_scaling_factor((rows - centre_of(rows, recipe.b_dec_init)).norm(dim=-1).mean())
     init_from_rows(
         sae,
-        data["train_x"][: RECIPE["init_rows"].default],
-        RECIPE["b_dec_init"].default,
+        rows,
+        recipe.b_dec_init,
+        scaling,
         unit_decoder=RECIPE["unit_decoder_init"].default,
+        directions=recipe.decoder_directions,
     )
     lr = DEFAULT_LR[architecture]
     steps = TOKENS // BATCH
@@ -79,7 +101,11 @@ def train_and_save(architecture: str, d_sae: int, k: int, data: dict, seed: int,
         logger=LoggingConfig(log_to_wandb=False),
     )
     provider = feed_timesteps(batches(data["train_x"], data["train_t"], seed), sae)
-    trained = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider).fit()
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider)
+    trainer.activation_scaler.scaling_factor = scaling  # folded into the saved weights by fit()
+    if recipe.decoder_norm == "unit_rows":
+        hold_unit_decoder_rows(trainer.optimizer, sae)
+    trained = trainer.fit()
     trained.save_inference_model(str(folder))
     return SAE.load_from_disk(str(folder))
 
@@ -91,23 +117,41 @@ def measured_l0(sae, x: torch.Tensor, t: torch.Tensor) -> float:
     )
 
 
+def run_recipe(run: dict) -> str:
+    return run.get("recipe", "DiT")  # runs from before the recipe was recorded trained with the DiT recipe
+
+
+def current(results: dict) -> list[dict]:
+    """The runs trained with the recipe their architecture has now."""
+    return [r for r in results.values() if run_recipe(r) == recipe_name(r["architecture"])]
+
+
+def series(results: dict) -> list[tuple[str, str, str]]:
+    """(architecture, recipe, colour) of each line: every architecture's current recipe, then the older recipes
+    that runs exist for (drawn faint, for comparison)."""
+    lines = [(arch, recipe_name(arch), color) for arch, color in zip(ARCHITECTURES, ("C3", "C0", "C2"), strict=True)]
+    older = sorted({(r["architecture"], run_recipe(r)) for r in results.values()} - {a[:2] for a in lines})
+    return lines + [(arch, recipe, "C7" if arch == "topk" else "C8") for arch, recipe in older]
+
+
 def plot(results: dict, path: Path) -> None:
     models = sorted({r["model"] for r in results.values()})
     fig, axes = plt.subplots(2, len(models), figsize=(5.5 * len(models), 8), squeeze=False)
     for col, model in enumerate(models):
         for row, metric in enumerate(("explained_variance", "denoising_loss_recovered")):
             ax = axes[row][col]
-            for arch, color in zip(ARCHITECTURES, ("C3", "C0", "C2"), strict=True):
+            for arch, recipe, color in series(results):
                 for width, style in ((4, "--"), (16, "-")):
                     pts = {}
                     for r in results.values():
-                        if r["model"] == model and r["architecture"] == arch and r["width"] == width:
+                        if (r["model"], r["architecture"], r["width"], run_recipe(r)) == (model, arch, width, recipe):
                             pts.setdefault(r["k"], []).append((r["l0"], r[metric]))
                     if pts:
                         ks = sorted(pts)
                         xs = [statistics.mean(p[0] for p in pts[k]) for k in ks]
                         ys = [statistics.mean(p[1] for p in pts[k]) for k in ks]
-                        ax.plot(xs, ys, style, marker="o", color=color, label=f"{arch} {width}x")
+                        label = f"{arch} {width}x" + (f" ({recipe} recipe)" if recipe != recipe_name(arch) else "")
+                        ax.plot(xs, ys, style, marker="o", color=color, label=label, alpha=0.4 if "(" in label else 1)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("L0 (held-out)")
             ax.set_ylabel(metric.replace("_", " "))
@@ -140,6 +184,8 @@ def main() -> None:
                 for k in args.k:
                     for arch in args.architectures:
                         key = f"{model} | {args.hook} | {arch} | {width}x | k {k} | seed {seed}"
+                        if recipe_name(arch) != "DiT":
+                            key += f" | {recipe_name(arch)} recipe"
                         if key in results:
                             continue
                         start = time.perf_counter()
@@ -155,6 +201,7 @@ def main() -> None:
                             "width": width,
                             "k": k,
                             "seed": seed,
+                            "recipe": recipe_name(arch),
                             **scores,
                             "l0": measured_l0(sae, data["test_x"], data["test_t"]),
                             "denoising_loss_recovered": statistics.mean(d["recovered_vs_mean"] for d in denoising),
@@ -167,13 +214,16 @@ def main() -> None:
 
 def summary(results: dict) -> list[str]:
     """Whether TIDE leads, per (model, width, k) and seed: its EV and DLR minus the best baseline's, computed
-    from the runs (nothing hand-written)."""
-    runs = {(r["model"], r["width"], r["k"], r["seed"], r["architecture"]): r for r in results.values()}
-    cells = sorted({key[:4] for key in runs if all((*key[:4], a) in runs for a in ARCHITECTURES)})
-    if not cells:
+    from the runs on each architecture's current recipe (nothing hand-written). Baselines with no run of their
+    current recipe yet are left out, and the heading says which were compared."""
+    runs = {(r["model"], r["width"], r["k"], r["seed"], r["architecture"]): r for r in current(results)}
+    present = [a for a in ARCHITECTURES[1:] if any(key[4] == a for key in runs)]
+    cells = sorted({key[:4] for key in runs if all((*key[:4], a) in runs for a in ("tide", *present))})
+    if not present or not cells:
         return []
+    compared = " and ".join(f"{a} ({recipe_name(a)} recipe)" for a in present)
     lines = [
-        "## Does TIDE lead? (per seed: TIDE minus the better of TopK and BatchTopK)",
+        f"## Does TIDE lead? (per seed: TIDE minus the better of {compared})",
         "",
         "| model | width | k | seeds | EV margin, mean (min) | DLR margin, mean (min) |",
         "|---|---|---|---|---|---|",
@@ -183,9 +233,9 @@ def summary(results: dict) -> list[str]:
         seeds = [c[3] for c in cells if c[:3] == (model, width, k)]
         margins: dict[str, list[float]] = {"EV": [], "DLR": []}
         for seed in seeds:
-            rs = {a: runs[(model, width, k, seed, a)] for a in ARCHITECTURES}
             for name, key in (("EV", "explained_variance"), ("DLR", "denoising_loss_recovered")):
-                margin = rs["tide"][key] - max(rs[a][key] for a in ARCHITECTURES if a != "tide")
+                best = max(runs[(model, width, k, seed, a)][key] for a in present)
+                margin = runs[(model, width, k, seed, "tide")][key] - best
                 margins[name].append(margin)
                 wins[name] += margin > 0
         ev, dlr = margins["EV"], margins["DLR"]
@@ -195,7 +245,7 @@ def summary(results: dict) -> list[str]:
         )
     lines += [
         "",
-        f"TIDE has the highest explained variance in {wins['EV']} and the highest denoising loss recovered in "
+        f"TIDE has the higher explained variance in {wins['EV']} and the higher denoising loss recovered in "
         f"{wins['DLR']} of {len(cells)} (model, width, k, seed) cells.",
     ]
     return lines
@@ -204,7 +254,7 @@ def summary(results: dict) -> list[str]:
 def write_report(results: dict) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in results.values():
-        groups.setdefault((r["model"], r["hook"], r["width"], r["k"], r["architecture"]), []).append(r)
+        groups.setdefault((r["model"], r["hook"], r["width"], r["k"], r["architecture"], run_recipe(r)), []).append(r)
     lines = [
         "# Frontier: TIDE, TopK and BatchTopK against L0",
         "",
@@ -213,16 +263,16 @@ def write_report(results: dict) -> None:
         "Mean over seeds (n = seeds run). EV: held-out explained variance; DLR: denoising loss recovered vs "
         "mean-ablation.",
         "",
-        "| model | hook | width | k | architecture | n | L0 | EV | DLR | dead | dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | hook | width | k | architecture | recipe | n | L0 | EV | DLR | dead | dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (model, hook, width, k, arch), rs in sorted(groups.items()):
+    for (model, hook, width, k, arch, recipe), rs in sorted(groups.items()):
         m = {
             key: statistics.mean(r[key] for r in rs)
             for key in ("l0", "explained_variance", "denoising_loss_recovered", "dead_fraction", "dense_fraction")
         }
         lines.append(
-            f"| {model} | {hook} | {width}x | {k} | {arch} | {len(rs)} | {m['l0']:.1f} | "
+            f"| {model} | {hook} | {width}x | {k} | {arch} | {recipe} | {len(rs)} | {m['l0']:.1f} | "
             f"{m['explained_variance']:.4f} | {m['denoising_loss_recovered']:.4f} | "
             f"{m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} |"
         )

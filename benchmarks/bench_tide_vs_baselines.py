@@ -28,6 +28,7 @@ from sae_lens import SAE  # noqa: E402
 import sae_lens_dit  # noqa: E402, F401  (registers "tide")
 from sae_lens_dit.analysis.evals import EvalConfig, evaluate, read_eval_file, summarize_factors  # noqa: E402
 from sae_lens_dit.training.activation_cache import read_cache  # noqa: E402
+from sae_lens_dit.training.recipe import DIT_RECIPE, recipe_for  # noqa: E402
 from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner, preset_config  # noqa: E402
 
 BACKBONES = ("digits", "shapes")
@@ -44,6 +45,8 @@ OTHER_BENCHMARKS = ("record_overhead.md", "tide_step.md", "harvest_train.md", "f
 
 def train(backbone: str, hook: str, sae: dict, seed: int, args: argparse.Namespace, tag: str) -> Path:
     tokens, work = args.tokens, args.work
+    if recipe_for(sae["architecture"]) != DIT_RECIPE:  # trained since the plain TopK recipe: never an older folder
+        tag += "-plain-topk-recipe"
     out = work / backbone / f"{tag}-{hook}-s{seed}"
     lr = STANDARD_LR if sae["architecture"] == "standard" else None
     if (out / "cfg.json").exists():
@@ -151,6 +154,14 @@ def main() -> None:
         help="Keep the runs of the committed tide_vs_baselines.json and add --seeds to them (seeds already there are "
         "not rerun); the standard SAE keeps the L1 coefficient that file's seed-0 search chose",
     )
+    parser.add_argument(
+        "--rerun",
+        nargs="+",
+        default=[],
+        choices=ARCHITECTURES,
+        help="With --add-seeds: train these architectures again for every seed (after a recipe change); their "
+        "committed runs stay in the table as '<architecture> (DiT recipe)'",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/tide-bench"))
     parser.add_argument("--num-images", type=int, default=128)
     parser.add_argument("--num-samples", type=int, default=100)
@@ -167,10 +178,15 @@ def main() -> None:
         return
 
     committed = json.loads((RESULTS / "tide_vs_baselines.json").read_text()) if args.add_seeds else {}
+    all_seeds = list(args.seeds)
     if committed:
+        for cell in committed.values():
+            for arch in args.rerun:
+                if arch in cell["runs"]:
+                    cell["runs"][f"{arch} (DiT recipe)"] = cell["runs"].pop(arch)
         kept = sorted({run["seed"] for cell in committed.values() for runs in cell["runs"].values() for run in runs})
         args.seeds = [seed for seed in args.seeds if seed not in kept]
-        print(f"keeping seeds {kept} from tide_vs_baselines.json; running {args.seeds}", flush=True)
+        print(f"keeping seeds {kept} from tide_vs_baselines.json; running {args.seeds}, {args.rerun} all", flush=True)
     results: dict[str, dict] = {}
     for backbone in args.backbones:
         for hook in HOOKS:
@@ -196,7 +212,7 @@ def main() -> None:
                     f"standard-lr{STANDARD_LR:g}-l1_{coefficient:.3g}" if arch == "standard" else arch,
                 )
                 for arch, spec in specs.items()
-                for seed in args.seeds
+                for seed in (all_seeds if arch in args.rerun else args.seeds)
             }
             # each SAE's report is kept in its folder; the evaluation is seeded, so SAEs scored in separate calls
             # see the same held-out noise and the same clean samples
@@ -220,6 +236,8 @@ def main() -> None:
             for (arch, seed), report in zip(folders, reports, strict=True):
                 # the report's own "seed" is its evaluation's; the run's training seed wins
                 results[cell]["runs"].setdefault(arch, []).append({**report, "seed": seed})
+            runs = results[cell]["runs"]  # table order: ARCHITECTURES, each followed by its older-recipe runs
+            results[cell]["runs"] = {a: runs[a] for a in sorted(runs, key=lambda a: ARCHITECTURES.index(a.split()[0]))}
             print(f"done {cell}", flush=True)
 
     write_report(results, args)
@@ -247,7 +265,8 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
         f"--tokens {args.tokens} --batch-size {args.batch_size}`. Dictionary {D_SAE} (16 x 96), k {K} "
         f"(standard: L1 searched for held-out L0 near {K}), "
         f"{args.tokens:,} training tokens from one cached harvest per backbone (640 images x 50 DDIM steps, "
-        f"both CFG branches), seeds {seeds} (added one run at a time with --add-seeds). Held-out: "
+        f"both CFG branches), seeds {seeds} (added one run at a time with --add-seeds; rows '(DiT recipe)' are "
+        "the runs from before TopK and BatchTopK took the plain TopK recipe, kept with `--rerun`). Held-out: "
         f"{args.num_images} images of the backbone's held-out "
         "split noised into each bucket (cond branch shown); spliced generation: "
         f"{args.num_samples} samples, SAE in the loop without error term. Mean ± sd over seeds.",

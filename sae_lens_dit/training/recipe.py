@@ -5,20 +5,18 @@ Why its own module: a recipe is measured, not guessed, and it is read by the run
 (which applies it), the benchmarks and the release cards. One place holds the measured values and
 the small functions that apply them.
 
-The measurements (`benchmarks/results/recipe_sweep_*.md`, `topk_gap.md`): on the shapes backbone
-SAELens's TopK trained with the TIDE recipe (b_dec at the geometric median, SAELens's decoder
-directions at unit norm, codes rescaled by the decoder norm) stops at 0.926-0.931 held-out explained
-variance at k 16, where a plain TopK reaches 0.938-0.953. Three choices of the plain TopK, together,
-close the gap through SAELens's own `SAETrainer` (3000 steps of 1024 rows at lr 4e-4: 0.946-0.949 on
-seeds 0-2, dead 0.2-1.5%): inputs scaled so rows centred on b_dec's start have mean norm 1, decoder
-rows drawn from a Gaussian with b_dec at the mean, and decoder rows set back to unit norm after every
-Adam step instead of codes rescaled by the decoder norm. Any one of them switched back gives
-0.926-0.939. The plain recipe learns slowly at 4e-4 (0.885 after 488 steps of 4096, where the DiT
-recipe has 0.914); at 1e-3 it is above the DiT recipe at every budget measured (488 / 976 steps of
-4096: 0.920 / 0.932 against 0.914 / 0.926; 3000 of 1024: 0.938 against 0.926-0.931), so that is the
-TopK family's default; runs of several thousand steps do best at 4e-4. TIDE keeps its own recipe:
-under the plain one it either loses latents (lr 4e-4: 25-37% dead) or gains nothing (lr 1e-3).
-The table: `benchmarks/results/topk_recipe.md`.
+The measurements (`benchmarks/results/recipe_sweep_*.md` and its findings, `topk_gap.md`): on the
+shapes backbone SAELens's TopK trained with the DiT recipe (b_dec at the geometric median, SAELens's
+decoder directions at unit norm, codes rescaled by the decoder norm) stops at 0.926-0.931 held-out
+explained variance at k 16, where a plain-torch TopK reaches 0.938-0.953. Three choices of the plain
+TopK, together, bring SAELens's own `SAETrainer` to 0.933-0.949 (3000 steps of 1024 at lr 4e-4, six
+initial draws; the spread is the draw's, as the reference's): inputs scaled so rows centred on b_dec's
+start have mean norm 1, decoder rows drawn from a Gaussian with b_dec at the mean, and rows set back
+to unit norm after every step instead of codes rescaled by the decoder norm. Any one of them switched
+back gives 0.926-0.939. The plain recipe learns slowly at 4e-4 (0.886 after 488 steps of 4096, where
+the DiT recipe has 0.914); at 1e-3 it is at or above the DiT recipe at every budget measured (shapes
+2M / 4M rows: 0.923 / 0.939 against 0.914 / 0.926; digits a tie), so that is the TopK family's default.
+TIDE keeps the DiT recipe: under the plain one it loses latents or gains nothing.
 """
 
 from __future__ import annotations
