@@ -159,8 +159,8 @@ def main() -> None:
         nargs="+",
         default=[],
         choices=ARCHITECTURES,
-        help="With --add-seeds: train these architectures again for every seed (after a recipe change); their "
-        "committed runs stay in the table as '<architecture> (DiT recipe)'",
+        help="With --add-seeds: train these architectures again for every seed (after a recipe change); committed "
+        "TopK and BatchTopK runs from before the plain TopK recipe stay in the table as '<architecture> (DiT recipe)'",
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/tide-bench"))
     parser.add_argument("--num-images", type=int, default=128)
@@ -180,9 +180,9 @@ def main() -> None:
     committed = json.loads((RESULTS / "tide_vs_baselines.json").read_text()) if args.add_seeds else {}
     all_seeds = list(args.seeds)
     if committed:
-        for cell in committed.values():
-            for arch in args.rerun:
-                if arch in cell["runs"]:
+        for cell in committed.values():  # runs from before TopK and BatchTopK took the plain TopK recipe
+            for arch in [a for a in cell["runs"] if a in ARCHITECTURES and recipe_for(a) != DIT_RECIPE]:
+                if "recipe" not in cell["runs"][arch][0]:
                     cell["runs"][f"{arch} (DiT recipe)"] = cell["runs"].pop(arch)
         kept = sorted({run["seed"] for cell in committed.values() for runs in cell["runs"].values() for run in runs})
         args.seeds = [seed for seed in args.seeds if seed not in kept]
@@ -235,7 +235,8 @@ def main() -> None:
             }
             for (arch, seed), report in zip(folders, reports, strict=True):
                 # the report's own "seed" is its evaluation's; the run's training seed wins
-                results[cell]["runs"].setdefault(arch, []).append({**report, "seed": seed})
+                recipe = "DiT" if recipe_for(arch) == DIT_RECIPE else "plain TopK"
+                results[cell]["runs"].setdefault(arch, []).append({**report, "seed": seed, "recipe": recipe})
             runs = results[cell]["runs"]  # table order: ARCHITECTURES, each followed by its older-recipe runs
             results[cell]["runs"] = {a: runs[a] for a in sorted(runs, key=lambda a: ARCHITECTURES.index(a.split()[0]))}
             print(f"done {cell}", flush=True)
@@ -300,11 +301,12 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
             ax.plot(
                 mids, [statistics.mean(s[b] for s in ev[arch]) for b in range(len(buckets))], marker="o", label=arch
             )
-        wins = [
-            statistics.mean(s[b] for s in ev["tide"]) > statistics.mean(s[b] for s in ev["topk"])
-            for b in range(len(buckets))
-        ]
-        verdicts.append(f"- {cell}: TIDE above TopK in {sum(wins)}/{len(wins)} buckets")
+        for baseline in [a for a in ("topk", "topk (DiT recipe)") if a in ev]:
+            wins = [
+                statistics.mean(s[b] for s in ev["tide"]) > statistics.mean(s[b] for s in ev[baseline])
+                for b in range(len(buckets))
+            ]
+            verdicts.append(f"- {cell}: TIDE above {baseline} in {sum(wins)}/{len(wins)} buckets")
         low = min(min(statistics.mean(s[b] for s in ev[a]) for b in range(len(buckets))) for a in ev)
         ax.set_ylim(max(low, 0.0) - 0.05, 1.0)  # values below zero: see the table
         ax.set_title(cell, fontsize=8)
