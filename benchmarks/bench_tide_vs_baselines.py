@@ -28,7 +28,7 @@ from sae_lens import SAE  # noqa: E402
 import sae_lens_dit  # noqa: E402, F401  (registers "tide")
 from sae_lens_dit.analysis.evals import EvalConfig, evaluate, read_eval_file, summarize_factors  # noqa: E402
 from sae_lens_dit.training.activation_cache import read_cache  # noqa: E402
-from sae_lens_dit.training.recipe import DIT_RECIPE, recipe_for  # noqa: E402
+from sae_lens_dit.training.recipe import DEFAULT_LR, DIT_RECIPE, recipe_for  # noqa: E402
 from sae_lens_dit.training.runner import DiTSAERunnerConfig, DiTSAETrainingRunner, preset_config  # noqa: E402
 
 BACKBONES = ("digits", "shapes")
@@ -382,10 +382,12 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
         "",
         "![explained variance against timestep](tide_vs_baselines_ev.png)",
         "",
-        f"The standard (ReLU + L1) SAE trains at lr {STANDARD_LR:g} (the others at the preset's 4e-4): at "
-        "4e-4 it stays far from converged in this budget. DiT residual activations are mostly their mean "
-        "(each cell's last line) and SAELens 6.54 starts b_dec at zero, so the L1 SAE first pays its "
-        "penalty to carry the mean in latents; TopK-family SAEs carry it in a few always-on latents.",
+        f"The standard (ReLU + L1) SAE trains at lr {STANDARD_LR:g}, the others at their architecture's "
+        f"`DEFAULT_LR` (TIDE {DEFAULT_LR['tide']:g}, TopK {DEFAULT_LR['topk']:g}; the DiT-recipe TopK and "
+        "BatchTopK rows 4e-4): at 4e-4 the standard SAE stays far from converged in this budget. DiT residual "
+        "activations are mostly their mean (each cell's last line) and SAELens 6.54 starts b_dec at zero, so "
+        "the L1 SAE first pays its penalty to carry the mean in latents; TopK-family SAEs carry it in a few "
+        "always-on latents.",
         "",
     ]
     lines += ["## Performance ratios from the other benchmarks (each measured against its baseline in its own run)", ""]
