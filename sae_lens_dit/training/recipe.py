@@ -16,8 +16,9 @@ to unit norm after every step instead of codes rescaled by the decoder norm. Any
 back gives 0.926-0.939. The plain recipe learns slowly at 4e-4 (0.886 after 488 steps of 4096, where
 the DiT recipe has 0.914); at 1e-3 it is at or above the DiT recipe at every budget measured (shapes
 2M / 4M rows: 0.923 / 0.939 against 0.914 / 0.926; digits a tie), so that is the TopK family's default.
-TIDE keeps the DiT recipe for now: on the plain one it reached 0.959 at the reference's budget (lr 4e-4,
-5.7% dead) but was not measured at the runner's shorter budgets, where 4e-4 is slow.
+TIDE keeps the DiT recipe: on the plain one it reached 0.959 at the reference's budget (lr 4e-4, 5.7%
+dead) but at the runner's budgets it is below its own recipe (2M / 4M rows at 1e-3: 0.920 / 0.931 against
+0.930 / 0.935).
 """
 
 from __future__ import annotations
