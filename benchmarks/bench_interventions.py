@@ -50,18 +50,11 @@ from sae_lens_dit.analysis.interventions.gates import LinearProbe
 from sae_lens_dit.analysis.interventions.recipes import encode_reference, match_centroids, match_reference, swap_spec
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, code_centroids, select_latents
 from sae_lens_dit.analysis.interventions.selection_rows import record_samples
-from sae_lens_dit.analysis.interventions.shape_concepts import (
-    HUE_BINS,
-    build_shape_concepts,
-    hue_bin,
-    record_shape_samples,
-    score_hue,
-    score_position,
-    score_size,
-)
+from sae_lens_dit.analysis.interventions.shape_concepts import build_shape_concepts, record_shape_samples
+from sae_lens_dit.analysis.interventions.shape_scoring import hue_bin, score_hue, score_position, score_size
 from sae_lens_dit.resources import pretrained_dir
 from sae_lens_dit.toy.backbones import load_tiny_classifier, measure_shape_factors, shape_tokens
-from sae_lens_dit.toy.image_sets import make_shapes
+from sae_lens_dit.toy.image_sets import HUE_BINS, make_shapes
 
 STEPS = 20
 N_EVAL, EVAL_SEED, TUNING_SEED = 96, 9000, 5000
@@ -125,6 +118,7 @@ def evaluate_concepts(s: Shapes, folder: Path) -> dict:
     sized = score_size(s.before, after, direction, s.classify)
     out["size"] = {
         **_rates(sized),
+        "by_direction": {d: _rates({k: v[direction == d] for k, v in sized.items()}) for d in ("larger", "smaller")},
         "mean_width_change": {
             d: round(float(sized["width_change"][direction == d].mean()), 2) for d in ("larger", "smaller")
         },

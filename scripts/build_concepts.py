@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python scripts/build_concepts.py --release tide-dit-tiny/shapes \\
         --output-dir pretrained/saes/tide-dit-tiny-shapes/concepts
 
-Samples on seed 1 choose the latents and fit the "on the shape" probes; samples on seeds 5000-5095
+Samples on seed 1 choose the latents and fit the "on the shape" probes; samples on seeds 5000-5191
 choose strengths and windows (`shape_concepts.tune_shape_concepts`). Benchmarks evaluate on other
 seeds (benchmarks/bench_interventions.py). Takes about 10 minutes on one core.
 """

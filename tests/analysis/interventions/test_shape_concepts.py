@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from sae_lens_dit.analysis.interventions.editing import sample_seeded
-from sae_lens_dit.analysis.interventions.shape_concepts import (
-    _choose,
-    hue_bin,
-    score_hue,
-    score_position,
-    score_size,
-)
+from sae_lens_dit.analysis.interventions.shape_concepts import _choose
+from sae_lens_dit.analysis.interventions.shape_scoring import hue_bin, score_hue, score_position, score_size
 from sae_lens_dit.toy.backbones import shape_tokens
 from sae_lens_dit.toy.image_sets import make_shapes
 
@@ -60,6 +56,27 @@ def test_scores_read_known_factors():
     assert not sized["target"].any() and np.abs(sized["width_change"]).max() < 0.5
 
 
+def test_an_erased_shape_is_neither_smaller_nor_kept():
+    """A steered image with no shape left (every pixel the border colour) is not "smaller" and did not keep its
+    kind, whatever the classifier says of an empty image; a shape drawn on an empty image is not "larger"."""
+    batch = make_shapes(8, seed=np.random.default_rng().integers(1 << 30))
+    before = _hwc(batch.images)
+    erased = np.broadcast_to(np.median(before[:, 0], axis=1)[:, None, None], before.shape).copy()
+
+    def same_kind(images):  # a classifier that agrees with everything: only the shape's presence decides
+        return np.zeros(len(images), int)
+
+    smaller = score_size(before, erased, np.array(["smaller"] * 8), same_kind)
+    assert (smaller["width_change"] < -4).all()  # the width fell to 0: the old score counted this as "smaller"
+    assert not smaller["target"].any() and not smaller["kept"].any() and smaller["vanished"].all()
+    larger = score_size(erased, before, np.array(["larger"] * 8), same_kind)
+    assert not larger["target"].any() and larger["kept"].all() and not larger["vanished"].any()
+    side = np.array(["left"] * 8)
+    assert not score_position(before, erased, side, same_kind)["kept"].any()
+    assert not score_hue(before, erased, hue_bin(batch.hue), same_kind)["kept"].any()
+    assert score_hue(before, before, hue_bin(batch.hue), same_kind)["kept"].all()
+
+
 def test_sample_seeded_reproduces_any_subset(pipe):
     """Each sample's noise is its own seed's, so a subset re-generates the same images; to float rounding only,
     as the CPU's matmul kernels may depend on the batch size (1e-5 of a [0, 1] pixel; a sample of another seed
@@ -82,6 +99,16 @@ def test_sample_seeded_reproduces_any_subset(pipe):
 )
 def test_choose_prefers_the_strongest_setting_that_keeps_the_rest(results, expected):
     assert _choose(results) == expected
+
+
+def test_balanced_choice_takes_the_best_of_the_lower_rate():
+    results = [
+        ("a", {"target": 0.93, "kept": 0.86}),  # highest target that keeps 0.85: the unbalanced choice
+        ("b", {"target": 0.90, "kept": 0.92}),  # min 0.90: the balanced one
+        ("c", {"target": 0.99, "kept": 0.95, "background": 0.5}),  # ruins the background: never
+    ]
+    assert _choose(results) == "a"
+    assert _choose(results, balanced=True) == "b"
 
 
 def test_position_spec_clamps_in_the_side_box_and_zeroes_the_far_half():
@@ -120,7 +147,36 @@ def test_position_spec_clamps_in_the_side_box_and_zeroes_the_far_half():
         pytest.approx((0.0, 0.0, 5 / 8, 1.0), abs=1e-12),
     ]
     assert inner[0].values().tolist() == [9.0, 3.0]  # 6 x typical
+    held = position_spec(shape, "left", 6.0, 600, box_x=(1 / 8, 3 / 8), clear_from=3 / 8, t_clear=300).edits
+    assert [(e.op, e.timesteps) for e in held] == [("clamp", (600.0, 1000.0)), ("zero", (300.0, 1000.0))] * 2
+    with pytest.raises(ValueError, match="t_clear"):
+        position_spec(shape, "left", 2.0, 600, t_clear=700)
     with pytest.raises(ValueError, match="side must be one of"):
         position_spec(shape, "up", 2.0, 600)
     with pytest.raises(ValueError, match="clear_from"):
         position_spec(shape, "left", 2.0, 600, box_x=(0.0, 0.5), clear_from=3 / 8)
+
+
+def test_erode_spec_zeroes_the_shape_and_clamps_it_one_token_inside(tmp_path):
+    """Against the edits written out by hand: per hook, zero the shape's latents on the gate, then clamp them at
+    value x typical on the same gate shrunk by one token (grow - 1), both in the window."""
+    from sae_lens_dit.analysis.interventions.gates import Gate, LinearProbe
+    from sae_lens_dit.analysis.interventions.selection import LatentSelection
+    from sae_lens_dit.analysis.interventions.shape_concepts import erode_spec
+    from sae_lens_dit.analysis.interventions.spec import LatentEdit
+
+    hooks = ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post")
+    probe = LinearProbe(hooks[0], torch.ones(4), 0.0).save(tmp_path / "probe.safetensors")
+    gates = {h: Gate(probe=str(probe), threshold=2.0, grow=g) for h, g in zip(hooks, (0, 1), strict=True)}
+    shape = {h: LatentSelection(h, (7, 3), (2.0, 0.5), (0.9, 0.8), ((0.9, 0.8),), edges=(0.0, 1000.0)) for h in hooks}
+    spec = erode_spec(shape, 2.0, (500.0, 1000.0), gates)
+    expected = []
+    for h, grow in zip(hooks, (0, 1), strict=True):
+        expected.append(LatentEdit(h, (7, 3), "zero", timesteps=(500.0, 1000.0), gate=gates[h]))
+        inside = Gate(probe=str(probe), threshold=2.0, grow=grow - 1)
+        expected.append(
+            LatentEdit(
+                h, (7, 3), "clamp", 2.0, timesteps=(500.0, 1000.0), gate=inside, unit="typical", typical=(2.0, 0.5)
+            )
+        )
+    assert list(spec.edits) == expected
