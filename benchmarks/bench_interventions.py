@@ -6,7 +6,7 @@ Writes benchmarks/results/interventions.json and .md. DDIM 20 steps, default gui
 
 Protocol. The shapes concepts (`sae_lens_dit.analysis.interventions.shape_concepts`) choose latents and fit
 their gate probes
-on samples of seed 1 and choose strengths and windows on seeds 5000-5095; every number here is on
+on samples of seed 1 and choose strengths and windows on seeds 5000-5191; every number here is on
 seeds 9000-9095 (96 samples per condition), which nothing was chosen on. The TIDE concepts are the
 bundled ones (pretrained/saes/tide-dit-tiny-shapes/concepts, built by scripts/build_concepts.py);
 the TopK concepts are built here by the same code from the TopK SAEs of the same release.
@@ -58,6 +58,7 @@ from sae_lens_dit.toy.image_sets import HUE_BINS, make_shapes
 
 STEPS = 20
 N_EVAL, EVAL_SEED, TUNING_SEED = 96, 9000, 5000
+N_TUNING = 192  # the concepts' tuning seeds (build_shape_concepts's n_tuning); the hue baseline tunes on the first 96
 HUE_HOOK, HOOKS = "blocks.1.hook_resid_post", ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post")
 OUT = Path(__file__).parent / "results"
 BUNDLED_CONCEPTS = pretrained_dir() / "saes" / "tide-dit-tiny-shapes" / "concepts"
@@ -348,7 +349,7 @@ def main() -> None:
     report: dict = {
         "protocol": {
             "eval_seeds": [EVAL_SEED, EVAL_SEED + N_EVAL - 1],
-            "tuning_seeds": [TUNING_SEED, TUNING_SEED + N_EVAL - 1],
+            "tuning_seeds": [TUNING_SEED, TUNING_SEED + N_TUNING - 1],
             "record_seed": 1,
             "steps": STEPS,
             "samples_per_condition": N_EVAL,
@@ -367,7 +368,7 @@ def main() -> None:
         print("TopK concepts (shapes), built by the same code", flush=True)
         part = time.time()
         with tempfile.TemporaryDirectory() as tmp:
-            build_shape_concepts(Path(tmp) / "topk", "tide-dit-tiny/shapes", "topk", HOOKS, HUE_HOOK)
+            build_shape_concepts(Path(tmp) / "topk", "tide-dit-tiny/shapes", "topk", HOOKS, HUE_HOOK, n_tuning=N_TUNING)
             report["dictionary_comparison_topk"] = evaluate_concepts(s, Path(tmp) / "topk")
         seconds["topk"] = round(time.time() - part)
     if "digits" in args.parts:
@@ -423,8 +424,10 @@ def tide_report(s: Shapes, folder: Path) -> dict:
         "size": {
             "target_rate": z["target"],
             "kept_rate": z["kept"],
+            "vanished_rate": z["vanished"],
+            "by_direction": z["by_direction"],
             "mean_width_change": z["mean_width_change"],
-            "recipe": measured["size=larger"]["measured"],
+            "recipe": {d: measured[f"size={d}"]["measured"] for d in ("larger", "smaller")},
         },
         "transfer": {
             "target_rate": t["target"],
@@ -449,11 +452,15 @@ def write_markdown(r: dict) -> None:
         f"{h['kept_rate']:.2f} | {h['background_rate']:.2f} | {h['control_rate']:.2f} | {h['baseline_rate']:.2f} "
         f"| {h['unsteered_rate']:.2f} |",
         f"| position (TIDE, blocks 1 and 3) | {p['target_rate']:.2f} | {p['kept_rate']:.2f} | | | | 0.00 |",
-        f"| size (TIDE, blocks 1 and 3), width change {z['mean_width_change']} | {z['target_rate']:.2f} | "
-        f"{z['kept_rate']:.2f} | | | | |",
+        f"| size (TIDE, blocks 1 and 3; larger {z['by_direction']['larger']['target']:.2f}, smaller "
+        f"{z['by_direction']['smaller']['target']:.2f}; vanished {z['vanished_rate']:.2f}; width change "
+        f"{z['mean_width_change']}) | {z['target_rate']:.2f} | {z['kept_rate']:.2f} | | | | |",
         f"| transfer (reference's hue; matched {t['match_rate']:.2f} by centroids, "
         f"{t['match_rate_selected_latents']:.2f} by selected latents) | {t['target_rate']:.2f} | {t['kept_rate']:.2f} "
         f"| {t['background_rate']:.2f} | | | {t['unsteered_rate']:.2f} |",
+        "",
+        "Kept: the steered sample still has a shape (measured width >= 2 px) of the kind the classifier reads in the "
+        "unsteered one; an erased shape is neither kept nor smaller (`interventions.shape_scoring`).",
     ]
     if "dictionary_comparison" in r:
         lines += [
