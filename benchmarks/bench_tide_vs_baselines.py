@@ -301,7 +301,7 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
             ax.plot(
                 mids, [statistics.mean(s[b] for s in ev[arch]) for b in range(len(buckets))], marker="o", label=arch
             )
-        for baseline in [a for a in ("topk", "topk (DiT recipe)") if a in ev]:
+        for baseline in [a for a in ev if a != "tide" and a.split(" ")[0] in ("topk", "batchtopk")]:
             wins = [
                 statistics.mean(s[b] for s in ev["tide"]) > statistics.mean(s[b] for s in ev[baseline])
                 for b in range(len(buckets))
@@ -376,7 +376,7 @@ def write_report(results: dict[str, dict], args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(RESULTS / "tide_vs_baselines_ev.png")
     lines[4:4] = [
-        "## Does TIDE beat TopK in every timestep bucket? (explained variance, mean over seeds)",
+        "## Does TIDE beat TopK and BatchTopK in every timestep bucket? (explained variance, mean over seeds)",
         "",
         *verdicts,
         "",
