@@ -51,7 +51,13 @@ from sae_lens_dit.analysis.interventions.recipes import encode_reference, match_
 from sae_lens_dit.analysis.interventions.selection import LatentSelection, code_centroids, select_latents
 from sae_lens_dit.analysis.interventions.selection_rows import record_samples
 from sae_lens_dit.analysis.interventions.shape_concepts import build_shape_concepts, record_shape_samples
-from sae_lens_dit.analysis.interventions.shape_scoring import hue_bin, score_hue, score_position, score_size
+from sae_lens_dit.analysis.interventions.shape_scoring import (
+    SIZES,
+    hue_bin,
+    score_hue,
+    score_position,
+    score_size,
+)
 from sae_lens_dit.resources import pretrained_dir
 from sae_lens_dit.toy.backbones import load_tiny_classifier, measure_shape_factors, shape_tokens
 from sae_lens_dit.toy.image_sets import HUE_BINS, make_shapes
@@ -114,15 +120,13 @@ def evaluate_concepts(s: Shapes, folder: Path) -> dict:
     fits = placed["fits"]
     out["position"]["fitting"] = {k: round(float(placed[k][fits].mean()), 3) for k in ("target", "kept")}
     out["position"]["not_fitting"] = {k: round(float(placed[k][~fits].mean()), 3) for k in ("target", "kept")}
-    direction = np.where(np.arange(N_EVAL) % 2 == 0, "larger", "smaller")
+    direction = np.where(np.arange(N_EVAL) % 2 == 0, *SIZES)
     after = s.steered(all_saes, direction, lambda d: _spec(folder, f"size={d}"))
     sized = score_size(s.before, after, direction, s.classify)
     out["size"] = {
         **_rates(sized),
-        "by_direction": {d: _rates({k: v[direction == d] for k, v in sized.items()}) for d in ("larger", "smaller")},
-        "mean_width_change": {
-            d: round(float(sized["width_change"][direction == d].mean()), 2) for d in ("larger", "smaller")
-        },
+        "by_direction": {d: _rates({k: v[direction == d] for k, v in sized.items()}) for d in SIZES},
+        "mean_width_change": {d: round(float(sized["width_change"][direction == d].mean()), 2) for d in SIZES},
     }
     out["transfer"] = transfer(s, folder, saes[HUE_HOOK])
     for key, value in out.items():
@@ -427,7 +431,7 @@ def tide_report(s: Shapes, folder: Path) -> dict:
             "vanished_rate": z["vanished"],
             "by_direction": z["by_direction"],
             "mean_width_change": z["mean_width_change"],
-            "recipe": {d: measured[f"size={d}"]["measured"] for d in ("larger", "smaller")},
+            "recipe": {d: measured[f"size={d}"]["measured"] for d in SIZES},
         },
         "transfer": {
             "target_rate": t["target"],

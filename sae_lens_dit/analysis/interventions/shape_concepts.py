@@ -318,10 +318,9 @@ the shape into the outer third in 0.96 of samples but keeps its kind in 0.59 (th
 t 300 or 0 (`t_clear`) holds it: 0.87-0.93 and 0.86-0.92."""
 
 
-def _tune_position(trials: _Trials, saes: Mapping[str, SAE], samples: ShapeSamples) -> Concepts:
+def _tune_position(trials: _Trials, shape: Mapping[str, LatentSelection]) -> Concepts:
     """position=left|right: value, earliest timestep, box, cleared region and clearing window chosen together, for
     the best of min(third reached, kind kept) (both are asked of position at one bound)."""
-    shape = {hook: shape_selection(sae, samples) for hook, sae in saes.items()}
     before = trials.tuning.before
     side = np.where(measure_shape_factors(before).center[:, 0] >= before.shape[2] / 2, "left", "right")
     (value, t_min, box_x, clear_from, t_clear), rates = trials.best(
@@ -333,14 +332,7 @@ def _tune_position(trials: _Trials, saes: Mapping[str, SAE], samples: ShapeSampl
         0.85,
         balanced=True,
     )
-    measured = {
-        "value": value,
-        "t_min": t_min,
-        "box_x": list(box_x),
-        "clear_from": clear_from,
-        "t_clear": t_clear,
-        "tuning": rates,
-    }
+    measured = dict(value=value, t_min=t_min, box_x=list(box_x), clear_from=clear_from, t_clear=t_clear, tuning=rates)
     return {
         f"position={s}": (
             position_spec(shape, s, value, t_min, box_x=box_x, clear_from=clear_from, t_clear=t_clear),
@@ -354,11 +346,14 @@ def _tune_position(trials: _Trials, saes: Mapping[str, SAE], samples: ShapeSampl
 SIZE_WINDOWS = ((400.0, TIMESTEP_MAX), (500.0, TIMESTEP_MAX), (600.0, TIMESTEP_MAX))
 
 
-def _tune_size(trials: _Trials, saes: Mapping[str, SAE], samples: ShapeSamples, gates: Mapping[str, Gate]) -> Concepts:
+def _tune_size(
+    trials: _Trials,
+    sizes: Mapping[str, Mapping[str, LatentSelection]],
+    shape: Mapping[str, LatentSelection],
+    gates: Mapping[str, Gate],
+) -> Concepts:
     """size=larger (swap toward large-shape latents) and size=smaller (erode the outline): each direction's value
     and window chosen on every tuning sample asked for it."""
-    sizes = {hook: size_selections(sae, samples) for hook, sae in saes.items()}
-    shape = {hook: shape_selection(sae, samples) for hook, sae in saes.items()}
     larger, larger_rates = trials.best(
         "size=larger value {} window {}",
         list(product((2.0, 4.0, 6.0), SIZE_WINDOWS)),
@@ -403,10 +398,12 @@ def tune_shape_concepts(
 ) -> Concepts:
     """Choose every concept's strength and window on `tuning` and return {name: (spec, description, measured)}."""
     trials = _Trials(pipe, hooked, list(saes.values()), tuning, classify, steps, log)
+    shape = {hook: shape_selection(sae, samples) for hook, sae in saes.items()}  # drawn by position, kept by size
+    sizes = {hook: size_selections(sae, samples) for hook, sae in saes.items()}
     return {
         **_tune_hue(trials, saes[hue_hook], samples, gates[hue_hook]),
-        **_tune_position(trials, saes, samples),
-        **_tune_size(trials, saes, samples, gates),
+        **_tune_position(trials, shape),
+        **_tune_size(trials, sizes, shape, gates),
     }
 
 

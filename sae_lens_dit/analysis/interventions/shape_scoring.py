@@ -17,6 +17,8 @@ import numpy as np
 from sae_lens_dit.toy.backbones import measure_shape_factors
 from sae_lens_dit.toy.image_sets import HUE_BINS  # hue is scored in HUE_BINS equal arcs (chance 1 / HUE_BINS)
 
+SIZES = ("larger", "smaller")
+"""The directions `score_size` reads (and the size concepts' names: size=larger, size=smaller)."""
 PRESENT_WIDTH = 2.0
 """Measured width (pixels, 2 x `measure_shape_factors(...).size`) below which an image has no shape. The drawn
 shapes are 5-13 px wide; a steered sample under one pixel-pair wide lost its shape: it did not keep its kind, and
