@@ -7,9 +7,10 @@ and the two drifted. One field becomes one flag, `--field-name`, typed from its 
 - `int`, `float`, `str`, and `X | None` of them: one value;
 - a `Literal[...]`: one of its values (`choices`);
 - `tuple[T, ...]`: one or more values;
-- `bool`: a switch that flips the default (`--no-steering` for a field that defaults to True).
+- `bool`: a switch that flips the default (`--no-steering` for a field that defaults to True);
+- `dict[str, Any]`: one JSON object (`--pipeline-kwargs '{"height": 64, "num_frames": 5}'`).
 
-Fields of other types (nested configs, dicts, unions of several types) get no flag; a subcommand that
+Fields of other types (nested configs, other dicts, unions of several types) get no flag; a subcommand that
 needs them adds its own. Field docstrings are read with simple_parsing, as SAELens does.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -60,7 +62,20 @@ def _flag_kwargs(hint: Any, default: Any) -> dict[str, Any] | None:
         args = typing.get_args(inner)
         if len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
             return {"type": args[0], "nargs": "+"}
+    if typing.get_origin(inner) is dict and typing.get_args(inner) == (str, Any):
+        return {"type": json_object, "metavar": "JSON"}
     return None
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A flag value that must be a JSON object (argparse reports the error and exits 2)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg}); give an object such as '{{\"height\": 64}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"height\": 64}}', received {text!r}")
+    return value
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -79,7 +79,7 @@ from sae_lens_dit.hooking.hook_sites import (
 )
 from sae_lens_dit.hooking.recording import Recorder, Recording, RecordOptions
 from sae_lens_dit.hooking.splicing import hook_pair, splice_hooks
-from sae_lens_dit.hooking.token_grid import configured_grid, resolution_levels, token_grid
+from sae_lens_dit.hooking.token_grid import configured_grid, resolution_levels, spatial_patch, token_grid
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +240,8 @@ class HookedDiT(HookedRootModule):
         from it), else the configured sample size, else a square grid; in a UNet at whichever level has
         `n_tokens` tokens (`hooking.token_grid`). An error when none has (spatial edits need the grid)."""
         config = self.transformer.config
-        patch = int(getattr(config, "patch_size", None) or 1)
-        return token_grid(n_tokens, latent_size, patch, resolution_levels(config), configured_grid(config))
+        patch, levels = spatial_patch(config), resolution_levels(config)
+        return token_grid(n_tokens, latent_size, patch, levels, configured_grid(config))
 
     @property
     def call_context(self) -> CallContext:

@@ -16,12 +16,23 @@ from __future__ import annotations
 from typing import Any
 
 
+def spatial_patch(config: Any) -> int:
+    """Pixels of latent per token side: `patch_size`, or the last of a video model's (frames, height, width)
+    patch (Wan's (1, 2, 2)); 1 without one (a UNet)."""
+    patch = getattr(config, "patch_size", None) or 1
+    if isinstance(patch, (list, tuple)):
+        if len(set(patch[-2:])) != 1:
+            raise ValueError(f"patch_size {list(patch)}: token grids need square spatial patches")
+        patch = patch[-1]
+    return int(patch)
+
+
 def configured_grid(config: Any) -> tuple[int, int] | None:
     """(rows, columns) of the top-level grid at the model's configured sample size; None without one."""
     size = getattr(config, "sample_size", None)
     if not size:
         return None
-    patch = int(getattr(config, "patch_size", None) or 1)
+    patch = spatial_patch(config)
     height, width = (size, size) if isinstance(size, int) else size
     return height // patch, width // patch
 

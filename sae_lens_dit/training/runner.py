@@ -43,7 +43,13 @@ from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME, TRAINER_S
 from sae_lens.registry import get_sae_training_class
 from safetensors.torch import save_file
 
-from sae_lens_dit.analysis.evals import BucketMetrics, LatentUsage, format_bucket_table, write_eval_files
+from sae_lens_dit.analysis.evals import (
+    BucketMetrics,
+    LatentUsage,
+    format_bucket_table,
+    format_frame_table,
+    write_eval_files,
+)
 from sae_lens_dit.conventions import DATA_STATE_FILENAME, DEFAULT_BUCKET_EDGES, TIMESTEP_CONVENTION, sae_id
 from sae_lens_dit.guards.data import finite_batches
 from sae_lens_dit.guards.output_dirs import check_claimable, claim
@@ -69,6 +75,7 @@ from sae_lens_dit.training.sublayers import (
     input_half,
     is_transcoder,
     metrics_by_bucket,
+    metrics_by_frame,
     sublayer_hooks,
     training_rows,
     usage,
@@ -146,6 +153,7 @@ class DiTSAETrainingRunner:
         self.sae: TrainingSAE = sae_cls(self._with_metadata(cfg.sae)).to(self.device)
         self.eval_metrics: list[BucketMetrics] = []
         self.usage: LatentUsage | None = None
+        self.frame_metrics: list[tuple[int, BucketMetrics]] = []  # video harvests: held-out metrics per frame
         self.init_report: dict[str, float] = {}
 
     # -- checks before any long work -------------------------------------------------------------
@@ -236,8 +244,8 @@ class DiTSAETrainingRunner:
         pairs = finite_batches(pairs, self.cfg.hook_name)
         return _CountingProvider(feed_timesteps(pairs, self.sae), skip=skip)
 
-    def _heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Held-out rows: the same harvest settings with a different seed and `eval_images` images."""
+    def _heldout(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Held-out (rows, timesteps, video frames): the same harvest settings, another seed, `eval_images` images."""
         h = self.cfg.harvest
         eval_cfg = replace(
             h,
@@ -247,7 +255,9 @@ class DiTSAETrainingRunner:
         )
         chunks = list(harvest_chunks(self.pipe, self.hooked, eval_cfg, progress=False))
         x = torch.cat([training_rows(c.activations, self.cfg.hook_name) for c in chunks]).float()
-        return x.to(self.device), torch.cat([c.timestep for c in chunks]).to(self.device)
+        known = all(c.frame is not None for c in chunks)
+        frame = torch.cat([c.frame for c in chunks]).to(self.device) if known else None
+        return x.to(self.device), torch.cat([c.timestep for c in chunks]).to(self.device), frame
 
     # -- training ----------------------------------------------------------------------------------
     def run(self) -> TrainingSAE:
@@ -275,7 +285,7 @@ class DiTSAETrainingRunner:
                 cfg=trainer_cfg,
                 sae=self.sae,
                 data_provider=provider,
-                evaluator=lambda sae, _data, scaler: self._wandb_eval(sae, scaler, *heldout) if main else {},
+                evaluator=lambda sae, _data, scaler: self._wandb_eval(sae, scaler, *heldout[:2]) if main else {},
                 save_checkpoint_fn=lambda checkpoint_path: self._save_data_state(checkpoint_path, provider),
             )
             if scaling_factor is not None:  # the factor b_dec was set in; the trainer then skips its estimate
@@ -289,8 +299,9 @@ class DiTSAETrainingRunner:
                 self.sae.load_weights_from_checkpoint(resume_from)
             sae = trainer.fit()
             if main:
-                self.eval_metrics = metrics_by_bucket(sae, *heldout)
-                self.usage = usage(sae, *heldout)
+                self.eval_metrics = metrics_by_bucket(sae, *heldout[:2])
+                self.frame_metrics = metrics_by_frame(sae, *heldout)
+                self.usage = usage(sae, *heldout[:2])
                 self._save_final(sae, trainer)
                 if trainer_cfg.logger.log_to_wandb:
                     wandb.log({f"final/{k}": v for k, v in self._bucket_log(self.eval_metrics).items()})
@@ -392,6 +403,7 @@ class DiTSAETrainingRunner:
             "buckets": [m.to_dict() for m in metrics],
             "mean_explained_variance": sum(m.explained_variance for m in metrics) / len(metrics),
             "latent_usage": self.usage.to_dict() if self.usage else None,
+            **({"frames": [{"frame": f, **m.to_dict()} for f, m in self.frame_metrics]} if self.frame_metrics else {}),
             "init": self.init_report,
             "recipe": asdict(self.cfg.recipe),  # as applied (the config's None fields resolved)
         }
@@ -414,4 +426,6 @@ class DiTSAETrainingRunner:
         if self.usage:
             branch = self.cfg.harvest.branch
             table += f"\n\nLatents: {self.usage.summary()} (held-out, every timestep, CFG branch: {branch})"
+        if self.frame_metrics:
+            table += "\n\n" + format_frame_table(self.frame_metrics)
         return table

@@ -13,7 +13,7 @@ report (explained variance of the sublayer's *output*, per timestep bucket), liv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -98,23 +98,40 @@ def init_transcoder_from_rows(
 
 @torch.no_grad()
 def metrics_by_bucket(
-    sae: Any, rows: torch.Tensor, timestep: torch.Tensor, batch_size: int = 8192
+    sae: Any,
+    rows: torch.Tensor,
+    timestep: torch.Tensor,
+    batch_size: int = 8192,
+    edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
 ) -> list[BucketMetrics]:
     """Held-out metrics per timestep bucket; for a transcoder, of its output (skip included) against the
     MLP output, so `explained_variance` is the MLP output's."""
     if not is_transcoder(sae.cfg):
-        return reconstruction_by_bucket(sae, rows, timestep, batch_size=batch_size)
+        return reconstruction_by_bucket(sae, rows, timestep, edges, batch_size=batch_size)
     x, y = rows.split([sae.cfg.d_in, sae.cfg.d_out], dim=-1)
     parts = [
         reconstruct(sae, x[i : i + batch_size], timestep[i : i + batch_size]) for i in range(0, len(x), batch_size)
     ]
     y_hat, feature_acts = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    edges = DEFAULT_BUCKET_EDGES
     return [
         bucket_metrics(y[mask], y_hat[mask], feature_acts[mask], lo, hi)
         for lo, hi, mask in zip(edges[:-1], edges[1:], bucket_masks(timestep, edges), strict=True)
         if mask.any()
     ]
+
+
+def metrics_by_frame(
+    sae: Any, rows: torch.Tensor, timestep: torch.Tensor, frame: torch.Tensor | None
+) -> list[tuple[int, BucketMetrics]]:
+    """(frame, metrics over every timestep) per video frame of held-out rows, in frame order; empty for images
+    (one frame) or where the frame is unknown (None, or -1: a hook whose tokens are not whole frames)."""
+    if frame is None:
+        return []
+    frames = sorted(int(f) for f in frame.unique() if f >= 0)
+    if len(frames) < 2:
+        return []
+    whole = (DEFAULT_BUCKET_EDGES[0], DEFAULT_BUCKET_EDGES[-1])
+    return [(f, metrics_by_bucket(sae, rows[frame == f], timestep[frame == f], edges=whole)[0]) for f in frames]
 
 
 def usage(sae: Any, rows: torch.Tensor, timestep: torch.Tensor) -> LatentUsage:

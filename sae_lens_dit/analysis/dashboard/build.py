@@ -370,8 +370,9 @@ def _latent_page(
     heat = codes / max(float(summary.max_activation[latent]), 1e-12)
     frames = traj.frames(pairs)
     thumbs = []
-    for (s, n), frame, h in zip(pairs, frames, heat, strict=True):
-        png = render_thumbnail(frame, cfg.thumb_size, h, traj.grid)
+    for (s, n), decoded, h in zip(pairs, frames, heat, strict=True):
+        picture, frame_heat, frame = traj.at_token_frame(decoded, h)
+        png = render_thumbnail(picture, cfg.thumb_size, frame_heat, traj.grid)
         thumbs.append(
             {
                 "src": "../../" + files_.image(png, f"{folder}/img"),
@@ -381,6 +382,7 @@ def _latent_page(
                 "image": n,
                 "label": traj.factor_names["class"][traj.labels[n]],
                 "max": float(h.max() * summary.max_activation[latent]),
+                **({"frame": frame} if traj.token_frames > 1 else {}),
             }
         )
     full = (stats.rows > 0).nonzero().squeeze(1).tolist()  # buckets no denoising step fell in are left out

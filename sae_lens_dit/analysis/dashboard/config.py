@@ -7,7 +7,8 @@ lets each of those import it without importing the others.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sae_lens_dit.conventions import TIMESTEP_MAX
 
@@ -25,6 +26,9 @@ class DashboardConfig:
     prompts: tuple[str, ...] | None = None
     """Prompts of a text-conditioned pipeline (SD, SDXL, PixArt, ...), cycled over the images; pages name the
     prompt where they name a class. None: the pipeline's class labels (class-conditional backbones)."""
+    pipeline_kwargs: dict[str, Any] | None = field(default=None, hash=False)
+    """Extra keyword arguments of every pipeline call, e.g. a video pipeline's height, width and num_frames (video
+    pages show each example at the frame where the latent fires most)."""
     max_latents: int = 64
     """Latents that get a page: the first alive ones by id (the index lists every latent)."""
     latents: tuple[int, ...] | None = None

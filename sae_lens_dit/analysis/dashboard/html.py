@@ -188,10 +188,16 @@ def _latent_link(latent: int) -> str:
 
 def _figure(thumb: dict[str, Any], caption: str) -> str:
     size = thumb["size"]
+    width = thumb.get("width", size)  # a video preview: a strip of frames
     return (
-        f'<figure><img src="{escape(thumb["src"])}" alt="{escape(caption)}" width="{size}" height="{size}">'
+        f'<figure><img src="{escape(thumb["src"])}" alt="{escape(caption)}" width="{width}" height="{size}">'
         f"<figcaption>{caption}</figcaption></figure>"
     )
+
+
+def _frame(thumb: dict[str, Any]) -> str:
+    """ ", frame f" for a video thumbnail (the token frame where the latent fires most), else nothing."""
+    return f", frame {thumb['frame']}" if "frame" in thumb else ""
 
 
 def _same_latent(latent: int, same: Sequence[tuple[str, str, bool]]) -> str:
@@ -227,10 +233,10 @@ def latent_page(
         if j is not None
     ]
     top_html = (
-        "".join(_figure(th, f"{escape(th['label'])}, t {th['t']:.0f}, max {_fmt(th['max'])}") for th in top)
+        "".join(_figure(th, f"{escape(th['label'])}, t {th['t']:.0f}{_frame(th)}, max {_fmt(th['max'])}") for th in top)
         or '<p class="empty">This latent never fires on the sampled images.</p>'
     )
-    strip_html = "".join(_figure(th, f"t {th['t']:.0f}, max {_fmt(th['max'])}") for th in strip)
+    strip_html = "".join(_figure(th, f"t {th['t']:.0f}{_frame(th)}, max {_fmt(th['max'])}") for th in strip)
     strip_of = f"image {strip[0]['image']} ({escape(strip[0]['label'])})" if strip else ""
     tables = []
     for family, data in breakdown.items():
@@ -256,7 +262,8 @@ def latent_page(
         f"{escape(row['top_class']) or '-'} (selectivity {row['selectivity']:.2f}).</p>",
         f"<h2>Top images at t {_bucket(edges, row['peak'])}</h2>",
         "<p class=\"hint\">The model's prediction of the clean image at that step, with the latent's activation "
-        "per token in red (full red = its maximum over all sampled images).</p>",
+        "per token in red (full red = its maximum over all sampled images); of a video, the frame where it fires "
+        "most.</p>",
         f'<div class="thumbs top">{top_html}</div>',
         f"<h2>Through denoising: {strip_of}</h2>",
         f'<div class="thumbs strip">{strip_html}</div>',

@@ -27,7 +27,7 @@ from sae_lens_dit.analysis.dashboard.cache import Cache
 from sae_lens_dit.analysis.dashboard.config import DashboardConfig
 from sae_lens_dit.analysis.dashboard.files import SiteFiles
 from sae_lens_dit.analysis.dashboard.latent_summary import LatentSummary
-from sae_lens_dit.analysis.dashboard.thumbnails import render_thumbnail
+from sae_lens_dit.analysis.dashboard.thumbnails import render_strip, render_thumbnail
 from sae_lens_dit.analysis.dashboard.trajectories import Trajectories, to_uint8
 from sae_lens_dit.analysis.evals import LatentTimestepStats
 from sae_lens_dit.hooking.hooked import HookedDiT
@@ -84,7 +84,7 @@ class SteeringPreviews:
         self.befores = befores if befores is not None else {}
         self.rel = f"previews/{key[:24]}.safetensors"
         self.cached = (cache.load(self.rel, key) if cache is not None and key else None) or ({}, {})
-        self.stored: dict[str, Tensor] = dict(self.cached[0])  # name -> [H, W, C] float image in [0, 1]
+        self.stored: dict[str, Tensor] = dict(self.cached[0])  # name -> [(frames,) H, W, C] float in [0, 1]
         self.used: dict[str, Tensor] = {}
         self.computed: list[str] = []
 
@@ -157,7 +157,7 @@ class SteeringPreviews:
         return {name: torch.from_numpy(image) for name, image in zip(jobs, images, strict=True)}
 
     def _batched(self, jobs: dict[str, tuple[int, Any]]) -> dict[str, Tensor]:
-        """name -> [H, W, C] image of each (label, spec) job, from step 0 in pipeline calls of `batch_size`."""
+        """name -> [(frames,) H, W, C] sample of each (label, spec) job, from step 0 in calls of `batch_size`."""
         out = {
             name: self.befores[label]
             for name, (label, spec) in jobs.items()
@@ -177,10 +177,11 @@ class SteeringPreviews:
 
     def _sample(self, labels: list[int], specs: list[Any]) -> Tensor:
         """[n, H, W, C]: one pipeline call, sample i of class labels[i] steered by specs[i], each from cfg.seed."""
-        from sae_lens_dit.analysis.evals.generation import condition_kwargs
+        from sae_lens_dit.analysis.evals.generation import condition_kwargs, pipeline_pictures
         from sae_lens_dit.analysis.interventions import steering
 
-        kwargs: dict[str, Any] = {"num_inference_steps": self.cfg.num_inference_steps}
+        kwargs: dict[str, Any] = dict(self.cfg.pipeline_kwargs or {})
+        kwargs["num_inference_steps"] = self.cfg.num_inference_steps
         if self.cfg.guidance_scale is not None:
             kwargs["guidance_scale"] = self.cfg.guidance_scale
         generators = [torch.Generator(self.pipe.device).manual_seed(self.cfg.seed) for _ in labels]
@@ -188,7 +189,7 @@ class SteeringPreviews:
             out = self.pipe(
                 generator=generators, output_type="np", **condition_kwargs(labels, self.cfg.prompts), **kwargs
             )
-        return torch.from_numpy(np.ascontiguousarray(out.images))
+        return torch.from_numpy(np.ascontiguousarray(pipeline_pictures(out)))
 
     def __call__(self, latent: int, label: int, summary: LatentSummary, files_: SiteFiles, folder: str) -> list[dict]:
         """The page's two previews (before / after thumbnails and a caption), sampled now if not prepared."""
@@ -207,8 +208,10 @@ class SteeringPreviews:
             thumbs = []
             for name in (f"before.{label}", f"after.{op}.{latent}.{label}"):
                 self.used[name] = self.stored[name]
-                png = render_thumbnail(to_uint8(self.stored[name].numpy()), self.cfg.thumb_size)
-                thumbs.append({"src": "../../" + files_.image(png, f"{folder}/img"), "size": self.cfg.thumb_size})
+                picture, size = to_uint8(self.stored[name].numpy()), self.cfg.thumb_size
+                video = picture.ndim == 4  # [frames, H, W, C]: a strip of frames
+                png, width = render_strip(picture, size) if video else (render_thumbnail(picture, size), size)
+                thumbs.append({"src": "../../" + files_.image(png, f"{folder}/img"), "size": size, "width": width})
             out.append({"before": thumbs[0], "after": thumbs[1], "caption": f"{names[label]}, {captions[op]}"})
         return out
 

@@ -1,5 +1,5 @@
 """Thumbnails of the dashboard pages: a frame resized to a square PNG, with a latent's activation per
-token drawn over it as a red heatmap.
+token drawn over it as a red heatmap; a video's steering preview as a strip of a few of its frames.
 
 Why its own module: the token -> pixel layout (row-major patches on the model's token grid) is the
 one place a heatmap can be drawn wrong, so it is one small function, tested against a real DiT's
@@ -44,3 +44,17 @@ def render_thumbnail(
     buffer = io.BytesIO()
     Image.fromarray(rgb.round().astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+STRIP_FRAMES = 4
+"""Frames of a video in a steering preview strip, evenly spaced from the first to the last."""
+
+
+def render_strip(video: np.ndarray, size: int, frames: int = STRIP_FRAMES) -> tuple[bytes, int]:
+    """(PNG bytes, width) of up to `frames` evenly spaced frames of a video [F, H, W, C] uint8, each size x size,
+    side by side in time order."""
+    chosen = np.unique(np.linspace(0, video.shape[0] - 1, min(frames, video.shape[0])).round().astype(int))
+    tiles = [np.asarray(Image.open(io.BytesIO(render_thumbnail(video[f], size)))) for f in chosen]
+    buffer = io.BytesIO()
+    Image.fromarray(np.concatenate(tiles, axis=1)).save(buffer, format="PNG")
+    return buffer.getvalue(), size * len(tiles)

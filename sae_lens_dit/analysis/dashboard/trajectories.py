@@ -45,20 +45,25 @@ class Trajectories:
     activations: dict[str, Tensor]
     """Hook -> [steps, images, tokens, d] cond-branch activations."""
     timesteps: Tensor  # [steps] float32
-    predictions: Tensor  # [steps, images, C, h, w] the scheduler's clean-image prediction, latent space
-    images: np.ndarray  # [images, H, W, C] final samples in [0, 1]
+    predictions: Tensor  # [steps, images, C, (frames,) h, w] the scheduler's clean-image prediction, latent space
+    images: np.ndarray  # [images, (frames,) H, W, C] final samples in [0, 1]
     labels: np.ndarray  # [images] class ids asked for
     factors: dict[str, np.ndarray]
     """Family -> [images] int value; "class" is always there."""
     factor_names: dict[str, list[str]]
     """Family -> display name of each value."""
     grid: tuple[int, int]
-    """Token grid (rows, columns): token i sits at row i // columns, column i % columns (row-major patches)."""
+    """Token grid of one frame (rows, columns): token i of a frame sits at row i // columns, column i % columns
+    (row-major patches)."""
     vae: Any = None
+    token_frames: int = 1
+    """Video frames in tokens (1: an image); a hook's tokens are frame-major: token i is in frame i // (rows x
+    columns) (`hooking.frames`)."""
     _frames: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     def frames(self, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
-        """Decoded clean-image predictions [len(pairs), H, W, C] uint8 of (step, image) pairs (decoded once)."""
+        """Decoded clean-image predictions [len(pairs), (frames,) H, W, C] uint8 of (step, image) pairs (decoded
+        once)."""
         missing = [pair for pair in dict.fromkeys(pairs) if pair not in self._frames]
         if missing:
             latents = torch.stack([self.predictions[s, n] for s, n in missing])
@@ -66,16 +71,38 @@ class Trajectories:
                 self._frames[pair] = frame
         return np.stack([self._frames[pair] for pair in pairs])
 
+    def at_token_frame(self, video: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(picture [H, W, C], heat of its tokens, token frame) of a decoded sample where `heat` [tokens] peaks:
+        an image as it is; a video's token frame f shown as the decoded frame at the same point of the clip
+        (frame round(f (F - 1) / (token_frames - 1)) of F: latent frames are temporally compressed)."""
+        if self.token_frames == 1:
+            return video, heat, 0
+        per_frame = heat.shape[0] // self.token_frames
+        f = int(heat.argmax()) // per_frame
+        shown = round(f * (video.shape[0] - 1) / (self.token_frames - 1))
+        return video[shown], heat[f * per_frame : (f + 1) * per_frame], f
+
 
 @torch.no_grad()
 def _decode(vae: Any, latents: Tensor) -> np.ndarray:
-    """Latents [n, C, h, w] -> images [n, H, W, C] uint8, as DiTPipeline decodes its output."""
+    """Latents [n, C, h, w] -> images [n, H, W, C] uint8, as DiTPipeline decodes its output; video latents
+    [n, C, frames, h, w] -> [n, frames', H, W, C], as WanPipeline decodes them (per-channel latents_mean and
+    latents_std of the VAE's config, else its scaling_factor)."""
     param = next(vae.parameters(), None)
     buffer = next(vae.buffers(), None)
     ref = param if param is not None else buffer
     latents = latents.to(ref.device if ref is not None else "cpu")
-    images = vae.decode(latents / vae.config.scaling_factor).sample
-    return to_uint8((images.float() / 2 + 0.5).permute(0, 2, 3, 1).cpu().numpy())
+    config = vae.config
+    if latents.ndim == 5 and getattr(config, "latents_mean", None) is not None:
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(config.latents_mean, dtype=latents.dtype, device=latents.device).view(shape)
+        std = torch.tensor(config.latents_std, dtype=latents.dtype, device=latents.device).view(shape)
+        latents = latents * std + mean
+    else:
+        latents = latents / config.scaling_factor
+    images = vae.decode(latents).sample.float() / 2 + 0.5
+    channels_last = (0, 2, 3, 4, 1) if images.ndim == 5 else (0, 2, 3, 1)
+    return to_uint8(images.permute(*channels_last).cpu().numpy())
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -152,7 +179,7 @@ def sample_trajectories(
         hooked.record(list(hooks), branch="cond") as rec,
         _capture_predictions(pipe.scheduler, predictions, bar.update),
     ):
-        sampling = (cfg.num_inference_steps, cfg.guidance_scale, cfg.batch_size, cfg.prompts)
+        sampling = (cfg.num_inference_steps, cfg.guidance_scale, cfg.batch_size, cfg.prompts, cfg.pipeline_kwargs)
         images = sample_images(pipe, labels, cfg.seed, *sampling)
     steps = cfg.num_inference_steps
     if len(predictions) != steps * -(-cfg.num_images // cfg.batch_size):
@@ -179,12 +206,23 @@ def sample_trajectories(
     timesteps = torch.zeros(steps)
     timesteps[first["step"]] = first["timestep"].float()  # every pipeline call runs the same schedule
     tokens = next(iter(activations.values())).shape[2]
-    grid = hooked.token_grid(tokens, latent_size=tuple(pred.shape[-2:]))
+    token_frames = int(rec.frames.max()) if len(rec.frames) else 1
+    grid = hooked.token_grid(tokens // token_frames, latent_size=tuple(pred.shape[-2:]))
     factors = {"class": np.asarray(labels), **_measured_factors(model, images)}
     factor_names = {"class": [names.get(i, str(i)) for i in range(max(names) + 1)]}
     factor_names |= {k: SHAPE_FACTOR_NAMES[k] for k in factors if k in SHAPE_FACTOR_NAMES}
     return Trajectories(
-        model, activations, timesteps, pred, images, np.asarray(labels), factors, factor_names, grid, pipe.vae
+        model,
+        activations,
+        timesteps,
+        pred,
+        images,
+        np.asarray(labels),
+        factors,
+        factor_names,
+        grid,
+        pipe.vae,
+        token_frames,
     )
 
 
@@ -214,6 +252,7 @@ def trajectories_key(pipe: Any, model: str, cfg: DashboardConfig) -> str:
         cfg.guidance_scale,
         cfg.num_images,
         cfg.batch_size,
+        cfg.pipeline_kwargs,
         cfg.device,
         torch.__version__,
     )
@@ -245,7 +284,12 @@ def cached_trajectories(
     }
     for hook in hooks:
         cache.save(f"{folder}/{names[hook]}.safetensors", hook_keys[hook], {"activation": traj.activations[hook]})
-    values = {"factor_names": traj.factor_names, "factor_order": list(traj.factors), "grid": list(traj.grid)}
+    values = {
+        "factor_names": traj.factor_names,
+        "factor_order": list(traj.factors),
+        "grid": list(traj.grid),
+        "token_frames": traj.token_frames,
+    }
     cache.save(f"{folder}/samples.safetensors", key, tensors, values)
     return _from_cache(model, (tensors, json.loads(json.dumps(values))), traj.activations, pipe.vae), key
 
@@ -267,4 +311,5 @@ def _from_cache(
         {k: values["factor_names"][k] for k in order if k in values["factor_names"]},
         tuple(values["grid"]),
         vae,
+        int(values.get("token_frames", 1)),
     )

@@ -61,6 +61,7 @@ from sae_lens_dit.analysis.evals.reconstruction import (
     bucket_masks,
     bucket_metrics,
     format_bucket_table,
+    format_frame_table,
     reconstruct,
     reconstruction_by_bucket,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "factor_scores",
     "factor_value_scores",
     "format_bucket_table",
+    "format_frame_table",
     "format_report",
     "frechet_distance",
     "heldout_pass",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,23 +28,29 @@ def sample_images(
     guidance_scale: float | None = None,
     batch_size: int = 100,
     prompts: Sequence[str] | None = None,
+    pipeline_kwargs: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Pipeline `np` output [n, H, W, C] in [0, 1]; image i always gets the noise of (seed, i // batch_size).
-    `labels` are class ids, or indices into `prompts` for a text-conditioned pipeline."""
+    """Pipeline `np` output [n, H, W, C] in [0, 1] ([n, frames, H, W, C] from a video pipeline); image i always
+    gets the noise of (seed, i // batch_size). `labels` are class ids, or indices into `prompts` for a
+    text-conditioned pipeline; `pipeline_kwargs` go to every call (a video pipeline's height, width, num_frames)."""
     parts = []
     for i in range(0, len(labels), batch_size):
         gen = torch.Generator().manual_seed(seed * 100_003 + i)
-        kwargs = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+        kwargs = dict(pipeline_kwargs or {})
+        if guidance_scale is not None:
+            kwargs["guidance_scale"] = guidance_scale
         kwargs |= condition_kwargs(labels[i : i + batch_size], prompts)
         parts.append(
-            pipe(
-                num_inference_steps=num_inference_steps,
-                generator=gen,
-                output_type="np",
-                **kwargs,
-            ).images
+            pipeline_pictures(pipe(num_inference_steps=num_inference_steps, generator=gen, output_type="np", **kwargs))
         )
     return np.concatenate(parts)
+
+
+def pipeline_pictures(output: Any) -> np.ndarray:
+    """The samples of a pipeline call with `output_type="np"`: `.images` [n, H, W, C], or a video pipeline's
+    `.frames` [n, frames, H, W, C]."""
+    frames = getattr(output, "frames", None)
+    return np.asarray(frames if frames is not None else output.images)
 
 
 def condition_kwargs(labels: Sequence[int], prompts: Sequence[str] | None) -> dict[str, list]:

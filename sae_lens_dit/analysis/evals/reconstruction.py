@@ -135,3 +135,14 @@ def format_bucket_table(metrics: Sequence[BucketMetrics], title: str = "") -> st
             f"{m.cosine:.4f} | {m.l0:.1f} | {m.dead_latents} | {m.dense_latents} |"
         )
     return "\n".join(lines)
+
+
+def format_frame_table(metrics: Sequence[tuple[int, BucketMetrics]]) -> str:
+    """A markdown table of a video SAE's metrics per frame (every timestep), frames in token frames."""
+    lines = ["| frame | rows | explained var | cosine | L0 | dead | dense |", "|" + "---|" * 7]
+    for frame, m in metrics:
+        lines.append(
+            f"| {frame} | {m.rows} | {m.explained_variance:.4f} | {m.cosine:.4f} | {m.l0:.1f} | {m.dead_latents} | "
+            f"{m.dense_latents} |"
+        )
+    return "\n".join(lines)
