@@ -53,9 +53,15 @@ Branch = Literal["cond", "uncond", "both"]
 BRANCHES: tuple[str, ...] = get_args(Branch)
 
 COND, UNCOND = 0, 1
-"""Branch labels of recorded rows: 0 = conditional, 1 = unconditional (all 0 without guidance)."""
+"""Branch labels of recorded rows: 0 = conditional, 1 = unconditional (all 0 without guidance); see IMAGE_COND."""
 BRANCH_NAMES: tuple[str, str] = ("cond", "uncond")
 """The name of each row label: BRANCH_NAMES[COND] == "cond"."""
+IMAGE_COND = 2
+"""Row label of the third part of three-way guidance: OmniGen with input images runs [cond | uncond | image_cond],
+image_cond conditioned on the input images without the text. Recordings of `branch="cond"` or `"uncond"` leave
+these rows out; `"both"` keeps them, labelled 2."""
+ROW_LABELS: dict[str, int] = {"cond": COND, "uncond": UNCOND, "image_cond": IMAGE_COND}
+"""Every row label by name (adapter YAMLs name them: `guidance.thirds`)."""
 
 CfgOrder = Literal["cond_first", "uncond_first"]
 """How a pipeline lays out a CFG batch (or its two CFG calls): which branch comes first."""

@@ -108,6 +108,7 @@ def table() -> str:
             covered += 1
             for spec in claims:
                 cfg = spec.guidance.detect + (", separate calls" if spec.guidance.separate_calls else "")
+                cfg += f", thirds with {spec.guidance.thirds_when}" if spec.guidance.thirds_when else ""
                 partial = f" (partial: {PARTIAL[name]})".replace("|", "\\|") if name in PARTIAL else ""
                 rows.append(f"| {name} | `{spec.name}.yaml`{partial} | {_timestep(spec)} | {cfg} |")
         else:

@@ -27,8 +27,9 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from sae_lens_dit.conventions import TIMESTEP_MAX, CfgOrder
+from sae_lens_dit.conventions import TIMESTEP_MAX
 from sae_lens_dit.hooking.frames import FramesSpec, parse_frames
+from sae_lens_dit.hooking.guidance_layout import CfgDetect, GuidanceSpec, guidance_key, parse_guidance  # noqa: F401
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
 from sae_lens_dit.hooking.token_spans import (
     IMAGE_KEYS,
@@ -42,8 +43,6 @@ from sae_lens_dit.resources import adapters_dir
 
 logger = logging.getLogger(__name__)
 
-CfgDetect = Literal["class_label", "equal_halves", "none"]
-"""How uncond rows are found: by a null class label, by identical batch halves, or never."""
 Layout = Literal["tokens", "channels_first"]
 """Submodule output layout: [batch, tokens, d] or [batch, d, height, width]."""
 TimestepMap = Literal["affine", "edm_log_sigma"]
@@ -95,20 +94,6 @@ class TimestepSpec:
             sigma = torch.exp(4.0 * u)  # c_noise = 0.25 ln(sigma)
             u = TIMESTEP_MAX * sigma / (1.0 + sigma)
         return u
-
-
-@dataclass(frozen=True)
-class GuidanceSpec:
-    """How classifier-free guidance lays out the transformer's batch (`guidance:` in `adapters/*.yaml`)."""
-
-    detect: CfgDetect
-    order: CfgOrder
-    class_argument: str | None
-    """class_label only: forward argument holding the class labels."""
-    null_class_config: str | None
-    """class_label only: config key holding the null class id."""
-    separate_calls: bool
-    """True CFG as two forward calls per step at the same timestep (Flux); `order` says which is first."""
 
 
 @dataclass(frozen=True)
@@ -232,20 +217,6 @@ def _timestep(fields: SpecFields) -> TimestepSpec:
     )
 
 
-def _guidance(fields: SpecFields) -> GuidanceSpec:
-    fields.check_keys(("detect", "order", "class_argument", "null_class_config", "separate_calls"))
-    spec = GuidanceSpec(
-        detect=fields.choice("detect", CfgDetect),
-        order=fields.choice("order", CfgOrder),
-        class_argument=fields.get("class_argument", str, None, nullable=True),
-        null_class_config=fields.get("null_class_config", str, None, nullable=True),
-        separate_calls=fields.get("separate_calls", bool, False),
-    )
-    if spec.detect == "class_label" and (spec.class_argument is None or spec.null_class_config is None):
-        fields.fail("detect", "detect='class_label' needs class_argument and null_class_config")
-    return spec
-
-
 def _submodule(fields: SpecFields, hook: str) -> SubmoduleSpec:
     fields.check_keys(("module", "output_index", "layout", "tokens", "optional"))
     index = fields.get("output_index", int, None, nullable=True)
@@ -352,27 +323,12 @@ def load_spec(path: str | Path) -> AdapterSpec:
         transformer_classes=tuple(classes),
         latents=top.get("latents", str),
         timestep=_timestep(top.sub("timestep")),
-        guidance=_guidance(top.sub(_guidance_key(top))),
+        guidance=parse_guidance(top.sub(guidance_key(top))),
         stacks=parsed,
         match_config=top.scalars("match_config") if "match_config" in top.data else (),
         **image_keys,
         frames=parse_frames(top.sub("frames")) if "frames" in top.data else None,
     )
-
-
-def _guidance_key(top: SpecFields) -> str:
-    """`guidance`, or the section's old name `cfg` (still read, with a DeprecationWarning naming the file)."""
-    if "cfg" not in top.data:
-        return "guidance"
-    if "guidance" in top.data:
-        top.fail("cfg", "both 'cfg' (the old name) and 'guidance' are given; keep only 'guidance'")
-    warnings.warn(
-        f"adapter spec {top.source}: the section 'cfg' is now called 'guidance'; rename it in the file "
-        f"(the old name will stop loading in a later release)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return "cfg"
 
 
 @cache

@@ -9,8 +9,9 @@ Conventions (the same for every backbone):
 - timestep: float t on the DDPM training scale [0, 1000], 1000 = pure noise, whatever the family
   passes (`TimestepSpec.to_convention`: `offset + raw * scale / config[divide_by_config]`, then the
   named `map`; reversed maps such as Lumina's 1 - sigma and EDM's 0.25 ln(sigma) come out the same way).
-- branch: 0 = cond, 1 = uncond; all 0 for a call without classifier-free guidance.
-- sample: index of the image in the pipeline's batch; both CFG rows of one image share it.
+- branch: 0 = cond, 1 = uncond; all 0 for a call without classifier-free guidance; 2 = image_cond, the third
+  part of three-way guidance (OmniGen with input images, `guidance_layout`).
+- sample: index of the image in the pipeline's batch; the CFG rows of one image share it.
 - per-token timesteps: where a pipeline passes one t per token or per frame ([batch, m], or any shape with
   more than one value per row: Wan 2.2 TI2V's first-frame tokens at 0, LTX and Sana-Video image-to-video,
   SkyReels-V2 diffusion forcing), `token_timestep` keeps them as [batch, m]
@@ -29,11 +30,11 @@ from torch import Tensor, nn
 
 from sae_lens_dit.conventions import COND, UNCOND, CfgOrder, branch_order  # noqa: F401 (COND, UNCOND re-exported)
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError
+from sae_lens_dit.hooking.guidance_layout import is_given, parts_equal, thirds_layout
 from sae_lens_dit.hooking.token_spans import (
     batch_view,
     count_from_shapes,
     count_image_tokens,
-    halves_equal,
     image_span_from_ids,
     patch_size_of,
 )
@@ -44,7 +45,7 @@ class CallContext:
     """Metadata of every batch row of one forward call, on the CPU."""
 
     timestep: Tensor | None  # [batch] float32, project convention; None if the call had no timestep
-    branch: Tensor  # [batch] int64, 0 = cond, 1 = uncond
+    branch: Tensor  # [batch] int64, 0 = cond, 1 = uncond, 2 = image_cond
     sample: Tensor  # [batch] int64
     image_tokens: int | None = None  # image tokens per row, where the spec counts them (`image_tokens:`)
     frames: int | None = None  # token frames of a video call, where the spec has `frames:`; None for images
@@ -107,7 +108,8 @@ class CallReader:
         wanted = [spec.latents, spec.timestep.argument]
         if guidance.detect == "class_label":
             wanted.append(guidance.class_argument)
-        wanted += [name for name in (spec.text_mask, spec.image_shapes, spec.image_ids) if name is not None]
+        optional = (spec.text_mask, spec.image_shapes, spec.image_ids, guidance.thirds_when)
+        wanted += [name for name in optional if name is not None]
         missing = [name for name in wanted if name not in params]
         if missing:
             raise AdapterSpecError(
@@ -120,6 +122,7 @@ class CallReader:
         self._text_mask = ArgSlot(transformer, spec.text_mask) if spec.text_mask is not None else None
         self._image_shapes = ArgSlot(transformer, spec.image_shapes) if spec.image_shapes is not None else None
         self._image_ids = ArgSlot(transformer, spec.image_ids) if spec.image_ids is not None else None
+        self._thirds_when = ArgSlot(transformer, guidance.thirds_when) if guidance.thirds_when is not None else None
         self._divisor = 1.0
         if spec.timestep.divide_by_config is not None:
             self._divisor = float(_config_value(spec, transformer, spec.timestep.divide_by_config))
@@ -144,8 +147,15 @@ class CallReader:
         branch = torch.zeros(batch, dtype=torch.long)
         doubled = _doubled_layout(batch, guidance.order)  # [batch] branch of a CFG-doubled batch
         is_doubled = False
-        if guidance.detect == "equal_halves" and doubled is not None:
-            is_doubled = halves_equal(latents, batch)
+        tripled = (  # three-way guidance: [cond | uncond | image_cond] (OmniGen with input images)
+            self._thirds_when is not None
+            and is_given(self._thirds_when.get(args, kwargs))
+            and parts_equal(latents, batch, 3)
+        )
+        if tripled and guidance.thirds is not None:
+            branch, rows = thirds_layout(batch, guidance.thirds), rows % (batch // 3)
+        elif guidance.detect == "equal_halves" and doubled is not None:
+            is_doubled = parts_equal(latents, batch, 2)
         elif self._class_labels is not None:
             labels = self._class_labels.get(args, kwargs)
             if labels is not None:

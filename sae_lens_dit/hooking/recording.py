@@ -94,7 +94,7 @@ class Recording:
 
     @property
     def branch(self) -> Tensor:
-        """[n_calls, batch_kept] int64: 0 = cond, 1 = uncond."""
+        """[n_calls, batch_kept] int64: 0 = cond, 1 = uncond, 2 = image_cond (three-way guidance)."""
         return self._stack_meta("branch")
 
     @property

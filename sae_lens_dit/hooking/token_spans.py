@@ -25,7 +25,6 @@ import math
 import re
 from typing import Any, Literal, NamedTuple
 
-import torch
 from torch import Tensor
 
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
@@ -217,14 +216,6 @@ def batch_view(latents: Any, name: str) -> tuple[int, Tensor]:
             f"and samples of different sizes have no one image-token count per call)"
         )
     return len(rows), rows[0][None]
-
-
-def halves_equal(latents: Any, batch: int) -> bool:
-    """Whether the first and second half of the batch hold the same latents (a CFG-doubled batch)."""
-    half = batch // 2
-    if isinstance(latents, Tensor):
-        return torch.equal(latents[:half], latents[half:])
-    return all(torch.equal(a, b) for a, b in zip(latents[:half], latents[half:], strict=True))
 
 
 def count_image_tokens(count: ImageCount | None, row: Tensor, patch: int) -> int | None:

@@ -79,8 +79,9 @@ def _dataset_card(cfg: HarvestConfig, model: str) -> str:
         "---\ntags:\n- sae-lens-dit\n- activations\n---\n"
         f"{CARD_TAG}\n\nModel: `{model}`. Hooks: "
         f"{', '.join(f'`{h}`' for h in cfg.hook_names)}. One row per kept token; columns: the hooks' "
-        "activations, `timestep` (DDPM scale [0, 1000], 1000 = noise), `step`, `branch` (0 cond, 1 uncond), "
-        "`sample`, `token`, `label` (class id, or prompt index), `frame` (the token's video frame, 0 for images)."
+        "activations, `timestep` (DDPM scale [0, 1000], 1000 = noise), `step`, `branch` (0 cond, 1 uncond, "
+        "2 image_cond), `sample`, `token`, `label` (class id, or prompt index), `frame` (the token's video frame, "
+        "0 for images)."
         "\n\n```python\nimport datasets\n"
         'ds = datasets.load_dataset(FOLDER, split="train")\n```\n'
         f"\nHarvest settings: `{json.dumps(cfg.to_dict())}`\n"

@@ -111,7 +111,7 @@ class ActivationChunk(NamedTuple):
     activations: dict[str, torch.Tensor]  # hook name -> [rows, d_model]
     timestep: torch.Tensor  # [rows] float, DDPM scale [0, 1000]
     step: torch.Tensor  # [rows] int, denoising step index
-    branch: torch.Tensor  # [rows] int, 0 = cond, 1 = uncond
+    branch: torch.Tensor  # [rows] int, 0 = cond, 1 = uncond, 2 = image_cond (`conventions.IMAGE_COND`)
     sample: torch.Tensor  # [rows] int, global image id
     token: torch.Tensor  # [rows] int, token position in the image
     label: torch.Tensor  # [rows] int, the class asked for (or the prompt's index)

@@ -171,6 +171,18 @@ MALFORMED = [
         lambda data: data.update(image_tokens="patches", image_patch=0),
         r"field 'image_patch': expected a positive int or a config value name",
     ),
+    (
+        lambda data: data["guidance"].update(thirds=["cond", "uncond"], thirds_when="class_labels"),
+        r"field 'guidance.thirds': expected three row labels out of \['cond', 'uncond', 'image_cond'\]",
+    ),
+    (
+        lambda data: data["guidance"].update(thirds=["cond", "uncond", "image"], thirds_when="class_labels"),
+        r"field 'guidance.thirds': expected three row labels",
+    ),
+    (
+        lambda data: data["guidance"].update(thirds=["cond", "uncond", "image_cond"]),
+        r"field 'guidance.thirds_when': thirds and thirds_when go together",
+    ),
 ]
 
 
