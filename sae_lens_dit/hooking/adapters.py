@@ -170,6 +170,7 @@ class AdapterSpec:
     image_shapes: str | None = None  # `image_tokens: shapes`: the forward argument listing each sample's image shapes
     image_shapes_target: ShapesTarget = "last"  # which entry of a sample's shape list is the image being generated
     image_ids: str | None = None  # `image_tokens: ids`: the forward argument of position ids (T = 0: generated image)
+    reference_tokens: str | None = None  # forward argument of reference tokens appended after the image (FLUX.3)
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""
@@ -301,7 +302,7 @@ def load_spec(path: str | Path) -> AdapterSpec:
             "guidance",
             "stacks",
             "cfg",
-            *IMAGE_KEYS,  # image_tokens, image_patch, text_mask, image_shapes, image_shapes_target, image_ids
+            *IMAGE_KEYS,  # image_tokens, image_patch, text_mask, image_shapes, image_shapes_target, image_ids, ...
             "frames",
         )
     )

@@ -51,7 +51,7 @@ class CallContext:
     frames: int | None = None  # token frames of a video call, where the spec has `frames:`; None for images
     token_timestep: Tensor | None = None  # [batch, m] float32: per-token (or per-frame) t; None: one t per row
     image_offset: Tensor | None = None  # [batch] int64: where each row's image starts (`text_mask:`); None: fixed
-    image_margins: tuple[int, int] = (0, 0)  # reference tokens before and after the image in its stream (`image_ids:`)
+    image_margins: tuple[int, int] = (0, 0)  # references before / after the image (image_ids, reference_tokens)
 
     def timestep_at(self, n_tokens: int) -> Tensor | None:
         """t for a hook with `n_tokens` image tokens per row: [batch, n_tokens] where the call has per-token or
@@ -108,7 +108,7 @@ class CallReader:
         wanted = [spec.latents, spec.timestep.argument]
         if guidance.detect == "class_label":
             wanted.append(guidance.class_argument)
-        optional = (spec.text_mask, spec.image_shapes, spec.image_ids, guidance.thirds_when)
+        optional = (spec.text_mask, spec.image_shapes, spec.image_ids, spec.reference_tokens, guidance.thirds_when)
         wanted += [name for name in optional if name is not None]
         missing = [name for name in wanted if name not in params]
         if missing:
@@ -122,6 +122,7 @@ class CallReader:
         self._text_mask = ArgSlot(transformer, spec.text_mask) if spec.text_mask is not None else None
         self._image_shapes = ArgSlot(transformer, spec.image_shapes) if spec.image_shapes is not None else None
         self._image_ids = ArgSlot(transformer, spec.image_ids) if spec.image_ids is not None else None
+        self._references = ArgSlot(transformer, spec.reference_tokens) if spec.reference_tokens is not None else None
         self._thirds_when = ArgSlot(transformer, guidance.thirds_when) if guidance.thirds_when is not None else None
         self._divisor = 1.0
         if spec.timestep.divide_by_config is not None:
@@ -169,6 +170,9 @@ class CallReader:
         if self._image_ids is not None:  # [references | image | references], told apart by position ids
             span = image_span_from_ids(self._image_ids.get(args, kwargs), self.spec.image_ids, row.shape[1])
             n_image, margins = span.n, (span.before, span.after)
+        if self._references is not None:  # [image | references]: references in an argument of their own (FLUX.3)
+            references = self._references.get(args, kwargs)
+            margins = (0, int(references.shape[1]) if references is not None else 0)
         frames = self._frames(row, args, kwargs)
         timestep, per_token = self._timestep(args, kwargs, batch)
         offset = self._image_offset(args, kwargs, batch)

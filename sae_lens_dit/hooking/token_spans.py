@@ -44,7 +44,15 @@ images first and the target last; Qwen-Image-Edit the target first, then its ref
 tokens whose first position id is 0 in the first row of the forward argument named by `image_ids` ([tokens, k] or
 [batch, tokens, k], one per token of the latents; FLUX.2 gives the generated image T = 0 and its reference images
 T = 10, 20, ...), the tokens before and after them being references (`image_span_from_ids`)."""
-IMAGE_KEYS = ("image_tokens", "image_patch", "text_mask", "image_shapes", "image_shapes_target", "image_ids")
+IMAGE_KEYS = (
+    "image_tokens",
+    "image_patch",
+    "text_mask",
+    "image_shapes",
+    "image_shapes_target",
+    "image_ids",
+    "reference_tokens",
+)
 """The top-level adapter keys `parse_image_keys` reads."""
 ShapesTarget = Literal["first", "last"]
 """Which entry of a sample's image-shape list is the image being generated."""
@@ -82,7 +90,21 @@ def parse_image_keys(top: SpecFields, spans: list[TokenSpan]) -> dict[str, Any]:
         "image_shapes": shapes,
         "image_shapes_target": top.choice("image_shapes_target", ShapesTarget, "last"),
         "image_ids": parse_image_ids(top, count, spans),
+        "reference_tokens": parse_reference_tokens(top, count, spans),
     }
+
+
+def parse_reference_tokens(top: SpecFields, count: ImageCount | None, spans: list[TokenSpan]) -> str | None:
+    """The top-level `reference_tokens` key: a forward argument [batch, tokens, c] of reference-image tokens the
+    transformer appends after the image in its streams (FLUX.3's `image_cond_hidden_states`); head and tail spans
+    step over its token count (`CallContext.image_margins`)."""
+    if "reference_tokens" not in top.data:
+        return None
+    if count not in ("sequence", "patches"):
+        top.fail("reference_tokens", "reference_tokens needs the image counted as image_tokens: sequence or patches")
+    if "image_after_text" in spans:
+        top.fail("reference_tokens", "tokens: image_after_text places each row's image itself; remove reference_tokens")
+    return top.get("reference_tokens", str)
 
 
 def parse_image_ids(top: SpecFields, count: ImageCount | None, spans: list[TokenSpan]) -> str | None:

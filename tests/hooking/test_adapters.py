@@ -172,6 +172,10 @@ MALFORMED = [
         r"field 'image_patch': expected a positive int or a config value name",
     ),
     (
+        _set("reference_tokens", "image_cond_hidden_states"),
+        r"field 'reference_tokens': reference_tokens needs the image counted as image_tokens: sequence or patches",
+    ),
+    (
         lambda data: data["guidance"].update(thirds=["cond", "uncond"], thirds_when="class_labels"),
         r"field 'guidance.thirds': expected three row labels out of \['cond', 'uncond', 'image_cond'\]",
     ),
