@@ -50,8 +50,6 @@ MEASURED_REASONS = {
     "runs a second model (unconditional_transformer) on the 16 image tokens alone; reversed map 1 - sigma",
     "DreamLiteTransformer2DModel": "the attention block inside DreamLiteUNetModel's levels (Transformer2DModel's "
     "continuous branch), not a backbone: the UNet calls it without a timestep; DreamLitePipeline calls the UNet",
-    "JoyImageEditPlusTransformer3DModel": "rows are flat padded patches [target | references | padding] with lengths "
-    "from shape_list (target 16 + references 16 and 4 tokens: block input of 32, the second row 12 padding)",
     "MiniMaxH3Transformer3DModel": "one packed sequence of text, video and audio rows scattered by index (6 text + 32 "
     "video + 5 audio: block input of 43); timestep holds the distinct noise levels [levels], not one per row",
     "WanAnimate2Transformer3DModel": "latents and text are passed as lists; a reference pass (kv_cache_mode "

@@ -47,6 +47,7 @@ from diffusers import (
     HunyuanVideo15Transformer3DModel,
     HunyuanVideoFramepackTransformer3DModel,
     HunyuanVideoTransformer3DModel,
+    JoyImageEditPlusTransformer3DModel,
     JoyImageEditTransformer3DModel,
     Kandinsky5Transformer3DModel,
     Kandinsky6SRTransformer3DModel,
@@ -1324,6 +1325,28 @@ def _joyimage_inputs(b: int) -> dict[str, Any]:
     }
 
 
+def _joyimage_edit_plus() -> nn.Module:
+    return JoyImageEditPlusTransformer3DModel(
+        patch_size=[1, 2, 2],
+        in_channels=4,
+        hidden_size=16,
+        num_attention_heads=2,
+        text_dim=8,
+        num_layers=2,
+        rope_dim_list=[2, 2, 4],
+    )
+
+
+def _joyimage_edit_plus_inputs(b: int) -> dict[str, Any]:
+    # JoyImageEditPlusPipeline without references: 16 patches [batch, 16, channels, 1, 2, 2] of a 4x4 token grid.
+    return {
+        "hidden_states": torch.randn(b, JOINT_IMAGE_TOKENS, 4, 1, 2, 2),
+        "timestep": torch.rand(b) * 1000,
+        "encoder_hidden_states": torch.randn(b, 6, 8),
+        "shape_list": [[(1, 4, 4)] for _ in range(b)],
+    }
+
+
 # --- Motif-Video ------------------------------------------------------------------------------------------------
 
 
@@ -2123,6 +2146,15 @@ FAMILIES: dict[str, Family] = {
         _flow,
         _expanded,  # JoyImageEditPipeline: t.repeat(batch)
         "separate_calls",
+    ),
+    "joyimage_edit_plus": Family(
+        "joyimage_edit_plus",
+        _joyimage_edit_plus,
+        _joyimage_edit_plus_inputs,
+        {"blocks": Stack("double_blocks", 0, 1, {"attn": ("attn", 0, _whole), "mlp": ("img_mlp", None, _whole)})},
+        _flow,
+        _expanded,  # JoyImageEditPlusPipeline: t.repeat(batch)
+        "equal_halves",  # torch.cat([model_input] * 2), the negative prompt first
     ),
     "motif_video": Family(
         "motif_video",

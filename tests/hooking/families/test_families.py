@@ -239,18 +239,6 @@ def test_qwenimage_edit_reference_tokens_are_not_recorded_and_stay_untouched(fam
     assert HookedDiT(plain.make()).read_call((), plain.inputs(1)).image_tokens == 16  # one entry: every token
 
 
-def test_joyimage_reference_tokens_are_recorded_with_the_image(families):
-    """Documented limit of the current schema (adapters/joyimage.yaml): JoyImage Edit flattens its items into one
-    token axis, [generated image | references], and the hooks carry the references too (FLUX.3's are stepped over:
-    test_flux3_references.py)."""
-    joy = families["joyimage"]
-    hooked = HookedDiT(joy.make())
-    edit = {**joy.inputs(1), "hidden_states": torch.randn(1, 2, 4, 1, 8, 8)}  # a reference, then the generated image
-    with torch.no_grad():
-        _, cache = hooked.run_with_cache(**edit, names_filter="blocks.0.hook_resid_pre")
-    assert cache["blocks.0.hook_resid_pre"].shape[:2] == (1, 2 * 16)
-
-
 def test_why_cogview4_and_sana_video_have_no_mlp_hook(families):
     """CogView4 runs its one `ff` twice per block (image, then text); Sana-Video's `ff` returns
     [batch, frames, height, width, d]. Neither is an image-token output the current schema can hook."""
