@@ -43,8 +43,6 @@ MEASURED_REASONS = {
     "image tokens: single-block input of 22)",
     "Krea2Transformer2DModel": "single-stream blocks hold text and image tokens in one sequence (4 text + 4 image "
     "tokens: block input of 8)",
-    "ErnieImageTransformer2DModel": "blocks see one sequence-first [image | text] stream [tokens, batch, d] (16 image "
-    "+ 6 text tokens, batch 2: layer input (22, 2, 32)); the schema reads batch-first streams with the image last",
     "Ideogram4Transformer2DModel": "the cond call packs [left-padded text slots | image] into hidden_states (4 text "
     "slots + 16 image tokens: latents and block input of 20), so the latents do not count the image; the uncond call "
     "runs a second model (unconditional_transformer) on the 16 image tokens alone; reversed map 1 - sigma",

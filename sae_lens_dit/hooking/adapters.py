@@ -43,8 +43,8 @@ from sae_lens_dit.resources import adapters_dir
 
 logger = logging.getLogger(__name__)
 
-Layout = Literal["tokens", "channels_first"]
-"""Submodule output layout: [batch, tokens, d] or [batch, d, height, width]."""
+Layout = Literal["tokens", "channels_first", "sequence_first"]
+"""Stream or output layout: [batch, tokens, d], [batch, d, height, width], or [tokens, batch, d] (ERNIE-Image)."""
 TimestepMap = Literal["affine", "edm_log_sigma"]
 """How the (affine-scaled) raw timestep becomes t: as is, or read as EDM's c_noise = 0.25 ln(sigma)."""
 

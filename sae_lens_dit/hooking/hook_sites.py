@@ -91,13 +91,18 @@ def _checked(new: Any, old: Tensor, hook_point: HookPoint) -> Tensor:
 
 def as_tokens(full: Tensor, layout: Layout) -> Tensor:
     """The image stream as hooks see it, [batch, tokens, d]: `channels_first` [batch, d, h, w] is flattened
-    row-major and transposed (an exact relayout; `from_tokens` undoes it)."""
-    return full.flatten(2).transpose(1, 2) if layout == "channels_first" else full
+    row-major and transposed, `sequence_first` [tokens, batch, d] transposed (exact relayouts; `from_tokens` undoes
+    them)."""
+    if layout == "channels_first":
+        return full.flatten(2).transpose(1, 2)
+    return full.transpose(0, 1) if layout == "sequence_first" else full
 
 
 def from_tokens(tokens: Tensor, like: Tensor, layout: Layout) -> Tensor:
     """`tokens` [batch, tokens, d] back in the layout and shape of `like`."""
-    return tokens.transpose(1, 2).reshape(like.shape) if layout == "channels_first" else tokens
+    if layout == "channels_first":
+        return tokens.transpose(1, 2).reshape(like.shape)
+    return tokens.transpose(0, 1) if layout == "sequence_first" else tokens
 
 
 @dataclass

@@ -34,6 +34,7 @@ from diffusers import (
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     EasyAnimateTransformer3DModel,
+    ErnieImageTransformer2DModel,
     EulerAncestralDiscreteScheduler,
     FlowMapEulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
@@ -92,6 +93,7 @@ class Stack:
     image_first: bool = False  # the joint stream is [image | rest] instead: its first n are the image
     image_start: int | None = None  # the joint stream is [text | image | rest] instead: the n from here are the image
     text: bool = True  # a joint stream's rest is text (hook_txt_resid_post), not padding alone
+    sequence_first: bool = False  # the block's stream is [tokens, batch, d] (ERNIE-Image)
 
 
 @dataclass(frozen=True)
@@ -1347,6 +1349,41 @@ def _joyimage_edit_plus_inputs(b: int) -> dict[str, Any]:
     }
 
 
+# --- ERNIE-Image: single-stream blocks over a sequence-first [image | text] stream [tokens, batch, d] ------------
+
+
+def _ernie_image() -> nn.Module:
+    model = ErnieImageTransformer2DModel(
+        hidden_size=32,
+        num_attention_heads=2,
+        num_layers=2,
+        ffn_hidden_size=64,
+        in_channels=4,
+        out_channels=4,
+        patch_size=2,
+        text_in_dim=16,
+        rope_axes_dim=(4, 6, 6),
+    )
+    with torch.no_grad():  # the model zero-initialises its modulation (every gate 0) and output projection
+        nn.init.normal_(model.adaLN_modulation[-1].weight, std=0.1)
+        nn.init.normal_(model.final_linear.weight, std=0.1)
+    return model
+
+
+def _ernie_image_inputs(b: int) -> dict[str, Any]:
+    # 8x8 latents in 2x2 patches: 16 image tokens, then 6 text slots (the second row's text 4 long).
+    return {
+        "hidden_states": torch.randn(b, 4, 8, 8),
+        "timestep": torch.rand(b) * 1000,
+        "text_bth": torch.randn(b, 6, 16),
+        "text_lens": torch.tensor([6, 4] * (b // 2) + [6] * (b % 2)),
+    }
+
+
+def _sequence_first_head(out: Tensor) -> Tensor:
+    return out.transpose(0, 1)[:, :JOINT_IMAGE_TOKENS]
+
+
 # --- Motif-Video ------------------------------------------------------------------------------------------------
 
 
@@ -2146,6 +2183,25 @@ FAMILIES: dict[str, Family] = {
         _flow,
         _expanded,  # JoyImageEditPipeline: t.repeat(batch)
         "separate_calls",
+    ),
+    "ernie_image": Family(
+        "ernie_image",
+        _ernie_image,
+        _ernie_image_inputs,
+        {
+            "blocks": Stack(
+                "layers",
+                None,
+                None,
+                {"attn": ("self_attention", None, _joint_head), "mlp": ("mlp", None, _sequence_first_head)},
+                JOINT_IMAGE_TOKENS,
+                image_first=True,
+                sequence_first=True,
+            )
+        },
+        _flow,
+        _expanded,  # ErnieImagePipeline: torch.full((batch,), t)
+        "equal_halves",  # torch.cat([latents, latents]), the negative prompt first
     ),
     "joyimage_edit_plus": Family(
         "joyimage_edit_plus",

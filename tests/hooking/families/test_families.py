@@ -29,6 +29,8 @@ def _joint(stack: Any, x: Tensor) -> tuple[Tensor, Tensor]:
     """(image, rest) of a joint stream: [image | rest] for a stack whose image comes first, [text | image | rest]
     for one whose image starts at `image_start`, else [text | image]."""
     n = stack.joint_image_tokens
+    if stack.sequence_first:  # [tokens, batch, d] as [batch, tokens, d]
+        x = x.transpose(0, 1)
     if stack.image_start is not None:
         start = stack.image_start
         return x[:, start : start + n], torch.cat([x[:, :start], x[:, start + n :]], dim=1)
