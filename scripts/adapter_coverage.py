@@ -60,9 +60,6 @@ MEASURED_REASONS = {
 """Why a class has no adapter, where that was measured on a tiny config (issue 17)."""
 
 PARTIAL = {
-    "BriaFibo2Transformer2DModel": "noise-refiner blocks only; the main blocks see [gist | image | context], or "
-    "[image | context | gist] when a batch's prompts give different gist counts (16 image + 8 gist tokens: image at "
-    "8-23 unpadded, at 0-15 with gist counts 8 and 4)",
 }
 """Classes whose adapter hooks only part of the model, and what is left out."""
 

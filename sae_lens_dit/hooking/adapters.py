@@ -171,6 +171,7 @@ class AdapterSpec:
     image_shapes_target: ShapesTarget = "last"  # which entry of a sample's shape list is the image being generated
     image_ids: str | None = None  # `image_tokens: ids`: the forward argument of position ids (T = 0: generated image)
     reference_tokens: str | None = None  # forward argument of reference tokens appended after the image (FLUX.3)
+    image_offset: str | None = None  # named rule placing `tokens: image_at_offset` spans (`hooking.image_offsets`)
     match_config: tuple[tuple[str, Any], ...] = ()
     """(config key, value) pairs the transformer's config must hold for this spec to apply; lets two specs
     claim one class whose pipelines feed it differently (Cosmos 1 and Cosmos 2). Empty = any config."""

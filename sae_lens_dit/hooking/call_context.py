@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from sae_lens_dit.conventions import COND, UNCOND, CfgOrder, branch_order  # noqa: F401 (COND, UNCOND re-exported)
 from sae_lens_dit.hooking.adapters import AdapterSpec, AdapterSpecError
 from sae_lens_dit.hooking.guidance_layout import is_given, parts_equal, thirds_layout
+from sae_lens_dit.hooking.image_offsets import IMAGE_OFFSET_RULES
 from sae_lens_dit.hooking.token_spans import (
     batch_view,
     count_from_shapes,
@@ -123,6 +124,11 @@ class CallReader:
         self._image_shapes = ArgSlot(transformer, spec.image_shapes) if spec.image_shapes is not None else None
         self._image_ids = ArgSlot(transformer, spec.image_ids) if spec.image_ids is not None else None
         self._references = ArgSlot(transformer, spec.reference_tokens) if spec.reference_tokens is not None else None
+        self._offset_rule = None
+        if spec.image_offset is not None:
+            rule, names = IMAGE_OFFSET_RULES[spec.image_offset]
+            slots = {name: ArgSlot(transformer, name) for name in names}
+            self._offset_rule = (rule, slots, getattr(transformer, "config", None))
         self._thirds_when = ArgSlot(transformer, guidance.thirds_when) if guidance.thirds_when is not None else None
         self._divisor = 1.0
         if spec.timestep.divide_by_config is not None:
@@ -181,7 +187,11 @@ class CallReader:
         return CallContext(timestep, branch.clone(), rows, n_image, frames, per_token, offset, margins)
 
     def _image_offset(self, args: tuple, kwargs: dict[str, Any], batch: int) -> Tensor | None:
-        """[batch] each row's text length (the row sums of the `text_mask` argument), where its image starts."""
+        """[batch] where each row's image starts: its text length (the row sums of the `text_mask` argument), or
+        what the spec's named `image_offset` rule says."""
+        if self._offset_rule is not None:
+            rule, slots, config = self._offset_rule
+            return rule(config, lambda name: slots[name].get(args, kwargs), batch)
         if self._text_mask is None:
             return None
         mask = self._text_mask.get(args, kwargs)

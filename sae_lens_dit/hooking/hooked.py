@@ -156,7 +156,8 @@ class HookedDiT(HookedRootModule):
         hooks = BlockHooks(has_text, [sub.hook for sub in present], has_update=stack.update)
         on_change = self._site_switched
         joint = self._call_image_tokens if stack.tokens != "all" else None  # a joint stream, cut to its image span
-        offset = self._call_image_offset if stack.tokens == "image_after_text" else None  # spans placed per row
+        per_row = stack.tokens in ("image_after_text", "image_at_offset")
+        offset = self._call_image_offset if per_row else None  # spans placed per row
         margins = self._call_image_margins if joint is not None else None  # references around the image
         view = StreamView(stack.layout, joint, stack.tokens == "image_head", offset, margins)
         streams = BlockStreams(

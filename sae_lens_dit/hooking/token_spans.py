@@ -29,7 +29,7 @@ from torch import Tensor
 
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
 
-TokenSpan = Literal["all", "image_tail", "image_head", "image_after_text"]
+TokenSpan = Literal["all", "image_tail", "image_head", "image_after_text", "image_at_offset"]
 """Which tokens of a stream are image tokens: all, the last n (`[text | image]`), the first n (`[image | rest]`) or
 the n after each row's text (`[text | image | padding]`, the text's length per row from `text_mask`); a
 submodule's n: the block's image input; a joint block stream's n: the call's `ImageCount`. With reference tokens
@@ -45,6 +45,7 @@ tokens whose first position id is 0 in the first row of the forward argument nam
 [batch, tokens, k], one per token of the latents; FLUX.2 gives the generated image T = 0 and its reference images
 T = 10, 20, ...), the tokens before and after them being references (`image_span_from_ids`)."""
 IMAGE_KEYS = (
+    "image_offset",
     "image_tokens",
     "image_patch",
     "text_mask",
@@ -91,7 +92,24 @@ def parse_image_keys(top: SpecFields, spans: list[TokenSpan]) -> dict[str, Any]:
         "image_shapes_target": top.choice("image_shapes_target", ShapesTarget, "last"),
         "image_ids": parse_image_ids(top, count, spans),
         "reference_tokens": parse_reference_tokens(top, count, spans),
+        "image_offset": parse_image_offset(top, spans),
     }
+
+
+def parse_image_offset(top: SpecFields, spans: list[TokenSpan]) -> str | None:
+    """The top-level `image_offset` key: the named rule (`hooking.image_offsets`) that places `tokens:
+    image_at_offset` spans, which need it and which nothing else uses."""
+    from sae_lens_dit.hooking.image_offsets import IMAGE_OFFSET_RULES
+
+    needed = "image_at_offset" in spans
+    if needed and "image_offset" not in top.data:
+        top.fail(
+            "image_offset",
+            f"a stack with tokens: image_at_offset needs image_offset, one of {list(IMAGE_OFFSET_RULES)}",
+        )
+    if "image_offset" in top.data and not needed:
+        top.fail("image_offset", "image_offset places tokens: image_at_offset spans; no stack has one, so remove it")
+    return top.choice("image_offset", Literal[tuple(IMAGE_OFFSET_RULES)]) if needed else None  # type: ignore[misc]
 
 
 def parse_reference_tokens(top: SpecFields, count: ImageCount | None, spans: list[TokenSpan]) -> str | None:
@@ -184,7 +202,8 @@ def parse_image_tokens(top: SpecFields, spans: list[TokenSpan]) -> tuple[ImageCo
     if count is None and any(span != "all" for span in spans):
         top.fail(
             "image_tokens",
-            "a stack with tokens: image_tail, image_head or image_after_text needs image_tokens (sequence or patches)",
+            "a stack with tokens: image_tail, image_head, image_after_text or image_at_offset needs image_tokens "
+            "(sequence or patches)",
         )
     patch = top.get("image_patch", (int, str), "patch_size")
     if "image_patch" in top.data and count != "patches":

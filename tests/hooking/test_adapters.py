@@ -121,7 +121,8 @@ MALFORMED = [
     (lambda data: data["stacks"].append(copy.deepcopy(data["stacks"][0])), r"field 'stacks': prefixes must be unique"),
     (
         _set("stacks", 0, "tokens", "image_middle"),
-        r"field 'stacks\[0\].tokens': expected one of \['all', 'image_tail', 'image_head', 'image_after_text'\]",
+        r"field 'stacks\[0\].tokens': expected one of \['all', 'image_tail', 'image_head', 'image_after_text', "
+        r"'image_at_offset'\]",
     ),
     (_set("stacks", 0, "tokens", "image_head"), r"field 'image_tokens': a stack with tokens: image_tail, image_head"),
     (
@@ -170,6 +171,21 @@ MALFORMED = [
     (
         lambda data: data.update(image_tokens="patches", image_patch=0),
         r"field 'image_patch': expected a positive int or a config value name",
+    ),
+    (
+        lambda data: data.update(image_tokens="patches") or data["stacks"][0].update(tokens="image_at_offset"),
+        r"field 'image_offset': a stack with tokens: image_at_offset needs image_offset, one of \['bria_fibo2_gist'\]",
+    ),
+    (
+        lambda data: (
+            data.update(image_tokens="patches", image_offset="gist")
+            or data["stacks"][0].update(tokens="image_at_offset")
+        ),
+        r"field 'image_offset': expected one of \['bria_fibo2_gist'\], received 'gist'",
+    ),
+    (
+        _set("image_offset", "bria_fibo2_gist"),
+        r"field 'image_offset': image_offset places tokens: image_at_offset spans; no stack has one",
     ),
     (
         _set("reference_tokens", "image_cond_hidden_states"),

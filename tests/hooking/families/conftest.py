@@ -1246,6 +1246,15 @@ def _z_image_inputs(b: int) -> dict[str, Any]:
 
 
 def _bria_fibo2() -> nn.Module:
+    model = _bria_fibo2_model()
+    with torch.no_grad():  # the injection blocks' cross-attention gate starts at 0 (tanh(0): no text at all)
+        for block in model.layers:
+            if block.cross_attention is not None:
+                block.cross_attn_gate.fill_(0.5)
+    return model
+
+
+def _bria_fibo2_model() -> nn.Module:
     return BriaFibo2Transformer2DModel(
         in_channels=4,
         patch_size=2,
@@ -1273,6 +1282,14 @@ def _bria_fibo2_inputs(b: int) -> dict[str, Any]:
         "encoder_hidden_states": torch.randn(b, 2, 6, 24),  # the Perceiver's bundle, then one per injection block
         "context_latents": [torch.randn(b, 4, 6, 10)],
     }
+
+
+FIBO2_GIST_TOKENS = 8
+"""Gist tokens of a 6-token prompt in the tiny config (compute_gist_count: 4 + 4 x (6 - 4) / 12, up to a step of 4)."""
+
+
+def _after_fibo2_gist(out: Tensor) -> Tensor:
+    return out[:, FIBO2_GIST_TOKENS : FIBO2_GIST_TOKENS + JOINT_IMAGE_TOKENS]
 
 
 # --- FLUX.3: per-mode image blocks, then joint single blocks over [text | content] -------------------------------
@@ -1727,7 +1744,21 @@ FAMILIES: dict[str, Family] = {
                 JOINT_IMAGE_TOKENS,
                 image_first=True,
                 text=False,
-            )
+            ),
+            # The main blocks: [gist | image | context], 8 gist tokens for these 6-token prompts.
+            "blocks": Stack(
+                "layers",
+                None,
+                None,
+                {
+                    "attn": ("attention", None, _after_fibo2_gist),
+                    "cross_attn": ("cross_attention", None, _after_fibo2_gist),  # block 1 only (injection_layer_ids)
+                    "mlp": ("feed_forward", None, _after_fibo2_gist),
+                },
+                JOINT_IMAGE_TOKENS,
+                image_start=FIBO2_GIST_TOKENS,
+                text=False,
+            ),
         },
         _flow,
         lambda t, b: _expanded(t, b) / 1000,  # BriaFibo2Pipeline: t.expand(batch) / 1000
