@@ -59,8 +59,7 @@ MEASURED_REASONS = {
 }
 """Why a class has no adapter, where that was measured on a tiny config (issue 17)."""
 
-PARTIAL = {
-}
+PARTIAL: dict[str, str] = {}
 """Classes whose adapter hooks only part of the model, and what is left out."""
 
 
