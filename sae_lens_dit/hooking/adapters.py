@@ -385,6 +385,12 @@ def _stem(name: str) -> str:
     return stem or name.lower()
 
 
+ADAPTERS_DOC = (
+    "How to add a family in one YAML file, with a worked example, and every class of diffusers with its status (and "
+    "why a class has no adapter): docs/adapters.md in the sae-lens-dit repository"
+)
+
+
 def _no_adapter_message(class_name: str, specs: tuple[AdapterSpec, ...]) -> str:
     by_stem = {_stem(spec.name): spec for spec in specs}
     by_stem.update({_stem(name): spec for spec in specs for name in spec.transformer_classes})
@@ -396,7 +402,7 @@ def _no_adapter_message(class_name: str, specs: tuple[AdapterSpec, ...]) -> str:
     return (
         f"no adapter for {class_name}; {hint}. Supported transformer classes: {supported}. To add one, write a new "
         f"YAML in {adapters_dir()} (copy the closest spec and list {class_name!r} under transformer_classes; "
-        f"every key is explained in the comments of the shipped files)"
+        f"every key is explained in the comments of the shipped files). {ADAPTERS_DOC}"
     )
 
 

@@ -343,5 +343,6 @@ def test_unknown_class_names_the_closest_adapters():
     message = str(error.value)
     assert message.startswith("no adapter for Lumina3Transformer2DModel; closest adapters: 'lumina2'")
     assert "'lumina2' (Lumina2Transformer2DModel)" in message and str(adapters_dir()) in message
+    assert message.endswith("docs/adapters.md in the sae-lens-dit repository")
     with pytest.raises(AdapterSpecError, match=r"closest adapters: 'pixart' \(PixArtTransformer2DModel\)"):
         adapter_for(PixArtSigmaTransformer())
