@@ -233,7 +233,7 @@ def _cogview4() -> nn.Module:
         attention_head_dim=4,
         num_attention_heads=4,
         out_channels=4,
-        text_embed_dim=8,
+        text_embed_dim=16,
         time_embed_dim=8,
         condition_dim=4,
     )
@@ -242,7 +242,7 @@ def _cogview4() -> nn.Module:
 def _cogview4_inputs(b: int) -> dict[str, Any]:
     return {
         "hidden_states": torch.randn(b, 4, 8, 8),
-        "encoder_hidden_states": torch.randn(b, 6, 8),
+        "encoder_hidden_states": torch.randn(b, 6, 16),
         "timestep": torch.rand(b) * 1000,
         "original_size": torch.tensor([[64, 64]] * b),
         "target_size": torch.tensor([[64, 64]] * b),
@@ -1323,16 +1323,20 @@ def _flux3_inputs(b: int) -> dict[str, Any]:
 # --- JoyImage Edit ----------------------------------------------------------------------------------------------
 
 
+JOYIMAGE_CONFIG = {
+    "patch_size": [1, 2, 2],
+    "in_channels": 4,
+    "hidden_size": 16,
+    "num_attention_heads": 2,
+    "text_dim": 8,
+    "num_layers": 2,
+    "rope_dim_list": [2, 2, 4],
+}
+"""Tiny JoyImage Edit and Edit Plus transformers (the same blocks)."""
+
+
 def _joyimage() -> nn.Module:
-    return JoyImageEditTransformer3DModel(
-        patch_size=[1, 2, 2],
-        in_channels=4,
-        hidden_size=16,
-        num_attention_heads=2,
-        text_dim=8,
-        num_layers=2,
-        rope_dim_list=[2, 2, 4],
-    )
+    return JoyImageEditTransformer3DModel(**JOYIMAGE_CONFIG)
 
 
 def _joyimage_inputs(b: int) -> dict[str, Any]:
@@ -1345,15 +1349,7 @@ def _joyimage_inputs(b: int) -> dict[str, Any]:
 
 
 def _joyimage_edit_plus() -> nn.Module:
-    return JoyImageEditPlusTransformer3DModel(
-        patch_size=[1, 2, 2],
-        in_channels=4,
-        hidden_size=16,
-        num_attention_heads=2,
-        text_dim=8,
-        num_layers=2,
-        rope_dim_list=[2, 2, 4],
-    )
+    return JoyImageEditPlusTransformer3DModel(**JOYIMAGE_CONFIG)
 
 
 def _joyimage_edit_plus_inputs(b: int) -> dict[str, Any]:

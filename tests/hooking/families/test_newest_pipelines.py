@@ -7,7 +7,7 @@ flow-matching schedule and its VAE decode. No weights can be downloaded here, so
 config and only the weights are random: word-level tokenizers made in memory (`toy.random_unet.word_tokenizer`;
 Z-Image's gets a one-line Jinja chat template, since the pipeline calls `apply_chat_template`), a tiny random
 Qwen3 (Z-Image) or GLM (CogView4) text encoder over that vocabulary whose width is the transformer's text width,
-the tiny transformers of `tests/hooking/families/conftest.py` and a one-level `AutoencoderKL` with the
+the tiny transformers of the family tests (`conftest.py` beside this file) and a one-level `AutoencoderKL` with the
 transformer's latent channels. Each test builds a fresh pipeline (fixed seed) so "before wrapping" is real.
 
 What the pipelines do (read from diffusers' source, asserted below):
@@ -24,10 +24,8 @@ import pytest
 import torch
 from diffusers import (
     CogView4Pipeline,
-    CogView4Transformer2DModel,
     FlowMatchEulerDiscreteScheduler,
     ZImagePipeline,
-    ZImageTransformer2DModel,
 )
 from transformers import GlmConfig, GlmModel, Qwen3Config, Qwen3Model
 
@@ -61,24 +59,11 @@ def _text_config(config_class):
     )
 
 
-def _z_image_pipeline() -> ZImagePipeline:
+def _z_image_pipeline(families) -> ZImagePipeline:
     torch.manual_seed(0)
     tokenizer = word_tokenizer(TEXT_LENGTH)
     tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
-    transformer = ZImageTransformer2DModel(  # as in tests/hooking/families/conftest.py, captions TEXT_WIDTH wide
-        all_patch_size=(2,),
-        all_f_patch_size=(1,),
-        in_channels=16,
-        dim=16,
-        n_layers=2,
-        n_refiner_layers=2,
-        n_heads=1,
-        n_kv_heads=2,
-        qk_norm=True,
-        cap_feat_dim=TEXT_WIDTH,
-        axes_dims=[8, 4, 4],
-        axes_lens=[256, 32, 32],
-    ).eval()
+    transformer = families["z_image"].make()  # the family test's tiny config (captions TEXT_WIDTH wide)
     pipe = ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),  # a static shift: the pipeline's mu is ignored
         vae=tiny_vae(Z_SIZE, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159),
@@ -90,19 +75,9 @@ def _z_image_pipeline() -> ZImagePipeline:
     return pipe
 
 
-def _cogview4_pipeline() -> CogView4Pipeline:
+def _cogview4_pipeline(families) -> CogView4Pipeline:
     torch.manual_seed(0)
-    transformer = CogView4Transformer2DModel(  # as in tests/hooking/families/conftest.py, text TEXT_WIDTH wide
-        patch_size=2,
-        in_channels=4,
-        num_layers=2,
-        attention_head_dim=4,
-        num_attention_heads=4,
-        out_channels=4,
-        text_embed_dim=TEXT_WIDTH,
-        time_embed_dim=8,
-        condition_dim=4,
-    ).eval()
+    transformer = families["cogview4"].make()  # the family test's tiny config (text TEXT_WIDTH wide)
     scheduler = FlowMatchEulerDiscreteScheduler(  # CogView4's own scheduler settings
         base_image_seq_len=256, base_shift=0.25, max_shift=0.75, use_dynamic_shifting=True, time_shift_type="linear"
     )
@@ -118,13 +93,13 @@ def _cogview4_pipeline() -> CogView4Pipeline:
 
 
 @pytest.fixture
-def z_image() -> ZImagePipeline:
-    return _z_image_pipeline()
+def z_image(families) -> ZImagePipeline:
+    return _z_image_pipeline(families)
 
 
 @pytest.fixture
-def cogview4() -> CogView4Pipeline:
-    return _cogview4_pipeline()
+def cogview4(families) -> CogView4Pipeline:
+    return _cogview4_pipeline(families)
 
 
 def _sample(pipe, seed: int = 3, **kwargs) -> np.ndarray:
@@ -280,9 +255,9 @@ def test_cogview4_records_what_an_independent_torch_hook_sees(cogview4):
 
 
 @pytest.mark.parametrize("build", [_z_image_pipeline, _cogview4_pipeline], ids=["z_image", "cogview4"])
-def test_a_hook_edit_reaches_the_image(build):
+def test_a_hook_edit_reaches_the_image(build, families):
     # The bit-identity above is not vacuous: the same hook point, edited, changes the pipeline's image.
-    pipe = build()
+    pipe = build(families)
     clean = _sample(pipe, seed=5)
     hooked = HookedDiT(pipe.transformer)
     with hooked.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda act, hook: torch.zeros_like(act))]):
