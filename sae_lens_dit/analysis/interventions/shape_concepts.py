@@ -11,8 +11,8 @@ concepts a user can ask for by name (`sae-lens-dit edit --toward hue=2`):
 - position=left|right: clamp the shape's latents in a box on that side, clear of the border, at the noisy
   timesteps where the layout is decided, and zero them elsewhere until late (the shape drifts back otherwise),
   at several blocks;
-- size=larger: swap toward latents selective for large shapes, gated, early window; size=smaller: erode the
-  shape's own outline (its latents zeroed on its tokens, clamped on the tokens one step inside it).
+- size=larger: swap toward latents selective for large shapes, gated; size=smaller: erode the shape's outline
+  (its latents zeroed on its tokens, clamped one step inside), at the hooks tuning picks.
 
 Everything is chosen on tuning seeds (`record_shape_samples`); benchmarks evaluate on other seeds; scores are
 `shape_scoring`'s. This is a recipe for one bundled backbone, the only module of `interventions` that knows one
@@ -343,7 +343,8 @@ def _tune_position(trials: _Trials, shape: Mapping[str, LatentSelection]) -> Con
     }
 
 
-SIZE_WINDOWS = ((400.0, TIMESTEP_MAX), (500.0, TIMESTEP_MAX), (600.0, TIMESTEP_MAX))
+SIZE_WINDOWS = tuple((start, TIMESTEP_MAX) for start in (200.0, 300.0, 400.0, 500.0))
+"""Windows the size edits are tuned over (on tuning seeds both directions fall off from starts of 500 on)."""
 
 
 def _tune_size(
@@ -352,24 +353,26 @@ def _tune_size(
     shape: Mapping[str, LatentSelection],
     gates: Mapping[str, Gate],
 ) -> Concepts:
-    """size=larger (swap toward large-shape latents) and size=smaller (erode the outline): each direction's value
-    and window chosen on every tuning sample asked for it."""
+    """size=larger (swap toward large-shape latents) and size=smaller (erode the outline): each direction's value,
+    window and, for eroding, hooks (the first alone, or all) chosen on every tuning sample asked for it."""
     larger, larger_rates = trials.best(
         "size=larger value {} window {}",
-        list(product((2.0, 4.0, 6.0), SIZE_WINDOWS)),
+        list(product((2.0, 3.0), SIZE_WINDOWS)),
         np.full(len(trials.tuning.labels), "larger"),
         lambda d, v, w: size_spec(sizes, d, v, w, gates),
         score_size,
         0.8,
     )
+    hook_sets = ((next(iter(shape)),), tuple(shape))  # on tuning seeds eroding at block 3 alone moved 0.24 of shapes
     smaller, smaller_rates = trials.best(
-        "size=smaller erode value {} window {}",
-        list(product((1.0, 2.0, 3.0), SIZE_WINDOWS)),
+        "size=smaller erode value {} window {} at {}",
+        list(product((1.0, 2.0), SIZE_WINDOWS[:3], hook_sets)),
         np.full(len(trials.tuning.labels), "smaller"),
-        lambda d, v, w: erode_spec(shape, v, w, gates),
+        lambda d, v, w, hooks: erode_spec({h: shape[h] for h in hooks}, v, w, gates),
         score_size,
         0.8,
     )
+    value, window, hooks = smaller
     return {
         "size=larger": (
             size_spec(sizes, "larger", *larger, gates),
@@ -377,9 +380,9 @@ def _tune_size(
             {"value": larger[0], "window": list(larger[1]), "tuning": larger_rates},
         ),
         "size=smaller": (
-            erode_spec(shape, *smaller, gates),
+            erode_spec({h: shape[h] for h in hooks}, value, window, gates),
             "make the shape smaller (erode its outline)",
-            {"value": smaller[0], "window": list(smaller[1]), "tuning": smaller_rates, "recipe": "erode"},
+            {"value": value, "window": list(window), "hooks": list(hooks), "tuning": smaller_rates, "recipe": "erode"},
         ),
     }
 
