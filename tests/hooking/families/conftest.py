@@ -2309,3 +2309,29 @@ def family(request: pytest.FixtureRequest) -> Family:
 @pytest.fixture
 def families() -> dict[str, Family]:
     return FAMILIES
+
+
+Tap = tuple[nn.Module, Callable[[Any], dict[str, Tensor]]]
+"""A module and what to keep of its output ({name: tensor})."""
+
+
+def seen_with_hooks(hooked: Any, inputs: dict[str, Any], hooks: list, taps: list[Tap]) -> dict[str, Tensor]:
+    """What plain torch forward hooks on the `taps` see in one call of the transformer with HookedDiT's `hooks`
+    active: registered after HookedDiT's own torch hooks, they see the outputs as the next module does (edited)."""
+    seen: dict[str, Tensor] = {}
+    with torch.no_grad(), hooked.hooks(fwd_hooks=hooks):
+        handles = [
+            module.register_forward_hook(lambda m, a, out, keep=keep: seen.update(keep(out))) for module, keep in taps
+        ]
+        try:
+            hooked.transformer(**inputs, return_dict=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return seen
+
+
+@pytest.fixture
+def seen_with() -> Callable[..., dict[str, Tensor]]:
+    """`seen_with_hooks`, for the reference-token tests."""
+    return seen_with_hooks

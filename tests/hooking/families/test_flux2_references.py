@@ -22,54 +22,44 @@ DOUBLE_HOOKS = ["hook_resid_post", "attn.hook_out", "mlp.hook_out"]
 SINGLE_HOOKS = ["hook_resid_post", "attn.hook_out"]
 
 
-def _block_outputs(hooked: HookedDiT, inputs: dict, hooks: list) -> dict[str, torch.Tensor]:
+def _block_outputs(seen_with, hooked: HookedDiT, inputs: dict, hooks: list) -> dict[str, torch.Tensor]:
     """What the first double and first single block return (after HookedDiT's hooks edit it): the double block's
     image stream and text stream, and the single block's joint sequence."""
-    seen = {}
     model = hooked.transformer
-
-    def double(module, args, output):
-        seen["image"], seen["text"] = output[1], output[0]
-
-    def single(module, args, output):
-        seen["joint"] = output
-
-    with torch.no_grad(), hooked.hooks(fwd_hooks=hooks):  # registered after HookedDiT's: the edited output
-        handles = [
-            model.transformer_blocks[0].register_forward_hook(double),
-            model.single_transformer_blocks[0].register_forward_hook(single),
-        ]
-        try:
-            model(**inputs, return_dict=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-    return seen
+    return seen_with(
+        hooked,
+        inputs,
+        hooks,
+        [
+            (model.transformer_blocks[0], lambda out: {"image": out[1], "text": out[0]}),
+            (model.single_transformer_blocks[0], lambda out: {"joint": out}),
+        ],
+    )
 
 
 def _zero(name: str) -> list:
     return [(name, lambda x, hook: torch.zeros_like(x))]
 
 
-def _check_edits(hooked: HookedDiT, inputs: dict, image: slice, references: slice) -> None:
+def _check_edits(seen_with, hooked: HookedDiT, inputs: dict, image: slice, references: slice) -> None:
     """Zeroing each image hook of block 0 and single block 0 changes the generated tokens of that block's output and
     leaves the reference tokens and the text bit-identical."""
-    clean = _block_outputs(hooked, inputs, [])
+    clean = _block_outputs(seen_with, hooked, inputs, [])
     for hook in DOUBLE_HOOKS:
-        edited = _block_outputs(hooked, inputs, _zero(f"blocks.0.{hook}"))
+        edited = _block_outputs(seen_with, hooked, inputs, _zero(f"blocks.0.{hook}"))
         assert not torch.equal(edited["image"][:, image], clean["image"][:, image]), hook
         assert torch.equal(edited["image"][:, references], clean["image"][:, references]), hook
         assert torch.equal(edited["text"], clean["text"]), hook
     joint_image = slice(TEXT + image.start, TEXT + image.stop)
     joint_references = slice(TEXT + references.start, TEXT + references.stop)
     for hook in SINGLE_HOOKS:
-        edited = _block_outputs(hooked, inputs, _zero(f"single_blocks.0.{hook}"))
+        edited = _block_outputs(seen_with, hooked, inputs, _zero(f"single_blocks.0.{hook}"))
         assert not torch.equal(edited["joint"][:, joint_image], clean["joint"][:, joint_image]), hook
         assert torch.equal(edited["joint"][:, joint_references], clean["joint"][:, joint_references]), hook
         assert torch.equal(edited["joint"][:, :TEXT], clean["joint"][:, :TEXT]), hook
 
 
-def test_flux2_reference_tokens_are_not_recorded_and_stay_untouched(families):
+def test_flux2_reference_tokens_are_not_recorded_and_stay_untouched(families, seen_with):
     family = families["flux2_edit"]
     hooked = HookedDiT(family.make())
     inputs = family.inputs(2)
@@ -78,17 +68,17 @@ def test_flux2_reference_tokens_are_not_recorded_and_stay_untouched(families):
     assert (context.image_tokens, context.image_margins) == (IMAGE, (0, REFERENCE))
     two_d = hooked.read_call((), {**inputs, "img_ids": inputs["img_ids"][0]})  # [tokens, 4], as the model reads it
     assert (two_d.image_tokens, two_d.image_margins) == (IMAGE, (0, REFERENCE))
-    clean = _block_outputs(hooked, inputs, [])
+    clean = _block_outputs(seen_with, hooked, inputs, [])
     names = ["blocks.0.hook_resid_post", "single_blocks.0.hook_resid_post"]
     with hooked.record(names) as rec, torch.no_grad():
         hooked(**inputs, return_dict=False)
     assert rec[names[0]].shape[-2] == rec[names[1]].shape[-2] == IMAGE
     assert torch.equal(rec[names[0]].reshape(2, IMAGE, -1), clean["image"][:, :IMAGE])
     assert torch.equal(rec[names[1]].reshape(2, IMAGE, -1), clean["joint"][:, TEXT : TEXT + IMAGE])
-    _check_edits(hooked, inputs, slice(0, IMAGE), slice(IMAGE, IMAGE + REFERENCE))
+    _check_edits(seen_with, hooked, inputs, slice(0, IMAGE), slice(IMAGE, IMAGE + REFERENCE))
 
 
-def test_flux2_kv_cache_extract_call_cuts_the_image_after_the_references(families):
+def test_flux2_kv_cache_extract_call_cuts_the_image_after_the_references(families, seen_with):
     """Flux2KleinKVPipeline's first call: [references | image] in hidden_states and img_ids, kv_cache_mode
     "extract" with the KV attention processors the pipeline sets; its later calls pass the image alone."""
     family = families["flux2_edit"]
@@ -109,12 +99,12 @@ def test_flux2_kv_cache_extract_call_cuts_the_image_after_the_references(familie
     }
     context = hooked.read_call((), inputs)
     assert (context.image_tokens, context.image_margins) == (IMAGE, (REFERENCE, 0))
-    clean = _block_outputs(hooked, inputs, [])
+    clean = _block_outputs(seen_with, hooked, inputs, [])
     with torch.no_grad():
         _, cache = hooked.run_with_cache(**inputs, return_dict=False, names_filter=lambda name: "hook_resid" in name)
     assert torch.equal(cache["blocks.0.hook_resid_post"], clean["image"][:, REFERENCE:])
     assert torch.equal(cache["single_blocks.0.hook_resid_post"], clean["joint"][:, TEXT + REFERENCE :])
-    _check_edits(hooked, inputs, slice(REFERENCE, REFERENCE + IMAGE), slice(0, REFERENCE))
+    _check_edits(seen_with, hooked, inputs, slice(REFERENCE, REFERENCE + IMAGE), slice(0, REFERENCE))
     with (
         torch.no_grad()
     ):  # the references attend only to themselves here: an edit leaves the cache the later calls read

@@ -22,32 +22,25 @@ def _i2i(family, b: int = 2) -> dict:
     }
 
 
-def _outputs(hooked: HookedDiT, inputs: dict, hooks: list) -> dict[str, torch.Tensor]:
+def _outputs(seen_with, hooked: HookedDiT, inputs: dict, hooks: list) -> dict[str, torch.Tensor]:
     """The first single block's content and text outputs and its attention / feed-forward outputs over
     [text | content], after HookedDiT's hooks edited them."""
-    seen = {}
     block = hooked.transformer.single_transformer_blocks[0]
-    with torch.no_grad(), hooked.hooks(fwd_hooks=hooks):  # registered after HookedDiT's: they see the edited output
-        handles = [
-            block.register_forward_hook(lambda m, a, out: seen.update(text=out[0], content=out[1])),
-            block.attn.register_forward_hook(lambda m, a, out: seen.update(attn=out)),
-            block.ff.register_forward_hook(lambda m, a, out: seen.update(mlp=out)),
-        ]
-        try:
-            hooked(**inputs, return_dict=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-    return seen
+    taps = [
+        (block, lambda out: {"text": out[0], "content": out[1]}),
+        (block.attn, lambda out: {"attn": out}),
+        (block.ff, lambda out: {"mlp": out}),
+    ]
+    return seen_with(hooked, inputs, hooks, taps)
 
 
-def test_flux3_records_the_image_and_not_its_references(families):
+def test_flux3_records_the_image_and_not_its_references(families, seen_with):
     family = families["flux3"]
     hooked = HookedDiT(family.make())
     inputs = _i2i(family)
     context = hooked.read_call((), inputs)
     assert (context.image_tokens, context.image_margins) == (IMAGE, (0, REFERENCE))
-    clean = _outputs(hooked, inputs, [])
+    clean = _outputs(seen_with, hooked, inputs, [])
     assert clean["content"].shape[1] == IMAGE + REFERENCE and clean["attn"].shape[1] == TEXT + IMAGE + REFERENCE
     names = [f"single_blocks.0.{hook}" for hook in SINGLE]
     with torch.no_grad():
@@ -57,30 +50,30 @@ def test_flux3_records_the_image_and_not_its_references(families):
     assert torch.equal(cache[names[2]], clean["mlp"][:, TEXT : TEXT + IMAGE])
 
 
-def test_flux3_edits_of_the_image_leave_text_and_references_untouched(families):
+def test_flux3_edits_of_the_image_leave_text_and_references_untouched(families, seen_with):
     family = families["flux3"]
     hooked = HookedDiT(family.make())
     inputs = _i2i(family)
-    clean = _outputs(hooked, inputs, [])
+    clean = _outputs(seen_with, hooked, inputs, [])
     zero = [("single_blocks.0.hook_resid_post", lambda act, hook: torch.zeros_like(act))]
-    edited = _outputs(hooked, inputs, zero)
+    edited = _outputs(seen_with, hooked, inputs, zero)
     assert torch.equal(edited["content"][:, :IMAGE], torch.zeros_like(clean["content"][:, :IMAGE]))
     assert torch.equal(edited["content"][:, IMAGE:], clean["content"][:, IMAGE:])  # the references
     assert torch.equal(edited["text"], clean["text"])
     for sub in ("attn", "mlp"):
-        edited = _outputs(hooked, inputs, [(f"single_blocks.0.{sub}.hook_out", lambda act, hook: act * 0)])
+        edited = _outputs(seen_with, hooked, inputs, [(f"single_blocks.0.{sub}.hook_out", lambda act, hook: act * 0)])
         out = edited[sub]
         assert torch.equal(out[:, TEXT : TEXT + IMAGE], torch.zeros_like(out[:, TEXT : TEXT + IMAGE])), sub
         assert torch.equal(out[:, :TEXT], clean[sub][:, :TEXT]), sub
         assert torch.equal(out[:, TEXT + IMAGE :], clean[sub][:, TEXT + IMAGE :]), sub
 
 
-def test_flux3_without_references_hooks_the_whole_content_as_before(families):
+def test_flux3_without_references_hooks_the_whole_content_as_before(families, seen_with):
     family = families["flux3"]
     hooked = HookedDiT(family.make())
     inputs = family.inputs(2)
     assert hooked.read_call((), inputs).image_margins == (0, 0)
-    clean = _outputs(hooked, inputs, [])
+    clean = _outputs(seen_with, hooked, inputs, [])
     names = [f"single_blocks.0.{hook}" for hook in SINGLE]
     with torch.no_grad():
         _, cache = hooked.run_with_cache(**inputs, names_filter=names)

@@ -32,31 +32,24 @@ def _edit_plus(family) -> dict:
     }
 
 
-def _outputs(hooked: HookedDiT, inputs: dict, hooks: list) -> dict[str, torch.Tensor]:
+def _outputs(seen_with, hooked: HookedDiT, inputs: dict, hooks: list) -> dict[str, torch.Tensor]:
     """The first block's image and text outputs and its attention / image feed-forward outputs, after HookedDiT's
     hooks edited them."""
-    seen = {}
     block = hooked.transformer.double_blocks[0]
-    with torch.no_grad(), hooked.hooks(fwd_hooks=hooks):  # registered after HookedDiT's: they see the edited output
-        handles = [
-            block.register_forward_hook(lambda m, a, out: seen.update(image=out[0], text=out[1])),
-            block.attn.register_forward_hook(lambda m, a, out: seen.update(attn=out[0])),
-            block.img_mlp.register_forward_hook(lambda m, a, out: seen.update(mlp=out)),
-        ]
-        try:
-            hooked(**inputs, return_dict=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-    return seen
+    taps = [
+        (block, lambda out: {"image": out[0], "text": out[1]}),
+        (block.attn, lambda out: {"attn": out[0]}),
+        (block.img_mlp, lambda out: {"mlp": out}),
+    ]
+    return seen_with(hooked, inputs, hooks, taps)
 
 
 @pytest.mark.parametrize("name", ["joyimage", "joyimage_edit_plus"])
-def test_joyimage_records_the_generated_image_and_not_the_references(families, name):
+def test_joyimage_records_the_generated_image_and_not_the_references(families, seen_with, name):
     hooked = HookedDiT(families[name].make())
     inputs = _edit(families[name]) if name == "joyimage" else _edit_plus(families[name])
     assert hooked.read_call((), inputs).image_tokens == IMAGE
-    clean = _outputs(hooked, inputs, [])
+    clean = _outputs(seen_with, hooked, inputs, [])
     assert clean["image"].shape[1] == ((REFERENCES + 1) * IMAGE if name == "joyimage" else 2 * IMAGE)
     names = [f"blocks.0.{hook}" for hook in HOOKS]
     with torch.no_grad():
@@ -66,23 +59,23 @@ def test_joyimage_records_the_generated_image_and_not_the_references(families, n
 
 
 @pytest.mark.parametrize("name", ["joyimage", "joyimage_edit_plus"])
-def test_joyimage_edits_leave_the_references_and_the_text_untouched(families, name):
+def test_joyimage_edits_leave_the_references_and_the_text_untouched(families, seen_with, name):
     hooked = HookedDiT(families[name].make())
     inputs = _edit(families[name]) if name == "joyimage" else _edit_plus(families[name])
-    clean = _outputs(hooked, inputs, [])
+    clean = _outputs(seen_with, hooked, inputs, [])
     for name, key in zip([f"blocks.0.{hook}" for hook in HOOKS], ("image", "attn", "mlp"), strict=True):
-        edited = _outputs(hooked, inputs, [(name, lambda act, hook: torch.zeros_like(act))])
+        edited = _outputs(seen_with, hooked, inputs, [(name, lambda act, hook: torch.zeros_like(act))])
         assert torch.equal(edited[key][:, :IMAGE], torch.zeros_like(edited[key][:, :IMAGE])), name
         assert torch.equal(edited[key][:, IMAGE:], clean[key][:, IMAGE:]), name  # the references (and padding)
-    edited = _outputs(hooked, inputs, [("blocks.0.hook_resid_post", lambda act, hook: act * 0)])
+    edited = _outputs(seen_with, hooked, inputs, [("blocks.0.hook_resid_post", lambda act, hook: act * 0)])
     assert torch.equal(edited["text"], clean["text"])
 
 
-def test_joyimage_without_references_hooks_every_token_as_before(families):
+def test_joyimage_without_references_hooks_every_token_as_before(families, seen_with):
     family = families["joyimage"]
     hooked = HookedDiT(family.make())
     inputs = family.inputs(2)  # one item: text-to-image
-    clean = _outputs(hooked, inputs, [])
+    clean = _outputs(seen_with, hooked, inputs, [])
     with torch.no_grad():
         _, cache = hooked.run_with_cache(**inputs, names_filter="blocks.0.hook_resid_post")
     assert torch.equal(cache["blocks.0.hook_resid_post"], clean["image"])
