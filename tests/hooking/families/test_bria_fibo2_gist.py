@@ -23,28 +23,21 @@ def _inputs(family, padded: bool) -> dict:
     return {**inputs, "encoder_attention_mask": mask}
 
 
-def _block_stream(hooked: HookedDiT, inputs: dict, hooks: list) -> torch.Tensor:
-    seen = {}
-    block = hooked.transformer.layers[0]
-    with torch.no_grad(), hooked.hooks(fwd_hooks=hooks):  # registered after HookedDiT's: the edited output
-        handle = block.register_forward_hook(lambda m, a, out: seen.update(out=out))
-        try:
-            hooked(**inputs, return_dict=False)
-        finally:
-            handle.remove()
-    return seen["out"]
+def _block_stream(seen_with, hooked: HookedDiT, inputs: dict, hooks: list) -> torch.Tensor:
+    """The first main block's output stream, after HookedDiT's hooks edited it."""
+    return seen_with(hooked, inputs, hooks, [(hooked.transformer.layers[0], lambda out: {"out": out})])["out"]
 
 
 @pytest.mark.parametrize(("padded", "start"), [(False, GIST), (True, 0)])
-def test_the_main_blocks_record_the_image_wherever_the_gist_puts_it(families, padded, start):
+def test_the_main_blocks_record_the_image_wherever_the_gist_puts_it(families, seen_with, padded, start):
     hooked = HookedDiT(families["bria_fibo2"].make())
     inputs = _inputs(families["bria_fibo2"], padded)
     assert hooked.read_call((), inputs).image_offset.tolist() == [start, start]
-    clean = _block_stream(hooked, inputs, [])
+    clean = _block_stream(seen_with, hooked, inputs, [])
     with torch.no_grad():
         _, cache = hooked.run_with_cache(**inputs, names_filter=HOOKS[0])
     assert torch.equal(cache[HOOKS[0]], clean[:, start : start + IMAGE])
-    zeroed = _block_stream(hooked, inputs, [(HOOKS[0], lambda act, hook: torch.zeros_like(act))])
+    zeroed = _block_stream(seen_with, hooked, inputs, [(HOOKS[0], lambda act, hook: torch.zeros_like(act))])
     assert torch.equal(zeroed[:, start : start + IMAGE], torch.zeros_like(zeroed[:, start : start + IMAGE]))
     outside = torch.ones(clean.shape[1], dtype=torch.bool)
     outside[start : start + IMAGE] = False

@@ -25,16 +25,12 @@ def _repeat(inputs: dict, b: int, parts: int) -> dict:
     return {k: torch.cat([v] * parts) if isinstance(v, Tensor) and v.shape[0] == b else v for k, v in inputs.items()}
 
 
-def _block_image(hooked: HookedDiT, inputs: dict) -> Tensor:
-    seen = {}
-    handle = hooked.transformer.layers[0].register_forward_hook(lambda m, a, out: seen.update(out=out))
-    with torch.no_grad():
-        hooked(**inputs, return_dict=False)
-    handle.remove()
-    return seen["out"][:, -IMAGE:]
+def _block_image(seen_with, hooked: HookedDiT, inputs: dict) -> Tensor:
+    """The first block's output, cut to the image."""
+    return seen_with(hooked, inputs, [], [(hooked.transformer.layers[0], lambda out: {"out": out})])["out"][:, -IMAGE:]
 
 
-def test_a_tripled_batch_with_input_images_is_labelled_cond_uncond_image_cond(families):
+def test_a_tripled_batch_with_input_images_is_labelled_cond_uncond_image_cond(families, seen_with):
     family = families["omnigen"]
     hooked = HookedDiT(family.make())
     b = 2
@@ -43,7 +39,7 @@ def test_a_tripled_batch_with_input_images_is_labelled_cond_uncond_image_cond(fa
     assert context.branch.tolist() == [COND, COND, UNCOND, UNCOND, IMAGE_COND, IMAGE_COND]
     assert context.sample.tolist() == [0, 1, 0, 1, 0, 1]
 
-    clean = _block_image(hooked, inputs)
+    clean = _block_image(seen_with, hooked, inputs)
     for branch, rows in (("cond", slice(0, 2)), ("uncond", slice(2, 4))):
         with hooked.record([HOOK], branch=branch) as rec, torch.no_grad():
             hooked(**inputs, return_dict=False)
