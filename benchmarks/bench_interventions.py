@@ -16,8 +16,8 @@ the TopK concepts are built here by the same code from the TopK SAEs of the same
   colour within 0.1 of the unsteered one. control: random latents (same count, competitors, values,
   gate and window). baseline: the gated difference of mean activations (target-bin images minus the
   rest, on the shape's tokens, in the window) added on gated tokens, scale chosen on the tuning seeds.
-- position: toward the outer third on the side away from the shape's centre; size: larger for even,
-  smaller for odd samples, by at least one pixel of width; transfer: real shapes images (drawn by
+- position: toward the outer third on the side away from the shape's centre; size: every sample asked larger and
+  asked smaller (96 per direction), by at least one pixel of width; transfer: real shapes images (drawn by
   `image_sets.make_shapes`) as references, read on their shape's tokens (from their pixels) and matched to
   a hue concept by the closest hue bin's mean code (`recipes.match_centroids`, centroids from the seed-1
   samples; chosen on 96 other references, seed 78: 0.90 matched their own bin, against 0.74 for
@@ -120,9 +120,12 @@ def evaluate_concepts(s: Shapes, folder: Path) -> dict:
     fits = placed["fits"]
     out["position"]["fitting"] = {k: round(float(placed[k][fits].mean()), 3) for k in ("target", "kept")}
     out["position"]["not_fitting"] = {k: round(float(placed[k][~fits].mean()), 3) for k in ("target", "kept")}
-    direction = np.where(np.arange(N_EVAL) % 2 == 0, *SIZES)
-    after = s.steered(all_saes, direction, lambda d: _spec(folder, f"size={d}"))
-    sized = score_size(s.before, after, direction, s.classify)
+    # every sample asked both ways: 96 per direction, every shape kind in each (alternating directions over samples
+    # whose kinds cycle by 4 asked "smaller" of two kinds only)
+    direction = np.repeat(np.array(SIZES), N_EVAL)
+    size_spec = lambda d: _spec(folder, f"size={d}")  # noqa: E731
+    after = np.concatenate([s.steered(all_saes, np.full(N_EVAL, d), size_spec) for d in SIZES])
+    sized = score_size(np.concatenate([s.before] * len(SIZES)), after, direction, s.classify)
     out["size"] = {
         **_rates(sized),
         "by_direction": {d: _rates({k: v[direction == d] for k, v in sized.items()}) for d in SIZES},
@@ -448,7 +451,7 @@ def tide_report(s: Shapes, folder: Path) -> dict:
 def write_markdown(r: dict) -> None:
     h, p, z, t = r["hue"], r["position"], r["size"], r["transfer"]
     lines = [
-        "# Steering on the bundled backbones (DDIM 20 steps; evaluated on seeds 9000-9095, 96 samples each)",
+        "# Steering on the bundled backbones (DDIM 20 steps; evaluated on seeds 9000-9095, 96 samples per condition)",
         "",
         "| experiment | target | kept | background | control (random latents) | baseline | unsteered |",
         "|---|---|---|---|---|---|---|",
@@ -456,7 +459,7 @@ def write_markdown(r: dict) -> None:
         f"{h['kept_rate']:.2f} | {h['background_rate']:.2f} | {h['control_rate']:.2f} | {h['baseline_rate']:.2f} "
         f"| {h['unsteered_rate']:.2f} |",
         f"| position (TIDE, blocks 1 and 3) | {p['target_rate']:.2f} | {p['kept_rate']:.2f} | | | | 0.00 |",
-        f"| size (TIDE, blocks 1 and 3; larger {z['by_direction']['larger']['target']:.2f}, smaller "
+        f"| size (TIDE; every sample asked both ways; larger {z['by_direction']['larger']['target']:.2f}, smaller "
         f"{z['by_direction']['smaller']['target']:.2f}; vanished {z['vanished_rate']:.2f}; width change "
         f"{z['mean_width_change']}) | {z['target_rate']:.2f} | {z['kept_rate']:.2f} | | | | |",
         f"| transfer (reference's hue; matched {t['match_rate']:.2f} by centroids, "
