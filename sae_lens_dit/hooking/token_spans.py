@@ -25,6 +25,7 @@ import math
 import re
 from typing import Any, Literal, NamedTuple
 
+import torch  # noqa: F401  (the doctests build tensors)
 from torch import Tensor
 
 from sae_lens_dit.hooking.spec_fields import AdapterSpecError, SpecFields
