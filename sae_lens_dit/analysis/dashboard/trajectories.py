@@ -237,7 +237,8 @@ def _arrange(rows: dict[str, Tensor], steps: int, num_images: int, batch_size: i
 
 def trajectories_key(pipe: Any, model: str, cfg: DashboardConfig) -> str:
     """Content hash of everything a sampling run depends on: the backbone's weights and configs (transformer,
-    VAE, scheduler), its class names, seed, steps, guidance, number of images, batch size, device, torch."""
+    VAE, scheduler), its class names, seed, steps, guidance, number of images, batch size, device, torch and the
+    pipeline keyword arguments."""
     scheduler = dict(getattr(pipe.scheduler, "config", {}) or {})
     return digest(
         "trajectories",
@@ -252,9 +253,9 @@ def trajectories_key(pipe: Any, model: str, cfg: DashboardConfig) -> str:
         cfg.guidance_scale,
         cfg.num_images,
         cfg.batch_size,
-        cfg.pipeline_kwargs,
         cfg.device,
         torch.__version__,
+        *([cfg.pipeline_kwargs] if cfg.pipeline_kwargs else []),  # absent when unset: earlier caches stay valid
     )
 
 
