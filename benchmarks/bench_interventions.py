@@ -424,6 +424,7 @@ def tide_report(s: Shapes, folder: Path) -> dict:
         "position": {
             "target_rate": p["target"],
             "kept_rate": p["kept"],
+            "hue_kept_rate": p["hue_kept"],
             "fitting": p["fitting"],
             "not_fitting": p["not_fitting"],
             "recipe": measured["position=left"]["measured"],
@@ -432,6 +433,7 @@ def tide_report(s: Shapes, folder: Path) -> dict:
             "target_rate": z["target"],
             "kept_rate": z["kept"],
             "vanished_rate": z["vanished"],
+            "hue_kept_rate": z["hue_kept"],
             "by_direction": z["by_direction"],
             "mean_width_change": z["mean_width_change"],
             "recipe": {d: measured[f"size={d}"]["measured"] for d in SIZES},
@@ -458,16 +460,23 @@ def write_markdown(r: dict) -> None:
         f"| hue (TIDE, blocks.1, window {h['window']}, {h['value']} x typical) | {h['target_rate']:.2f} | "
         f"{h['kept_rate']:.2f} | {h['background_rate']:.2f} | {h['control_rate']:.2f} | {h['baseline_rate']:.2f} "
         f"| {h['unsteered_rate']:.2f} |",
-        f"| position (TIDE, blocks 1 and 3) | {p['target_rate']:.2f} | {p['kept_rate']:.2f} | | | | 0.00 |",
+        f"| position (TIDE, blocks 1 and 3; hue bin kept {p['hue_kept_rate']:.2f}) | {p['target_rate']:.2f} | "
+        f"{p['kept_rate']:.2f} | | | | 0.00 |",
         f"| size (TIDE; every sample asked both ways; larger {z['by_direction']['larger']['target']:.2f}, smaller "
-        f"{z['by_direction']['smaller']['target']:.2f}; vanished {z['vanished_rate']:.2f}; width change "
+        f"{z['by_direction']['smaller']['target']:.2f}; vanished {z['vanished_rate']:.2f}; hue bin kept "
+        f"{z['hue_kept_rate']:.2f}; width change "
         f"{z['mean_width_change']}) | {z['target_rate']:.2f} | {z['kept_rate']:.2f} | | | | |",
         f"| transfer (reference's hue; matched {t['match_rate']:.2f} by centroids, "
         f"{t['match_rate_selected_latents']:.2f} by selected latents) | {t['target_rate']:.2f} | {t['kept_rate']:.2f} "
         f"| {t['background_rate']:.2f} | | | {t['unsteered_rate']:.2f} |",
         "",
         "Kept: the steered sample still has a shape (measured width >= 2 px) of the kind the classifier reads in the "
-        "unsteered one; an erased shape is neither kept nor smaller (`interventions.shape_scoring`).",
+        "unsteered one; an erased shape is neither kept nor smaller (`interventions.shape_scoring`). Hue bin kept: "
+        "the steered shape's hue bin (of 6) is the unsteered one's; position and size clamp the shape's latents, "
+        "which carry the colours of the shapes they were learned on, so they recolour it (not part of their targets).",
+        "",
+        "Size=smaller against its alternatives (every recipe on the tuning seeds): "
+        "`benchmarks/results/size_alternatives.md`.",
     ]
     if "dictionary_comparison" in r:
         lines += [

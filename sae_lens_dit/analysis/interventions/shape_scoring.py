@@ -43,6 +43,12 @@ def kept_kind(before: np.ndarray, after: np.ndarray, classify: Any) -> np.ndarra
     return has_shape(after) & (classify(after) == classify(before))
 
 
+def same_hue(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Per sample: the steered shape's hue bin is the unsteered one's (a side effect to watch in edits that are not
+    about colour: clamping the shape's latents carries the colour of the samples they were learned on)."""
+    return hue_bin(measure_shape_factors(after).hue) == hue_bin(measure_shape_factors(before).hue)
+
+
 def score_hue(before: np.ndarray, after: np.ndarray, target: np.ndarray, classify: Any) -> dict[str, np.ndarray]:
     """Per sample: took the target hue bin; kept its shape kind (`kept_kind`: a shape is there and the classifier
     agrees with the unsteered sample); background still background (border colour within 0.1 of the unsteered one
@@ -57,25 +63,27 @@ def score_hue(before: np.ndarray, after: np.ndarray, target: np.ndarray, classif
 def score_position(before: np.ndarray, after: np.ndarray, side: np.ndarray, classify: Any) -> dict[str, np.ndarray]:
     """Per sample: the shape's centre is in the outer third of its target side; shape kind kept (`kept_kind`);
     `fits`: the unsteered shape is small enough to sit in that third whole (half-width below a third of the image,
-    as the training images' centres stay a half-width from the border)."""
+    as the training images' centres stay a half-width from the border); `hue_kept`: `same_hue`."""
     x, width = measure_shape_factors(after).center[:, 0], after.shape[2]
     fits = measure_shape_factors(before).size < width / 3
     return {
         "target": np.where(side == "left", x < width / 3, x > 2 * width / 3),
         "kept": kept_kind(before, after, classify),
         "fits": fits,
+        "hue_kept": same_hue(before, after),
     }
 
 
 def score_size(before: np.ndarray, after: np.ndarray, direction: np.ndarray, classify: Any) -> dict[str, np.ndarray]:
     """Per sample: the shape's width (sqrt of its area) grew (shrank) by at least 1 pixel, with a shape there before
     and after (an erased shape is not a smaller one, nor is a shape drawn on an empty image a larger one); shape
-    kind kept (`kept_kind`); `vanished`: the steered image has no shape."""
+    kind kept (`kept_kind`); `vanished`: the steered image has no shape; `hue_kept`: `same_hue`."""
     change = 2.0 * (measure_shape_factors(after).size - measure_shape_factors(before).size)
     present = has_shape(after)
     return {
         "target": np.where(direction == "larger", change >= 1.0, change <= -1.0) & has_shape(before) & present,
         "kept": kept_kind(before, after, classify),
         "vanished": ~present,
+        "hue_kept": same_hue(before, after),
         "width_change": change,
     }

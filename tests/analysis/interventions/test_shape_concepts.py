@@ -56,6 +56,29 @@ def test_scores_read_known_factors():
     assert not sized["target"].any() and np.abs(sized["width_change"]).max() < 0.5
 
 
+def test_hue_kept_follows_the_shape_colour():
+    """`hue_kept` of position and size: true for the untouched images and for a shift that keeps the colour, false
+    where the shape's colour is rotated by half the hue circle (3 of 6 bins away: no rounding can keep its bin)."""
+    import colorsys
+
+    batch = make_shapes(16, seed=np.random.default_rng().integers(1 << 30))
+    before = _hwc(batch.images)
+    kinds = np.zeros(16, int)
+    border = np.median(before[:, 0], axis=1)
+    rotated = before.copy()
+    for i in range(16):
+        shape = np.abs(before[i] - border[i]).max(-1) > 0.05
+        for y, x in zip(*np.nonzero(shape), strict=True):
+            h, s, v = colorsys.rgb_to_hsv(*before[i, y, x])
+            rotated[i, y, x] = colorsys.hsv_to_rgb((h + 0.5) % 1.0, s, v)
+    side = np.array(["left"] * 16)
+    classify = lambda images: kinds  # noqa: E731
+    assert score_position(before, before, side, classify)["hue_kept"].all()
+    assert score_size(before, np.roll(before, 1, axis=1), np.array(["smaller"] * 16), classify)["hue_kept"].all()
+    assert not score_position(before, rotated, side, classify)["hue_kept"].any()
+    assert not score_size(before, rotated, np.array(["larger"] * 16), classify)["hue_kept"].any()
+
+
 def test_an_erased_shape_is_neither_smaller_nor_kept():
     """A steered image with no shape left (every pixel the border colour) is not "smaller" and did not keep its
     kind, whatever the classifier says of an empty image; a shape drawn on an empty image is not "larger"."""
