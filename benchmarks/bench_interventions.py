@@ -472,8 +472,9 @@ def write_markdown(r: dict) -> None:
         "",
         "Kept: the steered sample still has a shape (measured width >= 2 px) of the kind the classifier reads in the "
         "unsteered one; an erased shape is neither kept nor smaller (`interventions.shape_scoring`). Hue bin kept: "
-        "the steered shape's hue bin (of 6) is the unsteered one's; position and size clamp the shape's latents, "
-        "which carry the colours of the shapes they were learned on, so they recolour it (not part of their targets).",
+        "the steered shape's hue bin (of 6) is the unsteered one's (chance 0.17); position and size do not keep it "
+        "(not part of their targets): a regrown or moved shape takes the colour of the latents clamped on it and of "
+        "the noise where it is drawn.",
         "",
         "Size=smaller against its alternatives (every recipe on the tuning seeds): "
         "`benchmarks/results/size_alternatives.md`.",

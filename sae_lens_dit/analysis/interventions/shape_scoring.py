@@ -45,7 +45,7 @@ def kept_kind(before: np.ndarray, after: np.ndarray, classify: Any) -> np.ndarra
 
 def same_hue(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Per sample: the steered shape's hue bin is the unsteered one's (a side effect to watch in edits that are not
-    about colour: clamping the shape's latents carries the colour of the samples they were learned on)."""
+    about colour, such as moving or resizing the shape)."""
     return hue_bin(measure_shape_factors(after).hue) == hue_bin(measure_shape_factors(before).hue)
 
 
